@@ -1,0 +1,349 @@
+//! Write [linecook](https://example.invalid/linecook) stream handlers in Rust.
+//!
+//! A handler is a type that implements [`Handler`]. The host creates one
+//! instance per partition it owns: it calls [`Handler::init`] once, then
+//! [`Handler::handle`] with consecutive batches of that partition's records, in
+//! offset order. Build the crate as a `cdylib` for `wasm32-wasip2` and drop the
+//! `.wasm` file into the host's plugins directory.
+//!
+//! ```no_run
+//! use linecook_guest::{emit, export_handler, state, Context, Error, Handler, Record};
+//!
+//! /// Counts records per key and emits `"<key>:<count>"` to the route's `output` topic.
+//! struct Counter {
+//!     output: String,
+//! }
+//!
+//! impl Handler for Counter {
+//!     fn init(ctx: &Context) -> Result<Self, String> {
+//!         let output = ctx.config("output").ok_or("route config needs `output`")?;
+//!         Ok(Counter { output: output.to_owned() })
+//!     }
+//!
+//!     fn handle(&mut self, batch: Vec<Record>) -> Result<(), Error> {
+//!         for record in batch {
+//!             let key = record.key.unwrap_or_default();
+//!             let count = state::get(&key)
+//!                 .and_then(|v| String::from_utf8(v).ok()?.parse::<u64>().ok())
+//!                 .unwrap_or(0)
+//!                 + 1;
+//!             state::set(&key, count.to_string().as_bytes());
+//!             let line = format!("{}:{count}", String::from_utf8_lossy(&key));
+//!             emit::send(&self.output, Some(&key), line.as_bytes());
+//!         }
+//!         Ok(())
+//!     }
+//! }
+//!
+//! export_handler!(Counter);
+//! ```
+//!
+//! # What the host guarantees
+//! - Everything one `handle` call does — [`state`] writes and [`emit`]ted
+//!   records — becomes durable together with the partition's offset, or not at
+//!   all. Returning an [`Error`] (or panicking) discards all of it.
+//! - [`state`] reads see the batch's own earlier writes.
+//! - Your instance's memory may be dropped between any two batches (a new
+//!   version, a trap, a restart): keep anything that must survive in [`state`].
+
+#![deny(missing_docs)]
+
+// The generated bindings name this crate by its absolute path, which must also
+// resolve from inside it.
+extern crate self as linecook_guest;
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+
+#[doc(hidden)]
+pub mod wit {
+    wit_bindgen::generate!({
+        world: "handler",
+        path: "../wit",
+        pub_export_macro: true,
+        export_macro_name: "__linecook_export_world",
+        default_bindings_module: "::linecook_guest::wit",
+        runtime_path: "::linecook_guest::__wit_bindgen::rt",
+    });
+}
+
+#[doc(hidden)]
+pub use wit_bindgen as __wit_bindgen;
+
+use wit::linecook::handler::{log as wit_log, types as wit_types};
+
+/// A record read from the partition this instance serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    /// The source topic.
+    pub topic: String,
+    /// The source partition.
+    pub partition: u32,
+    /// The record's offset in its partition.
+    pub offset: u64,
+    /// When the record was appended, in milliseconds since the Unix epoch.
+    pub timestamp_ms: i64,
+    /// The key; `None` for keyless records.
+    pub key: Option<Vec<u8>>,
+    /// The value.
+    pub value: Vec<u8>,
+    /// Headers as (name, value) pairs, in order.
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+/// What an instance is told once, before its first batch.
+#[derive(Debug, Clone)]
+pub struct Context {
+    /// The plugin's name (its file stem in the plugins directory).
+    pub plugin: String,
+    /// The plugin's version: the hex SHA-256 digest of its bytes.
+    pub version: String,
+    /// The route's source topic.
+    pub topic: String,
+    /// The partition this instance serves.
+    pub partition: u32,
+    /// The route's `config` table.
+    pub config: BTreeMap<String, String>,
+}
+
+impl Context {
+    /// The route config value for `key`, if set.
+    pub fn config(&self, key: &str) -> Option<&str> {
+        self.config.get(key).map(String::as_str)
+    }
+}
+
+/// Why a batch failed. Whatever the variant, nothing the batch did is kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Error {
+    /// A transient failure: the host retries the same batch with backoff.
+    Retry(String),
+    /// The record at `index` in the batch can never be processed: the host
+    /// dead-letters it and processes the others.
+    Poison {
+        /// Index of the record within the batch.
+        index: u32,
+        /// Why it cannot be processed.
+        message: String,
+    },
+    /// The handler cannot go on: the host pauses the partition.
+    Fatal(String),
+}
+
+/// A stream handler: one value of this type serves one partition.
+pub trait Handler: Sized + 'static {
+    /// Creates the instance for a partition. An `Err` rejects this version of
+    /// the plugin for the partition; the host keeps the version it had.
+    fn init(ctx: &Context) -> Result<Self, String>;
+
+    /// Processes one batch of consecutive records of the partition.
+    fn handle(&mut self, batch: Vec<Record>) -> Result<(), Error>;
+}
+
+/// Durable key-value state of the partition this instance serves.
+pub mod state {
+    use crate::wit::linecook::handler::state as wit_state;
+
+    /// Most entries one [`scan`] page asks the host for.
+    const SCAN_PAGE: u32 = 256;
+
+    /// The value stored under `key`, if any (including this batch's writes).
+    pub fn get(key: &[u8]) -> Option<Vec<u8>> {
+        wit_state::get(key)
+    }
+
+    /// Stores `value` under `key`; durable with the batch's checkpoint.
+    pub fn set(key: &[u8], value: &[u8]) {
+        wit_state::set(key, value)
+    }
+
+    /// Removes `key`; durable with the batch's checkpoint.
+    pub fn delete(key: &[u8]) {
+        wit_state::delete(key)
+    }
+
+    /// All entries whose key starts with `prefix`, in key order, fetched from
+    /// the host a page at a time as the iterator advances.
+    pub fn scan(prefix: &[u8]) -> Scan {
+        Scan {
+            prefix: prefix.to_vec(),
+            last: None,
+            page: Vec::new().into_iter(),
+            done: false,
+        }
+    }
+
+    /// Iterator returned by [`scan`].
+    #[derive(Debug)]
+    pub struct Scan {
+        prefix: Vec<u8>,
+        last: Option<Vec<u8>>,
+        page: std::vec::IntoIter<(Vec<u8>, Vec<u8>)>,
+        done: bool,
+    }
+
+    impl Iterator for Scan {
+        type Item = (Vec<u8>, Vec<u8>);
+
+        fn next(&mut self) -> Option<Self::Item> {
+            loop {
+                if let Some(entry) = self.page.next() {
+                    self.last = Some(entry.0.clone());
+                    return Some(entry);
+                }
+                if self.done {
+                    return None;
+                }
+                let page = wit_state::scan(&self.prefix, self.last.as_deref(), SCAN_PAGE);
+                self.done = page.is_empty();
+                self.page = page.into_iter();
+            }
+        }
+    }
+}
+
+/// Sending records to topics.
+pub mod emit {
+    use crate::wit::linecook::handler::{emit as wit_emit, types::Header, types::OutputRecord};
+
+    /// Sends `value` with `key` to `topic`. The record is written with the
+    /// batch's checkpoint, exactly once, and never if the batch fails.
+    pub fn send(topic: &str, key: Option<&[u8]>, value: &[u8]) {
+        send_with_headers(topic, key, value, &[])
+    }
+
+    /// Like [`send`], with headers.
+    pub fn send_with_headers(
+        topic: &str,
+        key: Option<&[u8]>,
+        value: &[u8],
+        headers: &[(&str, &[u8])],
+    ) {
+        wit_emit::send(&OutputRecord {
+            topic: topic.to_owned(),
+            key: key.map(<[u8]>::to_vec),
+            value: value.to_vec(),
+            headers: headers
+                .iter()
+                .map(|(k, v)| Header {
+                    key: (*k).to_owned(),
+                    value: v.to_vec(),
+                })
+                .collect(),
+        })
+    }
+}
+
+/// Diagnostics, written to the host's log with plugin, topic and partition.
+pub mod log {
+    use crate::wit_log::{Level, write};
+
+    /// Logs at trace level.
+    pub fn trace(message: &str) {
+        write(Level::Trace, message)
+    }
+    /// Logs at debug level.
+    pub fn debug(message: &str) {
+        write(Level::Debug, message)
+    }
+    /// Logs at info level.
+    pub fn info(message: &str) {
+        write(Level::Info, message)
+    }
+    /// Logs at warn level.
+    pub fn warn(message: &str) {
+        write(Level::Warn, message)
+    }
+    /// Logs at error level.
+    pub fn error(message: &str) {
+        write(Level::Error, message)
+    }
+}
+
+trait ErasedHandler {
+    fn handle(&mut self, batch: Vec<Record>) -> Result<(), Error>;
+}
+
+impl<H: Handler> ErasedHandler for H {
+    fn handle(&mut self, batch: Vec<Record>) -> Result<(), Error> {
+        Handler::handle(self, batch)
+    }
+}
+
+thread_local! {
+    // A component instance is single-threaded and serves one partition, so
+    // one slot holds the one handler value.
+    static INSTANCE: RefCell<Option<Box<dyn ErasedHandler>>> = const { RefCell::new(None) };
+}
+
+#[doc(hidden)]
+pub fn __init<H: Handler>(ctx: wit_types::Context) -> Result<(), String> {
+    let ctx = Context {
+        plugin: ctx.plugin,
+        version: ctx.version,
+        topic: ctx.topic,
+        partition: ctx.partition,
+        config: ctx.config.into_iter().collect(),
+    };
+    let handler = H::init(&ctx)?;
+    INSTANCE.with(|slot| *slot.borrow_mut() = Some(Box::new(handler)));
+    Ok(())
+}
+
+#[doc(hidden)]
+pub fn __handle(batch: Vec<wit_types::StreamRecord>) -> Result<(), wit_types::HandlerError> {
+    let batch = batch
+        .into_iter()
+        .map(|r| Record {
+            topic: r.topic,
+            partition: r.partition,
+            offset: r.offset,
+            timestamp_ms: r.timestamp_ms,
+            key: r.key,
+            value: r.value,
+            headers: r.headers.into_iter().map(|h| (h.key, h.value)).collect(),
+        })
+        .collect();
+    INSTANCE.with(|slot| {
+        let mut slot = slot.borrow_mut();
+        let handler = slot
+            .as_mut()
+            .ok_or_else(|| wit_types::HandlerError::Fatal("handle called before init".into()))?;
+        handler.handle(batch).map_err(|e| match e {
+            Error::Retry(m) => wit_types::HandlerError::Retry(m),
+            Error::Poison { index, message } => {
+                wit_types::HandlerError::Poison(wit_types::PoisonRecord { index, message })
+            }
+            Error::Fatal(m) => wit_types::HandlerError::Fatal(m),
+        })
+    })
+}
+
+/// Exports a [`Handler`] type as the component's `handler` world.
+///
+/// Call it once, at the top level of the crate.
+#[macro_export]
+macro_rules! export_handler {
+    ($handler:ty) => {
+        const _: () = {
+            struct __LinecookHandler;
+
+            impl $crate::wit::Guest for __LinecookHandler {
+                fn init(
+                    context: $crate::wit::linecook::handler::types::Context,
+                ) -> ::core::result::Result<(), ::std::string::String> {
+                    $crate::__init::<$handler>(context)
+                }
+
+                fn handle(
+                    batch: ::std::vec::Vec<$crate::wit::linecook::handler::types::StreamRecord>,
+                ) -> ::core::result::Result<(), $crate::wit::linecook::handler::types::HandlerError>
+                {
+                    $crate::__handle(batch)
+                }
+            }
+
+            $crate::wit::__linecook_export_world!(__LinecookHandler with_types_in $crate::wit);
+        };
+    };
+}

@@ -1,0 +1,151 @@
+//! The admin HTTP API on loopback: status, health, and the embedded log's
+//! produce/read/topic endpoints, so the CLI works while the host holds the
+//! store.
+//!
+//! - `GET  /healthz`
+//! - `GET  /status` → [`StatusReport`](crate::status::StatusReport)
+//! - `GET  /topics` → `[TopicReport]`
+//! - `POST /topics` ← `CreateTopic`
+//! - `POST /topics/{topic}/records` ← `Produce` → `Produced`
+//! - `GET  /topics/{topic}/partitions/{p}/records?from=N&max=N` → `[WireRecord]`
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+
+use crate::api::{ApiError, CreateTopic, Produce, Produced, TopicReport, WireRecord};
+use crate::config::Config;
+use crate::record::NewRecord;
+use crate::status::{self, Live};
+use crate::store::{Store, StoreError};
+
+/// Most records one read request returns.
+const MAX_READ: usize = 10_000;
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct AdminState {
+    /// The store.
+    pub store: Arc<Store>,
+    /// The config the host runs.
+    pub config: Arc<Config>,
+    /// Worker status.
+    pub live: Arc<Live>,
+}
+
+/// The router.
+pub fn router(state: AdminState) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/status", get(get_status))
+        .route("/topics", get(list_topics).post(create_topic))
+        .route("/topics/{topic}/records", post(produce))
+        .route("/topics/{topic}/partitions/{partition}/records", get(read))
+        .with_state(state)
+}
+
+struct Failure(StatusCode, String);
+
+impl IntoResponse for Failure {
+    fn into_response(self) -> Response {
+        (self.0, Json(ApiError { error: self.1 })).into_response()
+    }
+}
+
+impl From<StoreError> for Failure {
+    fn from(e: StoreError) -> Self {
+        let code = match e {
+            StoreError::UnknownTopic(_) => StatusCode::NOT_FOUND,
+            StoreError::Invalid(_)
+            | StoreError::TopicExists { .. }
+            | StoreError::NoSuchPartition { .. } => StatusCode::BAD_REQUEST,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        Failure(code, e.to_string())
+    }
+}
+
+/// Runs blocking store work off the async threads.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, Failure> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Failure(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        .map_err(Failure::from)
+}
+
+async fn get_status(State(s): State<AdminState>) -> Result<impl IntoResponse, Failure> {
+    let report = blocking(move || status::report(&s.store, &s.config, Some(&s.live))).await?;
+    Ok(Json(report))
+}
+
+async fn list_topics(State(s): State<AdminState>) -> Result<impl IntoResponse, Failure> {
+    let topics = blocking(move || {
+        s.store
+            .topics()?
+            .into_iter()
+            .map(|t| {
+                Ok(TopicReport {
+                    end_offsets: s.store.end_offsets(&t)?,
+                    name: t.name,
+                    partitions: t.partitions,
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()
+    })
+    .await?;
+    Ok(Json(topics))
+}
+
+async fn create_topic(
+    State(s): State<AdminState>,
+    Json(req): Json<CreateTopic>,
+) -> Result<impl IntoResponse, Failure> {
+    let info = blocking(move || s.store.create_topic(&req.name, req.partitions)).await?;
+    Ok(Json(info))
+}
+
+async fn produce(
+    State(s): State<AdminState>,
+    Path(topic): Path<String>,
+    Json(req): Json<Produce>,
+) -> Result<impl IntoResponse, Failure> {
+    let records: Vec<NewRecord> = req.records.into_iter().map(Into::into).collect();
+    let positions = blocking(move || s.store.produce(&topic, &records)).await?;
+    Ok(Json(Produced { positions }))
+}
+
+#[derive(Deserialize)]
+struct ReadQuery {
+    #[serde(default)]
+    from: u64,
+    max: Option<usize>,
+}
+
+async fn read(
+    State(s): State<AdminState>,
+    Path((topic, partition)): Path<(String, u32)>,
+    Query(q): Query<ReadQuery>,
+) -> Result<impl IntoResponse, Failure> {
+    let max = q.max.unwrap_or(1000).min(MAX_READ);
+    let records = blocking(move || {
+        let topic = s.store.topic(&topic)?;
+        if partition >= topic.partitions {
+            return Err(StoreError::NoSuchPartition {
+                topic: topic.name,
+                partitions: topic.partitions,
+                partition,
+            });
+        }
+        s.store.read(&topic, partition, q.from, max)
+    })
+    .await?;
+    let records: Vec<WireRecord> = records.into_iter().map(Into::into).collect();
+    Ok(Json(records))
+}

@@ -1,0 +1,405 @@
+//! Checkpoints: one redb write transaction per batch that makes the batch's
+//! state writes, emitted records, the partition's next offset and the version
+//! that handled it durable together — or, if anything fails, none of them.
+//!
+//! **Architecture invariant:** a checkpoint only moves a partition forward
+//! from exactly where its previous checkpoint ended (`CheckpointConflict`
+//! otherwise), so a batch can never be committed twice or skipped.
+
+use std::collections::BTreeMap;
+
+use redb::{ReadOnlyTable, ReadableDatabase, ReadableTable};
+
+use crate::log::{LogAppender, TopicInfo};
+use crate::partitioner::partition_for_key;
+use crate::record::{OutputRecord, now_ms};
+use crate::store::{CHECKPOINTS, STATE, Store, StoreError, VERSION_HISTORY};
+
+/// Where a partition's processing stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checkpoint {
+    /// Offset of the next record to handle.
+    pub next_offset: u64,
+    /// Plugin version (digest) that handled the last committed batch.
+    pub version: String,
+}
+
+/// The effects of one successful `handle` call, not yet durable.
+#[derive(Debug, Default)]
+pub struct BatchEffects {
+    /// State writes by key: `Some(value)` sets, `None` deletes.
+    pub state: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    /// Records to append, in the order they were emitted.
+    pub outputs: Vec<OutputRecord>,
+}
+
+/// A batch ready to commit.
+#[derive(Debug)]
+pub struct BatchCommit<'a> {
+    /// Source topic.
+    pub topic: &'a TopicInfo,
+    /// Source partition.
+    pub partition: u32,
+    /// Offset of the batch's first record; must equal the committed offset.
+    pub first_offset: u64,
+    /// Offset after the batch's last record.
+    pub next_offset: u64,
+    /// Version (digest) of the plugin that handled the batch.
+    pub version: &'a str,
+    /// What the batch did.
+    pub effects: &'a BatchEffects,
+}
+
+/// Committed state of one partition, as a handler reads it during a batch.
+pub trait StateReader: Send {
+    /// The committed value of `key`.
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Up to `limit` committed entries with `prefix`, after `start_after`, in
+    /// key order.
+    fn scan(
+        &self,
+        prefix: &[u8],
+        start_after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError>;
+}
+
+/// A snapshot of one partition's committed state.
+pub struct PartitionState {
+    table: ReadOnlyTable<&'static [u8], &'static [u8]>,
+    prefix: [u8; 8],
+}
+
+fn state_prefix(topic_id: u32, partition: u32) -> [u8; 8] {
+    let mut prefix = [0; 8];
+    prefix[..4].copy_from_slice(&topic_id.to_be_bytes());
+    prefix[4..].copy_from_slice(&partition.to_be_bytes());
+    prefix
+}
+
+fn prefixed(prefix: &[u8], key: &[u8]) -> Vec<u8> {
+    let mut full = Vec::with_capacity(prefix.len() + key.len());
+    full.extend_from_slice(prefix);
+    full.extend_from_slice(key);
+    full
+}
+
+impl StateReader for PartitionState {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        let full = prefixed(&self.prefix, key);
+        Ok(self
+            .table
+            .get(full.as_slice())?
+            .map(|v| v.value().to_vec()))
+    }
+
+    fn scan(
+        &self,
+        prefix: &[u8],
+        start_after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+        let from = match start_after {
+            Some(after) if after > prefix => after,
+            _ => prefix,
+        };
+        let lower = prefixed(&self.prefix, from);
+        let mut out = Vec::new();
+        for entry in self.table.range(lower.as_slice()..)? {
+            let (key, value) = entry?;
+            // Keys past this partition's prefix, or past `prefix`, end the scan.
+            let Some(key) = key.value().strip_prefix(self.prefix.as_slice()) else {
+                break;
+            };
+            if !key.starts_with(prefix) {
+                break;
+            }
+            if start_after == Some(key) {
+                continue;
+            }
+            out.push((key.to_vec(), value.value().to_vec()));
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl Store {
+    /// The committed checkpoint of `topic`/`partition`, if it has one.
+    pub fn checkpoint(
+        &self,
+        topic: &TopicInfo,
+        partition: u32,
+    ) -> Result<Option<Checkpoint>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(CHECKPOINTS)?;
+        Ok(table.get((topic.id, partition))?.map(|v| {
+            let (next_offset, version) = v.value();
+            Checkpoint {
+                next_offset,
+                version: version.to_owned(),
+            }
+        }))
+    }
+
+    /// A snapshot of the committed state of `topic`/`partition`.
+    pub fn partition_state(
+        &self,
+        topic: &TopicInfo,
+        partition: u32,
+    ) -> Result<PartitionState, StoreError> {
+        let txn = self.db.begin_read()?;
+        Ok(PartitionState {
+            table: txn.open_table(STATE)?,
+            prefix: state_prefix(topic.id, partition),
+        })
+    }
+
+    /// Every committed state entry of `topic`/`partition`, in key order.
+    pub fn state_entries(
+        &self,
+        topic: &TopicInfo,
+        partition: u32,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+        self.partition_state(topic, partition)?
+            .scan(&[], None, usize::MAX)
+    }
+
+    /// (first offset, version) for each version that handled `topic`/`partition`.
+    pub fn version_history(
+        &self,
+        topic: &TopicInfo,
+        partition: u32,
+    ) -> Result<Vec<(u64, String)>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(VERSION_HISTORY)?;
+        let range = table.range((topic.id, partition, 0)..=(topic.id, partition, u64::MAX))?;
+        let mut out = Vec::new();
+        for entry in range {
+            let (key, value) = entry?;
+            out.push((key.value().2, value.value().to_owned()));
+        }
+        Ok(out)
+    }
+
+    /// Commits one batch atomically: state writes, outputs, next offset, version.
+    pub fn commit_batch(&self, batch: BatchCommit<'_>) -> Result<(), StoreError> {
+        let BatchCommit {
+            topic,
+            partition,
+            first_offset,
+            next_offset,
+            version,
+            effects,
+        } = batch;
+        let txn = self.db.begin_write()?;
+        {
+            let mut checkpoints = txn.open_table(CHECKPOINTS)?;
+            let previous = checkpoints
+                .get((topic.id, partition))?
+                .map(|v| (v.value().0, v.value().1.to_owned()));
+            let committed = previous.as_ref().map_or(0, |p| p.0);
+            if committed != first_offset {
+                return Err(StoreError::CheckpointConflict {
+                    topic: topic.name.clone(),
+                    partition,
+                    batch_start: first_offset,
+                    committed,
+                });
+            }
+            if previous.as_ref().map(|p| p.1.as_str()) != Some(version) {
+                txn.open_table(VERSION_HISTORY)?
+                    .insert((topic.id, partition, first_offset), version)?;
+            }
+            checkpoints.insert((topic.id, partition), (next_offset, version))?;
+
+            let prefix = state_prefix(topic.id, partition);
+            let mut state = txn.open_table(STATE)?;
+            for (key, value) in &effects.state {
+                let full = prefixed(&prefix, key);
+                match value {
+                    Some(value) => state.insert(full.as_slice(), value.as_slice())?,
+                    None => state.remove(full.as_slice())?,
+                };
+            }
+
+            if !effects.outputs.is_empty() {
+                // Keyless outputs of one batch stick to one partition, chosen
+                // from the batch's position so a replay after a crash puts
+                // them exactly where the first attempt would have.
+                let sticky_seed = format!("{}/{partition}/{first_offset}", topic.id);
+                let now = now_ms();
+                let mut log = LogAppender::new(&txn)?;
+                for output in &effects.outputs {
+                    let dest = log.topic(&output.topic)?;
+                    let key = output.key.as_deref().unwrap_or(sticky_seed.as_bytes());
+                    let dest_partition = partition_for_key(key, dest.partitions);
+                    log.append(
+                        &dest,
+                        dest_partition,
+                        now,
+                        output.key.as_deref(),
+                        &output.value,
+                        &output.headers,
+                    )?;
+                }
+            }
+        }
+        txn.commit()?;
+        if !effects.outputs.is_empty() {
+            self.notify_appended();
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn effects(writes: &[(&str, Option<&str>)], outputs: &[(&str, &str)]) -> BatchEffects {
+        BatchEffects {
+            state: writes
+                .iter()
+                .map(|(k, v)| (k.as_bytes().to_vec(), v.map(|v| v.as_bytes().to_vec())))
+                .collect(),
+            outputs: outputs
+                .iter()
+                .map(|(k, v)| OutputRecord {
+                    topic: "out".into(),
+                    key: Some(k.as_bytes().to_vec()),
+                    value: v.as_bytes().to_vec(),
+                    headers: vec![],
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_batch_commits_state_outputs_and_offset_together() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let input = store.create_topic("in", 2).unwrap();
+        let out = store.create_topic("out", 1).unwrap();
+        let fx = effects(&[("a", Some("1")), ("b", Some("2"))], &[("a", "x")]);
+        store
+            .commit_batch(BatchCommit {
+                topic: &input,
+                partition: 1,
+                first_offset: 0,
+                next_offset: 5,
+                version: "v1",
+                effects: &fx,
+            })
+            .unwrap();
+        assert_eq!(
+            store.checkpoint(&input, 1).unwrap(),
+            Some(Checkpoint {
+                next_offset: 5,
+                version: "v1".into()
+            })
+        );
+        assert_eq!(store.checkpoint(&input, 0).unwrap(), None);
+        assert_eq!(store.read(&out, 0, 0, 10).unwrap()[0].value, b"x");
+        // Partition 0 sees none of partition 1's state.
+        assert!(store.state_entries(&input, 0).unwrap().is_empty());
+        assert_eq!(store.state_entries(&input, 1).unwrap().len(), 2);
+
+        let fx = effects(&[("a", None)], &[]);
+        store
+            .commit_batch(BatchCommit {
+                topic: &input,
+                partition: 1,
+                first_offset: 5,
+                next_offset: 6,
+                version: "v2",
+                effects: &fx,
+            })
+            .unwrap();
+        let state = store.partition_state(&input, 1).unwrap();
+        assert_eq!(state.get(b"a").unwrap(), None);
+        assert_eq!(state.get(b"b").unwrap(), Some(b"2".to_vec()));
+        assert_eq!(
+            store.version_history(&input, 1).unwrap(),
+            vec![(0, "v1".to_string()), (5, "v2".to_string())]
+        );
+    }
+
+    #[test]
+    fn a_batch_that_does_not_start_at_the_checkpoint_is_refused_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let input = store.create_topic("in", 1).unwrap();
+        let out = store.create_topic("out", 1).unwrap();
+        let fx = effects(&[("a", Some("1"))], &[("a", "x")]);
+        let err = store
+            .commit_batch(BatchCommit {
+                topic: &input,
+                partition: 0,
+                first_offset: 3,
+                next_offset: 4,
+                version: "v1",
+                effects: &fx,
+            })
+            .unwrap_err();
+        assert!(matches!(err, StoreError::CheckpointConflict { .. }), "{err}");
+        assert!(store.state_entries(&input, 0).unwrap().is_empty());
+        assert!(store.read(&out, 0, 0, 10).unwrap().is_empty());
+    }
+
+    #[test]
+    fn emitting_to_a_missing_topic_commits_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let input = store.create_topic("in", 1).unwrap();
+        let fx = effects(&[("a", Some("1"))], &[("a", "x")]);
+        let err = store
+            .commit_batch(BatchCommit {
+                topic: &input,
+                partition: 0,
+                first_offset: 0,
+                next_offset: 1,
+                version: "v1",
+                effects: &fx,
+            })
+            .unwrap_err();
+        assert!(matches!(err, StoreError::UnknownTopic(_)), "{err}");
+        assert_eq!(store.checkpoint(&input, 0).unwrap(), None);
+        assert!(store.state_entries(&input, 0).unwrap().is_empty());
+    }
+
+    #[test]
+    fn scan_pages_through_a_prefix() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let input = store.create_topic("in", 1).unwrap();
+        store.create_topic("out", 1).unwrap();
+        let fx = effects(
+            &[
+                ("a1", Some("1")),
+                ("a2", Some("2")),
+                ("a3", Some("3")),
+                ("b1", Some("4")),
+            ],
+            &[],
+        );
+        store
+            .commit_batch(BatchCommit {
+                topic: &input,
+                partition: 0,
+                first_offset: 0,
+                next_offset: 1,
+                version: "v",
+                effects: &fx,
+            })
+            .unwrap();
+        let state = store.partition_state(&input, 0).unwrap();
+        let page = state.scan(b"a", None, 2).unwrap();
+        assert_eq!(page.len(), 2);
+        let rest = state.scan(b"a", Some(b"a2"), 10).unwrap();
+        assert_eq!(rest, vec![(b"a3".to_vec(), b"3".to_vec())]);
+    }
+}

@@ -1,0 +1,471 @@
+//! The `linecook` command line.
+
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use base64::Engine as _;
+use clap::{Args, Parser, Subcommand};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use crate::client::Access;
+use crate::config::Config;
+use crate::plugins::short;
+use crate::record::{LogRecord, NewRecord};
+use crate::runtime::Runtime;
+use crate::status::StatusReport;
+
+/// Records per produce transaction / request.
+const PRODUCE_CHUNK: usize = 1000;
+/// Records per read while tailing.
+const TAIL_CHUNK: usize = 1000;
+
+/// linecook runs stream handlers written as WebAssembly components.
+///
+/// It is a member of a consumer group: for every partition it owns of a
+/// routed topic it runs one instance of the routed plugin, hands it batches
+/// of records in offset order, and commits the handler's state writes, its
+/// output records and the partition's next offset in one transaction.
+#[derive(Debug, Parser)]
+#[command(
+    name = "linecook",
+    version,
+    after_help = "\
+Quick start:
+  linecook topics create words --partitions 4 --config linecook.toml
+  printf 'alice:hello\\nbob:world\\n' | linecook produce --topic words --key-separator : --config linecook.toml
+  linecook run --config linecook.toml          # Ctrl-C stops after the batch in flight
+  linecook tail --topic shouted --from-beginning --config linecook.toml
+  linecook status --config linecook.toml
+
+produce, tail and status work whether or not `linecook run` is running: when it
+holds the data directory they go through its admin API.
+
+Logging: RUST_LOG=debug (or e.g. RUST_LOG=linecook=debug,linecook::guest=trace)."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Args)]
+struct ConfigArg {
+    /// Path of the config file (TOML). See `linecook config-help`.
+    #[arg(long, short, env = "LINECOOK_CONFIG", default_value = "linecook.toml")]
+    config: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the host until SIGINT/SIGTERM; on a signal it finishes and
+    /// checkpoints the batch in flight on every partition, then exits.
+    Run {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Create and list topics of the embedded log.
+    Topics {
+        #[command(subcommand)]
+        command: TopicsCommand,
+    },
+    /// Append records to a topic: each line of standard input is one record's value.
+    ///
+    /// Keyed records go to the partition Kafka's default partitioner would
+    /// pick; keyless records are spread round-robin.
+    Produce {
+        /// Topic to append to.
+        #[arg(long)]
+        topic: String,
+        /// Split each line at the first SEP: the text before is the key, the rest the value.
+        #[arg(long, value_name = "SEP")]
+        key_separator: Option<String>,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Print a topic's records as JSON lines:
+    /// {"topic","partition","offset","key","value","timestamp_ms"}.
+    ///
+    /// Keys and values print as strings when they are UTF-8, else as
+    /// {"base64": "..."}; a missing key prints as null. Records are printed
+    /// partition by partition, each in offset order.
+    Tail {
+        /// Topic to read.
+        #[arg(long)]
+        topic: String,
+        /// Start at the first record instead of the end of each partition.
+        #[arg(long)]
+        from_beginning: bool,
+        /// Stop after this many records.
+        #[arg(long, value_name = "N")]
+        max_records: Option<u64>,
+        /// Keep waiting for new records instead of exiting after the last one.
+        #[arg(long)]
+        follow: bool,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Show each routed partition: committed offset, end offset, lag, plugin,
+    /// version and, while the host runs, what its worker is doing.
+    Status {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Inspect plugin modules.
+    Plugins {
+        #[command(subcommand)]
+        command: PluginsCommand,
+    },
+    /// Print an annotated example config file.
+    ConfigHelp,
+}
+
+#[derive(Debug, Subcommand)]
+enum TopicsCommand {
+    /// Create a topic with a fixed number of partitions (idempotent).
+    Create {
+        /// Topic name: 1 to 249 of A-Z a-z 0-9 . _ -
+        name: String,
+        /// Number of partitions, 1 to 4096. Fixed once created.
+        #[arg(long)]
+        partitions: u32,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// List topics with their partitions and end offsets.
+    List {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum PluginsCommand {
+    /// Check that FILE is a component of the linecook:handler world, without a
+    /// running host. Prints its digest, imports and exports; exits non-zero
+    /// with the reason if it is not usable.
+    Check {
+        /// The .wasm file.
+        file: PathBuf,
+    },
+}
+
+/// Parses the command line and runs the command.
+pub fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_tracing();
+    match cli.command {
+        Command::Run { config } => run(&load(&config)?),
+        Command::Topics {
+            command: TopicsCommand::Create { name, partitions, config },
+        } => {
+            let access = Access::connect(&load(&config)?)?;
+            let topic = access.create_topic(&name, partitions)?;
+            eprintln!("topic `{}` has {} partitions", topic.name, topic.partitions);
+            Ok(())
+        }
+        Command::Topics {
+            command: TopicsCommand::List { config },
+        } => {
+            let access = Access::connect(&load(&config)?)?;
+            println!("{:<24} {:>10} {:>12}", "TOPIC", "PARTITIONS", "RECORDS");
+            for t in access.topics()? {
+                let total: u64 = t.end_offsets.iter().sum();
+                println!("{:<24} {:>10} {:>12}", t.name, t.partitions, total);
+            }
+            Ok(())
+        }
+        Command::Produce {
+            topic,
+            key_separator,
+            config,
+        } => produce(&load(&config)?, &topic, key_separator.as_deref()),
+        Command::Tail {
+            topic,
+            from_beginning,
+            max_records,
+            follow,
+            config,
+        } => tail(&load(&config)?, &topic, from_beginning, max_records, follow),
+        Command::Status { json, config } => {
+            let config = load(&config)?;
+            let report = Access::connect(&config)?.status(&config)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print_status(&report);
+            }
+            Ok(())
+        }
+        Command::Plugins {
+            command: PluginsCommand::Check { file },
+        } => check_plugin(&file),
+        Command::ConfigHelp => {
+            print!("{}", EXAMPLE_CONFIG);
+            Ok(())
+        }
+    }
+}
+
+const EXAMPLE_CONFIG: &str = r#"# linecook.toml — relative paths are resolved against this file's directory.
+
+group = "demo"               # consumer group this member belongs to (required)
+data_dir = "data"            # redb file: embedded log, handler state, checkpoints
+plugins_dir = "plugins"      # <name>.wasm components of the linecook:handler world
+max_batch = 500              # most records per `handle` call (1..=100000)
+admin = "127.0.0.1:7420"     # admin HTTP API; port 0 picks a free port
+
+[[topic]]                    # embedded topics to create at start (idempotent)
+name = "words"
+partitions = 4
+
+[[topic]]
+name = "shouted"
+partitions = 4
+
+[[route]]                    # every owned partition of `topic` runs `plugin`
+topic = "words"
+plugin = "uppercase"         # plugins_dir/uppercase.wasm
+config = { output = "shouted" }   # handed to the plugin's init as strings
+"#;
+
+fn load(arg: &ConfigArg) -> anyhow::Result<Config> {
+    Ok(Config::load(&arg.config)?)
+}
+
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
+
+fn run(config: &Config) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .thread_name("linecook-io")
+        .build()?;
+    let shutdown = CancellationToken::new();
+    rt.block_on(async {
+        let signals = tokio::spawn({
+            let shutdown = shutdown.clone();
+            async move {
+                wait_for_signal().await;
+                tracing::info!("signal received");
+                shutdown.cancel();
+            }
+        });
+        let result = crate::daemon::run(config.clone(), shutdown).await;
+        signals.abort();
+        result
+    })
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("installing SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+fn produce(config: &Config, topic: &str, key_separator: Option<&str>) -> anyhow::Result<()> {
+    if key_separator == Some("") {
+        bail!("--key-separator must not be empty");
+    }
+    let access = Access::connect(config)?;
+    // Fail before reading stdin if the topic does not exist.
+    access.topic(topic)?;
+    let stdin = std::io::stdin().lock();
+    let mut chunk = Vec::with_capacity(PRODUCE_CHUNK);
+    let mut total = 0usize;
+    for line in stdin.split(b'\n') {
+        let mut line = line.context("reading standard input")?;
+        if line.last() == Some(&b'\r') {
+            line.pop();
+        }
+        chunk.push(split_line(line, key_separator));
+        if chunk.len() == PRODUCE_CHUNK {
+            total += access.produce(topic, std::mem::take(&mut chunk))?.len();
+        }
+    }
+    if !chunk.is_empty() {
+        total += access.produce(topic, chunk)?.len();
+    }
+    eprintln!("produced {total} records to `{topic}`");
+    Ok(())
+}
+
+fn split_line(line: Vec<u8>, separator: Option<&str>) -> NewRecord {
+    let split = separator.and_then(|sep| {
+        let sep = sep.as_bytes();
+        line.windows(sep.len())
+            .position(|w| w == sep)
+            .map(|at| (line[..at].to_vec(), line[at + sep.len()..].to_vec()))
+    });
+    let (key, value) = match split {
+        Some((key, value)) => (Some(key), value),
+        None => (None, line),
+    };
+    NewRecord {
+        key,
+        value,
+        headers: Vec::new(),
+        partition: None,
+    }
+}
+
+fn tail(
+    config: &Config,
+    topic: &str,
+    from_beginning: bool,
+    max_records: Option<u64>,
+    follow: bool,
+) -> anyhow::Result<()> {
+    let info = Access::connect(config)?.topic(topic)?;
+    let mut positions: Vec<u64> = if from_beginning {
+        vec![0; info.partitions as usize]
+    } else {
+        info.end_offsets.clone()
+    };
+    let mut printed = 0u64;
+    let mut out = std::io::stdout().lock();
+    loop {
+        // Reconnect per round so a tail --follow without a host never keeps
+        // the store from a `linecook run` that starts meanwhile.
+        let access = Access::connect(config)?;
+        for partition in 0..info.partitions {
+            loop {
+                let records =
+                    access.read(topic, partition, positions[partition as usize], TAIL_CHUNK)?;
+                let Some(last) = records.last() else { break };
+                positions[partition as usize] = last.offset + 1;
+                for record in &records {
+                    if max_records.is_some_and(|max| printed >= max) {
+                        return Ok(());
+                    }
+                    writeln!(out, "{}", record_json(topic, record))?;
+                    printed += 1;
+                }
+                if records.len() < TAIL_CHUNK {
+                    break;
+                }
+            }
+        }
+        out.flush()?;
+        if !follow || max_records.is_some_and(|max| printed >= max) {
+            return Ok(());
+        }
+        drop(access);
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+fn bytes_json(bytes: &[u8]) -> serde_json::Value {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => json!(s),
+        Err(_) => json!({ "base64": base64::engine::general_purpose::STANDARD.encode(bytes) }),
+    }
+}
+
+fn record_json(topic: &str, r: &LogRecord) -> serde_json::Value {
+    json!({
+        "topic": topic,
+        "partition": r.partition,
+        "offset": r.offset,
+        "key": r.key.as_deref().map(bytes_json),
+        "value": bytes_json(&r.value),
+        "timestamp_ms": r.timestamp_ms,
+    })
+}
+
+fn print_status(report: &StatusReport) {
+    println!(
+        "group {} · host {}",
+        report.group,
+        if report.running { "running" } else { "not running" }
+    );
+    println!(
+        "{:<20} {:>4} {:>10} {:>10} {:>8}  {:<14} {:<12}  {}",
+        "TOPIC", "PART", "COMMITTED", "END", "LAG", "PLUGIN", "VERSION", "STATE"
+    );
+    for p in &report.partitions {
+        let state = match (&p.state, &p.detail) {
+            (Some(s), Some(d)) => format!("{}: {d}", serde_json::to_value(s).unwrap_or_default().as_str().unwrap_or("?")),
+            (Some(s), None) => serde_json::to_value(s).unwrap_or_default().as_str().unwrap_or("?").to_owned(),
+            (None, _) => "-".to_owned(),
+        };
+        println!(
+            "{:<20} {:>4} {:>10} {:>10} {:>8}  {:<14} {:<12}  {}",
+            p.topic,
+            p.partition,
+            p.committed_offset,
+            p.end_offset,
+            p.lag,
+            p.plugin,
+            p.version.as_deref().map(short).unwrap_or("-"),
+            state
+        );
+    }
+}
+
+fn check_plugin(file: &std::path::Path) -> anyhow::Result<()> {
+    let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    let runtime = Runtime::new()?;
+    let (imports, exports) = runtime
+        .describe(&bytes)
+        .with_context(|| format!("{} is not a usable plugin", file.display()))?;
+    runtime
+        .prepare(&bytes)
+        .with_context(|| format!("{} is not a usable plugin", file.display()))?;
+    println!("{}: ok, a linecook:handler component", file.display());
+    println!("digest  {}", crate::plugins::digest(&bytes));
+    println!("size    {} bytes", bytes.len());
+    println!("imports:");
+    for i in imports {
+        println!("  {i}");
+    }
+    println!("exports:");
+    for e in exports {
+        println!("  {e}");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_separator_splits_at_the_first_occurrence() {
+        let r = split_line(b"k:v:w".to_vec(), Some(":"));
+        assert_eq!(r.key.as_deref(), Some(&b"k"[..]));
+        assert_eq!(r.value, b"v:w");
+        let r = split_line(b"novalue".to_vec(), Some(":"));
+        assert_eq!(r.key, None);
+        assert_eq!(r.value, b"novalue");
+    }
+
+    #[test]
+    fn non_utf8_bytes_print_as_base64() {
+        assert_eq!(bytes_json(b"hi"), json!("hi"));
+        assert_eq!(bytes_json(&[0xff]), json!({"base64": "/w=="}));
+    }
+
+    #[test]
+    fn the_example_config_is_valid() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("linecook.toml");
+        std::fs::write(&path, EXAMPLE_CONFIG).unwrap();
+        Config::load(&path).unwrap();
+    }
+}

@@ -1,0 +1,185 @@
+//! How CLI commands reach the store: directly when no host is running, or
+//! through the running host's admin API when it holds the store.
+
+use std::time::Duration;
+
+use anyhow::{Context as _, anyhow, bail};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::api::{ApiError, CreateTopic, Produce, Produced, TopicReport, WireRecord};
+use crate::config::Config;
+use crate::daemon::admin_addr;
+use crate::log::TopicInfo;
+use crate::record::{LogRecord, NewRecord};
+use crate::status::{self, StatusReport};
+use crate::store::{Store, StoreError};
+
+/// Access to a data directory's store.
+#[derive(Debug)]
+pub enum Access {
+    /// No host is running: the CLI holds the store itself.
+    Direct(Store),
+    /// A host holds the store: talk to its admin API.
+    Remote(Remote),
+}
+
+/// The admin API of a running host.
+#[derive(Debug)]
+pub struct Remote {
+    base: String,
+    agent: ureq::Agent,
+}
+
+impl Access {
+    /// Opens the store, or finds the running host that holds it.
+    pub fn connect(config: &Config) -> anyhow::Result<Access> {
+        match Store::open(&config.data_dir) {
+            Ok(store) => Ok(Access::Direct(store)),
+            Err(StoreError::InUse(dir)) => {
+                let addr = admin_addr(&dir).unwrap_or_else(|| config.admin.to_string());
+                Ok(Access::Remote(Remote::new(&addr)))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Creates a topic.
+    pub fn create_topic(&self, name: &str, partitions: u32) -> anyhow::Result<TopicInfo> {
+        match self {
+            Access::Direct(store) => Ok(store.create_topic(name, partitions)?),
+            Access::Remote(r) => r.post(
+                "/topics",
+                &CreateTopic {
+                    name: name.to_owned(),
+                    partitions,
+                },
+            ),
+        }
+    }
+
+    /// Every topic with its end offsets.
+    pub fn topics(&self) -> anyhow::Result<Vec<TopicReport>> {
+        match self {
+            Access::Direct(store) => store
+                .topics()?
+                .into_iter()
+                .map(|t| {
+                    Ok(TopicReport {
+                        end_offsets: store.end_offsets(&t)?,
+                        name: t.name,
+                        partitions: t.partitions,
+                    })
+                })
+                .collect(),
+            Access::Remote(r) => r.get("/topics"),
+        }
+    }
+
+    /// One topic with its end offsets.
+    pub fn topic(&self, name: &str) -> anyhow::Result<TopicReport> {
+        self.topics()?
+            .into_iter()
+            .find(|t| t.name == name)
+            .ok_or_else(|| anyhow!(StoreError::UnknownTopic(name.to_owned())))
+    }
+
+    /// Appends records to `topic`; returns their (partition, offset).
+    pub fn produce(&self, topic: &str, records: Vec<NewRecord>) -> anyhow::Result<Vec<(u32, u64)>> {
+        match self {
+            Access::Direct(store) => Ok(store.produce(topic, &records)?),
+            Access::Remote(r) => {
+                let produced: Produced = r.post(
+                    &format!("/topics/{topic}/records"),
+                    &Produce {
+                        records: records.into_iter().map(Into::into).collect(),
+                    },
+                )?;
+                Ok(produced.positions)
+            }
+        }
+    }
+
+    /// Up to `max` records of `topic`/`partition` from `from`.
+    pub fn read(
+        &self,
+        topic: &str,
+        partition: u32,
+        from: u64,
+        max: usize,
+    ) -> anyhow::Result<Vec<LogRecord>> {
+        match self {
+            Access::Direct(store) => {
+                let info = store.topic(topic)?;
+                Ok(store.read(&info, partition, from, max)?)
+            }
+            Access::Remote(r) => {
+                let records: Vec<WireRecord> = r.get(&format!(
+                    "/topics/{topic}/partitions/{partition}/records?from={from}&max={max}"
+                ))?;
+                Ok(records.into_iter().map(Into::into).collect())
+            }
+        }
+    }
+
+    /// The status of every routed partition.
+    pub fn status(&self, config: &Config) -> anyhow::Result<StatusReport> {
+        match self {
+            Access::Direct(store) => Ok(status::report(store, config, None)?),
+            Access::Remote(r) => r.get("/status"),
+        }
+    }
+}
+
+impl Remote {
+    fn new(addr: &str) -> Remote {
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(30)))
+            .build()
+            .new_agent();
+        Remote {
+            base: format!("http://{addr}"),
+            agent,
+        }
+    }
+
+    fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+        let url = format!("{}{path}", self.base);
+        let response = self
+            .agent
+            .get(&url)
+            .call()
+            .with_context(|| self.unreachable())?;
+        Self::decode(response)
+    }
+
+    fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> anyhow::Result<T> {
+        let url = format!("{}{path}", self.base);
+        let response = self
+            .agent
+            .post(&url)
+            .send_json(body)
+            .with_context(|| self.unreachable())?;
+        Self::decode(response)
+    }
+
+    fn unreachable(&self) -> String {
+        format!(
+            "the data directory is held by a running linecook, but its admin API at {} does not answer",
+            self.base
+        )
+    }
+
+    fn decode<T: DeserializeOwned>(mut response: ureq::http::Response<ureq::Body>) -> anyhow::Result<T> {
+        let status = response.status();
+        let body = response.body_mut().with_config().limit(256 << 20);
+        if status.is_success() {
+            return Ok(body.read_json()?);
+        }
+        match body.read_json::<ApiError>() {
+            Ok(e) => bail!("{}", e.error),
+            Err(_) => bail!("admin API answered {status}"),
+        }
+    }
+}

@@ -1,0 +1,314 @@
+//! `linecook.toml`: what the host runs, parsed strictly and validated before
+//! anything starts.
+//!
+//! ```toml
+//! group = "demo"                # consumer group this member belongs to
+//! data_dir = "data"             # redb file with log, state and checkpoints
+//! plugins_dir = "plugins"       # <name>.wasm components
+//! max_batch = 500               # records per `handle` call
+//! admin = "127.0.0.1:7420"      # admin HTTP API (loopback)
+//!
+//! [[topic]]                     # embedded topics to create at start (idempotent)
+//! name = "words"
+//! partitions = 4
+//!
+//! [[route]]                     # every owned partition of `topic` runs `plugin`
+//! topic = "words"
+//! plugin = "uppercase"
+//! config = { output = "shouted" }
+//! ```
+//!
+//! Relative paths are resolved against the directory of the config file.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Most records one `handle` call may receive; bounds host memory per batch.
+pub const MAX_BATCH_LIMIT: u32 = 100_000;
+/// Most partitions a topic may have.
+pub const MAX_PARTITIONS: u32 = 4096;
+
+/// Why a config file could not be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        /// The config file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has unknown or mistyped keys.
+    #[error("invalid config {path}: {message}")]
+    Parse {
+        /// The config file.
+        path: PathBuf,
+        /// What the parser said, with line and column.
+        message: String,
+    },
+    /// The file parsed but describes something that cannot run.
+    #[error("invalid config {path}: {message}")]
+    Invalid {
+        /// The config file.
+        path: PathBuf,
+        /// Which setting is wrong, and why.
+        message: String,
+    },
+}
+
+/// The host configuration (`linecook.toml`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Consumer group this member belongs to. Offsets are tracked per group.
+    pub group: String,
+    /// Directory holding the redb file (log, state, checkpoints). Created if missing.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// Directory of plugins: `<name>.wasm` components of the `linecook:handler` world.
+    #[serde(default = "default_plugins_dir")]
+    pub plugins_dir: PathBuf,
+    /// Most records handed to one `handle` call (1 to 100000).
+    #[serde(default = "default_max_batch")]
+    pub max_batch: u32,
+    /// Address of the admin HTTP API; keep it on loopback. Port 0 picks a free
+    /// port, which the running host writes to `<data_dir>/admin.addr`.
+    #[serde(default = "default_admin")]
+    pub admin: SocketAddr,
+    /// Embedded topics to create at start if they do not exist.
+    #[serde(default, rename = "topic")]
+    pub topics: Vec<TopicConfig>,
+    /// Routes: which plugin handles which topic.
+    #[serde(default, rename = "route")]
+    pub routes: Vec<RouteConfig>,
+}
+
+/// An embedded topic declared in the config.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopicConfig {
+    /// Topic name.
+    pub name: String,
+    /// Number of partitions (1 to 4096). Fixed once the topic exists.
+    pub partitions: u32,
+}
+
+/// A route binds a topic to a plugin: every owned partition of the topic gets
+/// its own instance of the plugin.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Source topic.
+    pub topic: String,
+    /// Plugin name: `<plugins_dir>/<plugin>.wasm`.
+    pub plugin: String,
+    /// Settings handed to the plugin's `init` as string pairs. Values may be
+    /// strings, numbers or booleans.
+    #[serde(default)]
+    pub config: BTreeMap<String, toml::Value>,
+}
+
+impl RouteConfig {
+    /// The route config as the string pairs a plugin receives.
+    pub fn plugin_config(&self) -> Vec<(String, String)> {
+        self.config
+            .iter()
+            .map(|(k, v)| {
+                let v = match v {
+                    toml::Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                (k.clone(), v)
+            })
+            .collect()
+    }
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("data")
+}
+fn default_plugins_dir() -> PathBuf {
+    PathBuf::from("plugins")
+}
+fn default_max_batch() -> u32 {
+    500
+}
+fn default_admin() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 7420))
+}
+
+impl Config {
+    /// Reads, parses and validates the file at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Config::parse(&text, base).map_err(|e| match e {
+            ParseError::Syntax(message) => ConfigError::Parse {
+                path: path.to_owned(),
+                message,
+            },
+            ParseError::Invalid(message) => ConfigError::Invalid {
+                path: path.to_owned(),
+                message,
+            },
+        })
+    }
+
+    fn parse(text: &str, base: &Path) -> Result<Config, ParseError> {
+        let mut config: Config =
+            toml::from_str(text).map_err(|e| ParseError::Syntax(e.to_string()))?;
+        config.data_dir = base.join(&config.data_dir);
+        config.plugins_dir = base.join(&config.plugins_dir);
+        config.validate().map_err(ParseError::Invalid)?;
+        Ok(config)
+    }
+
+    /// Checks everything that can be checked without opening the store.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.group.trim().is_empty() {
+            return Err("`group` must not be empty".into());
+        }
+        if !(1..=MAX_BATCH_LIMIT).contains(&self.max_batch) {
+            return Err(format!(
+                "`max_batch` is {}; it must be between 1 and {MAX_BATCH_LIMIT}",
+                self.max_batch
+            ));
+        }
+        let mut names = std::collections::HashSet::new();
+        for topic in &self.topics {
+            validate_topic_name(&topic.name).map_err(|e| format!("[[topic]] {e}"))?;
+            validate_partitions(topic.partitions)
+                .map_err(|e| format!("[[topic]] `{}`: {e}", topic.name))?;
+            if !names.insert(topic.name.as_str()) {
+                return Err(format!("[[topic]] `{}` is declared twice", topic.name));
+            }
+        }
+        let mut routed = std::collections::HashSet::new();
+        for route in &self.routes {
+            validate_topic_name(&route.topic).map_err(|e| format!("[[route]] {e}"))?;
+            validate_plugin_name(&route.plugin)
+                .map_err(|e| format!("[[route]] for topic `{}`: {e}", route.topic))?;
+            if !routed.insert(route.topic.as_str()) {
+                return Err(format!(
+                    "[[route]] topic `{}` is routed twice; a topic has one plugin",
+                    route.topic
+                ));
+            }
+            for (key, value) in &route.config {
+                if matches!(value, toml::Value::Array(_) | toml::Value::Table(_)) {
+                    return Err(format!(
+                        "[[route]] for topic `{}`: config `{key}` must be a string, number or boolean",
+                        route.topic
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Path of the plugin file for `name`.
+    pub fn plugin_path(&self, name: &str) -> PathBuf {
+        self.plugins_dir.join(format!("{name}.wasm"))
+    }
+}
+
+enum ParseError {
+    Syntax(String),
+    Invalid(String),
+}
+
+/// Checks a topic name: 1 to 249 characters of `[A-Za-z0-9._-]`, as in Kafka.
+pub fn validate_topic_name(name: &str) -> Result<(), String> {
+    let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+    if name.is_empty() || name.len() > 249 || !name.chars().all(ok_char) || name == "." {
+        return Err(format!(
+            "topic name `{name}` is invalid: use 1 to 249 of A-Z a-z 0-9 . _ -"
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a partition count.
+pub fn validate_partitions(partitions: u32) -> Result<(), String> {
+    if !(1..=MAX_PARTITIONS).contains(&partitions) {
+        return Err(format!(
+            "partitions is {partitions}; it must be between 1 and {MAX_PARTITIONS}"
+        ));
+    }
+    Ok(())
+}
+
+fn validate_plugin_name(name: &str) -> Result<(), String> {
+    let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-');
+    if name.is_empty() || !name.chars().all(ok_char) {
+        return Err(format!(
+            "plugin name `{name}` is invalid: use A-Z a-z 0-9 _ - (the file stem of <name>.wasm)"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, String> {
+        Config::parse(text, Path::new("/base")).map_err(|e| match e {
+            ParseError::Syntax(m) | ParseError::Invalid(m) => m,
+        })
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults_and_resolves_paths() {
+        let c = parse("group = \"g\"").unwrap();
+        assert_eq!(c.max_batch, 500);
+        assert_eq!(c.data_dir, Path::new("/base/data"));
+        assert_eq!(c.admin.ip().to_string(), "127.0.0.1");
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = parse("group = \"g\"\nmax_btach = 3").unwrap_err();
+        assert!(err.contains("max_btach"), "{err}");
+    }
+
+    #[test]
+    fn zero_partitions_is_rejected() {
+        let err = parse("group = \"g\"\n[[topic]]\nname = \"a\"\npartitions = 0").unwrap_err();
+        assert!(err.contains("partitions is 0"), "{err}");
+    }
+
+    #[test]
+    fn route_config_values_become_strings() {
+        let c = parse(
+            "group = \"g\"\n[[route]]\ntopic = \"a\"\nplugin = \"p\"\nconfig = { output = \"b\", n = 3, on = true }",
+        )
+        .unwrap();
+        let pairs = c.routes[0].plugin_config();
+        assert_eq!(
+            pairs,
+            vec![
+                ("n".to_string(), "3".to_string()),
+                ("on".to_string(), "true".to_string()),
+                ("output".to_string(), "b".to_string())
+            ]
+        );
+    }
+
+    #[test]
+    fn a_topic_routed_twice_is_rejected() {
+        let err = parse(
+            "group = \"g\"\n[[route]]\ntopic = \"a\"\nplugin = \"p\"\n[[route]]\ntopic = \"a\"\nplugin = \"q\"",
+        )
+        .unwrap_err();
+        assert!(err.contains("routed twice"), "{err}");
+    }
+}

@@ -1,0 +1,209 @@
+//! `linecook run`: opens the store, loads plugins, serves the admin API, joins
+//! the group and runs one worker per owned partition until shutdown.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::admin::{AdminState, router};
+use crate::config::Config;
+use crate::group::{EmbeddedMember, GroupEvent, GroupMember, TopicPartition};
+use crate::plugins::Registry;
+use crate::runtime::Runtime;
+use crate::status::Live;
+use crate::store::{Store, StoreError};
+use crate::worker::{self, WorkerSpec};
+
+/// File in the data directory holding the address the admin API listens on,
+/// while the host runs.
+pub const ADMIN_ADDR_FILE: &str = "admin.addr";
+
+/// How long to keep trying when the store is briefly held by a CLI command.
+const OPEN_RETRY: Duration = Duration::from_secs(3);
+
+struct Running {
+    cancel: CancellationToken,
+    thread: std::thread::JoinHandle<()>,
+}
+
+/// Runs the host until `shutdown` is cancelled, then releases every partition
+/// after its batch in flight is checkpointed.
+pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let config = Arc::new(config);
+    let store = Arc::new(open_store(&config).await?);
+    store
+        .claim_group(&config.group)
+        .context("checking the data directory's group")?;
+    for topic in &config.topics {
+        store
+            .create_topic(&topic.name, topic.partitions)
+            .with_context(|| format!("creating topic `{}` from the config", topic.name))?;
+    }
+    let mut topics = BTreeMap::new();
+    for route in &config.routes {
+        let topic = store
+            .topic(&route.topic)
+            .with_context(|| format!("route for topic `{}`", route.topic))?;
+        topics.insert(route.topic.clone(), topic);
+    }
+
+    let runtime = Arc::new(Runtime::new()?);
+    let registry = Arc::new(Registry::new(runtime, config.plugins_dir.clone()));
+    let plugins: HashSet<&str> = config.routes.iter().map(|r| r.plugin.as_str()).collect();
+    for name in plugins {
+        let reg = registry.clone();
+        let owned = name.to_owned();
+        let version = tokio::task::spawn_blocking(move || reg.load(&owned))
+            .await?
+            .with_context(|| format!("loading plugin `{name}`"))?;
+        info!(
+            plugin = name,
+            version = version.short_digest(),
+            size = version.size,
+            compile_ms = version.compile_time.as_millis() as u64,
+            "plugin loaded"
+        );
+        registry.publish(version);
+    }
+
+    let live = Arc::new(Live::default());
+    let listener = tokio::net::TcpListener::bind(config.admin)
+        .await
+        .with_context(|| format!("binding the admin API to {}", config.admin))?;
+    let admin_addr = listener.local_addr()?;
+    let addr_file = config.data_dir.join(ADMIN_ADDR_FILE);
+    std::fs::write(&addr_file, admin_addr.to_string())
+        .with_context(|| format!("writing {}", addr_file.display()))?;
+    let admin_stop = CancellationToken::new();
+    let app = router(AdminState {
+        store: store.clone(),
+        config: config.clone(),
+        live: live.clone(),
+    });
+    let admin = tokio::spawn({
+        let stop = admin_stop.clone();
+        async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await
+        }
+    });
+    info!(group = %config.group, admin = %admin_addr, routes = config.routes.len(), "linecook running");
+
+    let mut member = EmbeddedMember::new(
+        topics
+            .values()
+            .flat_map(|t| {
+                (0..t.partitions).map(|partition| TopicPartition {
+                    topic: t.name.clone(),
+                    partition,
+                })
+            })
+            .collect(),
+    );
+    let mut workers: BTreeMap<TopicPartition, Running> = BTreeMap::new();
+    let rt = tokio::runtime::Handle::current();
+    let outcome = loop {
+        let event = tokio::select! {
+            _ = shutdown.cancelled() => break Ok(()),
+            event = member.next_event() => event,
+        };
+        match event {
+            Ok(GroupEvent::Assigned(partitions)) => {
+                for tp in partitions {
+                    let route = config
+                        .routes
+                        .iter()
+                        .find(|r| r.topic == tp.topic)
+                        .expect("assigned partitions are of routed topics");
+                    let versions = registry
+                        .subscribe(&route.plugin)
+                        .expect("every routed plugin was published at start");
+                    let cancel = shutdown.child_token();
+                    let thread = worker::spawn(WorkerSpec {
+                        store: store.clone(),
+                        topic: topics[&tp.topic].clone(),
+                        partition: tp.partition,
+                        plugin: route.plugin.clone(),
+                        config: route.plugin_config(),
+                        versions,
+                        max_batch: config.max_batch,
+                        live: live.clone(),
+                        cancel: cancel.clone(),
+                        rt: rt.clone(),
+                    })?;
+                    workers.insert(tp, Running { cancel, thread });
+                }
+                info!(partitions = workers.len(), "partitions assigned");
+            }
+            Ok(GroupEvent::Revoked(partitions)) => {
+                let released: Vec<Running> = partitions
+                    .iter()
+                    .filter_map(|tp| workers.remove(tp))
+                    .collect();
+                join_all(released).await;
+            }
+            Err(e) => break Err(e),
+        }
+    };
+
+    info!("shutting down: finishing batches in flight");
+    join_all(std::mem::take(&mut workers).into_values().collect()).await;
+    admin_stop.cancel();
+    if let Err(e) = admin.await? {
+        warn!("admin API stopped with an error: {e}");
+    }
+    let _ = std::fs::remove_file(&addr_file);
+    info!("stopped");
+    outcome
+}
+
+async fn join_all(workers: Vec<Running>) {
+    for w in &workers {
+        w.cancel.cancel();
+    }
+    for w in workers {
+        let name = w.thread.thread().name().map(str::to_owned);
+        let joined = tokio::task::spawn_blocking(move || w.thread.join()).await;
+        if !matches!(joined, Ok(Ok(()))) {
+            warn!(worker = ?name, "partition worker panicked");
+        }
+    }
+}
+
+async fn open_store(config: &Config) -> anyhow::Result<Store> {
+    let deadline = tokio::time::Instant::now() + OPEN_RETRY;
+    loop {
+        match Store::open(&config.data_dir) {
+            Ok(store) => return Ok(store),
+            // A CLI command may hold the store for a moment; a running host
+            // holds it for good.
+            Err(StoreError::InUse(_)) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(StoreError::InUse(dir)) => {
+                let addr = admin_addr(&dir)
+                    .map(|a| format!(" (its admin API is at {a})"))
+                    .unwrap_or_default();
+                bail!(
+                    "another linecook process is running on data directory {}{addr}; only one host may use a data directory",
+                    dir.display()
+                );
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// The admin address a running host wrote into `data_dir`.
+pub fn admin_addr(data_dir: &std::path::Path) -> Option<String> {
+    let path: PathBuf = data_dir.join(ADMIN_ADDR_FILE);
+    std::fs::read_to_string(path)
+        .ok()
+        .map(|s| s.trim().to_owned())
+}

@@ -1,0 +1,302 @@
+//! The embedded log: topics of fixed partition count, records at
+//! (topic, partition, offset), placed by Kafka's default partitioner.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+
+use redb::{ReadableDatabase, ReadableTable, Table, WriteTransaction};
+use serde::{Deserialize, Serialize};
+
+use crate::config::{validate_partitions, validate_topic_name};
+use crate::partitioner::partition_for_key;
+use crate::record::{Header, LogRecord, NewRecord, StoredRecord, now_ms};
+use crate::store::{LOG_ENDS, RECORDS, Store, StoreError, TOPICS};
+
+/// A topic of the embedded log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicInfo {
+    /// Topic name.
+    pub name: String,
+    /// Store-internal id.
+    pub id: u32,
+    /// Partition count, fixed at creation.
+    pub partitions: u32,
+}
+
+impl Store {
+    /// Creates `name` with `partitions` partitions. Creating a topic that
+    /// exists with the same count is a no-op; with another count, an error.
+    pub fn create_topic(&self, name: &str, partitions: u32) -> Result<TopicInfo, StoreError> {
+        validate_topic_name(name).map_err(StoreError::Invalid)?;
+        validate_partitions(partitions).map_err(StoreError::Invalid)?;
+        let txn = self.db.begin_write()?;
+        let info = {
+            let mut topics = txn.open_table(TOPICS)?;
+            let existing = topics.get(name)?.map(|v| v.value());
+            match existing {
+                Some((id, existing)) if existing == partitions => TopicInfo {
+                    name: name.to_owned(),
+                    id,
+                    partitions,
+                },
+                Some((_, existing)) => {
+                    return Err(StoreError::TopicExists {
+                        name: name.to_owned(),
+                        partitions: existing,
+                    });
+                }
+                None => {
+                    let mut next_id = 0;
+                    for entry in topics.iter()? {
+                        next_id = next_id.max(entry?.1.value().0 + 1);
+                    }
+                    topics.insert(name, (next_id, partitions))?;
+                    TopicInfo {
+                        name: name.to_owned(),
+                        id: next_id,
+                        partitions,
+                    }
+                }
+            }
+        };
+        txn.commit()?;
+        Ok(info)
+    }
+
+    /// The topic called `name`.
+    pub fn topic(&self, name: &str) -> Result<TopicInfo, StoreError> {
+        let txn = self.db.begin_read()?;
+        let topics = txn.open_table(TOPICS)?;
+        let (id, partitions) = topics
+            .get(name)?
+            .ok_or_else(|| StoreError::UnknownTopic(name.to_owned()))?
+            .value();
+        Ok(TopicInfo {
+            name: name.to_owned(),
+            id,
+            partitions,
+        })
+    }
+
+    /// All topics, by name.
+    pub fn topics(&self) -> Result<Vec<TopicInfo>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let topics = txn.open_table(TOPICS)?;
+        let mut out = Vec::new();
+        for entry in topics.iter()? {
+            let (name, value) = entry?;
+            let (id, partitions) = value.value();
+            out.push(TopicInfo {
+                name: name.value().to_owned(),
+                id,
+                partitions,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Appends `records` to `topic` in one durable transaction and returns
+    /// each record's (partition, offset). Keyed records go where Kafka would
+    /// put them; keyless ones round-robin.
+    pub fn produce(
+        &self,
+        topic: &str,
+        records: &[NewRecord],
+    ) -> Result<Vec<(u32, u64)>, StoreError> {
+        let txn = self.db.begin_write()?;
+        let positions = {
+            let mut log = LogAppender::new(&txn)?;
+            let info = log.topic(topic)?;
+            let now = now_ms();
+            let mut positions = Vec::with_capacity(records.len());
+            for record in records {
+                let partition = match (record.partition, &record.key) {
+                    (Some(p), _) if p >= info.partitions => {
+                        return Err(StoreError::NoSuchPartition {
+                            topic: info.name.clone(),
+                            partitions: info.partitions,
+                            partition: p,
+                        });
+                    }
+                    (Some(p), _) => p,
+                    (None, Some(key)) => partition_for_key(key, info.partitions),
+                    (None, None) => {
+                        self.round_robin.fetch_add(1, Ordering::Relaxed) % info.partitions
+                    }
+                };
+                let offset = log.append(
+                    &info,
+                    partition,
+                    now,
+                    record.key.as_deref(),
+                    &record.value,
+                    &record.headers,
+                )?;
+                positions.push((partition, offset));
+            }
+            positions
+        };
+        txn.commit()?;
+        self.notify_appended();
+        Ok(positions)
+    }
+
+    /// Up to `max` records of `topic`/`partition` from offset `from` on.
+    pub fn read(
+        &self,
+        topic: &TopicInfo,
+        partition: u32,
+        from: u64,
+        max: usize,
+    ) -> Result<Vec<LogRecord>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let records = txn.open_table(RECORDS)?;
+        let mut out = Vec::new();
+        let range = records.range((topic.id, partition, from)..=(topic.id, partition, u64::MAX))?;
+        for entry in range.take(max) {
+            let (key, value) = entry?;
+            let (_, _, offset) = key.value();
+            let stored = StoredRecord::decode(value.value()).map_err(|e| StoreError::Corrupt {
+                topic_id: topic.id,
+                partition,
+                offset,
+                message: e.to_string(),
+            })?;
+            out.push(stored.into_log_record(partition, offset));
+        }
+        Ok(out)
+    }
+
+    /// The next offset to be appended, per partition of `topic`.
+    pub fn end_offsets(&self, topic: &TopicInfo) -> Result<Vec<u64>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let ends = txn.open_table(LOG_ENDS)?;
+        (0..topic.partitions)
+            .map(|p| Ok(ends.get((topic.id, p))?.map(|v| v.value()).unwrap_or(0)))
+            .collect()
+    }
+}
+
+/// Appends records inside a caller's write transaction, so a checkpoint can
+/// append a batch's outputs atomically with everything else it writes.
+pub(crate) struct LogAppender<'txn> {
+    topics: Table<'txn, &'static str, (u32, u32)>,
+    records: Table<'txn, (u32, u32, u64), &'static [u8]>,
+    ends: Table<'txn, (u32, u32), u64>,
+    known: HashMap<String, TopicInfo>,
+}
+
+impl<'txn> LogAppender<'txn> {
+    pub(crate) fn new(txn: &'txn WriteTransaction) -> Result<Self, StoreError> {
+        Ok(LogAppender {
+            topics: txn.open_table(TOPICS)?,
+            records: txn.open_table(RECORDS)?,
+            ends: txn.open_table(LOG_ENDS)?,
+            known: HashMap::new(),
+        })
+    }
+
+    pub(crate) fn topic(&mut self, name: &str) -> Result<TopicInfo, StoreError> {
+        if let Some(info) = self.known.get(name) {
+            return Ok(info.clone());
+        }
+        let (id, partitions) = self
+            .topics
+            .get(name)?
+            .ok_or_else(|| StoreError::UnknownTopic(name.to_owned()))?
+            .value();
+        let info = TopicInfo {
+            name: name.to_owned(),
+            id,
+            partitions,
+        };
+        self.known.insert(name.to_owned(), info.clone());
+        Ok(info)
+    }
+
+    /// Appends one record and returns its offset.
+    pub(crate) fn append(
+        &mut self,
+        topic: &TopicInfo,
+        partition: u32,
+        timestamp_ms: i64,
+        key: Option<&[u8]>,
+        value: &[u8],
+        headers: &[Header],
+    ) -> Result<u64, StoreError> {
+        let end_key = (topic.id, partition);
+        let offset = self.ends.get(end_key)?.map(|v| v.value()).unwrap_or(0);
+        let bytes = StoredRecord::encode(timestamp_ms, key, value, headers);
+        self.records
+            .insert((topic.id, partition, offset), bytes.as_slice())?;
+        self.ends.insert(end_key, offset + 1)?;
+        Ok(offset)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        (dir, store)
+    }
+
+    #[test]
+    fn keyed_records_land_where_kafka_puts_them_in_order() {
+        let (_dir, store) = store();
+        let topic = store.create_topic("t", 3).unwrap();
+        let rec = |k: &str, v: &str| NewRecord {
+            key: Some(k.into()),
+            value: v.into(),
+            headers: vec![],
+            partition: None,
+        };
+        let positions = store
+            .produce("t", &[rec("a", "1"), rec("a", "2"), rec("b", "3")])
+            .unwrap();
+        let pa = partition_for_key(b"a", 3);
+        assert_eq!(positions[0], (pa, 0));
+        assert_eq!(positions[1], (pa, 1));
+        let read = store.read(&topic, pa, 0, 10).unwrap();
+        let values: Vec<_> = read
+            .iter()
+            .filter(|r| r.key.as_deref() == Some(b"a"))
+            .map(|r| r.value.clone())
+            .collect();
+        assert_eq!(values, vec![b"1".to_vec(), b"2".to_vec()]);
+        let ends = store.end_offsets(&topic).unwrap();
+        assert_eq!(ends.iter().sum::<u64>(), 3);
+    }
+
+    #[test]
+    fn creating_a_topic_again_with_other_partitions_fails() {
+        let (_dir, store) = store();
+        store.create_topic("t", 3).unwrap();
+        assert!(store.create_topic("t", 3).is_ok());
+        let err = store.create_topic("t", 4).unwrap_err();
+        assert!(err.to_string().contains("3 partitions"), "{err}");
+    }
+
+    #[test]
+    fn keyless_records_spread_round_robin() {
+        let (_dir, store) = store();
+        store.create_topic("t", 4).unwrap();
+        let recs: Vec<_> = (0..8)
+            .map(|i| NewRecord {
+                key: None,
+                value: vec![i],
+                headers: vec![],
+                partition: None,
+            })
+            .collect();
+        let positions = store.produce("t", &recs).unwrap();
+        let mut per_partition = [0; 4];
+        for (p, _) in positions {
+            per_partition[p as usize] += 1;
+        }
+        assert_eq!(per_partition, [2, 2, 2, 2]);
+    }
+}

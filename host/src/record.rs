@@ -1,0 +1,139 @@
+//! Plain record types shared by the log, the checkpoint and the runtime.
+
+use serde::{Deserialize, Serialize};
+
+/// A record header: name and opaque bytes.
+pub type Header = (String, Vec<u8>);
+
+/// A record read from a partition of the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogRecord {
+    /// Partition the record is in.
+    pub partition: u32,
+    /// Offset within the partition.
+    pub offset: u64,
+    /// Append time, milliseconds since the Unix epoch.
+    pub timestamp_ms: i64,
+    /// Key, absent for keyless records.
+    pub key: Option<Vec<u8>>,
+    /// Value.
+    pub value: Vec<u8>,
+    /// Headers in order.
+    pub headers: Vec<Header>,
+}
+
+/// A record to append to a topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewRecord {
+    /// Key; decides the partition unless `partition` is set.
+    pub key: Option<Vec<u8>>,
+    /// Value.
+    pub value: Vec<u8>,
+    /// Headers in order.
+    pub headers: Vec<Header>,
+    /// Explicit partition, overriding the partitioner.
+    pub partition: Option<u32>,
+}
+
+/// A record a handler emitted, bound for `topic`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutputRecord {
+    /// Destination topic.
+    pub topic: String,
+    /// Key; decides the partition.
+    pub key: Option<Vec<u8>>,
+    /// Value.
+    pub value: Vec<u8>,
+    /// Headers in order.
+    pub headers: Vec<Header>,
+}
+
+/// How a record is stored in the log table: everything but its position,
+/// which is the table key.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct StoredRecord {
+    pub timestamp_ms: i64,
+    pub key: Option<serde_bytes::ByteBuf>,
+    pub value: serde_bytes::ByteBuf,
+    pub headers: Vec<(String, serde_bytes::ByteBuf)>,
+}
+
+impl StoredRecord {
+    pub(crate) fn encode(
+        timestamp_ms: i64,
+        key: Option<&[u8]>,
+        value: &[u8],
+        headers: &[Header],
+    ) -> Vec<u8> {
+        #[derive(Serialize)]
+        struct Borrowed<'a> {
+            timestamp_ms: i64,
+            #[serde(with = "serde_bytes")]
+            key: Option<&'a [u8]>,
+            #[serde(with = "serde_bytes")]
+            value: &'a [u8],
+            headers: Vec<(&'a str, &'a serde_bytes::Bytes)>,
+        }
+        let borrowed = Borrowed {
+            timestamp_ms,
+            key,
+            value,
+            headers: headers
+                .iter()
+                .map(|(k, v)| (k.as_str(), serde_bytes::Bytes::new(v)))
+                .collect(),
+        };
+        // Serialising plain structs into a Vec cannot fail.
+        postcard::to_allocvec(&borrowed).expect("postcard encodes in memory")
+    }
+
+    pub(crate) fn decode(bytes: &[u8]) -> Result<StoredRecord, postcard::Error> {
+        postcard::from_bytes(bytes)
+    }
+
+    pub(crate) fn into_log_record(self, partition: u32, offset: u64) -> LogRecord {
+        LogRecord {
+            partition,
+            offset,
+            timestamp_ms: self.timestamp_ms,
+            key: self.key.map(serde_bytes::ByteBuf::into_vec),
+            value: self.value.into_vec(),
+            headers: self
+                .headers
+                .into_iter()
+                .map(|(k, v)| (k, v.into_vec()))
+                .collect(),
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stored_record_round_trips() {
+        let headers = vec![("h".to_string(), vec![0, 255])];
+        let bytes = StoredRecord::encode(42, Some(b"k"), b"\xffvalue", &headers);
+        let back = StoredRecord::decode(&bytes).unwrap().into_log_record(3, 7);
+        assert_eq!(
+            back,
+            LogRecord {
+                partition: 3,
+                offset: 7,
+                timestamp_ms: 42,
+                key: Some(b"k".to_vec()),
+                value: b"\xffvalue".to_vec(),
+                headers,
+            }
+        );
+    }
+}

@@ -1,0 +1,12 @@
+//! The one place `bindgen!` runs. Everything else uses these types.
+
+wasmtime::component::bindgen!({
+    world: "handler",
+    path: "../wit",
+    // Every import may trap: a storage failure while reading state must stop
+    // the batch, not hand the guest a wrong answer.
+    imports: { default: trappable },
+});
+
+pub use linecook::handler::log::Level;
+pub use linecook::handler::types::{Header, OutputRecord, PoisonRecord};

@@ -1,0 +1,312 @@
+//! The host side of the `linecook:handler` imports: `state`, `emit`, `log`.
+//!
+//! Each returns `wasmtime::Result<T>`: an `Err` traps the guest (the batch
+//! fails and is rolled back); an `Ok` is an answer the guest can use.
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+
+use wasmtime::component::ResourceTable;
+use wasmtime::{StoreLimits, bail};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use super::bindings::linecook::handler::{emit, log, state, types};
+use super::bindings::{Level, OutputRecord};
+use crate::checkpoint::{BatchEffects, StateReader};
+use crate::record;
+
+/// Most entries one `state.scan` call returns, whatever the guest asks for:
+/// the guest never decides how much host memory a call allocates.
+pub const MAX_SCAN_PAGE: usize = 1024;
+/// Longest guest log line kept; the rest is cut.
+const MAX_LOG_LINE: usize = 4096;
+
+/// Who an instance is, for its log lines.
+#[derive(Debug, Clone)]
+pub struct Labels {
+    /// Plugin name.
+    pub plugin: String,
+    /// Short version digest.
+    pub version: String,
+    /// Source topic.
+    pub topic: String,
+    /// Source partition.
+    pub partition: u32,
+}
+
+/// What one batch sees and does while `handle` runs.
+pub(crate) struct BatchScope {
+    pub reader: Box<dyn StateReader>,
+    pub effects: BatchEffects,
+    /// False during `init`: reads are allowed, writes are not.
+    pub writable: bool,
+}
+
+/// The data of one instance's `Store`.
+pub struct HostState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    pub(crate) limits: StoreLimits,
+    pub(crate) labels: Labels,
+    pub(crate) scope: Option<BatchScope>,
+}
+
+impl HostState {
+    pub(crate) fn new(labels: Labels, limits: StoreLimits) -> HostState {
+        HostState {
+            // No preopened directories, no environment, no arguments, no
+            // sockets, no inherited stdio: the guest reaches nothing of the
+            // host through WASI.
+            wasi: WasiCtx::builder().build(),
+            table: ResourceTable::new(),
+            limits,
+            labels,
+            scope: None,
+        }
+    }
+
+    fn scope(&mut self, call: &str) -> wasmtime::Result<&mut BatchScope> {
+        match self.scope.as_mut() {
+            Some(scope) => Ok(scope),
+            None => bail!("{call} called outside init or handle"),
+        }
+    }
+
+    fn writable_scope(&mut self, call: &str) -> wasmtime::Result<&mut BatchScope> {
+        let scope = self.scope(call)?;
+        if !scope.writable {
+            bail!("{call} is only allowed in handle: writes outside a batch would never be committed");
+        }
+        Ok(scope)
+    }
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl types::Host for HostState {}
+
+impl state::Host for HostState {
+    fn get(&mut self, key: Vec<u8>) -> wasmtime::Result<Option<Vec<u8>>> {
+        let scope = self.scope("state.get")?;
+        if let Some(written) = scope.effects.state.get(&key) {
+            return Ok(written.clone());
+        }
+        Ok(scope.reader.get(&key)?)
+    }
+
+    fn set(&mut self, key: Vec<u8>, value: Vec<u8>) -> wasmtime::Result<()> {
+        self.writable_scope("state.set")?
+            .effects
+            .state
+            .insert(key, Some(value));
+        Ok(())
+    }
+
+    fn delete(&mut self, key: Vec<u8>) -> wasmtime::Result<()> {
+        self.writable_scope("state.delete")?
+            .effects
+            .state
+            .insert(key, None);
+        Ok(())
+    }
+
+    fn scan(
+        &mut self,
+        prefix: Vec<u8>,
+        start_after: Option<Vec<u8>>,
+        limit: u32,
+    ) -> wasmtime::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let limit = (limit as usize).min(MAX_SCAN_PAGE);
+        let scope = self.scope("state.scan")?;
+        Ok(merged_scan(
+            &*scope.reader,
+            &scope.effects.state,
+            &prefix,
+            start_after,
+            limit,
+        )?)
+    }
+}
+
+/// Committed entries overlaid with the batch's own writes (read-your-writes),
+/// in key order, skipping deleted keys.
+fn merged_scan(
+    reader: &dyn StateReader,
+    writes: &BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    prefix: &[u8],
+    start_after: Option<Vec<u8>>,
+    limit: usize,
+) -> Result<Vec<(Vec<u8>, Vec<u8>)>, crate::store::StoreError> {
+    let mut out = Vec::new();
+    let mut cursor = start_after;
+    while out.len() < limit {
+        let page = reader.scan(prefix, cursor.as_deref(), limit)?;
+        let exhausted = page.len() < limit;
+        // Overlay writes between the cursor and the end of this page (or
+        // unbounded, when the committed entries are exhausted).
+        let lower = match &cursor {
+            Some(c) => Bound::Excluded(c.clone()),
+            None => Bound::Included(prefix.to_vec()),
+        };
+        let upper = match (exhausted, page.last()) {
+            (false, Some((last, _))) => Bound::Included(last.clone()),
+            _ => Bound::Unbounded,
+        };
+        let mut overlay = writes
+            .range((lower, upper))
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .peekable();
+        let mut committed = page.into_iter().peekable();
+        loop {
+            if out.len() >= limit {
+                return Ok(out);
+            }
+            let take_overlay = match (committed.peek(), overlay.peek()) {
+                (None, None) => break,
+                (Some(_), None) => false,
+                (None, Some(_)) => true,
+                (Some((ck, _)), Some((ok, _))) => *ok <= ck,
+            };
+            if take_overlay {
+                let (key, value) = overlay.next().expect("peeked");
+                if committed.peek().is_some_and(|(ck, _)| ck == key) {
+                    committed.next();
+                }
+                cursor = Some(key.clone());
+                if let Some(value) = value {
+                    out.push((key.clone(), value.clone()));
+                }
+            } else {
+                let entry = committed.next().expect("peeked");
+                cursor = Some(entry.0.clone());
+                out.push(entry);
+            }
+        }
+        if exhausted {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+impl emit::Host for HostState {
+    fn send(&mut self, output: OutputRecord) -> wasmtime::Result<()> {
+        let scope = self.writable_scope("emit.send")?;
+        scope.effects.outputs.push(record::OutputRecord {
+            topic: output.topic,
+            key: output.key,
+            value: output.value,
+            headers: output
+                .headers
+                .into_iter()
+                .map(|h| (h.key, h.value))
+                .collect(),
+        });
+        Ok(())
+    }
+}
+
+impl log::Host for HostState {
+    fn write(&mut self, level: Level, message: String) -> wasmtime::Result<()> {
+        let mut message = message;
+        if message.len() > MAX_LOG_LINE {
+            let mut cut = MAX_LOG_LINE;
+            while !message.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            message.truncate(cut);
+            message.push_str("…");
+        }
+        let l = &self.labels;
+        macro_rules! event {
+            ($lvl:expr) => {
+                tracing::event!(target: "linecook::guest", $lvl, plugin = %l.plugin, version = %l.version, topic = %l.topic, partition = l.partition, "{message}")
+            };
+        }
+        match level {
+            Level::Trace => event!(tracing::Level::TRACE),
+            Level::Debug => event!(tracing::Level::DEBUG),
+            Level::Info => event!(tracing::Level::INFO),
+            Level::Warn => event!(tracing::Level::WARN),
+            Level::Error => event!(tracing::Level::ERROR),
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StoreError;
+
+    struct Committed(BTreeMap<Vec<u8>, Vec<u8>>);
+
+    impl StateReader for Committed {
+        fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+            Ok(self.0.get(key).cloned())
+        }
+        fn scan(
+            &self,
+            prefix: &[u8],
+            start_after: Option<&[u8]>,
+            limit: usize,
+        ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+            Ok(self
+                .0
+                .range(prefix.to_vec()..)
+                .filter(|(k, _)| start_after.is_none_or(|a| k.as_slice() > a))
+                .take_while(|(k, _)| k.starts_with(prefix))
+                .take(limit)
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect())
+        }
+    }
+
+    fn keys(entries: &[(Vec<u8>, Vec<u8>)]) -> Vec<String> {
+        entries
+            .iter()
+            .map(|(k, v)| format!("{}={}", String::from_utf8_lossy(k), String::from_utf8_lossy(v)))
+            .collect()
+    }
+
+    #[test]
+    fn scan_sees_the_batch_writes_over_committed_state() {
+        let committed = Committed(
+            [("a1", "c"), ("a2", "c"), ("a3", "c"), ("a4", "c"), ("b1", "c")]
+                .iter()
+                .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
+                .collect(),
+        );
+        let writes: BTreeMap<Vec<u8>, Option<Vec<u8>>> = [
+            ("a1", None),
+            ("a2", Some("w")),
+            ("a25", Some("w")),
+            ("a3", None),
+            ("a9", Some("w")),
+        ]
+        .iter()
+        .map(|(k, v)| (k.as_bytes().to_vec(), v.map(|v| v.as_bytes().to_vec())))
+        .collect();
+
+        let all = merged_scan(&committed, &writes, b"a", None, 100).unwrap();
+        assert_eq!(keys(&all), ["a2=w", "a25=w", "a4=c", "a9=w"]);
+
+        // Paging with a small limit yields the same sequence.
+        let mut paged = Vec::new();
+        let mut after = None;
+        loop {
+            let page = merged_scan(&committed, &writes, b"a", after.clone(), 1).unwrap();
+            let Some(last) = page.last() else { break };
+            after = Some(last.0.clone());
+            paged.extend(page);
+        }
+        assert_eq!(keys(&paged), keys(&all));
+    }
+}

@@ -1,0 +1,156 @@
+//! What `linecook status` and `GET /status` report: per routed partition, the
+//! committed offset, the log end, the lag, and — while the host runs — what
+//! the partition's worker is doing.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::Config;
+use crate::store::{Store, StoreError};
+
+/// What a partition worker is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PartitionState {
+    /// Instantiating its handler.
+    Starting,
+    /// Handling batches, or waiting for records.
+    Running,
+    /// The last batch failed; it will be retried after a backoff.
+    Retrying,
+    /// Stopped until a new plugin version arrives or the host restarts.
+    Paused,
+}
+
+/// One routed partition.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PartitionReport {
+    /// Source topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: u32,
+    /// Next offset to handle: everything before it is committed.
+    pub committed_offset: u64,
+    /// Next offset to be appended to the log.
+    pub end_offset: u64,
+    /// `end_offset - committed_offset`.
+    pub lag: u64,
+    /// Routed plugin.
+    pub plugin: String,
+    /// Version (digest) that handled the last committed batch, if any.
+    pub version: Option<String>,
+    /// What the worker is doing; absent when the host is not running.
+    pub state: Option<PartitionState>,
+    /// Why the partition is retrying or paused.
+    pub detail: Option<String>,
+    /// Batches committed since the host started.
+    pub batches: u64,
+    /// Records committed since the host started.
+    pub records: u64,
+}
+
+/// The whole status.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StatusReport {
+    /// Consumer group.
+    pub group: String,
+    /// Whether a host is running on the data directory.
+    pub running: bool,
+    /// Routed partitions, by topic and partition.
+    pub partitions: Vec<PartitionReport>,
+}
+
+/// What the running workers report about themselves.
+#[derive(Debug, Default)]
+pub struct Live {
+    partitions: Mutex<BTreeMap<(String, u32), LivePartition>>,
+}
+
+/// One worker's view of its partition.
+#[derive(Debug, Clone)]
+pub struct LivePartition {
+    /// Running version (full digest).
+    pub version: Option<String>,
+    /// Worker state.
+    pub state: PartitionState,
+    /// Why retrying or paused.
+    pub detail: Option<String>,
+    /// Batches committed.
+    pub batches: u64,
+    /// Records committed.
+    pub records: u64,
+}
+
+impl Live {
+    /// Applies `f` to the entry of `topic`/`partition`, creating it if needed.
+    pub fn update(&self, topic: &str, partition: u32, f: impl FnOnce(&mut LivePartition)) {
+        let mut parts = self.partitions.lock().expect("status lock");
+        let entry = parts
+            .entry((topic.to_owned(), partition))
+            .or_insert(LivePartition {
+                version: None,
+                state: PartitionState::Starting,
+                detail: None,
+                batches: 0,
+                records: 0,
+            });
+        f(entry);
+    }
+
+    /// Forgets a partition the host no longer owns.
+    pub fn remove(&self, topic: &str, partition: u32) {
+        let mut parts = self.partitions.lock().expect("status lock");
+        parts.remove(&(topic.to_owned(), partition));
+    }
+
+    fn get(&self, topic: &str, partition: u32) -> Option<LivePartition> {
+        let parts = self.partitions.lock().expect("status lock");
+        parts.get(&(topic.to_owned(), partition)).cloned()
+    }
+}
+
+/// Builds the status of every routed partition from the store, adding what
+/// `live` workers report when the host is running.
+pub fn report(
+    store: &Store,
+    config: &Config,
+    live: Option<&Live>,
+) -> Result<StatusReport, StoreError> {
+    let mut partitions = Vec::new();
+    for route in &config.routes {
+        let topic = match store.topic(&route.topic) {
+            Ok(topic) => topic,
+            Err(StoreError::UnknownTopic(_)) => continue,
+            Err(e) => return Err(e),
+        };
+        let ends = store.end_offsets(&topic)?;
+        for (partition, end_offset) in (0..topic.partitions).zip(ends) {
+            let checkpoint = store.checkpoint(&topic, partition)?;
+            let committed_offset = checkpoint.as_ref().map_or(0, |c| c.next_offset);
+            let live = live.and_then(|l| l.get(&topic.name, partition));
+            partitions.push(PartitionReport {
+                topic: topic.name.clone(),
+                partition,
+                committed_offset,
+                end_offset,
+                lag: end_offset.saturating_sub(committed_offset),
+                plugin: route.plugin.clone(),
+                version: live
+                    .as_ref()
+                    .and_then(|l| l.version.clone())
+                    .or(checkpoint.map(|c| c.version)),
+                state: live.as_ref().map(|l| l.state),
+                detail: live.as_ref().and_then(|l| l.detail.clone()),
+                batches: live.as_ref().map_or(0, |l| l.batches),
+                records: live.as_ref().map_or(0, |l| l.records),
+            });
+        }
+    }
+    Ok(StatusReport {
+        group: config.group.clone(),
+        running: live.is_some(),
+        partitions,
+    })
+}

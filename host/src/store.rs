@@ -1,0 +1,235 @@
+//! The one redb file of a data directory: embedded log, handler state and
+//! checkpoints live together so that one write transaction can commit a
+//! batch's effects everywhere at once.
+//!
+//! **Architecture invariant:** this module and its siblings `log` and
+//! `checkpoint` know nothing about WebAssembly. They store bytes at positions.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU32;
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use tokio::sync::watch;
+
+/// File name of the store inside the data directory.
+pub const STORE_FILE: &str = "linecook.redb";
+
+/// Topic name → (topic id, partition count). Ids keep the hot tables' keys
+/// fixed-width.
+pub(crate) const TOPICS: TableDefinition<&str, (u32, u32)> = TableDefinition::new("topics");
+/// (topic id, partition, offset) → encoded record (`record::StoredRecord`).
+pub(crate) const RECORDS: TableDefinition<(u32, u32, u64), &[u8]> =
+    TableDefinition::new("records");
+/// (topic id, partition) → next offset to append.
+pub(crate) const LOG_ENDS: TableDefinition<(u32, u32), u64> = TableDefinition::new("log_ends");
+/// (topic id, partition) → (next offset to handle, plugin version that handled
+/// the batch before it).
+pub(crate) const CHECKPOINTS: TableDefinition<(u32, u32), (u64, &str)> =
+    TableDefinition::new("checkpoints");
+/// (topic id, partition, first offset) → plugin version that handled records
+/// from that offset on. One row per version change.
+pub(crate) const VERSION_HISTORY: TableDefinition<(u32, u32, u64), &str> =
+    TableDefinition::new("version_history");
+/// State key = topic id (BE) ++ partition (BE) ++ handler key → value. The
+/// prefix keeps each partition's state contiguous and separate.
+pub(crate) const STATE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("state");
+/// Store-wide facts, e.g. the group the data directory belongs to.
+pub(crate) const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// Another process (a running `linecook run`) holds the store.
+    #[error(
+        "the data directory {0} is in use by another linecook process; stop it, or talk to it through its admin API"
+    )]
+    InUse(PathBuf),
+    /// The data directory could not be created or read.
+    #[error("cannot use data directory {path}: {source}")]
+    Io {
+        /// The directory.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// An argument is out of range or malformed.
+    #[error("{0}")]
+    Invalid(String),
+    /// The named topic does not exist.
+    #[error("topic `{0}` does not exist; create it with `linecook topics create`")]
+    UnknownTopic(String),
+    /// A topic of that name exists with a different partition count.
+    #[error("topic `{name}` already exists with {partitions} partitions")]
+    TopicExists {
+        /// Topic name.
+        name: String,
+        /// Its partition count.
+        partitions: u32,
+    },
+    /// A partition number past the topic's partition count.
+    #[error("topic `{topic}` has {partitions} partitions; there is no partition {partition}")]
+    NoSuchPartition {
+        /// Topic name.
+        topic: String,
+        /// Its partition count.
+        partitions: u32,
+        /// The partition asked for.
+        partition: u32,
+    },
+    /// The data directory was created for another consumer group.
+    #[error("the data directory belongs to group `{found}`, not `{expected}`")]
+    WrongGroup {
+        /// Group in the config.
+        expected: String,
+        /// Group recorded in the store.
+        found: String,
+    },
+    /// A checkpoint did not start where the partition's last one ended: two
+    /// writers for one partition. Nothing was written.
+    #[error(
+        "checkpoint conflict on {topic}/{partition}: batch starts at {batch_start} but the committed offset is {committed}"
+    )]
+    CheckpointConflict {
+        /// Topic name.
+        topic: String,
+        /// Partition.
+        partition: u32,
+        /// Offset the batch started at.
+        batch_start: u64,
+        /// Offset the store has committed.
+        committed: u64,
+    },
+    /// A stored record could not be decoded.
+    #[error("corrupt record at {topic_id}/{partition}@{offset}: {message}")]
+    Corrupt {
+        /// Topic id.
+        topic_id: u32,
+        /// Partition.
+        partition: u32,
+        /// Offset.
+        offset: u64,
+        /// Decoder message.
+        message: String,
+    },
+    /// redb failed: I/O error, full disk, or a failed commit (nothing of the
+    /// transaction is visible).
+    #[error("storage error: {0}")]
+    Storage(#[from] redb::Error),
+}
+
+macro_rules! from_redb {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StoreError {
+            fn from(e: $t) -> Self {
+                StoreError::Storage(e.into())
+            }
+        }
+    )*};
+}
+from_redb!(
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
+
+/// The open store of a data directory. Only one process may hold it.
+pub struct Store {
+    pub(crate) db: Database,
+    path: PathBuf,
+    appended: watch::Sender<u64>,
+    /// Next partition for keyless records produced through `produce`.
+    pub(crate) round_robin: AtomicU32,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("path", &self.path).finish()
+    }
+}
+
+impl Store {
+    /// Opens (creating if needed) the store in `data_dir`.
+    pub fn open(data_dir: &Path) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(data_dir).map_err(|source| StoreError::Io {
+            path: data_dir.to_owned(),
+            source,
+        })?;
+        let path = data_dir.join(STORE_FILE);
+        let db = match Database::create(&path) {
+            Ok(db) => db,
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
+                return Err(StoreError::InUse(data_dir.to_owned()));
+            }
+            Err(e) => return Err(StoreError::Storage(e.into())),
+        };
+        let txn = db.begin_write()?;
+        {
+            // Create every table up front so readers never meet a missing one.
+            txn.open_table(TOPICS)?;
+            txn.open_table(RECORDS)?;
+            txn.open_table(LOG_ENDS)?;
+            txn.open_table(CHECKPOINTS)?;
+            txn.open_table(VERSION_HISTORY)?;
+            txn.open_table(STATE)?;
+            txn.open_table(META)?;
+        }
+        txn.commit()?;
+        Ok(Store {
+            db,
+            path,
+            appended: watch::Sender::new(0),
+            round_robin: AtomicU32::new(0),
+        })
+    }
+
+    /// Whether the store in `data_dir` is held by another process right now.
+    pub fn is_in_use(data_dir: &Path) -> bool {
+        matches!(Store::open(data_dir), Err(StoreError::InUse(_)))
+    }
+
+    /// Path of the redb file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Binds the store to `group` on first use; fails if it belongs to another.
+    pub fn claim_group(&self, group: &str) -> Result<(), StoreError> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut meta = txn.open_table(META)?;
+            let found = meta.get("group")?.map(|v| v.value().to_owned());
+            match found {
+                Some(found) if found != group => {
+                    return Err(StoreError::WrongGroup {
+                        expected: group.to_owned(),
+                        found,
+                    });
+                }
+                Some(_) => {}
+                None => {
+                    meta.insert("group", group)?;
+                }
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// The group recorded in the store, if any.
+    pub fn group(&self) -> Result<Option<String>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let meta = txn.open_table(META)?;
+        Ok(meta.get("group")?.map(|v| v.value().to_owned()))
+    }
+
+    /// A receiver that changes whenever records were appended by this process.
+    pub fn subscribe_appends(&self) -> watch::Receiver<u64> {
+        self.appended.subscribe()
+    }
+
+    pub(crate) fn notify_appended(&self) {
+        self.appended.send_modify(|n| *n = n.wrapping_add(1));
+    }
+}

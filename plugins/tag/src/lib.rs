@@ -1,0 +1,40 @@
+//! Emits `"<tag>:<value>"` with the same key to the topic named by route config
+//! `output`. `<tag>` is fixed at build time by the environment variable
+//! `LINECOOK_TAG` (default `v1`), so two builds are two distinguishable
+//! versions of one plugin.
+
+use linecook_guest::{Context, Error, Handler, Record, emit, export_handler};
+
+const TAG: &str = match option_env!("LINECOOK_TAG") {
+    Some(tag) => tag,
+    None => "v1",
+};
+
+struct Tag {
+    output: String,
+}
+
+impl Handler for Tag {
+    fn init(ctx: &Context) -> Result<Self, String> {
+        let output = ctx
+            .config("output")
+            .ok_or("tag needs route config `output`: the topic to write to")?;
+        Ok(Tag {
+            output: output.to_owned(),
+        })
+    }
+
+    fn handle(&mut self, batch: Vec<Record>) -> Result<(), Error> {
+        let mut line = Vec::new();
+        for record in batch {
+            line.clear();
+            line.extend_from_slice(TAG.as_bytes());
+            line.push(b':');
+            line.extend_from_slice(&record.value);
+            emit::send(&self.output, record.key.as_deref(), &line);
+        }
+        Ok(())
+    }
+}
+
+export_handler!(Tag);
