@@ -1,1 +1,369 @@
+//! End-to-end behaviour of the embedded host: real components built from
+//! `plugins/`, the real `linecook` binary, real redb files.
 
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use linecook::status::PartitionState;
+use support::{Setup, read_all, values_by_key, wait_drained, wait_until};
+
+const PIPELINE: &str = r#"
+max_batch = 50
+[[topic]]
+name = "words"
+partitions = 3
+[[topic]]
+name = "shouted"
+partitions = 3
+[[topic]]
+name = "counts"
+partitions = 2
+[[route]]
+topic = "words"
+plugin = "uppercase"
+config = { output = "shouted" }
+[[route]]
+topic = "shouted"
+plugin = "counter"
+config = { output = "counts" }
+"#;
+
+/// `n` records over `keys` keys: ("key-<k>", "value <i> of key-<k>").
+fn keyed_input(n: usize, keys: usize) -> Vec<(String, String)> {
+    (0..n)
+        .map(|i| {
+            let k = i % keys;
+            (format!("key-{k}"), format!("value {i} of key-{k}"))
+        })
+        .collect()
+}
+
+fn produce_keyed(setup: &Setup, topic: &str, input: &[(String, String)]) {
+    let records: Vec<(Option<&str>, &str)> = input
+        .iter()
+        .map(|(k, v)| (Some(k.as_str()), v.as_str()))
+        .collect();
+    setup.produce(topic, &records);
+}
+
+/// What `uppercase` then `counter` must produce for `input`, per key in order.
+fn expected_pipeline(
+    input: &[(String, String)],
+) -> (
+    BTreeMap<Option<String>, Vec<String>>,
+    BTreeMap<Option<String>, Vec<String>>,
+) {
+    let mut shouted: BTreeMap<Option<String>, Vec<String>> = BTreeMap::new();
+    let mut counts: BTreeMap<Option<String>, Vec<String>> = BTreeMap::new();
+    for (k, v) in input {
+        shouted
+            .entry(Some(k.clone()))
+            .or_default()
+            .push(v.to_ascii_uppercase());
+        let seen = counts.entry(Some(k.clone())).or_default();
+        seen.push(format!("{k}:{}", seen.len() + 1));
+    }
+    (shouted, counts)
+}
+
+fn start_pipeline(input_len: usize) -> (Setup, Vec<(String, String)>) {
+    let setup = Setup::new(PIPELINE, &["uppercase", "counter"]);
+    // The config's [[topic]]s are created by `run`; create them first so the
+    // input can be written before the host starts.
+    for (t, p) in [("words", "3"), ("shouted", "3"), ("counts", "2")] {
+        let out = setup.cli(&["topics", "create", t, "--partitions", p]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let input = keyed_input(input_len, 7);
+    produce_keyed(&setup, "words", &input);
+    (setup, input)
+}
+
+#[test]
+fn uppercase_then_counter_produce_exact_outputs_in_key_order() {
+    let (setup, input) = start_pipeline(600);
+    let mut host = setup.start();
+    host.wait_ready();
+    wait_drained(&setup, "counts", input.len() as u64);
+    host.stop();
+
+    let store = setup.store();
+    let (want_shouted, want_counts) = expected_pipeline(&input);
+    let shouted = read_all(&store, "shouted");
+    assert_eq!(values_by_key(&shouted), want_shouted);
+    let counts = read_all(&store, "counts");
+    assert_eq!(values_by_key(&counts), want_counts);
+
+    // Each key stays on the partition Kafka's partitioner gives it.
+    for r in shouted.iter().chain(&counts) {
+        let parts = if counts.contains(r) { 2 } else { 3 };
+        assert_eq!(
+            r.partition,
+            linecook::partitioner::partition_for_key(r.key.as_deref().unwrap(), parts)
+        );
+    }
+
+    // Counter state is exact per key, and checkpoints record the version.
+    let shouted_topic = store.topic("shouted").unwrap();
+    let mut state = BTreeMap::new();
+    for p in 0..3 {
+        for (k, v) in store.state_entries(&shouted_topic, p).unwrap() {
+            state.insert(
+                String::from_utf8(k).unwrap(),
+                String::from_utf8(v).unwrap(),
+            );
+        }
+        let cp = store.checkpoint(&shouted_topic, p).unwrap().unwrap();
+        assert_eq!(cp.version.len(), 64, "version is a sha-256 digest");
+    }
+    for (k, values) in &want_counts {
+        assert_eq!(
+            state.get(k.as_ref().unwrap()),
+            Some(&values.len().to_string())
+        );
+    }
+}
+
+#[test]
+fn a_batch_that_returns_retry_leaves_state_outputs_and_offset_untouched() {
+    let setup = Setup::new(
+        r#"
+max_batch = 10
+[[topic]]
+name = "in"
+partitions = 1
+[[topic]]
+name = "out"
+partitions = 1
+[[route]]
+topic = "in"
+plugin = "counter"
+config = { output = "out", fail_on = "boom" }
+"#,
+        &["counter"],
+    );
+    let mut host = setup.start();
+    host.wait_ready();
+    let first: String = (0..5).map(|_| "k:x\n").collect();
+    let out = setup.cli_with_stdin(&["produce", "--topic", "in", "--key-separator", ":"], &first);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    wait_until(Duration::from_secs(30), "the first five records", || {
+        setup.status().partitions[0].committed_offset == 5
+    });
+
+    // This batch writes state and emits for "y" before reaching "boom".
+    let out = setup.cli_with_stdin(
+        &["produce", "--topic", "in", "--key-separator", ":"],
+        "k:y\nk:boom\nk:z\n",
+    );
+    assert!(out.status.success());
+    wait_until(Duration::from_secs(30), "the batch to fail", || {
+        let p = &setup.status().partitions[0];
+        p.state == Some(PartitionState::Retrying)
+            && p.detail.as_deref().is_some_and(|d| d.contains("fail_on"))
+    });
+    // Let it fail a few more times; nothing may leak from any attempt.
+    std::thread::sleep(Duration::from_millis(500));
+    let status = setup.status();
+    assert_eq!(status.partitions[0].committed_offset, 5);
+    assert_eq!(status.partitions[0].end_offset, 8);
+    host.stop();
+
+    let store = setup.store();
+    let input = store.topic("in").unwrap();
+    assert_eq!(store.checkpoint(&input, 0).unwrap().unwrap().next_offset, 5);
+    assert_eq!(
+        store.state_entries(&input, 0).unwrap(),
+        vec![(b"k".to_vec(), b"5".to_vec())]
+    );
+    let outputs: Vec<String> = read_all(&store, "out")
+        .iter()
+        .map(|r| String::from_utf8_lossy(&r.value).into_owned())
+        .collect();
+    assert_eq!(outputs, ["k:1", "k:2", "k:3", "k:4", "k:5"]);
+}
+
+#[test]
+fn a_graceful_restart_continues_from_the_checkpoint() {
+    let (setup, input) = start_pipeline(3000);
+    let mut host = setup.start();
+    host.wait_ready();
+    wait_until(Duration::from_secs(60), "some progress", || {
+        setup
+            .status()
+            .partitions
+            .iter()
+            .any(|p| p.committed_offset > 0)
+    });
+    host.stop();
+    let mid = setup.status();
+    let done: u64 = mid
+        .partitions
+        .iter()
+        .filter(|p| p.topic == "words")
+        .map(|p| p.committed_offset)
+        .sum();
+    assert!(done > 0, "the first run committed something");
+
+    let mut host = setup.start();
+    host.wait_ready();
+    wait_drained(&setup, "counts", input.len() as u64);
+    host.stop();
+
+    let store = setup.store();
+    let (want_shouted, want_counts) = expected_pipeline(&input);
+    assert_eq!(values_by_key(&read_all(&store, "shouted")), want_shouted);
+    assert_eq!(values_by_key(&read_all(&store, "counts")), want_counts);
+}
+
+#[test]
+fn produce_tail_and_status_work_while_the_host_runs() {
+    let setup = Setup::new(
+        r#"
+[[topic]]
+name = "words"
+partitions = 2
+[[topic]]
+name = "shouted"
+partitions = 2
+[[route]]
+topic = "words"
+plugin = "uppercase"
+config = { output = "shouted" }
+"#,
+        &["uppercase"],
+    );
+    let mut host = setup.start();
+    host.wait_ready();
+    let out = setup.cli_with_stdin(
+        &["produce", "--topic", "words", "--key-separator", "="],
+        "a=hello\nb=world\nno key here\n",
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    wait_drained(&setup, "shouted", 3);
+
+    let out = setup.cli(&["tail", "--topic", "shouted", "--from-beginning"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let mut values: Vec<(serde_json::Value, String)> = lines
+        .iter()
+        .map(|l| (l["key"].clone(), l["value"].as_str().unwrap().to_owned()))
+        .collect();
+    values.sort_by(|a, b| a.1.cmp(&b.1));
+    assert_eq!(
+        values,
+        vec![
+            (serde_json::json!("a"), "HELLO".to_owned()),
+            (serde_json::Value::Null, "NO KEY HERE".to_owned()),
+            (serde_json::json!("b"), "WORLD".to_owned()),
+        ]
+    );
+    let first = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .next()
+        .unwrap()
+        .to_owned();
+    assert!(
+        first.starts_with("{\"topic\":\"shouted\",\"partition\":"),
+        "fields in the documented order: {first}"
+    );
+
+    let out = setup.cli(&["tail", "--topic", "shouted", "--from-beginning", "--max-records", "1"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 1);
+
+    let status = setup.status();
+    assert!(status.running);
+    assert_eq!(status.partitions.len(), 2);
+    for p in &status.partitions {
+        assert_eq!(p.plugin, "uppercase");
+        assert_eq!(p.state, Some(PartitionState::Running));
+        assert_eq!(p.lag, 0);
+    }
+    host.stop();
+
+    let status = setup.status();
+    assert!(!status.running, "status works without a host too");
+    assert_eq!(
+        status.partitions.iter().map(|p| p.committed_offset).sum::<u64>(),
+        3
+    );
+}
+
+#[test]
+fn a_second_run_on_the_same_data_dir_fails_clearly() {
+    let setup = Setup::new(
+        "[[topic]]\nname = \"t\"\npartitions = 1\n[[route]]\ntopic = \"t\"\nplugin = \"uppercase\"\nconfig = { output = \"t\" }\n",
+        &["uppercase"],
+    );
+    let mut host = setup.start();
+    host.wait_ready();
+    let out = setup.cli(&["run"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("another linecook process is running on data directory"),
+        "{err}"
+    );
+    // The first host is unharmed.
+    assert!(setup.status().running);
+    host.stop();
+}
+
+#[test]
+fn bad_config_fails_fast_naming_the_problem() {
+    let cases = [
+        ("max_btach = 10\n", "max_btach"),
+        ("[[topic]]\nname = \"t\"\npartitions = 0\n", "partitions is 0"),
+        (
+            "[[topic]]\nname = \"t\"\npartitions = 1\n[[route]]\ntopic = \"t\"\nplugin = \"nosuch\"\n",
+            "plugin `nosuch` not found",
+        ),
+        (
+            "[[route]]\ntopic = \"missing\"\nplugin = \"uppercase\"\n",
+            "topic `missing` does not exist",
+        ),
+        ("max_batch = 0\n", "`max_batch` is 0"),
+        ("group = 3\n", "group"),
+    ];
+    for (body, expected) in cases {
+        let setup = Setup::new(body, &["uppercase"]);
+        let out = setup.cli(&["run"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "config {body:?} was accepted");
+        assert!(err.contains(expected), "config {body:?}: error does not name the problem: {err}");
+    }
+}
+
+#[test]
+fn a_module_that_is_not_a_component_is_refused_at_start() {
+    let setup = Setup::new(
+        "[[topic]]\nname = \"t\"\npartitions = 1\n[[route]]\ntopic = \"t\"\nplugin = \"broken\"\n",
+        &[],
+    );
+    std::fs::write(setup.dir.path().join("plugins/broken.wasm"), b"not wasm at all").unwrap();
+    let out = setup.cli(&["run"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not a WebAssembly file"), "{err}");
+
+    let out = setup.cli(&["plugins", "check", setup.dir.path().join("plugins/broken.wasm").to_str().unwrap()]);
+    assert!(!out.status.success());
+}
+
+#[test]
+fn plugins_check_lists_the_world_of_a_good_component() {
+    let out = std::process::Command::new(support::BIN)
+        .args(["plugins", "check"])
+        .arg(support::plugins().join("counter.wasm"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("linecook:handler/state@0.1.0"), "{text}");
+    assert!(text.contains("handle (func)"), "{text}");
+}

@@ -377,15 +377,27 @@ fn bytes_json(bytes: &[u8]) -> serde_json::Value {
     }
 }
 
-fn record_json(topic: &str, r: &LogRecord) -> serde_json::Value {
-    json!({
-        "topic": topic,
-        "partition": r.partition,
-        "offset": r.offset,
-        "key": r.key.as_deref().map(bytes_json),
-        "value": bytes_json(&r.value),
-        "timestamp_ms": r.timestamp_ms,
-    })
+/// One line of `tail` output; fields in the documented order.
+#[derive(serde::Serialize)]
+struct TailLine<'a> {
+    topic: &'a str,
+    partition: u32,
+    offset: u64,
+    key: Option<serde_json::Value>,
+    value: serde_json::Value,
+    timestamp_ms: i64,
+}
+
+fn record_json(topic: &str, r: &LogRecord) -> String {
+    let line = TailLine {
+        topic,
+        partition: r.partition,
+        offset: r.offset,
+        key: r.key.as_deref().map(bytes_json),
+        value: bytes_json(&r.value),
+        timestamp_ms: r.timestamp_ms,
+    };
+    serde_json::to_string(&line).expect("JSON of plain values")
 }
 
 fn print_status(report: &StatusReport) {

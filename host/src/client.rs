@@ -1,7 +1,10 @@
 //! How CLI commands reach the store: directly when no host is running, or
 //! through the running host's admin API when it holds the store.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+/// How long to wait for a starting host to publish its admin address.
+const HOST_START_WAIT: Duration = Duration::from_secs(30);
 
 use anyhow::{Context as _, anyhow, bail};
 use serde::Serialize;
@@ -37,8 +40,21 @@ impl Access {
         match Store::open(&config.data_dir) {
             Ok(store) => Ok(Access::Direct(store)),
             Err(StoreError::InUse(dir)) => {
-                let addr = admin_addr(&dir).unwrap_or_else(|| config.admin.to_string());
-                Ok(Access::Remote(Remote::new(&addr)))
+                // A host that is still starting holds the store before it
+                // writes its admin address.
+                let deadline = Instant::now() + HOST_START_WAIT;
+                loop {
+                    if let Some(addr) = admin_addr(&dir) {
+                        return Ok(Access::Remote(Remote::new(&addr)));
+                    }
+                    if Instant::now() > deadline {
+                        bail!(
+                            "the data directory {} is held by another process that serves no admin API (is a linecook host still starting?)",
+                            dir.display()
+                        );
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
             }
             Err(e) => Err(e.into()),
         }

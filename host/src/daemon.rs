@@ -36,6 +36,10 @@ struct Running {
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     let config = Arc::new(config);
     let store = Arc::new(open_store(&config).await?);
+    // A host killed without cleanup leaves its address behind; holding the
+    // store proves that host is gone.
+    let addr_file = config.data_dir.join(ADMIN_ADDR_FILE);
+    let _ = std::fs::remove_file(&addr_file);
     store
         .claim_group(&config.group)
         .context("checking the data directory's group")?;
@@ -76,7 +80,6 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         .await
         .with_context(|| format!("binding the admin API to {}", config.admin))?;
     let admin_addr = listener.local_addr()?;
-    let addr_file = config.data_dir.join(ADMIN_ADDR_FILE);
     std::fs::write(&addr_file, admin_addr.to_string())
         .with_context(|| format!("writing {}", addr_file.display()))?;
     let admin_stop = CancellationToken::new();

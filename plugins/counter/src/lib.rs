@@ -33,14 +33,14 @@ impl Handler for Counter {
                     record.offset
                 )));
             }
-            let key = record.key.unwrap_or_default();
-            let count = state::get(&key)
+            let key = record.key.as_deref().unwrap_or_default();
+            let count = state::get(key)
                 .and_then(|v| String::from_utf8(v).ok()?.parse::<u64>().ok())
                 .unwrap_or(0)
                 + 1;
-            state::set(&key, count.to_string().as_bytes());
-            let line = format!("{}:{count}", String::from_utf8_lossy(&key));
-            emit::send(&self.output, Some(&key), line.as_bytes());
+            state::set(key, count.to_string().as_bytes());
+            let line = format!("{}:{count}", String::from_utf8_lossy(key));
+            emit::send(&self.output, record.key.as_deref(), line.as_bytes());
         }
         Ok(())
     }

@@ -1,0 +1,300 @@
+//! Shared pieces of the end-to-end tests: real plugins built from `plugins/`,
+//! a real `linecook` binary in a child process, real redb files in temp dirs.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use linecook::log::TopicInfo;
+use linecook::record::{LogRecord, NewRecord};
+use linecook::status::StatusReport;
+use linecook::store::Store;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_linecook");
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("host/ has a parent")
+        .to_owned()
+}
+
+/// Builds `plugins/` once per test binary and returns the directory holding
+/// `<name>.wasm` for every example plugin.
+pub fn plugins() -> &'static Path {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(|| build_plugins(None))
+}
+
+/// Builds the example plugins with `LINECOOK_TAG=tag` into a target dir of
+/// their own, and returns the directory of the `.wasm` files.
+pub fn build_plugins(tag: Option<&str>) -> PathBuf {
+    let root = workspace_root();
+    let target = match tag {
+        None => root.join("plugins/target"),
+        Some(tag) => root.join(format!("plugins/target/tag-{tag}")),
+    };
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.args(["build", "--release", "--target", "wasm32-wasip2", "--target-dir"])
+        .arg(&target)
+        .current_dir(root.join("plugins"))
+        .env_remove("CARGO_TARGET_DIR")
+        .env_remove("LINECOOK_TAG");
+    if let Some(tag) = tag {
+        cmd.env("LINECOOK_TAG", tag);
+    }
+    let status = cmd.status().expect("running cargo to build plugins/");
+    assert!(status.success(), "building plugins/ failed");
+    target.join("wasm32-wasip2/release")
+}
+
+/// A data directory, a plugins directory and a config file in a temp dir.
+pub struct Setup {
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+}
+
+impl Setup {
+    /// Writes `linecook.toml` with `body` after the common header, and copies
+    /// `plugins` into the plugins directory.
+    pub fn new(body: &str, plugins: &[&str]) -> Setup {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::create_dir_all(dir.path().join("plugins")).unwrap();
+        for name in plugins {
+            std::fs::copy(
+                self::plugins().join(format!("{name}.wasm")),
+                dir.path().join(format!("plugins/{name}.wasm")),
+            )
+            .unwrap_or_else(|e| panic!("copying plugin {name}: {e}"));
+        }
+        let config = dir.path().join("linecook.toml");
+        std::fs::write(
+            &config,
+            format!("group = \"test\"\nadmin = \"127.0.0.1:0\"\n{body}"),
+        )
+        .unwrap();
+        Setup { dir, config }
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// Runs a CLI command against this setup's config.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        self.cli_with_stdin(args, "")
+    }
+
+    pub fn cli_with_stdin(&self, args: &[&str], stdin: &str) -> Output {
+        use std::io::Write;
+        let mut child = Command::new(BIN)
+            .args(args)
+            .arg("--config")
+            .arg(&self.config)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawning linecook");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    }
+
+    /// Starts `linecook run` in a child process.
+    pub fn start(&self) -> Host {
+        // Readiness is the host writing this file; a killed host's stale one
+        // must not count.
+        let _ = std::fs::remove_file(self.data_dir().join("admin.addr"));
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("host.log"))
+            .unwrap();
+        let child = Command::new(BIN)
+            .args(["run", "--config"])
+            .arg(&self.config)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawning linecook run");
+        Host {
+            child,
+            data_dir: self.data_dir(),
+            log: self.dir.path().join("host.log"),
+        }
+    }
+
+    /// Opens the store directly (the host must not be running).
+    pub fn store(&self) -> Store {
+        Store::open(&self.data_dir()).expect("opening the store")
+    }
+
+    /// Creates topics and appends records while no host runs.
+    pub fn produce(&self, topic: &str, records: &[(Option<&str>, &str)]) {
+        let store = self.store();
+        let records: Vec<NewRecord> = records
+            .iter()
+            .map(|(k, v)| NewRecord {
+                key: k.map(|k| k.as_bytes().to_vec()),
+                value: v.as_bytes().to_vec(),
+                headers: vec![],
+                partition: None,
+            })
+            .collect();
+        store.produce(topic, &records).unwrap();
+    }
+
+    /// Status through the CLI (direct or via the running host).
+    pub fn status(&self) -> StatusReport {
+        let out = self.cli(&["status", "--json"]);
+        assert!(
+            out.status.success(),
+            "status failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("status JSON")
+    }
+
+    pub fn host_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("host.log")).unwrap_or_default()
+    }
+}
+
+/// A running `linecook run`.
+pub struct Host {
+    child: Child,
+    data_dir: PathBuf,
+    pub log: PathBuf,
+}
+
+impl Host {
+    /// Waits until the admin API is up (the host holds the store and has
+    /// loaded its plugins).
+    pub fn wait_ready(&mut self) {
+        let addr_file = self.data_dir.join("admin.addr");
+        wait_until(Duration::from_secs(60), "host to start", || {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "linecook run exited early with {status}:\n{}",
+                    std::fs::read_to_string(&self.log).unwrap_or_default()
+                );
+            }
+            addr_file.exists()
+        });
+    }
+
+    /// SIGTERM, then wait for a clean exit.
+    pub fn stop(mut self) {
+        signal(&self.child, "TERM");
+        let status = self.wait_exit(Duration::from_secs(60));
+        assert!(
+            status.success(),
+            "linecook run exited with {status} after SIGTERM:\n{}",
+            std::fs::read_to_string(&self.log).unwrap_or_default()
+        );
+    }
+
+    /// SIGKILL: no chance to finish anything.
+    pub fn kill(mut self) {
+        self.child.kill().expect("SIGKILL");
+        self.child.wait().unwrap();
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("linecook run did not exit within {timeout:?}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn signal(child: &Child, sig: &str) {
+    let ok = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(child.id().to_string())
+        .status()
+        .expect("running kill")
+        .success();
+    assert!(ok, "kill -{sig} failed");
+}
+
+/// Polls `cond` every 50 ms until it holds, or panics naming `what`.
+pub fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Waits until every routed partition has lag 0 and `topic` holds at least
+/// `count` records. More than `count` is left for the caller's assertions to
+/// report as duplicates.
+pub fn wait_drained(setup: &Setup, topic: &str, count: u64) {
+    wait_until(Duration::from_secs(120), "the pipeline to drain", || {
+        let status = setup.status();
+        let produced: u64 = topic_total(setup, topic);
+        produced >= count && status.partitions.iter().all(|p| p.lag == 0)
+    });
+}
+
+fn topic_total(setup: &Setup, topic: &str) -> u64 {
+    let out = setup.cli(&["topics", "list"]);
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| {
+            let cols: Vec<&str> = l.split_whitespace().collect();
+            (cols.first() == Some(&topic)).then(|| cols[2].parse().unwrap_or(0))
+        })
+        .unwrap_or(0)
+}
+
+/// Every record of `topic`, by partition then offset.
+pub fn read_all(store: &Store, topic: &str) -> Vec<LogRecord> {
+    let info: TopicInfo = store.topic(topic).unwrap();
+    let mut out = Vec::new();
+    for p in 0..info.partitions {
+        out.extend(store.read(&info, p, 0, usize::MAX).unwrap());
+    }
+    out
+}
+
+/// Values of `records` grouped by key, each group in log order.
+pub fn values_by_key(records: &[LogRecord]) -> BTreeMap<Option<String>, Vec<String>> {
+    let mut map: BTreeMap<Option<String>, Vec<String>> = BTreeMap::new();
+    for r in records {
+        map.entry(r.key.as_ref().map(|k| String::from_utf8_lossy(k).into_owned()))
+            .or_default()
+            .push(String::from_utf8_lossy(&r.value).into_owned());
+    }
+    map
+}
