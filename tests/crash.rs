@@ -49,7 +49,12 @@ fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
 
     let setup = Setup::new(PIPELINE, &["counter", "uppercase"]);
     for (t, p) in [("in", "4"), ("mid", "3"), ("out", "2")] {
-        assert!(setup.cli(&["topics", "create", t, "--partitions", p]).status.success());
+        assert!(
+            setup
+                .cli(&["topics", "create", t, "--partitions", p])
+                .status
+                .success()
+        );
     }
     // Input arrives in waves, one per round, while the host is down; each
     // round kills the host a random moment (0-100 ms) after it is ready, so most kills
@@ -84,7 +89,10 @@ fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
             .map(|p| p.committed_offset)
             .sum();
         let lag: u64 = status.partitions.iter().map(|p| p.lag).sum();
-        eprintln!("kill {round} {delay:?} after ready: {done}/{} inputs committed, lag {lag}", (round + 1) * wave);
+        eprintln!(
+            "kill {round} {delay:?} after ready: {done}/{} inputs committed, lag {lag}",
+            (round + 1) * wave
+        );
         if lag > 0 && done > 0 {
             mid_stream_kills += 1;
         }
@@ -118,15 +126,25 @@ fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
     let mut counted = 0;
     for p in 0..in_topic.partitions {
         let cp = store.checkpoint(&in_topic, p).unwrap().unwrap();
-        assert_eq!(cp.next_offset, ends[p as usize], "offset of in/{p} (seed {seed})");
+        assert_eq!(
+            cp.next_offset, ends[p as usize],
+            "offset of in/{p} (seed {seed})"
+        );
         for (k, v) in store.state_entries(&in_topic, p).unwrap() {
             let k = String::from_utf8(k).unwrap();
             let n: usize = String::from_utf8(v).unwrap().parse().unwrap();
-            assert_eq!(n, want[&Some(k.clone())].len(), "count of {k} (seed {seed})");
+            assert_eq!(
+                n,
+                want[&Some(k.clone())].len(),
+                "count of {k} (seed {seed})"
+            );
             counted += n;
         }
     }
-    assert_eq!(counted, total, "state counts every input once (seed {seed})");
+    assert_eq!(
+        counted, total,
+        "state counts every input once (seed {seed})"
+    );
     assert!(
         mid_stream_kills * 2 >= kills,
         "only {mid_stream_kills} of {kills} kills hit a pipeline in motion; the test proves too little (seed {seed})"

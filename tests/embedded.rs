@@ -48,15 +48,13 @@ fn produce_keyed(setup: &Setup, topic: &str, input: &[(String, String)]) {
     setup.produce(topic, &records);
 }
 
+/// Values per key, in order.
+type ByKey = BTreeMap<Option<String>, Vec<String>>;
+
 /// What `uppercase` then `counter` must produce for `input`, per key in order.
-fn expected_pipeline(
-    input: &[(String, String)],
-) -> (
-    BTreeMap<Option<String>, Vec<String>>,
-    BTreeMap<Option<String>, Vec<String>>,
-) {
-    let mut shouted: BTreeMap<Option<String>, Vec<String>> = BTreeMap::new();
-    let mut counts: BTreeMap<Option<String>, Vec<String>> = BTreeMap::new();
+fn expected_pipeline(input: &[(String, String)]) -> (ByKey, ByKey) {
+    let mut shouted = ByKey::new();
+    let mut counts = ByKey::new();
     for (k, v) in input {
         shouted
             .entry(Some(k.clone()))
@@ -74,7 +72,11 @@ fn start_pipeline(input_len: usize) -> (Setup, Vec<(String, String)>) {
     // input can be written before the host starts.
     for (t, p) in [("words", "3"), ("shouted", "3"), ("counts", "2")] {
         let out = setup.cli(&["topics", "create", t, "--partitions", p]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let input = keyed_input(input_len, 7);
     produce_keyed(&setup, "words", &input);
@@ -110,10 +112,7 @@ fn uppercase_then_counter_produce_exact_outputs_in_key_order() {
     let mut state = BTreeMap::new();
     for p in 0..3 {
         for (k, v) in store.state_entries(&shouted_topic, p).unwrap() {
-            state.insert(
-                String::from_utf8(k).unwrap(),
-                String::from_utf8(v).unwrap(),
-            );
+            state.insert(String::from_utf8(k).unwrap(), String::from_utf8(v).unwrap());
         }
         let cp = store.checkpoint(&shouted_topic, p).unwrap().unwrap();
         assert_eq!(cp.version.len(), 64, "version is a sha-256 digest");
@@ -147,8 +146,15 @@ config = { output = "out", fail_on = "boom" }
     let mut host = setup.start();
     host.wait_ready();
     let first: String = (0..5).map(|_| "k:x\n").collect();
-    let out = setup.cli_with_stdin(&["produce", "--topic", "in", "--key-separator", ":"], &first);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = setup.cli_with_stdin(
+        &["produce", "--topic", "in", "--key-separator", ":"],
+        &first,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     wait_until(Duration::from_secs(30), "the first five records", || {
         setup.status().partitions[0].committed_offset == 5
     });
@@ -241,11 +247,19 @@ config = { output = "shouted" }
         &["produce", "--topic", "words", "--key-separator", "="],
         "a=hello\nb=world\nno key here\n",
     );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     wait_drained(&setup, "shouted", 3);
 
     let out = setup.cli(&["tail", "--topic", "shouted", "--from-beginning"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
@@ -273,7 +287,14 @@ config = { output = "shouted" }
         "fields in the documented order: {first}"
     );
 
-    let out = setup.cli(&["tail", "--topic", "shouted", "--from-beginning", "--max-records", "1"]);
+    let out = setup.cli(&[
+        "tail",
+        "--topic",
+        "shouted",
+        "--from-beginning",
+        "--max-records",
+        "1",
+    ]);
     assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 1);
 
     let status = setup.status();
@@ -289,7 +310,11 @@ config = { output = "shouted" }
     let status = setup.status();
     assert!(!status.running, "status works without a host too");
     assert_eq!(
-        status.partitions.iter().map(|p| p.committed_offset).sum::<u64>(),
+        status
+            .partitions
+            .iter()
+            .map(|p| p.committed_offset)
+            .sum::<u64>(),
         3
     );
 }
@@ -318,7 +343,10 @@ fn a_second_run_on_the_same_data_dir_fails_clearly() {
 fn bad_config_fails_fast_naming_the_problem() {
     let cases = [
         ("max_btach = 10\n", "max_btach"),
-        ("[[topic]]\nname = \"t\"\npartitions = 0\n", "partitions is 0"),
+        (
+            "[[topic]]\nname = \"t\"\npartitions = 0\n",
+            "partitions is 0",
+        ),
         (
             "[[topic]]\nname = \"t\"\npartitions = 1\n[[route]]\ntopic = \"t\"\nplugin = \"nosuch\"\n",
             "plugin `nosuch` not found",
@@ -335,7 +363,10 @@ fn bad_config_fails_fast_naming_the_problem() {
         let out = setup.cli(&["run"]);
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "config {body:?} was accepted");
-        assert!(err.contains(expected), "config {body:?}: error does not name the problem: {err}");
+        assert!(
+            err.contains(expected),
+            "config {body:?}: error does not name the problem: {err}"
+        );
     }
 }
 
@@ -345,13 +376,26 @@ fn a_module_that_is_not_a_component_is_refused_at_start() {
         "[[topic]]\nname = \"t\"\npartitions = 1\n[[route]]\ntopic = \"t\"\nplugin = \"broken\"\n",
         &[],
     );
-    std::fs::write(setup.dir.path().join("plugins/broken.wasm"), b"not wasm at all").unwrap();
+    std::fs::write(
+        setup.dir.path().join("plugins/broken.wasm"),
+        b"not wasm at all",
+    )
+    .unwrap();
     let out = setup.cli(&["run"]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("not a WebAssembly file"), "{err}");
 
-    let out = setup.cli(&["plugins", "check", setup.dir.path().join("plugins/broken.wasm").to_str().unwrap()]);
+    let out = setup.cli(&[
+        "plugins",
+        "check",
+        setup
+            .dir
+            .path()
+            .join("plugins/broken.wasm")
+            .to_str()
+            .unwrap(),
+    ]);
     assert!(!out.status.success());
 }
 
@@ -362,7 +406,11 @@ fn plugins_check_lists_the_world_of_a_good_component() {
         .arg(support::plugins().join("counter.wasm"))
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("linecook:handler/state@0.1.0"), "{text}");
     assert!(text.contains("handle (func)"), "{text}");

@@ -56,6 +56,8 @@ use std::cell::RefCell;
 use std::collections::BTreeMap;
 
 #[doc(hidden)]
+// Generated code: its shape is wit-bindgen's, not ours to lint.
+#[allow(clippy::too_many_arguments)]
 pub mod wit {
     wit_bindgen::generate!({
         world: "handler",
@@ -343,7 +345,7 @@ macro_rules! export_handler {
                 }
             }
 
-            $crate::wit::__linecook_export_world!(__LinecookHandler with_types_in $crate::wit);
+    $crate::wit::__linecook_export_world!(__LinecookHandler with_types_in $crate::wit);
         };
     };
 }

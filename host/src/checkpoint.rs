@@ -50,6 +50,9 @@ pub struct BatchCommit<'a> {
     pub effects: &'a BatchEffects,
 }
 
+/// State entries as (key, value), in key order.
+pub type Entries = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// Committed state of one partition, as a handler reads it during a batch.
 pub trait StateReader: Send {
     /// The committed value of `key`.
@@ -62,7 +65,7 @@ pub trait StateReader: Send {
         prefix: &[u8],
         start_after: Option<&[u8]>,
         limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError>;
+    ) -> Result<Entries, StoreError>;
 }
 
 /// A snapshot of one partition's committed state.
@@ -88,10 +91,7 @@ fn prefixed(prefix: &[u8], key: &[u8]) -> Vec<u8> {
 impl StateReader for PartitionState {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         let full = prefixed(&self.prefix, key);
-        Ok(self
-            .table
-            .get(full.as_slice())?
-            .map(|v| v.value().to_vec()))
+        Ok(self.table.get(full.as_slice())?.map(|v| v.value().to_vec()))
     }
 
     fn scan(
@@ -99,7 +99,7 @@ impl StateReader for PartitionState {
         prefix: &[u8],
         start_after: Option<&[u8]>,
         limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    ) -> Result<Entries, StoreError> {
         let from = match start_after {
             Some(after) if after > prefix => after,
             _ => prefix,
@@ -159,11 +159,7 @@ impl Store {
     }
 
     /// Every committed state entry of `topic`/`partition`, in key order.
-    pub fn state_entries(
-        &self,
-        topic: &TopicInfo,
-        partition: u32,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    pub fn state_entries(&self, topic: &TopicInfo, partition: u32) -> Result<Entries, StoreError> {
         self.partition_state(topic, partition)?
             .scan(&[], None, usize::MAX)
     }
@@ -345,7 +341,10 @@ mod tests {
                 effects: &fx,
             })
             .unwrap_err();
-        assert!(matches!(err, StoreError::CheckpointConflict { .. }), "{err}");
+        assert!(
+            matches!(err, StoreError::CheckpointConflict { .. }),
+            "{err}"
+        );
         assert!(store.state_entries(&input, 0).unwrap().is_empty());
         assert!(store.read(&out, 0, 0, 10).unwrap().is_empty());
     }

@@ -161,7 +161,12 @@ pub fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Run { config } => run(&load(&config)?),
         Command::Topics {
-            command: TopicsCommand::Create { name, partitions, config },
+            command:
+                TopicsCommand::Create {
+                    name,
+                    partitions,
+                    config,
+                },
         } => {
             let access = Access::connect(&load(&config)?)?;
             let topic = access.create_topic(&name, partitions)?;
@@ -404,16 +409,30 @@ fn print_status(report: &StatusReport) {
     println!(
         "group {} · host {}",
         report.group,
-        if report.running { "running" } else { "not running" }
+        if report.running {
+            "running"
+        } else {
+            "not running"
+        }
     );
     println!(
-        "{:<20} {:>4} {:>10} {:>10} {:>8}  {:<14} {:<12}  {}",
-        "TOPIC", "PART", "COMMITTED", "END", "LAG", "PLUGIN", "VERSION", "STATE"
+        "{:<20} {:>4} {:>10} {:>10} {:>8}  {:<14} {:<12}  STATE",
+        "TOPIC", "PART", "COMMITTED", "END", "LAG", "PLUGIN", "VERSION"
     );
     for p in &report.partitions {
         let state = match (&p.state, &p.detail) {
-            (Some(s), Some(d)) => format!("{}: {d}", serde_json::to_value(s).unwrap_or_default().as_str().unwrap_or("?")),
-            (Some(s), None) => serde_json::to_value(s).unwrap_or_default().as_str().unwrap_or("?").to_owned(),
+            (Some(s), Some(d)) => format!(
+                "{}: {d}",
+                serde_json::to_value(s)
+                    .unwrap_or_default()
+                    .as_str()
+                    .unwrap_or("?")
+            ),
+            (Some(s), None) => serde_json::to_value(s)
+                .unwrap_or_default()
+                .as_str()
+                .unwrap_or("?")
+                .to_owned(),
             (None, _) => "-".to_owned(),
         };
         println!(

@@ -187,7 +187,9 @@ impl Remote {
         )
     }
 
-    fn decode<T: DeserializeOwned>(mut response: ureq::http::Response<ureq::Body>) -> anyhow::Result<T> {
+    fn decode<T: DeserializeOwned>(
+        mut response: ureq::http::Response<ureq::Body>,
+    ) -> anyhow::Result<T> {
         let status = response.status();
         let body = response.body_mut().with_config().limit(256 << 20);
         if status.is_success() {

@@ -18,8 +18,7 @@ pub const STORE_FILE: &str = "linecook.redb";
 /// fixed-width.
 pub(crate) const TOPICS: TableDefinition<&str, (u32, u32)> = TableDefinition::new("topics");
 /// (topic id, partition, offset) → encoded record (`record::StoredRecord`).
-pub(crate) const RECORDS: TableDefinition<(u32, u32, u64), &[u8]> =
-    TableDefinition::new("records");
+pub(crate) const RECORDS: TableDefinition<(u32, u32, u64), &[u8]> = TableDefinition::new("records");
 /// (topic id, partition) → next offset to append.
 pub(crate) const LOG_ENDS: TableDefinition<(u32, u32), u64> = TableDefinition::new("log_ends");
 /// (topic id, partition) → (next offset to handle, plugin version that handled

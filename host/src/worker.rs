@@ -106,11 +106,18 @@ impl Worker {
     fn run(mut self) {
         let span = tracing::info_span!("partition", topic = %self.spec.topic.name, partition = self.spec.partition);
         let _entered = span.enter();
-        match self.spec.store.checkpoint(&self.spec.topic, self.spec.partition) {
+        match self
+            .spec
+            .store
+            .checkpoint(&self.spec.topic, self.spec.partition)
+        {
             Ok(checkpoint) => self.next_offset = checkpoint.map_or(0, |c| c.next_offset),
             Err(e) => {
                 error!("cannot read checkpoint: {e}");
-                self.set_state(PartitionState::Paused, Some(format!("cannot read checkpoint: {e}")));
+                self.set_state(
+                    PartitionState::Paused,
+                    Some(format!("cannot read checkpoint: {e}")),
+                );
                 self.spec.rt.block_on(self.spec.cancel.cancelled());
                 return;
             }
@@ -133,7 +140,12 @@ impl Worker {
                         .saturating_mul(1 << self.attempts.min(16))
                         .min(BACKOFF_MAX);
                     self.attempts += 1;
-                    warn!(attempt = self.attempts, ?delay, "batch at offset {} failed, will retry: {reason}", self.next_offset);
+                    warn!(
+                        attempt = self.attempts,
+                        ?delay,
+                        "batch at offset {} failed, will retry: {reason}",
+                        self.next_offset
+                    );
                     self.set_state(PartitionState::Retrying, Some(reason));
                     self.wait(Some(delay), Wake::VersionOrCancel);
                 }
@@ -141,14 +153,18 @@ impl Worker {
                     error!("partition paused at offset {}: {reason}", self.next_offset);
                     self.set_state(
                         PartitionState::Paused,
-                        Some(format!("{reason} (deploy a new plugin version or restart to retry)")),
+                        Some(format!(
+                            "{reason} (deploy a new plugin version or restart to retry)"
+                        )),
                     );
                     paused = true;
                 }
             }
         }
         debug!(offset = self.next_offset, "partition released");
-        self.spec.live.remove(&self.spec.topic.name, self.spec.partition);
+        self.spec
+            .live
+            .remove(&self.spec.topic.name, self.spec.partition);
     }
 
     /// Swaps in the newest published version if it differs from the running
@@ -168,28 +184,43 @@ impl Worker {
         match started {
             Ok(instance) => {
                 match running {
-                    Some(old) => info!("swapped {} {} -> {}", newest.name, short(old), newest.short_digest()),
+                    Some(old) => info!(
+                        "swapped {} {} -> {}",
+                        newest.name,
+                        short(old),
+                        newest.short_digest()
+                    ),
                     None => info!("running {} {}", newest.name, newest.short_digest()),
                 }
                 self.instance = Some((instance, newest.clone()));
                 self.refused = None;
                 let digest = newest.digest.clone();
-                self.spec.live.update(&self.spec.topic.name, self.spec.partition, |l| {
-                    l.version = Some(digest);
-                    l.state = PartitionState::Running;
-                    l.detail = None;
-                });
+                self.spec
+                    .live
+                    .update(&self.spec.topic.name, self.spec.partition, |l| {
+                        l.version = Some(digest);
+                        l.state = PartitionState::Running;
+                        l.detail = None;
+                    });
                 true
             }
             Err(reason) => {
-                error!("version {} of {} refused: {reason}", newest.short_digest(), newest.name);
+                error!(
+                    "version {} of {} refused: {reason}",
+                    newest.short_digest(),
+                    newest.name
+                );
                 self.refused = Some(newest.digest.clone());
                 if self.instance.is_some() {
                     self.set_state(PartitionState::Running, None);
                 } else {
                     self.set_state(
                         PartitionState::Paused,
-                        Some(format!("{} {}: {reason}", newest.name, newest.short_digest())),
+                        Some(format!(
+                            "{} {}: {reason}",
+                            newest.name,
+                            newest.short_digest()
+                        )),
                     );
                 }
                 false
@@ -216,7 +247,8 @@ impl Worker {
             partition: spec.partition,
             config: spec.config.clone(),
         };
-        Instance::start(&version.prepared, labels, &context, Box::new(reader)).map_err(|e| e.to_string())
+        Instance::start(&version.prepared, labels, &context, Box::new(reader))
+            .map_err(|e| e.to_string())
     }
 
     fn process_batch(&mut self) -> Outcome {
@@ -275,7 +307,13 @@ impl Worker {
         });
         match commit {
             Ok(()) => {
-                debug!(first_offset, next_offset, outputs = effects.outputs.len(), ?handle_time, "batch committed");
+                debug!(
+                    first_offset,
+                    next_offset,
+                    outputs = effects.outputs.len(),
+                    ?handle_time,
+                    "batch committed"
+                );
                 self.next_offset = next_offset;
                 let digest = version.digest.clone();
                 spec.live.update(&spec.topic.name, spec.partition, |l| {

@@ -40,11 +40,17 @@ pub fn build_plugins(tag: Option<&str>) -> PathBuf {
     };
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
-    cmd.args(["build", "--release", "--target", "wasm32-wasip2", "--target-dir"])
-        .arg(&target)
-        .current_dir(root.join("plugins"))
-        .env_remove("CARGO_TARGET_DIR")
-        .env_remove("LINECOOK_TAG");
+    cmd.args([
+        "build",
+        "--release",
+        "--target",
+        "wasm32-wasip2",
+        "--target-dir",
+    ])
+    .arg(&target)
+    .current_dir(root.join("plugins"))
+    .env_remove("CARGO_TARGET_DIR")
+    .env_remove("LINECOOK_TAG");
     if let Some(tag) = tag {
         cmd.env("LINECOOK_TAG", tag);
     }
@@ -292,9 +298,13 @@ pub fn read_all(store: &Store, topic: &str) -> Vec<LogRecord> {
 pub fn values_by_key(records: &[LogRecord]) -> BTreeMap<Option<String>, Vec<String>> {
     let mut map: BTreeMap<Option<String>, Vec<String>> = BTreeMap::new();
     for r in records {
-        map.entry(r.key.as_ref().map(|k| String::from_utf8_lossy(k).into_owned()))
-            .or_default()
-            .push(String::from_utf8_lossy(&r.value).into_owned());
+        map.entry(
+            r.key
+                .as_ref()
+                .map(|k| String::from_utf8_lossy(k).into_owned()),
+        )
+        .or_default()
+        .push(String::from_utf8_lossy(&r.value).into_owned());
     }
     map
 }

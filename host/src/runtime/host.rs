@@ -12,7 +12,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::linecook::handler::{emit, log, state, types};
 use super::bindings::{Level, OutputRecord};
-use crate::checkpoint::{BatchEffects, StateReader};
+use crate::checkpoint::{BatchEffects, Entries, StateReader};
 use crate::record;
 
 /// Most entries one `state.scan` call returns, whatever the guest asks for:
@@ -75,7 +75,9 @@ impl HostState {
     fn writable_scope(&mut self, call: &str) -> wasmtime::Result<&mut BatchScope> {
         let scope = self.scope(call)?;
         if !scope.writable {
-            bail!("{call} is only allowed in handle: writes outside a batch would never be committed");
+            bail!(
+                "{call} is only allowed in handle: writes outside a batch would never be committed"
+            );
         }
         Ok(scope)
     }
@@ -143,7 +145,7 @@ fn merged_scan(
     prefix: &[u8],
     start_after: Option<Vec<u8>>,
     limit: usize,
-) -> Result<Vec<(Vec<u8>, Vec<u8>)>, crate::store::StoreError> {
+) -> Result<Entries, crate::store::StoreError> {
     let mut out = Vec::new();
     let mut cursor = start_after;
     while out.len() < limit {
@@ -222,7 +224,7 @@ impl log::Host for HostState {
                 cut -= 1;
             }
             message.truncate(cut);
-            message.push_str("…");
+            message.push('…');
         }
         let l = &self.labels;
         macro_rules! event {
@@ -257,7 +259,7 @@ mod tests {
             prefix: &[u8],
             start_after: Option<&[u8]>,
             limit: usize,
-        ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+        ) -> Result<Entries, StoreError> {
             Ok(self
                 .0
                 .range(prefix.to_vec()..)
@@ -272,17 +274,29 @@ mod tests {
     fn keys(entries: &[(Vec<u8>, Vec<u8>)]) -> Vec<String> {
         entries
             .iter()
-            .map(|(k, v)| format!("{}={}", String::from_utf8_lossy(k), String::from_utf8_lossy(v)))
+            .map(|(k, v)| {
+                format!(
+                    "{}={}",
+                    String::from_utf8_lossy(k),
+                    String::from_utf8_lossy(v)
+                )
+            })
             .collect()
     }
 
     #[test]
     fn scan_sees_the_batch_writes_over_committed_state() {
         let committed = Committed(
-            [("a1", "c"), ("a2", "c"), ("a3", "c"), ("a4", "c"), ("b1", "c")]
-                .iter()
-                .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
-                .collect(),
+            [
+                ("a1", "c"),
+                ("a2", "c"),
+                ("a3", "c"),
+                ("a4", "c"),
+                ("b1", "c"),
+            ]
+            .iter()
+            .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
+            .collect(),
         );
         let writes: BTreeMap<Vec<u8>, Option<Vec<u8>>> = [
             ("a1", None),

@@ -22,8 +22,8 @@ use wasmtime::{Engine, StoreLimitsBuilder};
 
 use crate::checkpoint::{BatchEffects, StateReader};
 use bindings::{Context, Handler, HandlerError, HandlerPre, StreamRecord};
-pub use host::{HostState, Labels, MAX_SCAN_PAGE};
 use host::BatchScope;
+pub use host::{HostState, Labels, MAX_SCAN_PAGE};
 
 /// Linear memory one instance may grow to.
 pub const DEFAULT_MEMORY_LIMIT: usize = 256 << 20;
@@ -77,10 +77,18 @@ pub enum BatchFailure {
 impl std::fmt::Display for BatchFailure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            BatchFailure::Handler(HandlerError::Retry(m)) => write!(f, "handler asked to retry: {m}"),
-            BatchFailure::Handler(HandlerError::Fatal(m)) => write!(f, "handler failed fatally: {m}"),
+            BatchFailure::Handler(HandlerError::Retry(m)) => {
+                write!(f, "handler asked to retry: {m}")
+            }
+            BatchFailure::Handler(HandlerError::Fatal(m)) => {
+                write!(f, "handler failed fatally: {m}")
+            }
             BatchFailure::Handler(HandlerError::Poison(p)) => {
-                write!(f, "handler rejected record {} of the batch: {}", p.index, p.message)
+                write!(
+                    f,
+                    "handler rejected record {} of the batch: {}",
+                    p.index, p.message
+                )
             }
             BatchFailure::Trap(e) => write!(f, "handler trapped: {e:#}"),
         }

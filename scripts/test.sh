@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Runs every test on a fresh machine: installs the wasm target, builds the
+# plugins, checks formatting, runs unit and end-to-end tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+
+echo "==> cargo fmt --check"
+cargo fmt --all -- --check
+(cd plugins && cargo fmt --all -- --check)
+
+echo "==> cargo test"
+cargo test --workspace "$@"
