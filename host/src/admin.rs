@@ -20,6 +20,7 @@ use serde::Deserialize;
 
 use crate::api::{ApiError, CreateTopic, Produce, Produced, TopicReport, WireRecord};
 use crate::config::Config;
+use crate::plugins::Registry;
 use crate::record::NewRecord;
 use crate::status::{self, Live};
 use crate::store::{Store, StoreError};
@@ -36,6 +37,8 @@ pub struct AdminState {
     pub config: Arc<Config>,
     /// Worker status.
     pub live: Arc<Live>,
+    /// Plugin versions and their states.
+    pub registry: Arc<Registry>,
 }
 
 /// The router.
@@ -81,7 +84,9 @@ async fn blocking<T: Send + 'static>(
 }
 
 async fn get_status(State(s): State<AdminState>) -> Result<impl IntoResponse, Failure> {
-    let report = blocking(move || status::report(&s.store, &s.config, Some(&s.live))).await?;
+    let report =
+        blocking(move || status::report(&s.store, &s.config, Some(&s.live), s.registry.report()))
+            .await?;
     Ok(Json(report))
 }
 

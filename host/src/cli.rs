@@ -145,6 +145,18 @@ enum TopicsCommand {
 
 #[derive(Debug, Subcommand)]
 enum PluginsCommand {
+    /// Show each routed plugin: the version each partition runs, and every
+    /// version the running host has seen with its state (active, canary,
+    /// pending, rejected, rolled-back, retired), when it was seen and why it
+    /// was refused. Without a running host: the file on disk and the
+    /// versions recorded in checkpoints.
+    List {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
     /// Check that FILE is a component of the linecook:handler world, without a
     /// running host. Prints its digest, imports and exports; exits non-zero
     /// with the reason if it is not usable.
@@ -209,6 +221,13 @@ pub fn main() -> anyhow::Result<()> {
         Command::Plugins {
             command: PluginsCommand::Check { file },
         } => check_plugin(&file),
+        Command::Plugins {
+            command: PluginsCommand::List { json, config },
+        } => {
+            let config = load(&config)?;
+            let report = Access::connect(&config)?.status(&config)?;
+            list_plugins(&config, &report, json)
+        }
         Command::ConfigHelp => {
             print!("{}", EXAMPLE_CONFIG);
             Ok(())
@@ -447,6 +466,125 @@ fn print_status(report: &StatusReport) {
             state
         );
     }
+    for plugin in &report.plugins {
+        for v in &plugin.versions {
+            if let Some(reason) = &v.reason {
+                let state = serde_json::to_value(v.state).unwrap_or_default();
+                println!(
+                    "plugin {} version {} {}: {reason}",
+                    plugin.name,
+                    short(&v.digest),
+                    state.as_str().unwrap_or("?")
+                );
+            }
+        }
+    }
+}
+
+fn list_plugins(config: &Config, report: &StatusReport, json: bool) -> anyhow::Result<()> {
+    let partitions: Vec<serde_json::Value> = report
+        .partitions
+        .iter()
+        .map(|p| {
+            json!({
+                "topic": p.topic,
+                "partition": p.partition,
+                "plugin": p.plugin,
+                "version": p.version,
+                "swaps": p.swaps,
+                "last_swap_pause_us": p.last_swap_pause_us,
+            })
+        })
+        .collect();
+    // Without a host, say what is on disk for each routed plugin.
+    let on_disk: Vec<serde_json::Value> = if report.running {
+        Vec::new()
+    } else {
+        let mut names: Vec<&str> = config.routes.iter().map(|r| r.plugin.as_str()).collect();
+        names.dedup();
+        names
+            .into_iter()
+            .map(|name| {
+                let digest = std::fs::read(config.plugin_path(name))
+                    .ok()
+                    .map(|b| crate::plugins::digest(&b));
+                json!({ "name": name, "file_digest": digest })
+            })
+            .collect()
+    };
+    if json {
+        let out = json!({
+            "running": report.running,
+            "plugins": report.plugins,
+            "on_disk": on_disk,
+            "partitions": partitions,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(());
+    }
+    if !report.running {
+        println!("host not running: showing files on disk and versions in checkpoints");
+        for p in &on_disk {
+            let digest = p["file_digest"].as_str().map(short).unwrap_or("(missing)");
+            println!(
+                "plugin {}  file {digest}",
+                p["name"].as_str().unwrap_or("?")
+            );
+        }
+    }
+    for plugin in &report.plugins {
+        println!(
+            "plugin {}{}  (rejected {}, rolled back {})",
+            plugin.name,
+            if plugin.file_present {
+                ""
+            } else {
+                " [file deleted]"
+            },
+            plugin.rejected_total,
+            plugin.rolled_back_total
+        );
+        for v in &plugin.versions {
+            let seen = std::time::UNIX_EPOCH + Duration::from_millis(v.seen_at_ms.max(0) as u64);
+            let state = serde_json::to_value(v.state)?;
+            println!(
+                "  {:<12}  {:<11}  seen {}  {}{}",
+                short(&v.digest),
+                state.as_str().unwrap_or("?"),
+                humantime::format_rfc3339_seconds(seen),
+                v.source
+                    .map(|s| format!(
+                        "{} in {} ms",
+                        if s == crate::plugins::Source::Cache {
+                            "from cache"
+                        } else {
+                            "compiled"
+                        },
+                        v.prepare_ms.unwrap_or(0)
+                    ))
+                    .unwrap_or_default(),
+                v.reason
+                    .as_deref()
+                    .map(|r| format!("  — {r}"))
+                    .unwrap_or_default()
+            );
+        }
+    }
+    println!("partitions:");
+    for p in &report.partitions {
+        println!(
+            "  {}/{}  {}  {}  swaps {}{}",
+            p.topic,
+            p.partition,
+            p.plugin,
+            p.version.as_deref().map(short).unwrap_or("-"),
+            p.swaps,
+            p.last_swap_pause_us
+                .map(|us| format!(", last swap pause {:.2} ms", us as f64 / 1000.0))
+                .unwrap_or_default()
+        );
+    }
+    Ok(())
 }
 
 fn check_plugin(file: &std::path::Path) -> anyhow::Result<()> {

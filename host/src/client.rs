@@ -141,7 +141,7 @@ impl Access {
     /// The status of every routed partition.
     pub fn status(&self, config: &Config) -> anyhow::Result<StatusReport> {
         match self {
-            Access::Direct(store) => Ok(status::report(store, config, None)?),
+            Access::Direct(store) => Ok(status::report(store, config, None, Vec::new())?),
             Access::Remote(r) => r.get("/status"),
         }
     }

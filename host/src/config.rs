@@ -36,12 +36,12 @@ pub const MAX_PARTITIONS: u32 = 4096;
 #[non_exhaustive]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("cannot read config {path}: {source}")]
+    #[error("cannot read config {path}: {error}")]
     Read {
         /// The config file.
         path: PathBuf,
         /// The I/O error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The file is not valid TOML or has unknown or mistyped keys.
     #[error("invalid config {path}: {message}")]
@@ -111,6 +111,58 @@ pub struct RouteConfig {
     /// strings, numbers or booleans.
     #[serde(default)]
     pub config: BTreeMap<String, toml::Value>,
+    /// How a new plugin version reaches the route's partitions: `"all"`
+    /// (default) or `{ canary = N, promote_after_batches = M }`.
+    #[serde(default)]
+    pub rollout: Rollout,
+}
+
+/// How a new version of a route's plugin is rolled out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Rollout {
+    /// Every partition adopts the new version at its next batch boundary.
+    #[default]
+    All,
+    /// `canary` partitions adopt it first; after they commit
+    /// `promote_after_batches` batches with it and no handler error, the rest
+    /// follow. An error or trap on a canary rolls the canaries back.
+    Canary {
+        /// Number of canary partitions (the lowest-numbered owned ones).
+        canary: u32,
+        /// Batches the canaries must commit with the new version.
+        promote_after_batches: u64,
+    },
+}
+
+impl<'de> Deserialize<'de> for Rollout {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Canary {
+            canary: u32,
+            promote_after_batches: u64,
+        }
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Name(String),
+            Canary(Canary),
+        }
+        match Raw::deserialize(d).map_err(|_| {
+            serde::de::Error::custom(
+                "`rollout` must be \"all\" or { canary = N, promote_after_batches = M }",
+            )
+        })? {
+            Raw::Name(name) if name == "all" => Ok(Rollout::All),
+            Raw::Name(other) => Err(serde::de::Error::custom(format!(
+                "unknown rollout `{other}`: use \"all\" or {{ canary = N, promote_after_batches = M }}"
+            ))),
+            Raw::Canary(c) => Ok(Rollout::Canary {
+                canary: c.canary,
+                promote_after_batches: c.promote_after_batches,
+            }),
+        }
+    }
 }
 
 impl RouteConfig {
@@ -145,9 +197,9 @@ fn default_admin() -> SocketAddr {
 impl Config {
     /// Reads, parses and validates the file at `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
             path: path.to_owned(),
-            source,
+            error,
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
         Config::parse(&text, base).map_err(|e| match e {
@@ -199,6 +251,17 @@ impl Config {
             if !routed.insert(route.topic.as_str()) {
                 return Err(format!(
                     "[[route]] topic `{}` is routed twice; a topic has one plugin",
+                    route.topic
+                ));
+            }
+            if let Rollout::Canary {
+                canary,
+                promote_after_batches,
+            } = route.rollout
+                && (canary == 0 || promote_after_batches == 0)
+            {
+                return Err(format!(
+                    "[[route]] for topic `{}`: rollout needs canary >= 1 and promote_after_batches >= 1",
                     route.topic
                 ));
             }
@@ -301,6 +364,36 @@ mod tests {
                 ("output".to_string(), "b".to_string())
             ]
         );
+    }
+
+    #[test]
+    fn rollout_is_all_or_a_canary_table() {
+        let route = |r: &str| {
+            parse(&format!(
+                "group = \"g\"\n[[route]]\ntopic = \"a\"\nplugin = \"p\"\n{r}"
+            ))
+        };
+        assert_eq!(route("").unwrap().routes[0].rollout, Rollout::All);
+        assert_eq!(
+            route("rollout = \"all\"").unwrap().routes[0].rollout,
+            Rollout::All
+        );
+        assert_eq!(
+            route("rollout = { canary = 1, promote_after_batches = 5 }")
+                .unwrap()
+                .routes[0]
+                .rollout,
+            Rollout::Canary {
+                canary: 1,
+                promote_after_batches: 5
+            }
+        );
+        let err = route("rollout = \"some\"").unwrap_err();
+        assert!(err.contains("unknown rollout `some`"), "{err}");
+        let err = route("rollout = { canary = 2 }").unwrap_err();
+        assert!(err.contains("promote_after_batches"), "{err}");
+        let err = route("rollout = { canary = 0, promote_after_batches = 1 }").unwrap_err();
+        assert!(err.contains("canary >= 1"), "{err}");
     }
 
     #[test]

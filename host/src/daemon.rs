@@ -13,7 +13,8 @@ use tracing::{info, warn};
 use crate::admin::{AdminState, router};
 use crate::config::Config;
 use crate::group::{EmbeddedMember, GroupEvent, GroupMember, TopicPartition};
-use crate::plugins::Registry;
+use crate::plugins::{Registry, watcher};
+use crate::rollout;
 use crate::runtime::Runtime;
 use crate::status::Live;
 use crate::store::{Store, StoreError};
@@ -22,6 +23,9 @@ use crate::worker::{self, WorkerSpec};
 /// File in the data directory holding the address the admin API listens on,
 /// while the host runs.
 pub const ADMIN_ADDR_FILE: &str = "admin.addr";
+
+/// Directory in the data directory holding compiled plugin artifacts.
+pub const COMPILED_DIR: &str = "compiled";
 
 /// How long to keep trying when the store is briefly held by a CLI command.
 const OPEN_RETRY: Duration = Duration::from_secs(3);
@@ -57,9 +61,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     }
 
     let runtime = Arc::new(Runtime::new()?);
-    let registry = Arc::new(Registry::new(runtime, config.plugins_dir.clone()));
+    let registry = Arc::new(Registry::new(
+        runtime,
+        config.plugins_dir.clone(),
+        Some(config.data_dir.join(COMPILED_DIR)),
+    ));
     let plugins: HashSet<&str> = config.routes.iter().map(|r| r.plugin.as_str()).collect();
-    for name in plugins {
+    for &name in &plugins {
         let reg = registry.clone();
         let owned = name.to_owned();
         let version = tokio::task::spawn_blocking(move || reg.load(&owned))
@@ -69,11 +77,36 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             plugin = name,
             version = version.short_digest(),
             size = version.size,
-            compile_ms = version.compile_time.as_millis() as u64,
+            source = ?version.source,
+            prepare_ms = version.prepare_time.as_millis() as u64,
             "plugin loaded"
         );
         registry.publish(version);
     }
+    let mut rollouts = BTreeMap::new();
+    for route in &config.routes {
+        let topic = &topics[&route.topic];
+        let partitions: Vec<u32> = (0..topic.partitions).collect();
+        let versions = registry
+            .subscribe(&route.plugin)
+            .expect("every routed plugin was published above");
+        rollouts.insert(
+            route.topic.clone(),
+            rollout::start(
+                &route.topic,
+                route.rollout,
+                &partitions,
+                registry.clone(),
+                versions,
+                shutdown.child_token(),
+            ),
+        );
+    }
+    let watcher = watcher::spawn(
+        registry.clone(),
+        plugins.iter().map(|p| p.to_string()).collect(),
+        shutdown.child_token(),
+    )?;
 
     let live = Arc::new(Live::default());
     let listener = tokio::net::TcpListener::bind(config.admin)
@@ -87,6 +120,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         store: store.clone(),
         config: config.clone(),
         live: live.clone(),
+        registry: registry.clone(),
     });
     let admin = tokio::spawn({
         let stop = admin_stop.clone();
@@ -124,9 +158,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
                         .iter()
                         .find(|r| r.topic == tp.topic)
                         .expect("assigned partitions are of routed topics");
-                    let versions = registry
-                        .subscribe(&route.plugin)
-                        .expect("every routed plugin was published at start");
+                    let rollout = &rollouts[&tp.topic];
+                    let versions = rollout
+                        .target(tp.partition)
+                        .expect("the rollout covers every partition of its topic");
                     let cancel = shutdown.child_token();
                     let thread = worker::spawn(WorkerSpec {
                         store: store.clone(),
@@ -135,6 +170,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
                         plugin: route.plugin.clone(),
                         config: route.plugin_config(),
                         versions,
+                        events: rollout.events(),
                         max_batch: config.max_batch,
                         live: live.clone(),
                         cancel: cancel.clone(),
@@ -157,6 +193,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
 
     info!("shutting down: finishing batches in flight");
     join_all(std::mem::take(&mut workers).into_values().collect()).await;
+    watcher.abort();
     admin_stop.cancel();
     if let Err(e) = admin.await? {
         warn!("admin API stopped with an error: {e}");

@@ -26,6 +26,7 @@ pub mod log;
 pub mod partitioner;
 pub mod plugins;
 pub mod record;
+pub mod rollout;
 pub mod runtime;
 pub mod status;
 pub mod store;

@@ -8,6 +8,7 @@ use std::sync::Mutex;
 use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
+use crate::plugins::PluginReport;
 use crate::store::{Store, StoreError};
 
 /// What a partition worker is doing.
@@ -49,6 +50,13 @@ pub struct PartitionReport {
     pub batches: u64,
     /// Records committed since the host started.
     pub records: u64,
+    /// Version swaps since the host started.
+    #[serde(default)]
+    pub swaps: u64,
+    /// The last swap's pause between the old version's last batch and the new
+    /// version's first, excluding time waiting for records (microseconds).
+    #[serde(default)]
+    pub last_swap_pause_us: Option<u64>,
 }
 
 /// The whole status.
@@ -60,6 +68,10 @@ pub struct StatusReport {
     pub running: bool,
     /// Routed partitions, by topic and partition.
     pub partitions: Vec<PartitionReport>,
+    /// Plugins and every version the running host has seen, with their
+    /// states (empty when the host is not running).
+    #[serde(default)]
+    pub plugins: Vec<PluginReport>,
 }
 
 /// What the running workers report about themselves.
@@ -81,6 +93,12 @@ pub struct LivePartition {
     pub batches: u64,
     /// Records committed.
     pub records: u64,
+    /// Version swaps since start.
+    pub swaps: u64,
+    /// Time between the last batch of the old version and the first batch of
+    /// the new one at the last swap, not counting time spent waiting for
+    /// records, in microseconds.
+    pub last_swap_pause_us: Option<u64>,
 }
 
 impl Live {
@@ -95,6 +113,8 @@ impl Live {
                 detail: None,
                 batches: 0,
                 records: 0,
+                swaps: 0,
+                last_swap_pause_us: None,
             });
         f(entry);
     }
@@ -117,6 +137,7 @@ pub fn report(
     store: &Store,
     config: &Config,
     live: Option<&Live>,
+    plugins: Vec<PluginReport>,
 ) -> Result<StatusReport, StoreError> {
     let mut partitions = Vec::new();
     for route in &config.routes {
@@ -145,6 +166,8 @@ pub fn report(
                 detail: live.as_ref().and_then(|l| l.detail.clone()),
                 batches: live.as_ref().map_or(0, |l| l.batches),
                 records: live.as_ref().map_or(0, |l| l.records),
+                swaps: live.as_ref().map_or(0, |l| l.swaps),
+                last_swap_pause_us: live.as_ref().and_then(|l| l.last_swap_pause_us),
             });
         }
     }
@@ -152,5 +175,6 @@ pub fn report(
         group: config.group.clone(),
         running: live.is_some(),
         partitions,
+        plugins,
     })
 }

@@ -45,12 +45,12 @@ pub enum StoreError {
     )]
     InUse(PathBuf),
     /// The data directory could not be created or read.
-    #[error("cannot use data directory {path}: {source}")]
+    #[error("cannot use data directory {path}: {error}")]
     Io {
         /// The directory.
         path: PathBuf,
         /// The I/O error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// An argument is out of range or malformed.
     #[error("{0}")]
@@ -114,7 +114,7 @@ pub enum StoreError {
     /// redb failed: I/O error, full disk, or a failed commit (nothing of the
     /// transaction is visible).
     #[error("storage error: {0}")]
-    Storage(#[from] redb::Error),
+    Storage(redb::Error),
 }
 
 macro_rules! from_redb {
@@ -127,6 +127,7 @@ macro_rules! from_redb {
     )*};
 }
 from_redb!(
+    redb::Error,
     redb::TransactionError,
     redb::TableError,
     redb::StorageError,
@@ -151,9 +152,9 @@ impl std::fmt::Debug for Store {
 impl Store {
     /// Opens (creating if needed) the store in `data_dir`.
     pub fn open(data_dir: &Path) -> Result<Store, StoreError> {
-        std::fs::create_dir_all(data_dir).map_err(|source| StoreError::Io {
+        std::fs::create_dir_all(data_dir).map_err(|error| StoreError::Io {
             path: data_dir.to_owned(),
-            source,
+            error,
         })?;
         let path = data_dir.join(STORE_FILE);
         let db = match Database::create(&path) {

@@ -11,9 +11,9 @@
 //! failed batch leaves nothing behind and is read again from the store.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
@@ -21,6 +21,7 @@ use crate::checkpoint::BatchCommit;
 use crate::log::TopicInfo;
 use crate::plugins::{PluginVersion, short};
 use crate::record::LogRecord;
+use crate::rollout::WorkerEvent;
 use crate::runtime::bindings::{Context, HandlerError, Header, StreamRecord};
 use crate::runtime::{BatchFailure, Instance, Labels};
 use crate::status::{Live, PartitionState};
@@ -45,8 +46,10 @@ pub struct WorkerSpec {
     pub plugin: String,
     /// Route config for `init`.
     pub config: Vec<(String, String)>,
-    /// Newest accepted versions of the plugin.
+    /// The version this partition should run, set by the route's rollout.
     pub versions: watch::Receiver<Arc<PluginVersion>>,
+    /// Where the worker reports swaps and batch outcomes to the rollout.
+    pub events: mpsc::UnboundedSender<WorkerEvent>,
     /// Most records per batch.
     pub max_batch: u32,
     /// Status shared with the admin API.
@@ -73,6 +76,11 @@ struct Worker {
     refused: Option<String>,
     next_offset: u64,
     attempts: u32,
+    /// When the last batch committed, and how long the worker has since
+    /// waited for records: what a swap pause is measured against.
+    last_batch_end: Option<Instant>,
+    idle_since_batch: Duration,
+    swap_pending: bool,
 }
 
 #[derive(Clone, Copy)]
@@ -100,6 +108,9 @@ impl Worker {
             refused: None,
             next_offset: 0,
             attempts: 0,
+            last_batch_end: None,
+            idle_since_batch: Duration::ZERO,
+            swap_pending: false,
         }
     }
 
@@ -134,7 +145,11 @@ impl Worker {
             }
             match self.process_batch() {
                 Outcome::Committed => self.attempts = 0,
-                Outcome::Idle => self.wait(Some(IDLE_POLL), Wake::AnyChange),
+                Outcome::Idle => {
+                    let idle = Instant::now();
+                    self.wait(Some(IDLE_POLL), Wake::AnyChange);
+                    self.idle_since_batch += idle.elapsed();
+                }
                 Outcome::Retry(reason) => {
                     let delay = BACKOFF_BASE
                         .saturating_mul(1 << self.attempts.min(16))
@@ -167,41 +182,65 @@ impl Worker {
             .remove(&self.spec.topic.name, self.spec.partition);
     }
 
-    /// Swaps in the newest published version if it differs from the running
-    /// one: instantiate + `init` first, replace only on success. Returns
-    /// whether a new instance was started.
+    /// Swaps in the target version if it differs from the running one:
+    /// instantiate + `init` first, replace only on success. Returns whether a
+    /// new instance was started.
     fn adopt_newest(&mut self) -> bool {
+        // A fresh target (even of a digest refused before) deserves a try.
+        let fresh = self.spec.versions.has_changed().unwrap_or(false);
         let newest = self.spec.versions.borrow_and_update().clone();
-        let running = self.instance.as_ref().map(|(_, v)| v.digest.as_str());
-        if running == Some(newest.digest.as_str()) {
+        if fresh {
+            self.refused = None;
+        }
+        let running = self.instance.as_ref().map(|(_, v)| v.digest.clone());
+        if running.as_deref() == Some(newest.digest.as_str()) {
+            if fresh {
+                self.report(WorkerEvent::Adopted {
+                    partition: self.spec.partition,
+                    digest: newest.digest.clone(),
+                });
+            }
             return false;
         }
         if self.refused.as_deref() == Some(newest.digest.as_str()) {
             return false;
         }
-        self.set_state(PartitionState::Starting, None);
-        let started = self.start_instance(&newest);
-        match started {
+        if running.is_none() {
+            self.set_state(PartitionState::Starting, None);
+        }
+        match self.start_instance(&newest) {
             Ok(instance) => {
-                match running {
-                    Some(old) => info!(
-                        "swapped {} {} -> {}",
-                        newest.name,
-                        short(old),
-                        newest.short_digest()
-                    ),
+                match &running {
+                    Some(old) => {
+                        info!(
+                            "swapped {} {} -> {}",
+                            newest.name,
+                            short(old),
+                            newest.short_digest()
+                        );
+                        self.swap_pending = true;
+                    }
                     None => info!("running {} {}", newest.name, newest.short_digest()),
                 }
                 self.instance = Some((instance, newest.clone()));
-                self.refused = None;
                 let digest = newest.digest.clone();
+                let swapped = running.is_some();
                 self.spec
                     .live
                     .update(&self.spec.topic.name, self.spec.partition, |l| {
                         l.version = Some(digest);
-                        l.state = PartitionState::Running;
-                        l.detail = None;
+                        if swapped {
+                            l.swaps += 1;
+                        }
+                        if l.state == PartitionState::Starting {
+                            l.state = PartitionState::Running;
+                            l.detail = None;
+                        }
                     });
+                self.report(WorkerEvent::Adopted {
+                    partition: self.spec.partition,
+                    digest: newest.digest.clone(),
+                });
                 true
             }
             Err(reason) => {
@@ -211,9 +250,12 @@ impl Worker {
                     newest.name
                 );
                 self.refused = Some(newest.digest.clone());
-                if self.instance.is_some() {
-                    self.set_state(PartitionState::Running, None);
-                } else {
+                self.report(WorkerEvent::Refused {
+                    partition: self.spec.partition,
+                    digest: newest.digest.clone(),
+                    reason: reason.clone(),
+                });
+                if self.instance.is_none() {
                     self.set_state(
                         PartitionState::Paused,
                         Some(format!(
@@ -226,6 +268,12 @@ impl Worker {
                 false
             }
         }
+    }
+
+    fn report(&self, event: WorkerEvent) {
+        // The rollout outlives every worker; a send can only fail at
+        // shutdown, when nobody needs the event.
+        let _ = self.spec.events.send(event);
     }
 
     fn start_instance(&self, version: &PluginVersion) -> Result<Instance, String> {
@@ -266,6 +314,14 @@ impl Worker {
             Ok(records) => records,
             Err(e) => return Outcome::Retry(format!("reading the log failed: {e}")),
         };
+        if std::mem::take(&mut self.swap_pending)
+            && let Some(end) = self.last_batch_end
+        {
+            let pause = end.elapsed().saturating_sub(self.idle_since_batch);
+            spec.live.update(&spec.topic.name, spec.partition, |l| {
+                l.last_swap_pause_us = Some(pause.as_micros() as u64);
+            });
+        }
         let first_offset = self.next_offset;
         let next_offset = records.last().map_or(first_offset, |r| r.offset + 1);
         let count = records.len() as u64;
@@ -282,6 +338,11 @@ impl Worker {
             Ok(done) => done,
             Err(failure) => {
                 let reason = failure.to_string();
+                let _ = spec.events.send(WorkerEvent::Failed {
+                    partition: spec.partition,
+                    digest: version.digest.clone(),
+                    reason: reason.clone(),
+                });
                 return match failure {
                     BatchFailure::Trap(_) => {
                         // Guest memory may be corrupt after a trap: start
@@ -315,6 +376,12 @@ impl Worker {
                     "batch committed"
                 );
                 self.next_offset = next_offset;
+                self.last_batch_end = Some(Instant::now());
+                self.idle_since_batch = Duration::ZERO;
+                let _ = spec.events.send(WorkerEvent::Committed {
+                    partition: spec.partition,
+                    digest: version.digest.clone(),
+                });
                 let digest = version.digest.clone();
                 spec.live.update(&spec.topic.name, spec.partition, |l| {
                     l.state = PartitionState::Running;

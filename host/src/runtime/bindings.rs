@@ -8,5 +8,5 @@ wasmtime::component::bindgen!({
     imports: { default: trappable },
 });
 
-pub use linecook::handler::log::Level;
-pub use linecook::handler::types::{Header, OutputRecord, PoisonRecord};
+pub use self::linecook::handler::log::Level;
+pub use self::linecook::handler::types::{Header, OutputRecord, PoisonRecord};

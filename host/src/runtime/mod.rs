@@ -140,11 +140,20 @@ impl Runtime {
     /// Compiles `bytes` and checks them against the world. Slow (Cranelift):
     /// call it off any partition's path.
     pub fn prepare(&self, bytes: &[u8]) -> Result<Prepared, PrepareError> {
+        self.link(&self.compile(bytes)?)
+    }
+
+    /// Validates and compiles `bytes` into a component. Slow (Cranelift).
+    pub fn compile(&self, bytes: &[u8]) -> Result<Component, PrepareError> {
         check_header(bytes)?;
-        let component = Component::new(&self.engine, bytes).map_err(PrepareError::Compile)?;
+        Component::new(&self.engine, bytes).map_err(PrepareError::Compile)
+    }
+
+    /// Checks a compiled component against the world and pre-instantiates it.
+    pub fn link(&self, component: &Component) -> Result<Prepared, PrepareError> {
         let instance_pre = self
             .linker
-            .instantiate_pre(&component)
+            .instantiate_pre(component)
             .map_err(PrepareError::World)?;
         let pre = HandlerPre::new(instance_pre).map_err(PrepareError::World)?;
         Ok(Prepared { pre })

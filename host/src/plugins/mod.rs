@@ -1,0 +1,472 @@
+//! The plugin registry: reads `<plugins_dir>/<name>.wasm`, names each version
+//! by the SHA-256 digest of its bytes, compiles (or loads from the artifact
+//! cache) and type-checks it, keeps the history of every version it saw with
+//! its state, and publishes accepted versions on a `watch` channel per plugin.
+//! Route rollouts (`rollout`) follow those channels and decide which partition
+//! runs which version.
+//!
+//! **Architecture invariant:** only a version that compiled and matched the
+//! world is ever published, so a worker can only be offered a module that can
+//! run; `init` is each worker's last check before it swaps.
+
+mod cache;
+pub mod watcher;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tokio::sync::watch;
+
+pub use cache::ArtifactCache;
+
+use crate::record::now_ms;
+use crate::runtime::{PrepareError, Prepared, Runtime};
+
+/// One accepted version of a plugin.
+#[derive(Debug)]
+pub struct PluginVersion {
+    /// Plugin name (file stem).
+    pub name: String,
+    /// Hex SHA-256 of the module bytes: the version's identity.
+    pub digest: String,
+    /// Size of the module in bytes.
+    pub size: u64,
+    /// When this host accepted the version.
+    pub loaded_at: SystemTime,
+    /// Whether it was compiled now or loaded from the artifact cache.
+    pub source: Source,
+    /// How long compiling (or loading) and checking took.
+    pub prepare_time: Duration,
+    /// The compiled, linked component.
+    pub prepared: Prepared,
+}
+
+impl PluginVersion {
+    /// The first 12 hex digits of the digest, for humans.
+    pub fn short_digest(&self) -> &str {
+        short(&self.digest)
+    }
+}
+
+/// Where a version's machine code came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Source {
+    /// Compiled by Cranelift in this process.
+    Compiled,
+    /// Loaded from the on-disk artifact cache.
+    Cache,
+}
+
+/// The first 12 hex digits of a digest.
+pub fn short(digest: &str) -> &str {
+    &digest[..digest.len().min(12)]
+}
+
+/// Hex SHA-256 of `bytes`.
+pub fn digest(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Why a plugin file was not accepted.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PluginError {
+    /// No file for the plugin.
+    #[error("plugin `{name}` not found: {path} does not exist")]
+    NotFound {
+        /// Plugin name.
+        name: String,
+        /// Where it was looked for.
+        path: PathBuf,
+    },
+    /// The file could not be read.
+    #[error("cannot read {path}: {error}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        error: std::io::Error,
+    },
+    /// The file is not a usable handler component.
+    #[error("{path} rejected: {error}")]
+    Rejected {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        error: PrepareError,
+    },
+}
+
+/// Where a version stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum VersionState {
+    /// Accepted; its route's rollout has not started it yet.
+    Pending,
+    /// Serving (or being adopted by) every partition of its routes.
+    Active,
+    /// Serving the canary partitions, waiting to be promoted.
+    Canary,
+    /// Refused: not a usable component, or its `init` failed.
+    Rejected,
+    /// Failed on a canary partition; the previous version was restored.
+    RolledBack,
+    /// Was active, replaced by a newer version.
+    Retired,
+}
+
+/// One version of a plugin as the host has seen it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VersionReport {
+    /// Full hex digest.
+    pub digest: String,
+    /// Where it stands.
+    pub state: VersionState,
+    /// Why it was rejected or rolled back.
+    pub reason: Option<String>,
+    /// When the host first saw it, ms since the Unix epoch.
+    pub seen_at_ms: i64,
+    /// Module size in bytes.
+    pub size: u64,
+    /// Compiled now or loaded from cache (absent for rejected modules).
+    pub source: Option<Source>,
+    /// Time to compile or load and check, in milliseconds.
+    pub prepare_ms: Option<u64>,
+}
+
+/// A plugin and every version the host has seen of it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PluginReport {
+    /// Plugin name.
+    pub name: String,
+    /// Whether `<name>.wasm` is currently in the plugins directory.
+    pub file_present: bool,
+    /// Versions, oldest first.
+    pub versions: Vec<VersionReport>,
+    /// Versions rejected so far (metric-ready counter).
+    pub rejected_total: u64,
+    /// Versions rolled back so far (metric-ready counter).
+    pub rolled_back_total: u64,
+}
+
+struct Plugin {
+    newest: Option<watch::Sender<Arc<PluginVersion>>>,
+    /// Accepted versions by digest: a re-deploy of a known version neither
+    /// compiles nor loads again.
+    accepted: HashMap<String, Arc<PluginVersion>>,
+    report: PluginReport,
+}
+
+impl Plugin {
+    fn new(name: &str) -> Plugin {
+        Plugin {
+            newest: None,
+            accepted: HashMap::new(),
+            report: PluginReport {
+                name: name.to_owned(),
+                file_present: true,
+                versions: Vec::new(),
+                rejected_total: 0,
+                rolled_back_total: 0,
+            },
+        }
+    }
+
+    fn version_mut(&mut self, digest: &str) -> Option<&mut VersionReport> {
+        self.report.versions.iter_mut().find(|v| v.digest == digest)
+    }
+}
+
+/// What [`Registry::consider`] made of a plugin file.
+#[derive(Debug)]
+pub enum Considered {
+    /// A new version was accepted and published.
+    Published(Arc<PluginVersion>),
+    /// The file holds the version already published.
+    Unchanged,
+    /// The file is gone; partitions keep the version they run.
+    Deleted,
+    /// The file changed while being read: still being written.
+    Unstable,
+    /// The bytes are not a usable handler. Not recorded yet: the caller
+    /// decides whether the file was complete (see [`Registry::reject`]).
+    Rejected {
+        /// Digest of the refused bytes.
+        digest: String,
+        /// Module size.
+        size: u64,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Accepted plugin versions and the history of every version seen, by name.
+pub struct Registry {
+    runtime: Arc<Runtime>,
+    dir: PathBuf,
+    cache: Option<ArtifactCache>,
+    plugins: Mutex<HashMap<String, Plugin>>,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry").field("dir", &self.dir).finish()
+    }
+}
+
+impl Registry {
+    /// A registry over the plugins in `dir`, caching compiled artifacts in
+    /// `cache_dir` if given.
+    pub fn new(runtime: Arc<Runtime>, dir: PathBuf, cache_dir: Option<PathBuf>) -> Registry {
+        let cache = cache_dir.map(|d| ArtifactCache::new(d, runtime.engine()));
+        Registry {
+            runtime,
+            dir,
+            cache,
+            plugins: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The plugins directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The artifact cache, if any.
+    pub fn cache(&self) -> Option<&ArtifactCache> {
+        self.cache.as_ref()
+    }
+
+    fn path_of(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{name}.wasm"))
+    }
+
+    /// Reads, digests, compiles (or loads from cache) and checks
+    /// `<dir>/<name>.wasm`, at start. Blocking and slow: run it on a blocking
+    /// thread.
+    pub fn load(&self, name: &str) -> Result<PluginVersion, PluginError> {
+        let path = self.path_of(name);
+        let bytes = match std::fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(PluginError::NotFound {
+                    name: name.to_owned(),
+                    path,
+                });
+            }
+            Err(error) => return Err(PluginError::Read { path, error }),
+        };
+        self.prepare(name, &bytes, digest(&bytes))
+            .map_err(|error| PluginError::Rejected { path, error })
+    }
+
+    fn prepare(
+        &self,
+        name: &str,
+        bytes: &[u8],
+        digest: String,
+    ) -> Result<PluginVersion, PrepareError> {
+        let started = Instant::now();
+        let cached = self
+            .cache
+            .as_ref()
+            .and_then(|c| c.load(self.runtime.engine(), &digest));
+        let (component, source) = match cached {
+            Some(component) => (component, Source::Cache),
+            None => {
+                let component = self.runtime.compile(bytes)?;
+                (component, Source::Compiled)
+            }
+        };
+        let prepared = self.runtime.link(&component)?;
+        // Cache only what linked: a component of another world is refused
+        // again, quickly, by validation rather than kept.
+        if let (Source::Compiled, Some(cache)) = (source, &self.cache) {
+            cache.store(&digest, &component);
+        }
+        Ok(PluginVersion {
+            name: name.to_owned(),
+            digest,
+            size: bytes.len() as u64,
+            loaded_at: SystemTime::now(),
+            source,
+            prepare_time: started.elapsed(),
+            prepared,
+        })
+    }
+
+    /// Looks at `<dir>/<name>.wasm` after it changed, and publishes it if it
+    /// is a new, usable version. Blocking and slow: run it on a blocking
+    /// thread. Partitions keep running what they run meanwhile.
+    pub fn consider(&self, name: &str) -> Considered {
+        let path = self.path_of(name);
+        let Some((bytes, stable)) = read_stable(&path) else {
+            self.with_plugin(name, |p| p.report.file_present = false);
+            return Considered::Deleted;
+        };
+        if !stable {
+            return Considered::Unstable;
+        }
+        let digest = digest(&bytes);
+        self.with_plugin(name, |p| p.report.file_present = true);
+        let known = {
+            let plugins = self.plugins.lock().expect("registry lock");
+            plugins.get(name).map(|p| {
+                let newest = p.newest.as_ref().map(|tx| tx.borrow().digest.clone());
+                (newest, p.accepted.get(&digest).cloned())
+            })
+        };
+        // Rejected and rolled-back versions leave `accepted`, so writing the
+        // same bytes again is a fresh attempt.
+        if let Some((Some(newest), Some(_))) = &known
+            && *newest == digest
+        {
+            return Considered::Unchanged;
+        }
+        let version = match known.and_then(|(_, accepted)| accepted) {
+            Some(version) => version,
+            None => match self.prepare(name, &bytes, digest.clone()) {
+                Ok(version) => Arc::new(version),
+                Err(e) => {
+                    return Considered::Rejected {
+                        digest,
+                        size: bytes.len() as u64,
+                        reason: e.to_string(),
+                    };
+                }
+            },
+        };
+        Considered::Published(self.publish_arc(version))
+    }
+
+    /// Makes `version` the newest version of its plugin.
+    pub fn publish(&self, version: PluginVersion) -> Arc<PluginVersion> {
+        self.publish_arc(Arc::new(version))
+    }
+
+    fn publish_arc(&self, version: Arc<PluginVersion>) -> Arc<PluginVersion> {
+        let mut plugins = self.plugins.lock().expect("registry lock");
+        let plugin = plugins
+            .entry(version.name.clone())
+            .or_insert_with(|| Plugin::new(&version.name));
+        plugin
+            .accepted
+            .insert(version.digest.clone(), version.clone());
+        let first = plugin.newest.is_none();
+        match plugin.version_mut(&version.digest) {
+            Some(v) => {
+                if !first {
+                    v.state = VersionState::Pending;
+                }
+                v.reason = None;
+                v.source = Some(version.source);
+            }
+            None => plugin.report.versions.push(VersionReport {
+                digest: version.digest.clone(),
+                // The first version a host loads is active from the start;
+                // later ones become active (or canary) through a rollout.
+                state: if first {
+                    VersionState::Active
+                } else {
+                    VersionState::Pending
+                },
+                reason: None,
+                seen_at_ms: now_ms(),
+                size: version.size,
+                source: Some(version.source),
+                prepare_ms: Some(version.prepare_time.as_millis() as u64),
+            }),
+        }
+        match &plugin.newest {
+            Some(tx) => {
+                tx.send_replace(version.clone());
+            }
+            None => plugin.newest = Some(watch::Sender::new(version.clone())),
+        }
+        version
+    }
+
+    /// Records that the bytes with `digest` were refused as a plugin.
+    pub fn reject(&self, name: &str, digest: &str, size: u64, reason: &str) {
+        self.with_plugin(name, |p| {
+            p.report.rejected_total += 1;
+            match p.version_mut(digest) {
+                Some(v) => {
+                    v.state = VersionState::Rejected;
+                    v.reason = Some(reason.to_owned());
+                }
+                None => p.report.versions.push(VersionReport {
+                    digest: digest.to_owned(),
+                    state: VersionState::Rejected,
+                    reason: Some(reason.to_owned()),
+                    seen_at_ms: now_ms(),
+                    size,
+                    source: None,
+                    prepare_ms: None,
+                }),
+            }
+        });
+    }
+
+    /// Records where a version stands, as decided by a route's rollout.
+    pub fn set_state(&self, name: &str, digest: &str, state: VersionState, reason: Option<String>) {
+        self.with_plugin(name, |p| {
+            match state {
+                VersionState::Rejected => p.report.rejected_total += 1,
+                VersionState::RolledBack => p.report.rolled_back_total += 1,
+                _ => {}
+            }
+            if matches!(state, VersionState::Rejected | VersionState::RolledBack) {
+                // Never offered again until its file is written again.
+                p.accepted.remove(digest);
+            }
+            if let Some(v) = p.version_mut(digest) {
+                v.state = state;
+                v.reason = reason;
+            }
+        });
+    }
+
+    fn with_plugin(&self, name: &str, f: impl FnOnce(&mut Plugin)) {
+        let mut plugins = self.plugins.lock().expect("registry lock");
+        f(plugins
+            .entry(name.to_owned())
+            .or_insert_with(|| Plugin::new(name)));
+    }
+
+    /// Follows the newest version of `name`, if one was ever published.
+    pub fn subscribe(&self, name: &str) -> Option<watch::Receiver<Arc<PluginVersion>>> {
+        let plugins = self.plugins.lock().expect("registry lock");
+        plugins
+            .get(name)
+            .and_then(|p| p.newest.as_ref())
+            .map(watch::Sender::subscribe)
+    }
+
+    /// Every plugin with its version history, by name.
+    pub fn report(&self) -> Vec<PluginReport> {
+        let plugins = self.plugins.lock().expect("registry lock");
+        let mut out: Vec<PluginReport> = plugins.values().map(|p| p.report.clone()).collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+}
+
+/// Reads `path` and tells whether it held still while being read (same
+/// length and modification time before and after). `None` if it is gone.
+fn read_stable(path: &Path) -> Option<(Vec<u8>, bool)> {
+    let stamp = |m: &std::fs::Metadata| (m.len(), m.modified().ok());
+    let before = std::fs::metadata(path).ok()?;
+    let bytes = std::fs::read(path).ok()?;
+    let after = std::fs::metadata(path).ok()?;
+    let stable = stamp(&before) == stamp(&after) && after.len() == bytes.len() as u64;
+    Some((bytes, stable))
+}

@@ -1,0 +1,502 @@
+//! Hot swap: new plugin versions dropped into the plugins directory of a
+//! running host, under a steady stream, with real components built from
+//! `plugins/` (the `tag` plugin built as v1 and as v2).
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use linecook::client::Access;
+use linecook::config::Config;
+use linecook::plugins::{VersionState, digest};
+use linecook::record::NewRecord;
+use linecook::status::StatusReport;
+use support::{Setup, read_all, wait_drained, wait_until};
+
+const PARTITIONS: u32 = 4;
+
+fn tag_route(rollout: &str) -> String {
+    format!(
+        r#"
+max_batch = 20
+[[topic]]
+name = "in"
+partitions = {PARTITIONS}
+[[topic]]
+name = "out"
+partitions = {PARTITIONS}
+[[route]]
+topic = "in"
+plugin = "tag"
+config = {{ output = "out" }}
+{rollout}
+"#
+    )
+}
+
+/// `tag.wasm` built with `LINECOOK_TAG=v2`.
+fn tag_v2() -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| support::build_plugins(Some("v2")).join("tag.wasm"))
+        .clone()
+}
+
+fn tag_v1() -> PathBuf {
+    support::plugins().join("tag.wasm")
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Deploy {
+    /// Write a temp file, then rename it over `tag.wasm` (atomic).
+    Rename,
+    /// Copy over `tag.wasm` in place (truncate, then write).
+    InPlace,
+}
+
+fn deploy(setup: &Setup, from: &Path, how: Deploy) {
+    let dest = setup.dir.path().join("plugins/tag.wasm");
+    match how {
+        Deploy::Rename => {
+            let tmp = setup.dir.path().join("plugins/tag.wasm.partial");
+            std::fs::copy(from, &tmp).unwrap();
+            std::fs::rename(&tmp, &dest).unwrap();
+        }
+        Deploy::InPlace => {
+            std::fs::copy(from, &dest).unwrap();
+        }
+    }
+}
+
+fn deploy_bytes(setup: &Setup, bytes: &[u8]) {
+    let tmp = setup.dir.path().join("plugins/tag.wasm.partial");
+    std::fs::write(&tmp, bytes).unwrap();
+    std::fs::rename(&tmp, setup.dir.path().join("plugins/tag.wasm")).unwrap();
+}
+
+/// Produces keyed records ("k<i % 16>", "<i>") through the running host's
+/// admin API until stopped; returns every value it produced.
+struct Producer {
+    stop: Arc<AtomicBool>,
+    thread: JoinHandle<Vec<u64>>,
+}
+
+impl Producer {
+    fn start(setup: &Setup) -> Producer {
+        let config = Config::load(&setup.config).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = std::thread::spawn({
+            let stop = stop.clone();
+            move || {
+                let access = Access::connect(&config).unwrap();
+                let mut next = 0u64;
+                let mut produced = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    let records: Vec<NewRecord> = (next..next + 16)
+                        .map(|i| NewRecord {
+                            key: Some(format!("k{}", i % 16).into_bytes()),
+                            value: i.to_string().into_bytes(),
+                            headers: vec![],
+                            partition: None,
+                        })
+                        .collect();
+                    access.produce("in", records).unwrap();
+                    produced.extend(next..next + 16);
+                    next += 16;
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                produced
+            }
+        });
+        Producer { stop, thread }
+    }
+
+    fn finish(self) -> Vec<u64> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().unwrap()
+    }
+}
+
+fn wait_all_on(setup: &Setup, digest: &str) -> StatusReport {
+    let mut last = None;
+    wait_until(
+        Duration::from_secs(60),
+        "every partition to run the version",
+        || {
+            let status = setup.status();
+            let done = status
+                .partitions
+                .iter()
+                .all(|p| p.version.as_deref() == Some(digest));
+            last = Some(status);
+            done
+        },
+    );
+    last.unwrap()
+}
+
+fn version_state(status: &StatusReport, digest: &str) -> Option<(VersionState, Option<String>)> {
+    status
+        .plugins
+        .iter()
+        .flat_map(|p| &p.versions)
+        .find(|v| v.digest == digest)
+        .map(|v| (v.state, v.reason.clone()))
+}
+
+/// Checks every produced value came out exactly once, tagged with one of
+/// `tags`, and in order per key; returns the tags per output partition in
+/// log order.
+fn check_exactly_once(
+    setup: &Setup,
+    produced: &[u64],
+    tags: &[&str],
+) -> BTreeMap<u32, Vec<String>> {
+    let store = setup.store();
+    let out = read_all(&store, "out");
+    let mut seen = BTreeSet::new();
+    let mut last_per_key: BTreeMap<Vec<u8>, u64> = BTreeMap::new();
+    let mut tags_per_partition: BTreeMap<u32, Vec<String>> = BTreeMap::new();
+    for r in &out {
+        let text = String::from_utf8(r.value.clone()).unwrap();
+        let (tag, n) = text.split_once(':').expect("tag:value");
+        assert!(tags.contains(&tag), "unexpected tag in {text}");
+        let n: u64 = n.parse().unwrap();
+        assert!(seen.insert(n), "value {n} came out twice");
+        let key = r.key.clone().unwrap();
+        if let Some(prev) = last_per_key.insert(key.clone(), n) {
+            assert!(prev < n, "key {key:?}: {n} came out after {prev}");
+        }
+        tags_per_partition
+            .entry(r.partition)
+            .or_default()
+            .push(tag.to_owned());
+    }
+    let want: BTreeSet<u64> = produced.iter().copied().collect();
+    assert_eq!(seen.len(), want.len(), "outputs vs inputs");
+    assert_eq!(seen, want, "every input exactly once");
+    let input = store.topic("in").unwrap();
+    let ends = store.end_offsets(&input).unwrap();
+    for p in 0..PARTITIONS {
+        let cp = store.checkpoint(&input, p).unwrap().unwrap();
+        assert_eq!(cp.next_offset, ends[p as usize], "offset of in/{p}");
+    }
+    tags_per_partition
+}
+
+#[test]
+fn dropping_v2_switches_every_partition_at_a_batch_boundary() {
+    let setup = Setup::new(&tag_route(""), &["tag"]);
+    let (v1, v2) = (
+        digest(&std::fs::read(tag_v1()).unwrap()),
+        digest(&std::fs::read(tag_v2()).unwrap()),
+    );
+    assert_ne!(v1, v2, "the two builds differ");
+    let mut host = setup.start();
+    host.wait_ready();
+    let producer = Producer::start(&setup);
+    std::thread::sleep(Duration::from_millis(700));
+    deploy(&setup, &tag_v2(), Deploy::Rename);
+    let status = wait_all_on(&setup, &v2);
+    assert!(
+        status.partitions.iter().all(|p| p.swaps == 1),
+        "one swap per partition: {status:?}"
+    );
+    std::thread::sleep(Duration::from_millis(700));
+    let produced = producer.finish();
+    wait_drained(&setup, "out", produced.len() as u64);
+    let status = setup.status();
+    assert_eq!(
+        version_state(&status, &v2).map(|s| s.0),
+        Some(VersionState::Active)
+    );
+    assert_eq!(
+        version_state(&status, &v1).map(|s| s.0),
+        Some(VersionState::Retired)
+    );
+    for p in &status.partitions {
+        let pause = p.last_swap_pause_us.expect("the swap pause is recorded");
+        assert!(
+            pause < 5_000_000,
+            "partition {}: swap pause {pause} us",
+            p.partition
+        );
+    }
+    host.stop();
+
+    let tags = check_exactly_once(&setup, &produced, &["v1", "v2"]);
+    for p in 0..PARTITIONS {
+        let seq = &tags[&p];
+        let first_v2 = seq
+            .iter()
+            .position(|t| t == "v2")
+            .expect("partition switched to v2");
+        assert!(first_v2 > 0, "partition {p} ran v1 first");
+        assert!(
+            seq[first_v2..].iter().all(|t| t == "v2"),
+            "partition {p}: all v1 before all v2"
+        );
+    }
+    // Each checkpoint records the version that handled its batch.
+    let store = setup.store();
+    let input = store.topic("in").unwrap();
+    for p in 0..PARTITIONS {
+        let history = store.version_history(&input, p).unwrap();
+        let versions: Vec<&str> = history.iter().map(|(_, v)| v.as_str()).collect();
+        assert_eq!(
+            versions,
+            [v1.as_str(), v2.as_str()],
+            "version history of in/{p}"
+        );
+    }
+}
+
+#[test]
+fn twenty_swaps_under_load_lose_and_duplicate_nothing() {
+    let setup = Setup::new(&tag_route(""), &["tag"]);
+    let builds = [
+        (tag_v2(), digest(&std::fs::read(tag_v2()).unwrap())),
+        (tag_v1(), digest(&std::fs::read(tag_v1()).unwrap())),
+    ];
+    let mut host = setup.start();
+    host.wait_ready();
+    let producer = Producer::start(&setup);
+    for i in 0..20 {
+        let (path, digest) = &builds[i % 2];
+        let how = if i % 4 < 2 {
+            Deploy::Rename
+        } else {
+            Deploy::InPlace
+        };
+        deploy(&setup, path, how);
+        wait_all_on(&setup, digest);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let status = setup.status();
+    assert!(
+        status.partitions.iter().all(|p| p.swaps == 20),
+        "20 swaps on every partition: {status:?}"
+    );
+    let produced = producer.finish();
+    wait_drained(&setup, "out", produced.len() as u64);
+    host.stop();
+    check_exactly_once(&setup, &produced, &["v1", "v2"]);
+}
+
+#[test]
+fn bad_modules_are_rejected_and_the_old_version_keeps_serving() {
+    let setup = Setup::new(&tag_route(""), &["tag"]);
+    let v1 = digest(&std::fs::read(tag_v1()).unwrap());
+    let v2_bytes = std::fs::read(tag_v2()).unwrap();
+    let bad_file = |name: &str| std::fs::read(support::plugins().join(name)).unwrap();
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        (
+            "not wasm",
+            b"definitely not wasm".to_vec(),
+            "not a WebAssembly file",
+        ),
+        (
+            "truncated",
+            v2_bytes[..v2_bytes.len() / 2].to_vec(),
+            "invalid component",
+        ),
+        (
+            "core module",
+            b"\0asm\x01\0\0\0".to_vec(),
+            "core WebAssembly module",
+        ),
+        (
+            "wrong world",
+            bad_file("not_a_handler.wasm"),
+            "does not match the linecook:handler world",
+        ),
+        (
+            "init error",
+            bad_file("fail_init.wasm"),
+            "fail-init refuses to start",
+        ),
+        ("init trap", bad_file("trap_init.wasm"), "init trapped"),
+    ];
+    let mut host = setup.start();
+    host.wait_ready();
+    let producer = Producer::start(&setup);
+    for (kind, bytes, reason) in &cases {
+        let bad = digest(bytes);
+        deploy_bytes(&setup, bytes);
+        let mut status = None;
+        wait_until(
+            Duration::from_secs(30),
+            &format!("{kind} to be rejected"),
+            || {
+                let s = setup.status();
+                let rejected = matches!(version_state(&s, &bad), Some((VersionState::Rejected, _)));
+                status = Some(s);
+                rejected
+            },
+        );
+        let status = status.unwrap();
+        let (_, why) = version_state(&status, &bad).unwrap();
+        let why = why.unwrap_or_default();
+        assert!(
+            why.contains(reason),
+            "{kind}: reason {why:?} does not say {reason:?}"
+        );
+        assert!(
+            status
+                .partitions
+                .iter()
+                .all(|p| p.version.as_deref() == Some(v1.as_str())),
+            "{kind}: every partition still runs v1"
+        );
+        assert_eq!(
+            version_state(&status, &v1).map(|s| s.0),
+            Some(VersionState::Active)
+        );
+    }
+    let status = setup.status();
+    let rejected: u64 = status.plugins.iter().map(|p| p.rejected_total).sum();
+    assert_eq!(
+        rejected,
+        cases.len() as u64,
+        "one rejection counted per bad module"
+    );
+    // A deleted file stops nothing.
+    std::fs::remove_file(setup.dir.path().join("plugins/tag.wasm")).unwrap();
+    wait_until(
+        Duration::from_secs(30),
+        "the deletion to be noticed",
+        || setup.status().plugins.iter().any(|p| !p.file_present),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let produced = producer.finish();
+    wait_drained(&setup, "out", produced.len() as u64);
+    host.stop();
+    // Output never stopped, and only v1 ever handled anything.
+    check_exactly_once(&setup, &produced, &["v1"]);
+}
+
+#[test]
+fn a_failing_canary_rolls_back_and_a_good_one_is_promoted() {
+    let setup = Setup::new(
+        &tag_route("rollout = { canary = 1, promote_after_batches = 3 }"),
+        &["tag"],
+    );
+    let v1 = digest(&std::fs::read(tag_v1()).unwrap());
+    let v2 = digest(&std::fs::read(tag_v2()).unwrap());
+    let fatal_bytes = std::fs::read(support::plugins().join("fatal.wasm")).unwrap();
+    let fatal = digest(&fatal_bytes);
+    let mut host = setup.start();
+    host.wait_ready();
+    let producer = Producer::start(&setup);
+    std::thread::sleep(Duration::from_millis(300));
+
+    deploy_bytes(&setup, &fatal_bytes);
+    let mut status = None;
+    wait_until(
+        Duration::from_secs(30),
+        "the fatal canary to be rolled back",
+        || {
+            let s = setup.status();
+            let rolled = matches!(
+                version_state(&s, &fatal),
+                Some((VersionState::RolledBack, _))
+            );
+            status = Some(s);
+            rolled
+        },
+    );
+    let status = status.unwrap();
+    let (_, why) = version_state(&status, &fatal).unwrap();
+    assert!(
+        why.as_deref()
+            .is_some_and(|w| w.contains("canary partition 0") && w.contains("fatal refuses")),
+        "rollback reason: {why:?}"
+    );
+    wait_all_on(&setup, &v1);
+    let status = setup.status();
+    assert_eq!(status.plugins[0].rolled_back_total, 1);
+
+    deploy(&setup, &tag_v2(), Deploy::Rename);
+    wait_all_on(&setup, &v2);
+    let status = setup.status();
+    assert_eq!(
+        version_state(&status, &v2).map(|s| s.0),
+        Some(VersionState::Active)
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let produced = producer.finish();
+    wait_drained(&setup, "out", produced.len() as u64);
+    host.stop();
+
+    // The fatal version committed nothing: its failed batches were redone.
+    let tags = check_exactly_once(&setup, &produced, &["v1", "v2"]);
+    // Partition 0 was the canary: it switched first, the others after.
+    let store = setup.store();
+    let input = store.topic("in").unwrap();
+    let switched_at = |p: u32| {
+        store
+            .version_history(&input, p)
+            .unwrap()
+            .into_iter()
+            .find(|(_, v)| *v == v2)
+            .map(|(offset, _)| offset)
+    };
+    for p in 0..PARTITIONS {
+        assert!(switched_at(p).is_some(), "partition {p} promoted to v2");
+        assert!(tags[&p].contains(&"v2".to_owned()));
+        let history = store.version_history(&input, p).unwrap();
+        assert!(
+            history.iter().all(|(_, v)| *v != fatal),
+            "no checkpoint of in/{p} was made by the fatal version"
+        );
+    }
+}
+
+#[test]
+fn a_restart_loads_known_versions_from_the_cache_instead_of_compiling() {
+    let setup = Setup::new(&tag_route(""), &["tag"]);
+    let v1 = digest(&std::fs::read(tag_v1()).unwrap());
+    let source = |setup: &Setup| {
+        let status = setup.status();
+        status.plugins[0]
+            .versions
+            .iter()
+            .find(|v| v.digest == v1)
+            .and_then(|v| v.source)
+    };
+
+    let mut host = setup.start();
+    host.wait_ready();
+    assert_eq!(source(&setup), Some(linecook::plugins::Source::Compiled));
+    host.stop();
+    let cached: Vec<_> = std::fs::read_dir(setup.data_dir().join("compiled"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(cached.len(), 1, "one artifact: {cached:?}");
+    assert!(
+        cached[0]
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .starts_with(&v1),
+        "named by the module digest"
+    );
+    let written = std::fs::metadata(&cached[0]).unwrap().modified().unwrap();
+
+    let mut host = setup.start();
+    host.wait_ready();
+    assert_eq!(source(&setup), Some(linecook::plugins::Source::Cache));
+    host.stop();
+    assert_eq!(
+        std::fs::metadata(&cached[0]).unwrap().modified().unwrap(),
+        written,
+        "the artifact was not rewritten"
+    );
+}
