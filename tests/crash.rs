@@ -3,7 +3,9 @@
 //!
 //! The kill times come from a seeded generator; the seed is printed, and
 //! `LINECOOK_CRASH_SEED=<seed>` reproduces a run. `LINECOOK_CRASH_KILLS`
-//! sets how many kills (default 8).
+//! sets how many kills (default 30). Every third round deploys a new version
+//! of `uppercase` (same code, new digest) just before the kill, so kills also
+//! land before, during and after hot swaps.
 
 mod support;
 
@@ -43,7 +45,7 @@ fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
     let kills: usize = std::env::var("LINECOOK_CRASH_KILLS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(8);
+        .unwrap_or(30);
     eprintln!("crash test seed {seed} ({kills} kills); reproduce with LINECOOK_CRASH_SEED={seed}");
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
 
@@ -73,12 +75,21 @@ fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
         setup.produce("in", &records);
     };
 
+    let uppercase = std::fs::read(support::plugins().join("uppercase.wasm")).unwrap();
     let mut mid_stream_kills = 0;
     for round in 0..kills {
         produce_wave(round);
         let mut host = setup.start();
         host.wait_ready();
-        let delay = Duration::from_millis(rng.random_range(0..100));
+        let delay = if round % 3 == 1 {
+            let tmp = setup.dir.path().join("plugins/uppercase.wasm.partial");
+            std::fs::write(&tmp, support::with_custom_section(&uppercase, round as u32)).unwrap();
+            std::fs::rename(&tmp, setup.dir.path().join("plugins/uppercase.wasm")).unwrap();
+            // Around the watcher's debounce: before, during or after the swap.
+            Duration::from_millis(rng.random_range(150..400))
+        } else {
+            Duration::from_millis(rng.random_range(0..100))
+        };
         std::thread::sleep(delay);
         host.kill();
         let status = setup.status();
@@ -144,6 +155,15 @@ fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
     assert_eq!(
         counted, total,
         "state counts every input once (seed {seed})"
+    );
+    let mid = store.topic("mid").unwrap();
+    let versions: std::collections::BTreeSet<String> = (0..mid.partitions)
+        .flat_map(|p| store.version_history(&mid, p).unwrap())
+        .map(|(_, v)| v)
+        .collect();
+    assert!(
+        kills < 3 || versions.len() > 1,
+        "uppercase was redeployed, so checkpoints record more than one version (seed {seed})"
     );
     assert!(
         mid_stream_kills * 2 >= kills,

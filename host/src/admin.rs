@@ -8,6 +8,7 @@
 //! - `POST /topics` ← `CreateTopic`
 //! - `POST /topics/{topic}/records` ← `Produce` → `Produced`
 //! - `GET  /topics/{topic}/partitions/{p}/records?from=N&max=N` → `[WireRecord]`
+//! - `POST /topics/{topic}/partitions/{p}/resume` — resume a paused partition
 
 use std::sync::Arc;
 
@@ -49,6 +50,10 @@ pub fn router(state: AdminState) -> Router {
         .route("/topics", get(list_topics).post(create_topic))
         .route("/topics/{topic}/records", post(produce))
         .route("/topics/{topic}/partitions/{partition}/records", get(read))
+        .route(
+            "/topics/{topic}/partitions/{partition}/resume",
+            post(resume),
+        )
         .with_state(state)
 }
 
@@ -124,6 +129,20 @@ async fn produce(
     let records: Vec<NewRecord> = req.records.into_iter().map(Into::into).collect();
     let positions = blocking(move || s.store.produce(&topic, &records)).await?;
     Ok(Json(Produced { positions }))
+}
+
+async fn resume(
+    State(s): State<AdminState>,
+    Path((topic, partition)): Path<(String, u32)>,
+) -> Result<impl IntoResponse, Failure> {
+    if s.live.resume(&topic, partition) {
+        Ok(Json(serde_json::json!({ "resumed": true })))
+    } else {
+        Err(Failure(
+            StatusCode::NOT_FOUND,
+            format!("this host does not own {topic}/{partition}"),
+        ))
+    }
 }
 
 #[derive(Deserialize)]

@@ -115,6 +115,11 @@ enum Command {
         #[command(flatten)]
         config: ConfigArg,
     },
+    /// Operate on partitions of a running host.
+    Partitions {
+        #[command(subcommand)]
+        command: PartitionsCommand,
+    },
     /// Inspect plugin modules.
     Plugins {
         #[command(subcommand)]
@@ -138,6 +143,24 @@ enum TopicsCommand {
     },
     /// List topics with their partitions and end offsets.
     List {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum PartitionsCommand {
+    /// Resume a paused partition: it retries the batch it stopped at.
+    ///
+    /// A partition pauses when its handler returns `fatal`, or when a batch
+    /// keeps failing and the route's `errors.on_error` is "pause".
+    Resume {
+        /// Topic of the partition.
+        #[arg(long)]
+        topic: String,
+        /// Partition number.
+        #[arg(long)]
+        partition: u32,
         #[command(flatten)]
         config: ConfigArg,
     },
@@ -216,6 +239,18 @@ pub fn main() -> anyhow::Result<()> {
             } else {
                 print_status(&report);
             }
+            Ok(())
+        }
+        Command::Partitions {
+            command:
+                PartitionsCommand::Resume {
+                    topic,
+                    partition,
+                    config,
+                },
+        } => {
+            Access::connect(&load(&config)?)?.resume(&topic, partition)?;
+            eprintln!("asked {topic}/{partition} to resume");
             Ok(())
         }
         Command::Plugins {

@@ -138,6 +138,22 @@ impl Access {
         }
     }
 
+    /// Asks the running host to resume a paused partition.
+    pub fn resume(&self, topic: &str, partition: u32) -> anyhow::Result<()> {
+        match self {
+            Access::Direct(_) => bail!(
+                "no linecook host is running on this data directory; pauses do not outlive a host, so the next `linecook run` retries the partition"
+            ),
+            Access::Remote(r) => {
+                let _: serde_json::Value = r.post(
+                    &format!("/topics/{topic}/partitions/{partition}/resume"),
+                    &(),
+                )?;
+                Ok(())
+            }
+        }
+    }
+
     /// The status of every routed partition.
     pub fn status(&self, config: &Config) -> anyhow::Result<StatusReport> {
         match self {

@@ -115,6 +115,96 @@ pub struct RouteConfig {
     /// (default) or `{ canary = N, promote_after_batches = M }`.
     #[serde(default)]
     pub rollout: Rollout,
+    /// What one batch of one instance may use.
+    #[serde(default)]
+    pub limits: Limits,
+    /// What happens when a batch fails.
+    #[serde(default)]
+    pub errors: ErrorPolicy,
+}
+
+/// Resource limits of a route's instances. Exceeding one fails the batch,
+/// reported with the limit and by how much; the error policy decides next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Wall-clock time one `handle` or `init` call may run, in milliseconds
+    /// (enforced by epoch interruption at 10 ms granularity).
+    pub cpu_ms: u64,
+    /// Linear memory one instance may grow to, in MiB.
+    pub memory_mib: u64,
+    /// Records one batch may emit.
+    pub max_outputs: u64,
+    /// Bytes (keys + values + headers) one batch may emit.
+    pub max_output_bytes: u64,
+    /// Size of one state value, in bytes.
+    pub max_state_value_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            cpu_ms: 5_000,
+            memory_mib: 256,
+            max_outputs: 100_000,
+            max_output_bytes: 64 << 20,
+            max_state_value_bytes: 1 << 20,
+        }
+    }
+}
+
+/// What a route does with a batch that fails (trap, exceeded limit, or the
+/// handler's `retry`, `poison` or `fatal`). A failed batch never leaves
+/// anything behind; this decides what happens next.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ErrorPolicy {
+    /// After the retries: `"dead-letter"` (default) sets the failing record
+    /// aside in the dead-letter topic and goes on; `"pause"` stops the
+    /// partition until `linecook partitions resume`.
+    pub on_error: OnError,
+    /// Retries of a failed batch before `on_error` applies.
+    pub retries: u32,
+    /// First retry delay in milliseconds; doubles per retry.
+    pub backoff_base_ms: u64,
+    /// Longest retry delay in milliseconds.
+    pub backoff_max_ms: u64,
+    /// Dead-letter topic; default `<topic>.dlq`, created with one partition
+    /// if it does not exist.
+    pub dead_letter_topic: Option<String>,
+}
+
+impl Default for ErrorPolicy {
+    fn default() -> Self {
+        ErrorPolicy {
+            on_error: OnError::DeadLetter,
+            retries: 3,
+            backoff_base_ms: 100,
+            backoff_max_ms: 10_000,
+            dead_letter_topic: None,
+        }
+    }
+}
+
+/// The last resort for a failing batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnError {
+    /// Isolate the failing record and write it to the dead-letter topic in
+    /// the checkpoint that moves past it.
+    DeadLetter,
+    /// Pause the partition.
+    Pause,
+}
+
+impl RouteConfig {
+    /// The route's dead-letter topic.
+    pub fn dead_letter_topic(&self) -> String {
+        self.errors
+            .dead_letter_topic
+            .clone()
+            .unwrap_or_else(|| format!("{}.dlq", self.topic))
+    }
 }
 
 /// How a new version of a route's plugin is rolled out.
@@ -265,6 +355,21 @@ impl Config {
                     route.topic
                 ));
             }
+            let l = &route.limits;
+            if l.cpu_ms < 10 || l.memory_mib == 0 || l.max_outputs == 0 {
+                return Err(format!(
+                    "[[route]] for topic `{}`: limits need cpu_ms >= 10, memory_mib >= 1, max_outputs >= 1",
+                    route.topic
+                ));
+            }
+            if route.errors.backoff_base_ms > route.errors.backoff_max_ms {
+                return Err(format!(
+                    "[[route]] for topic `{}`: errors.backoff_base_ms is above backoff_max_ms",
+                    route.topic
+                ));
+            }
+            validate_topic_name(&route.dead_letter_topic())
+                .map_err(|e| format!("[[route]] for topic `{}`: dead-letter {e}", route.topic))?;
             for (key, value) in &route.config {
                 if matches!(value, toml::Value::Array(_) | toml::Value::Table(_)) {
                     return Err(format!(
@@ -394,6 +499,26 @@ mod tests {
         assert!(err.contains("promote_after_batches"), "{err}");
         let err = route("rollout = { canary = 0, promote_after_batches = 1 }").unwrap_err();
         assert!(err.contains("canary >= 1"), "{err}");
+    }
+
+    #[test]
+    fn limits_and_error_policy_have_defaults_and_reject_unknown_keys() {
+        let c = parse("group = \"g\"\n[[route]]\ntopic = \"a\"\nplugin = \"p\"").unwrap();
+        assert_eq!(c.routes[0].limits, Limits::default());
+        assert_eq!(c.routes[0].errors.on_error, OnError::DeadLetter);
+        assert_eq!(c.routes[0].dead_letter_topic(), "a.dlq");
+        let c = parse(
+            "group = \"g\"\n[[route]]\ntopic = \"a\"\nplugin = \"p\"\nlimits = { cpu_ms = 50 }\nerrors = { on_error = \"pause\", retries = 0 }",
+        )
+        .unwrap();
+        assert_eq!(c.routes[0].limits.cpu_ms, 50);
+        assert_eq!(c.routes[0].limits.memory_mib, 256);
+        assert_eq!(c.routes[0].errors.on_error, OnError::Pause);
+        let err = parse(
+            "group = \"g\"\n[[route]]\ntopic = \"a\"\nplugin = \"p\"\nlimits = { cpu_secs = 5 }",
+        )
+        .unwrap_err();
+        assert!(err.contains("cpu_secs"), "{err}");
     }
 
     #[test]

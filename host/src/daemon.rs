@@ -52,6 +52,15 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             .create_topic(&topic.name, topic.partitions)
             .with_context(|| format!("creating topic `{}` from the config", topic.name))?;
     }
+    for route in &config.routes {
+        let dlq = route.dead_letter_topic();
+        if matches!(store.topic(&dlq), Err(StoreError::UnknownTopic(_))) {
+            store
+                .create_topic(&dlq, 1)
+                .with_context(|| format!("creating dead-letter topic `{dlq}`"))?;
+            info!(topic = %dlq, "dead-letter topic created");
+        }
+    }
     let mut topics = BTreeMap::new();
     for route in &config.routes {
         let topic = store
@@ -169,6 +178,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
                         partition: tp.partition,
                         plugin: route.plugin.clone(),
                         config: route.plugin_config(),
+                        limits: route.limits,
+                        errors: route.errors.clone(),
+                        dead_letter_topic: route.dead_letter_topic(),
+                        resume: live.resume_signal(&tp.topic, tp.partition),
                         versions,
                         events: rollout.events(),
                         max_batch: config.max_batch,

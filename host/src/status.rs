@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
 
 use crate::config::Config;
 use crate::plugins::PluginReport;
@@ -53,6 +54,9 @@ pub struct PartitionReport {
     /// Version swaps since the host started.
     #[serde(default)]
     pub swaps: u64,
+    /// Records dead-lettered since the host started.
+    #[serde(default)]
+    pub dead_letters: u64,
     /// The last swap's pause between the old version's last batch and the new
     /// version's first, excluding time waiting for records (microseconds).
     #[serde(default)]
@@ -74,10 +78,12 @@ pub struct StatusReport {
     pub plugins: Vec<PluginReport>,
 }
 
-/// What the running workers report about themselves.
+/// What the running workers report about themselves, and the resume
+/// signals of paused partitions.
 #[derive(Debug, Default)]
 pub struct Live {
     partitions: Mutex<BTreeMap<(String, u32), LivePartition>>,
+    resumes: Mutex<BTreeMap<(String, u32), watch::Sender<u64>>>,
 }
 
 /// One worker's view of its partition.
@@ -95,6 +101,8 @@ pub struct LivePartition {
     pub records: u64,
     /// Version swaps since start.
     pub swaps: u64,
+    /// Records written to the dead-letter topic since start.
+    pub dead_letters: u64,
     /// Time between the last batch of the old version and the first batch of
     /// the new one at the last swap, not counting time spent waiting for
     /// records, in microseconds.
@@ -114,9 +122,31 @@ impl Live {
                 batches: 0,
                 records: 0,
                 swaps: 0,
+                dead_letters: 0,
                 last_swap_pause_us: None,
             });
         f(entry);
+    }
+
+    /// The resume signal a partition's worker follows.
+    pub fn resume_signal(&self, topic: &str, partition: u32) -> watch::Receiver<u64> {
+        let mut resumes = self.resumes.lock().expect("status lock");
+        resumes
+            .entry((topic.to_owned(), partition))
+            .or_insert_with(|| watch::Sender::new(0))
+            .subscribe()
+    }
+
+    /// Asks a paused partition to resume. False if the host does not own it.
+    pub fn resume(&self, topic: &str, partition: u32) -> bool {
+        let resumes = self.resumes.lock().expect("status lock");
+        match resumes.get(&(topic.to_owned(), partition)) {
+            Some(tx) => {
+                tx.send_modify(|n| *n += 1);
+                true
+            }
+            None => false,
+        }
     }
 
     /// Forgets a partition the host no longer owns.
@@ -167,6 +197,7 @@ pub fn report(
                 batches: live.as_ref().map_or(0, |l| l.batches),
                 records: live.as_ref().map_or(0, |l| l.records),
                 swaps: live.as_ref().map_or(0, |l| l.swaps),
+                dead_letters: live.as_ref().map_or(0, |l| l.dead_letters),
                 last_swap_pause_us: live.as_ref().and_then(|l| l.last_swap_pause_us),
             });
         }

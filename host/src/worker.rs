@@ -1,10 +1,16 @@
 //! A partition worker: owns one partition of a routed topic and its handler
 //! instance. Loop: read a batch from the checkpointed offset → `handle` →
-//! checkpoint → between batches, adopt a newer plugin version.
+//! checkpoint → between batches, adopt the target plugin version.
 //!
 //! A worker runs on its own OS thread: `handle` and the redb commit are
 //! blocking, CPU- or fsync-bound work, and a partition's batches are strictly
 //! sequential anyway. It parks on the tokio runtime only to wait.
+//!
+//! Failed batches follow the route's error policy: retry with backoff; then
+//! either pause, or isolate the failing record — the one the handler names
+//! with `poison(index)`, or the one left when the host halves the batch
+//! window until a single record fails — and write it to the dead-letter topic
+//! in the checkpoint that moves past it.
 //!
 //! **Architecture invariant:** a batch is read only after the previous batch
 //! of the partition committed, and the offset moves only by a checkpoint; a
@@ -17,22 +23,39 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-use crate::checkpoint::BatchCommit;
+use crate::checkpoint::{BatchCommit, BatchEffects};
+use crate::config::{ErrorPolicy, Limits, OnError};
 use crate::log::TopicInfo;
 use crate::plugins::{PluginVersion, short};
-use crate::record::LogRecord;
+use crate::record::{LogRecord, OutputRecord};
 use crate::rollout::WorkerEvent;
 use crate::runtime::bindings::{Context, HandlerError, Header, StreamRecord};
 use crate::runtime::{BatchFailure, Instance, Labels};
 use crate::status::{Live, PartitionState};
 use crate::store::{Store, StoreError};
 
-/// First retry delay after a failed batch; doubles per attempt.
-const BACKOFF_BASE: Duration = Duration::from_millis(100);
-/// Longest retry delay.
-const BACKOFF_MAX: Duration = Duration::from_secs(10);
 /// How long an idle worker sleeps between checks when nothing wakes it.
 const IDLE_POLL: Duration = Duration::from_millis(500);
+/// Backoff for failures outside the handler (storage, missing topic).
+const HOST_RETRY: Duration = Duration::from_millis(500);
+
+/// Headers a dead-lettered record carries, besides its own.
+pub mod dead_letter_headers {
+    /// Source topic.
+    pub const TOPIC: &str = "linecook.source.topic";
+    /// Source partition (decimal).
+    pub const PARTITION: &str = "linecook.source.partition";
+    /// Source offset (decimal).
+    pub const OFFSET: &str = "linecook.source.offset";
+    /// Plugin name.
+    pub const PLUGIN: &str = "linecook.plugin";
+    /// Plugin version digest.
+    pub const VERSION: &str = "linecook.version";
+    /// `retry`, `poison`, `trap` or `limit`.
+    pub const ERROR_KIND: &str = "linecook.error.kind";
+    /// The error message.
+    pub const ERROR_MESSAGE: &str = "linecook.error.message";
+}
 
 /// Everything a worker needs.
 pub struct WorkerSpec {
@@ -46,10 +69,18 @@ pub struct WorkerSpec {
     pub plugin: String,
     /// Route config for `init`.
     pub config: Vec<(String, String)>,
+    /// Resource limits of the instance.
+    pub limits: Limits,
+    /// What to do with failed batches.
+    pub errors: ErrorPolicy,
+    /// Where isolated records go.
+    pub dead_letter_topic: String,
     /// The version this partition should run, set by the route's rollout.
     pub versions: watch::Receiver<Arc<PluginVersion>>,
     /// Where the worker reports swaps and batch outcomes to the rollout.
     pub events: mpsc::UnboundedSender<WorkerEvent>,
+    /// Changes when an operator asks a paused partition to resume.
+    pub resume: watch::Receiver<u64>,
     /// Most records per batch.
     pub max_batch: u32,
     /// Status shared with the admin API.
@@ -72,10 +103,14 @@ struct Worker {
     spec: WorkerSpec,
     appends: watch::Receiver<u64>,
     instance: Option<(Instance, Arc<PluginVersion>)>,
-    /// A version whose `init` failed here; not tried again.
+    /// A version whose `init` failed here; not tried again until retargeted.
     refused: Option<String>,
     next_offset: u64,
+    /// Failed attempts at the current batch.
     attempts: u32,
+    /// While isolating a failing record: the batch window and where the
+    /// failed batch ended.
+    isolating: Option<Isolation>,
     /// When the last batch committed, and how long the worker has since
     /// waited for records: what a swap pause is measured against.
     last_batch_end: Option<Instant>,
@@ -83,18 +118,26 @@ struct Worker {
     swap_pending: bool,
 }
 
+#[derive(Debug, Clone, Copy)]
+struct Isolation {
+    window: u32,
+    end: u64,
+}
+
 #[derive(Clone, Copy)]
 enum Wake {
     /// Idle: new records are what we wait for.
     AnyChange,
-    /// Backing off or paused: only a new version or release ends it early.
+    /// Backing off or paused: only a new version, a resume or release ends
+    /// it early.
     VersionOrCancel,
 }
 
 enum Outcome {
     Committed,
     Idle,
-    Retry(String),
+    /// Try again after the delay.
+    Retry(String, Duration),
     Pause(String),
 }
 
@@ -108,6 +151,7 @@ impl Worker {
             refused: None,
             next_offset: 0,
             attempts: 0,
+            isolating: None,
             last_batch_end: None,
             idle_since_batch: Duration::ZERO,
             swap_pending: false,
@@ -135,26 +179,33 @@ impl Worker {
         }
         debug!(offset = self.next_offset, "partition assigned");
         let mut paused = false;
+        self.spec.resume.borrow_and_update();
         while !self.spec.cancel.is_cancelled() {
             if self.adopt_newest() {
                 paused = false;
+            }
+            // A resume asked for while running is consumed and means nothing.
+            if self.spec.resume.has_changed().unwrap_or(false) {
+                self.spec.resume.borrow_and_update();
+                if paused {
+                    info!("resumed at offset {}", self.next_offset);
+                    paused = false;
+                    self.attempts = 0;
+                    self.set_state(PartitionState::Running, None);
+                }
             }
             if paused || self.instance.is_none() {
                 self.wait(None, Wake::VersionOrCancel);
                 continue;
             }
             match self.process_batch() {
-                Outcome::Committed => self.attempts = 0,
+                Outcome::Committed => {}
                 Outcome::Idle => {
                     let idle = Instant::now();
                     self.wait(Some(IDLE_POLL), Wake::AnyChange);
                     self.idle_since_batch += idle.elapsed();
                 }
-                Outcome::Retry(reason) => {
-                    let delay = BACKOFF_BASE
-                        .saturating_mul(1 << self.attempts.min(16))
-                        .min(BACKOFF_MAX);
-                    self.attempts += 1;
+                Outcome::Retry(reason, delay) => {
                     warn!(
                         attempt = self.attempts,
                         ?delay,
@@ -162,14 +213,16 @@ impl Worker {
                         self.next_offset
                     );
                     self.set_state(PartitionState::Retrying, Some(reason));
-                    self.wait(Some(delay), Wake::VersionOrCancel);
+                    if !delay.is_zero() {
+                        self.wait(Some(delay), Wake::VersionOrCancel);
+                    }
                 }
                 Outcome::Pause(reason) => {
                     error!("partition paused at offset {}: {reason}", self.next_offset);
                     self.set_state(
                         PartitionState::Paused,
                         Some(format!(
-                            "{reason} (deploy a new plugin version or restart to retry)"
+                            "{reason} (`linecook partitions resume`, a new plugin version or a restart retries it)"
                         )),
                     );
                     paused = true;
@@ -295,86 +348,248 @@ impl Worker {
             partition: spec.partition,
             config: spec.config.clone(),
         };
-        Instance::start(&version.prepared, labels, &context, Box::new(reader))
-            .map_err(|e| e.to_string())
+        Instance::start(
+            &version.prepared,
+            labels,
+            spec.limits,
+            &context,
+            Box::new(reader),
+        )
+        .map_err(|e| e.to_string())
     }
 
     fn process_batch(&mut self) -> Outcome {
-        let spec = &self.spec;
         // Mark appends seen before reading, so an append racing the read
         // still wakes the wait that follows an empty read.
         self.appends.borrow_and_update();
-        let records = match spec.store.read(
-            &spec.topic,
-            spec.partition,
+        let window = self
+            .isolating
+            .map_or(self.spec.max_batch, |i| i.window)
+            .max(1);
+        let records = match self.spec.store.read(
+            &self.spec.topic,
+            self.spec.partition,
             self.next_offset,
-            spec.max_batch as usize,
+            window as usize,
         ) {
             Ok(records) if records.is_empty() => return Outcome::Idle,
             Ok(records) => records,
-            Err(e) => return Outcome::Retry(format!("reading the log failed: {e}")),
+            Err(e) => return Outcome::Retry(format!("reading the log failed: {e}"), HOST_RETRY),
         };
         if std::mem::take(&mut self.swap_pending)
             && let Some(end) = self.last_batch_end
         {
             let pause = end.elapsed().saturating_sub(self.idle_since_batch);
-            spec.live.update(&spec.topic.name, spec.partition, |l| {
-                l.last_swap_pause_us = Some(pause.as_micros() as u64);
-            });
+            self.spec
+                .live
+                .update(&self.spec.topic.name, self.spec.partition, |l| {
+                    l.last_swap_pause_us = Some(pause.as_micros() as u64);
+                });
         }
-        let first_offset = self.next_offset;
-        let next_offset = records.last().map_or(first_offset, |r| r.offset + 1);
-        let count = records.len() as u64;
         let batch: Vec<StreamRecord> = records
             .into_iter()
-            .map(|r| to_stream_record(&spec.topic.name, r))
+            .map(|r| to_stream_record(&self.spec.topic.name, r))
             .collect();
-        let reader = match spec.store.partition_state(&spec.topic, spec.partition) {
+        let reader = match self
+            .spec
+            .store
+            .partition_state(&self.spec.topic, self.spec.partition)
+        {
             Ok(reader) => reader,
-            Err(e) => return Outcome::Retry(format!("reading state failed: {e}")),
+            Err(e) => return Outcome::Retry(format!("reading state failed: {e}"), HOST_RETRY),
         };
         let (instance, version) = self.instance.as_mut().expect("checked by caller");
-        let (effects, handle_time) = match instance.handle(&batch, Box::new(reader)) {
-            Ok(done) => done,
-            Err(failure) => {
-                let reason = failure.to_string();
-                let _ = spec.events.send(WorkerEvent::Failed {
-                    partition: spec.partition,
-                    digest: version.digest.clone(),
-                    reason: reason.clone(),
-                });
-                return match failure {
-                    BatchFailure::Trap(_) => {
-                        // Guest memory may be corrupt after a trap: start
-                        // the next attempt from a fresh instance.
-                        self.instance = None;
-                        Outcome::Retry(reason)
+        let version = version.clone();
+        match instance.handle(&batch, Box::new(reader)) {
+            Ok((effects, handle_time)) => {
+                let first = batch[0].offset;
+                let next = batch.last().map_or(first, |r| r.offset + 1);
+                let outcome = self.commit(first, next, &version, &effects, batch.len() as u64);
+                if matches!(outcome, Outcome::Committed) {
+                    debug!(
+                        first_offset = first,
+                        next_offset = next,
+                        outputs = effects.outputs.len(),
+                        ?handle_time,
+                        "batch committed"
+                    );
+                    self.attempts = 0;
+                    if self.isolating.is_some_and(|i| next >= i.end) {
+                        self.isolating = None;
                     }
-                    BatchFailure::Handler(HandlerError::Retry(_)) => Outcome::Retry(reason),
-                    BatchFailure::Handler(HandlerError::Fatal(_)) => Outcome::Pause(reason),
-                    BatchFailure::Handler(HandlerError::Poison(_)) => Outcome::Pause(format!(
-                        "{reason}; dead-lettering is not available yet, so the partition stops here"
-                    )),
-                };
+                }
+                outcome
             }
+            Err(failure) => self.on_failure(failure, &batch, &version),
+        }
+    }
+
+    /// Decides what a failed batch leads to, per the route's error policy.
+    fn on_failure(
+        &mut self,
+        failure: BatchFailure,
+        records: &[StreamRecord],
+        version: &Arc<PluginVersion>,
+    ) -> Outcome {
+        let reason = failure.to_string();
+        self.report(WorkerEvent::Failed {
+            partition: self.spec.partition,
+            digest: version.digest.clone(),
+            reason: reason.clone(),
+        });
+        if failure.discards_instance() {
+            // Guest memory may be corrupt after a trap: the next attempt
+            // starts from a fresh instance of the same version.
+            self.instance = None;
+        }
+        let policy = &self.spec.errors;
+        match &failure {
+            BatchFailure::Handler(HandlerError::Fatal(_)) => return Outcome::Pause(reason),
+            BatchFailure::Handler(HandlerError::Poison(p)) => {
+                let index = p.index as usize;
+                if index >= records.len() {
+                    return Outcome::Pause(format!(
+                        "{reason}, but the batch has only {} records",
+                        records.len()
+                    ));
+                }
+                if policy.on_error == OnError::Pause {
+                    return Outcome::Pause(reason);
+                }
+                if index > 0 {
+                    // Handle the records before it on their own; the poison
+                    // record then heads a batch and is named again.
+                    self.isolating = Some(Isolation {
+                        window: index as u32,
+                        end: records[index].offset + 1,
+                    });
+                    return Outcome::Retry(reason, Duration::ZERO);
+                }
+                return self.dead_letter(&records[0], version, &failure);
+            }
+            _ => {}
+        }
+        if let Some(isolation) = self.isolating {
+            // Already isolating: halve at once rather than retry again.
+            if records.len() == 1 {
+                return self.dead_letter(&records[0], version, &failure);
+            }
+            self.isolating = Some(Isolation {
+                window: (records.len() as u32 / 2).max(1),
+                end: isolation.end,
+            });
+            return Outcome::Retry(reason, Duration::ZERO);
+        }
+        self.attempts += 1;
+        if self.attempts <= policy.retries {
+            let delay = Duration::from_millis(
+                policy
+                    .backoff_base_ms
+                    .saturating_mul(1 << (self.attempts - 1).min(20))
+                    .min(policy.backoff_max_ms),
+            );
+            return Outcome::Retry(reason, delay);
+        }
+        self.attempts = 0;
+        match policy.on_error {
+            OnError::Pause => {
+                Outcome::Pause(format!("{reason} (after {} retries)", policy.retries))
+            }
+            OnError::DeadLetter if records.len() == 1 => {
+                self.dead_letter(&records[0], version, &failure)
+            }
+            OnError::DeadLetter => {
+                let end = records.last().map_or(self.next_offset, |r| r.offset + 1);
+                self.isolating = Some(Isolation {
+                    window: (records.len() as u32 / 2).max(1),
+                    end,
+                });
+                Outcome::Retry(
+                    format!("{reason}; isolating the failing record"),
+                    Duration::ZERO,
+                )
+            }
+        }
+    }
+
+    /// Writes `record` to the dead-letter topic in the checkpoint that moves
+    /// the partition past it.
+    fn dead_letter(
+        &mut self,
+        record: &StreamRecord,
+        version: &Arc<PluginVersion>,
+        failure: &BatchFailure,
+    ) -> Outcome {
+        use dead_letter_headers as h;
+        let spec = &self.spec;
+        let mut headers: Vec<(String, Vec<u8>)> = record
+            .headers
+            .iter()
+            .map(|h| (h.key.clone(), h.value.clone()))
+            .collect();
+        headers.extend([
+            (h::TOPIC.to_owned(), spec.topic.name.clone().into_bytes()),
+            (
+                h::PARTITION.to_owned(),
+                spec.partition.to_string().into_bytes(),
+            ),
+            (h::OFFSET.to_owned(), record.offset.to_string().into_bytes()),
+            (h::PLUGIN.to_owned(), spec.plugin.clone().into_bytes()),
+            (h::VERSION.to_owned(), version.digest.clone().into_bytes()),
+            (h::ERROR_KIND.to_owned(), failure.kind().as_bytes().to_vec()),
+            (
+                h::ERROR_MESSAGE.to_owned(),
+                failure.to_string().into_bytes(),
+            ),
+        ]);
+        let effects = BatchEffects {
+            state: Default::default(),
+            outputs: vec![OutputRecord {
+                topic: spec.dead_letter_topic.clone(),
+                key: record.key.clone(),
+                value: record.value.clone(),
+                headers,
+            }],
         };
+        let outcome = self.commit(record.offset, record.offset + 1, version, &effects, 0);
+        if matches!(outcome, Outcome::Committed) {
+            warn!(
+                offset = record.offset,
+                topic = %self.spec.dead_letter_topic,
+                "record dead-lettered: {failure}"
+            );
+            self.spec
+                .live
+                .update(&self.spec.topic.name, self.spec.partition, |l| {
+                    l.dead_letters += 1
+                });
+            if self.isolating.is_some_and(|i| record.offset + 1 >= i.end) {
+                self.isolating = None;
+            }
+        }
+        outcome
+    }
+
+    /// One checkpoint: effects, offset and version in one transaction.
+    fn commit(
+        &mut self,
+        first_offset: u64,
+        next_offset: u64,
+        version: &Arc<PluginVersion>,
+        effects: &BatchEffects,
+        handled: u64,
+    ) -> Outcome {
+        let spec = &self.spec;
         let commit = spec.store.commit_batch(BatchCommit {
             topic: &spec.topic,
             partition: spec.partition,
             first_offset,
             next_offset,
             version: &version.digest,
-            effects: &effects,
+            effects,
         });
         match commit {
             Ok(()) => {
-                debug!(
-                    first_offset,
-                    next_offset,
-                    outputs = effects.outputs.len(),
-                    ?handle_time,
-                    "batch committed"
-                );
                 self.next_offset = next_offset;
                 self.last_batch_end = Some(Instant::now());
                 self.idle_since_batch = Duration::ZERO;
@@ -388,24 +603,35 @@ impl Worker {
                     l.detail = None;
                     l.version = Some(digest);
                     l.batches += 1;
-                    l.records += count;
+                    l.records += handled;
                 });
                 Outcome::Committed
             }
-            Err(StoreError::UnknownTopic(topic)) => Outcome::Retry(format!(
-                "the handler emitted to topic `{topic}`, which does not exist; create it and the batch is retried"
-            )),
+            Err(StoreError::UnknownTopic(topic)) => Outcome::Retry(
+                format!(
+                    "the batch writes to topic `{topic}`, which does not exist; create it and the batch is retried"
+                ),
+                HOST_RETRY,
+            ),
             Err(e @ StoreError::CheckpointConflict { .. }) => Outcome::Pause(e.to_string()),
-            Err(e) => Outcome::Retry(format!("checkpoint failed, nothing was committed: {e}")),
+            Err(e) => {
+                error!("checkpoint failed, nothing of the batch was committed: {e}");
+                Outcome::Retry(
+                    format!("checkpoint failed, nothing was committed: {e}"),
+                    HOST_RETRY,
+                )
+            }
         }
     }
 
-    /// Parks until the worker is cancelled, a new version is published,
-    /// `timeout` passes, or (with `Wake::AnyChange`) records are appended.
+    /// Parks until the worker is cancelled, a new version is published, a
+    /// resume is asked for, `timeout` passes, or (with `Wake::AnyChange`)
+    /// records are appended.
     fn wait(&mut self, timeout: Option<Duration>, wake: Wake) {
         let spec = &self.spec;
         let appends = &mut self.appends;
         let mut versions = spec.versions.clone();
+        let mut resume = spec.resume.clone();
         spec.rt.block_on(async {
             let sleep = tokio::time::sleep(timeout.unwrap_or(Duration::from_secs(3600)));
             let appended = async {
@@ -420,6 +646,7 @@ impl Worker {
                 _ = spec.cancel.cancelled() => {}
                 _ = appended => {}
                 _ = versions.changed() => {}
+                _ = resume.changed() => {}
                 _ = sleep => {}
             }
         });

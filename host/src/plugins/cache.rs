@@ -71,9 +71,12 @@ impl ArtifactCache {
         // Write then rename, so a crash never leaves a half-written artifact
         // under the final name.
         let tmp = tmp_path(&path);
-        std::fs::write(&tmp, bytes)?;
-        std::fs::rename(&tmp, &path)?;
-        Ok(())
+        let written = std::fs::write(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, &path));
+        if written.is_err() {
+            // A full disk must not also keep the partial file.
+            let _ = std::fs::remove_file(&tmp);
+        }
+        Ok(written?)
     }
 }
 

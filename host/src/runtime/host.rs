@@ -6,13 +6,14 @@
 use std::collections::BTreeMap;
 use std::ops::Bound;
 
+use wasmtime::bail;
 use wasmtime::component::ResourceTable;
-use wasmtime::{StoreLimits, bail};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::linecook::handler::{emit, log, state, types};
 use super::bindings::{Level, OutputRecord};
 use crate::checkpoint::{BatchEffects, Entries, StateReader};
+use crate::config::Limits;
 use crate::record;
 
 /// Most entries one `state.scan` call returns, whatever the guest asks for:
@@ -40,19 +41,35 @@ pub(crate) struct BatchScope {
     pub effects: BatchEffects,
     /// False during `init`: reads are allowed, writes are not.
     pub writable: bool,
+    /// Bytes emitted so far in this batch.
+    pub output_bytes: u64,
+}
+
+impl BatchScope {
+    pub(crate) fn new(reader: Box<dyn StateReader>, writable: bool) -> BatchScope {
+        BatchScope {
+            reader,
+            effects: BatchEffects::default(),
+            writable,
+            output_bytes: 0,
+        }
+    }
 }
 
 /// The data of one instance's `Store`.
 pub struct HostState {
     wasi: WasiCtx,
     table: ResourceTable,
-    pub(crate) limits: StoreLimits,
+    pub(crate) limits: Limits,
     pub(crate) labels: Labels,
     pub(crate) scope: Option<BatchScope>,
+    /// Set when a call trapped because it exceeded a limit: which, and by
+    /// how much.
+    pub(crate) limit_hit: Option<String>,
 }
 
 impl HostState {
-    pub(crate) fn new(labels: Labels, limits: StoreLimits) -> HostState {
+    pub(crate) fn new(labels: Labels, limits: Limits) -> HostState {
         HostState {
             // No preopened directories, no environment, no arguments, no
             // sockets, no inherited stdio: the guest reaches nothing of the
@@ -62,7 +79,14 @@ impl HostState {
             limits,
             labels,
             scope: None,
+            limit_hit: None,
         }
+    }
+
+    /// Records that `what` exceeded its limit and traps the guest.
+    fn exceeded(&mut self, what: String) -> wasmtime::Error {
+        self.limit_hit = Some(what.clone());
+        wasmtime::Error::msg(what)
     }
 
     fn scope(&mut self, call: &str) -> wasmtime::Result<&mut BatchScope> {
@@ -94,6 +118,43 @@ impl WasiView for HostState {
 
 impl types::Host for HostState {}
 
+/// Tables are small in every real handler; this only stops runaway growth.
+const MAX_TABLE_ELEMENTS: usize = 1 << 20;
+
+impl wasmtime::ResourceLimiter for HostState {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let limit = self.limits.memory_mib << 20;
+        if desired as u64 > limit {
+            return Err(self.exceeded(format!(
+                "memory limit exceeded: linear memory would grow from {} to {} MiB, the limit is {} MiB",
+                current >> 20,
+                desired >> 20,
+                self.limits.memory_mib
+            )));
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > MAX_TABLE_ELEMENTS {
+            return Err(self.exceeded(format!(
+                "table limit exceeded: {desired} elements, the limit is {MAX_TABLE_ELEMENTS}"
+            )));
+        }
+        Ok(true)
+    }
+}
+
 impl state::Host for HostState {
     fn get(&mut self, key: Vec<u8>) -> wasmtime::Result<Option<Vec<u8>>> {
         let scope = self.scope("state.get")?;
@@ -104,6 +165,13 @@ impl state::Host for HostState {
     }
 
     fn set(&mut self, key: Vec<u8>, value: Vec<u8>) -> wasmtime::Result<()> {
+        let max = self.limits.max_state_value_bytes;
+        if value.len() as u64 > max {
+            return Err(self.exceeded(format!(
+                "state value limit exceeded: {} bytes, the limit is {max}",
+                value.len()
+            )));
+        }
         self.writable_scope("state.set")?
             .effects
             .state
@@ -200,7 +268,30 @@ fn merged_scan(
 
 impl emit::Host for HostState {
     fn send(&mut self, output: OutputRecord) -> wasmtime::Result<()> {
+        let limits = self.limits;
+        let bytes = (output.key.as_ref().map_or(0, Vec::len)
+            + output.value.len()
+            + output
+                .headers
+                .iter()
+                .map(|h| h.key.len() + h.value.len())
+                .sum::<usize>()) as u64;
         let scope = self.writable_scope("emit.send")?;
+        let count = scope.effects.outputs.len() as u64 + 1;
+        let total = scope.output_bytes + bytes;
+        if count > limits.max_outputs {
+            return Err(self.exceeded(format!(
+                "output limit exceeded: more than {} records emitted in one batch",
+                limits.max_outputs
+            )));
+        }
+        if total > limits.max_output_bytes {
+            return Err(self.exceeded(format!(
+                "output limit exceeded: {total} bytes emitted in one batch, the limit is {}",
+                limits.max_output_bytes
+            )));
+        }
+        scope.output_bytes = total;
         scope.effects.outputs.push(record::OutputRecord {
             topic: output.topic,
             key: output.key,

@@ -18,15 +18,16 @@ use std::time::Instant;
 
 use wasmtime::component::types::{ComponentExtern, ComponentItem};
 use wasmtime::component::{Component, HasSelf, Linker};
-use wasmtime::{Engine, StoreLimitsBuilder};
+use wasmtime::{Engine, Trap};
 
 use crate::checkpoint::{BatchEffects, StateReader};
+use crate::config::Limits;
 use bindings::{Context, Handler, HandlerError, HandlerPre, StreamRecord};
 use host::BatchScope;
 pub use host::{HostState, Labels, MAX_SCAN_PAGE};
 
-/// Linear memory one instance may grow to.
-pub const DEFAULT_MEMORY_LIMIT: usize = 256 << 20;
+/// How often the engine's epoch advances: the granularity of CPU-time limits.
+pub const EPOCH_TICK: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// Why a module cannot be used as a handler.
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +63,9 @@ pub enum InstanceError {
     /// `init` trapped.
     #[error("init trapped: {0:#}")]
     InitTrap(wasmtime::Error),
+    /// `init` exceeded a limit.
+    #[error("init exceeded a limit: {0}")]
+    InitLimit(String),
 }
 
 /// Why a batch failed. The batch's effects are discarded in every case.
@@ -69,9 +73,30 @@ pub enum InstanceError {
 pub enum BatchFailure {
     /// The handler returned an error: an answer, the instance is intact.
     Handler(HandlerError),
-    /// The guest trapped (or exceeded a limit): its memory may be corrupt,
-    /// so the instance must be discarded.
+    /// The guest trapped: its memory may be corrupt, so the instance must be
+    /// discarded.
     Trap(wasmtime::Error),
+    /// The guest exceeded a limit (CPU time, memory, outputs, state value
+    /// size) and was stopped: which, and by how much. Discard the instance.
+    Limit(String),
+}
+
+impl BatchFailure {
+    /// Short name of the failure kind, for dead-letter headers and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            BatchFailure::Handler(HandlerError::Retry(_)) => "retry",
+            BatchFailure::Handler(HandlerError::Poison(_)) => "poison",
+            BatchFailure::Handler(HandlerError::Fatal(_)) => "fatal",
+            BatchFailure::Trap(_) => "trap",
+            BatchFailure::Limit(_) => "limit",
+        }
+    }
+
+    /// Whether the instance must be discarded.
+    pub fn discards_instance(&self) -> bool {
+        matches!(self, BatchFailure::Trap(_) | BatchFailure::Limit(_))
+    }
 }
 
 impl std::fmt::Display for BatchFailure {
@@ -91,6 +116,7 @@ impl std::fmt::Display for BatchFailure {
                 )
             }
             BatchFailure::Trap(e) => write!(f, "handler trapped: {e:#}"),
+            BatchFailure::Limit(what) => write!(f, "handler stopped: {what}"),
         }
     }
 }
@@ -125,7 +151,19 @@ impl Runtime {
     pub fn new() -> anyhow::Result<Runtime> {
         let mut config = wasmtime::Config::new();
         config.wasm_component_model(true);
+        // CPU-time limits: every call gets a deadline in epoch ticks, and a
+        // ticker thread advances the epoch.
+        config.epoch_interruption(true);
         let engine = Engine::new(&config)?;
+        let ticker = engine.clone();
+        std::thread::Builder::new()
+            .name("lc-epoch".into())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(EPOCH_TICK);
+                    ticker.increment_epoch();
+                }
+            })?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
         Handler::add_to_linker::<_, HasSelf<HostState>>(&mut linker, |s| s)?;
@@ -206,31 +244,51 @@ impl Instance {
     pub fn start(
         prepared: &Prepared,
         labels: Labels,
+        limits: Limits,
         context: &Context,
         reader: Box<dyn StateReader>,
     ) -> Result<Instance, InstanceError> {
-        let limits = StoreLimitsBuilder::new()
-            .memory_size(DEFAULT_MEMORY_LIMIT)
-            .trap_on_grow_failure(true)
-            .build();
         let mut store = wasmtime::Store::new(prepared.pre.engine(), HostState::new(labels, limits));
-        store.limiter(|s| &mut s.limits);
-        let bindings = prepared
-            .pre
-            .instantiate(&mut store)
-            .map_err(InstanceError::Instantiate)?;
-        store.data_mut().scope = Some(BatchScope {
-            reader,
-            effects: BatchEffects::default(),
-            writable: false,
-        });
+        store.limiter(|s| s as &mut dyn wasmtime::ResourceLimiter);
+        store.epoch_deadline_trap();
+        store.set_epoch_deadline(deadline_ticks(&limits));
+        let bindings = match prepared.pre.instantiate(&mut store) {
+            Ok(bindings) => bindings,
+            Err(e) => {
+                return Err(match store.data_mut().limit_hit.take() {
+                    Some(limit) => InstanceError::InitLimit(limit),
+                    None => InstanceError::Instantiate(e),
+                });
+            }
+        };
+        store.data_mut().scope = Some(BatchScope::new(reader, false));
+        store.set_epoch_deadline(deadline_ticks(&limits));
         let result = bindings.call_init(&mut store, context);
         store.data_mut().scope = None;
+        let mut instance = Instance { store, bindings };
         match result {
-            Ok(Ok(())) => Ok(Instance { store, bindings }),
+            Ok(Ok(())) => Ok(instance),
             Ok(Err(message)) => Err(InstanceError::Init(message)),
-            Err(trap) => Err(InstanceError::InitTrap(trap)),
+            Err(trap) => Err(match instance.classify(trap) {
+                BatchFailure::Limit(what) => InstanceError::InitLimit(what),
+                BatchFailure::Trap(trap) => InstanceError::InitTrap(trap),
+                BatchFailure::Handler(_) => unreachable!("classify only sees traps"),
+            }),
         }
+    }
+
+    /// Tells a limit apart from any other trap.
+    fn classify(&mut self, trap: wasmtime::Error) -> BatchFailure {
+        if let Some(what) = self.store.data_mut().limit_hit.take() {
+            return BatchFailure::Limit(what);
+        }
+        if trap.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
+            let ms = self.store.data().limits.cpu_ms;
+            return BatchFailure::Limit(format!(
+                "CPU time limit exceeded: the call ran longer than {ms} ms and was interrupted"
+            ));
+        }
+        BatchFailure::Trap(trap)
     }
 
     /// Calls `handle(batch)` and returns what the batch did, to be committed.
@@ -239,11 +297,9 @@ impl Instance {
         batch: &[StreamRecord],
         reader: Box<dyn StateReader>,
     ) -> Result<(BatchEffects, std::time::Duration), BatchFailure> {
-        self.store.data_mut().scope = Some(BatchScope {
-            reader,
-            effects: BatchEffects::default(),
-            writable: true,
-        });
+        self.store.data_mut().scope = Some(BatchScope::new(reader, true));
+        let limits = self.store.data().limits;
+        self.store.set_epoch_deadline(deadline_ticks(&limits));
         let started = Instant::now();
         let result = self.bindings.call_handle(&mut self.store, batch);
         let elapsed = started.elapsed();
@@ -251,7 +307,12 @@ impl Instance {
         match result {
             Ok(Ok(())) => Ok((scope.map(|s| s.effects).unwrap_or_default(), elapsed)),
             Ok(Err(error)) => Err(BatchFailure::Handler(error)),
-            Err(trap) => Err(BatchFailure::Trap(trap)),
+            Err(trap) => Err(self.classify(trap)),
         }
     }
+}
+
+/// The epoch deadline for one call under `limits`, in ticks.
+fn deadline_ticks(limits: &Limits) -> u64 {
+    limits.cpu_ms.div_ceil(EPOCH_TICK.as_millis() as u64) + 1
 }

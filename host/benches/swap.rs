@@ -1,0 +1,135 @@
+//! Hot-swap figures, measured on a running host under a steady stream:
+//! - swap pause per partition: time between the last batch of the old version
+//!   and the first batch of the new (not counting time waiting for records),
+//!   as the host reports it in `status`;
+//! - file drop → every partition on the new version, as seen through `status`
+//!   (includes the watcher's debounce).
+//!
+//! Run: `cargo bench -p linecook --bench swap` (SWAPS=n to change the count).
+//! Prints a markdown table.
+
+#[path = "../../tests/support/mod.rs"]
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use linecook::client::Access;
+use linecook::config::Config;
+use linecook::plugins::digest;
+use linecook::record::NewRecord;
+use support::Setup;
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i]
+}
+
+fn main() {
+    let swaps: usize = std::env::var("SWAPS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(60);
+    let partitions = 4;
+    let v1 = support::plugins().join("tag.wasm");
+    let v2 = support::build_plugins(Some("v2")).join("tag.wasm");
+    let builds = [
+        (v2.clone(), digest(&std::fs::read(&v2).unwrap())),
+        (v1.clone(), digest(&std::fs::read(&v1).unwrap())),
+    ];
+    let setup = Setup::new(
+        &format!(
+            "max_batch = 100\n[[topic]]\nname = \"in\"\npartitions = {partitions}\n[[topic]]\nname = \"out\"\npartitions = {partitions}\n[[route]]\ntopic = \"in\"\nplugin = \"tag\"\nconfig = {{ output = \"out\" }}\n"
+        ),
+        &["tag"],
+    );
+    let mut host = setup.start();
+    host.wait_ready();
+
+    // A steady stream on every partition while swapping.
+    let stop = Arc::new(AtomicBool::new(false));
+    let producer = std::thread::spawn({
+        let stop = stop.clone();
+        let config = Config::load(&setup.config).unwrap();
+        move || {
+            let access = Access::connect(&config).unwrap();
+            let mut i = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let records = (i..i + 64)
+                    .map(|n| NewRecord {
+                        key: Some(format!("k{}", n % 64).into_bytes()),
+                        value: vec![b'x'; 100],
+                        headers: vec![],
+                        partition: None,
+                    })
+                    .collect();
+                access.produce("in", records).unwrap();
+                i += 64;
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            i
+        }
+    });
+
+    let mut pauses_ms = Vec::new();
+    let mut drop_to_all_ms = Vec::new();
+    for n in 0..swaps {
+        let (path, want) = &builds[n % 2];
+        let tmp = setup.dir.path().join("plugins/tag.wasm.partial");
+        std::fs::copy(path, &tmp).unwrap();
+        let dropped = Instant::now();
+        std::fs::rename(&tmp, setup.dir.path().join("plugins/tag.wasm")).unwrap();
+        let status = loop {
+            let status = setup.status();
+            if status
+                .partitions
+                .iter()
+                .all(|p| p.version.as_deref() == Some(want.as_str()) && p.swaps == n as u64 + 1)
+            {
+                break status;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        drop_to_all_ms.push(dropped.elapsed().as_secs_f64() * 1e3);
+        // Let each partition run its first batch with the new version so
+        // the pause is recorded, then read them all.
+        std::thread::sleep(Duration::from_millis(100));
+        let status = {
+            let _ = status;
+            setup.status()
+        };
+        for p in &status.partitions {
+            if let Some(us) = p.last_swap_pause_us {
+                pauses_ms.push(us as f64 / 1e3);
+            }
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let produced = producer.join().unwrap();
+    host.stop();
+
+    pauses_ms.sort_by(f64::total_cmp);
+    drop_to_all_ms.sort_by(f64::total_cmp);
+    println!(
+        "\nhot swap of `tag` ({} bytes), {partitions} partitions, {swaps} swaps v1<->v2, {produced} records of 100 bytes streamed meanwhile\n",
+        std::fs::metadata(&v1).unwrap().len()
+    );
+    println!("| figure | samples | median | p99 | max |");
+    println!("|---|---|---|---|---|");
+    println!(
+        "| swap pause per partition (ms) | {} | {:.3} | {:.3} | {:.3} |",
+        pauses_ms.len(),
+        percentile(&pauses_ms, 0.5),
+        percentile(&pauses_ms, 0.99),
+        pauses_ms.last().unwrap()
+    );
+    println!(
+        "| file drop → all partitions on it (ms, incl. {} ms debounce) | {} | {:.1} | {:.1} | {:.1} |",
+        linecook::plugins::watcher::DEBOUNCE.as_millis(),
+        drop_to_all_ms.len(),
+        percentile(&drop_to_all_ms, 0.5),
+        percentile(&drop_to_all_ms, 0.99),
+        drop_to_all_ms.last().unwrap()
+    );
+}
