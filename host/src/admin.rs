@@ -4,6 +4,7 @@
 //!
 //! - `GET  /healthz`
 //! - `GET  /status` → [`StatusReport`](crate::status::StatusReport)
+//! - `GET  /metrics` → Prometheus / OpenMetrics text
 //! - `GET  /topics` → `[TopicReport]`
 //! - `POST /topics` ← `CreateTopic`
 //! - `POST /topics/{topic}/records` ← `Produce` → `Produced`
@@ -21,6 +22,7 @@ use serde::Deserialize;
 
 use crate::api::{ApiError, CreateTopic, Produce, Produced, TopicReport, WireRecord};
 use crate::config::Config;
+use crate::metrics::Metrics;
 use crate::plugins::Registry;
 use crate::record::NewRecord;
 use crate::status::{self, Live};
@@ -40,6 +42,8 @@ pub struct AdminState {
     pub live: Arc<Live>,
     /// Plugin versions and their states.
     pub registry: Arc<Registry>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
 }
 
 /// The router.
@@ -47,6 +51,7 @@ pub fn router(state: AdminState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/status", get(get_status))
+        .route("/metrics", get(get_metrics))
         .route("/topics", get(list_topics).post(create_topic))
         .route("/topics/{topic}/records", post(produce))
         .route("/topics/{topic}/partitions/{partition}/records", get(read))
@@ -93,6 +98,22 @@ async fn get_status(State(s): State<AdminState>) -> Result<impl IntoResponse, Fa
         blocking(move || status::report(&s.store, &s.config, Some(&s.live), s.registry.report()))
             .await?;
     Ok(Json(report))
+}
+
+async fn get_metrics(State(s): State<AdminState>) -> Result<impl IntoResponse, Failure> {
+    let text = blocking(move || {
+        let plugins = s.registry.report();
+        let status = status::report(&s.store, &s.config, Some(&s.live), plugins.clone())?;
+        Ok(s.metrics.encode(&status, &plugins))
+    })
+    .await?;
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    ))
 }
 
 async fn list_topics(State(s): State<AdminState>) -> Result<impl IntoResponse, Failure> {

@@ -46,8 +46,18 @@ holds the data directory they go through its admin API.
 Logging: RUST_LOG=debug (or e.g. RUST_LOG=linecook=debug,linecook::guest=trace)."
 )]
 pub struct Cli {
+    /// Log format on standard error: `pretty` for people, `json` for log
+    /// pipelines. The level comes from RUST_LOG (default info).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Pretty)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Pretty,
+    Json,
 }
 
 #[derive(Debug, Args)]
@@ -112,6 +122,9 @@ enum Command {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+        /// Redraw every second, like `top`, until interrupted.
+        #[arg(long, conflicts_with = "json")]
+        watch: bool,
         #[command(flatten)]
         config: ConfigArg,
     },
@@ -192,7 +205,7 @@ enum PluginsCommand {
 /// Parses the command line and runs the command.
 pub fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    init_tracing();
+    init_tracing(cli.log_format);
     match cli.command {
         Command::Run { config } => run(&load(&config)?),
         Command::Topics {
@@ -231,8 +244,26 @@ pub fn main() -> anyhow::Result<()> {
             follow,
             config,
         } => tail(&load(&config)?, &topic, from_beginning, max_records, follow),
-        Command::Status { json, config } => {
+        Command::Status {
+            json,
+            watch,
+            config,
+        } => {
             let config = load(&config)?;
+            if watch {
+                loop {
+                    // Reconnect each round: the host may start or stop meanwhile.
+                    let report = Access::connect(&config)?.status(&config)?;
+                    print!("\x1b[2J\x1b[H");
+                    println!(
+                        "{}",
+                        humantime::format_rfc3339_seconds(std::time::SystemTime::now())
+                    );
+                    print_status(&report);
+                    std::io::stdout().flush()?;
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+            }
             let report = Access::connect(&config)?.status(&config)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
@@ -296,14 +327,23 @@ fn load(arg: &ConfigArg) -> anyhow::Result<Config> {
     Ok(Config::load(&arg.config)?)
 }
 
-fn init_tracing() {
+fn init_tracing(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_target(false)
-        .init();
+        .with_target(false);
+    match format {
+        LogFormat::Pretty => fmt.init(),
+        // One JSON object per line, with the fields of every enclosing span
+        // (partition, batch) so a guest's log line carries its offsets.
+        LogFormat::Json => fmt
+            .json()
+            .with_current_span(true)
+            .with_span_list(true)
+            .init(),
+    }
 }
 
 fn run(config: &Config) -> anyhow::Result<()> {
@@ -470,8 +510,8 @@ fn print_status(report: &StatusReport) {
         }
     );
     println!(
-        "{:<20} {:>4} {:>10} {:>10} {:>8}  {:<14} {:<12}  STATE",
-        "TOPIC", "PART", "COMMITTED", "END", "LAG", "PLUGIN", "VERSION"
+        "{:<20} {:>4} {:>10} {:>10} {:>8} {:>9}  {:<14} {:<12}  STATE",
+        "TOPIC", "PART", "COMMITTED", "END", "LAG", "REC/S", "PLUGIN", "VERSION"
     );
     for p in &report.partitions {
         let state = match (&p.state, &p.detail) {
@@ -490,12 +530,13 @@ fn print_status(report: &StatusReport) {
             (None, _) => "-".to_owned(),
         };
         println!(
-            "{:<20} {:>4} {:>10} {:>10} {:>8}  {:<14} {:<12}  {}",
+            "{:<20} {:>4} {:>10} {:>10} {:>8} {:>9.0}  {:<14} {:<12}  {}",
             p.topic,
             p.partition,
             p.committed_offset,
             p.end_offset,
             p.lag,
+            p.records_per_sec,
             p.plugin,
             p.version.as_deref().map(short).unwrap_or("-"),
             state

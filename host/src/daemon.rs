@@ -13,6 +13,7 @@ use tracing::{info, warn};
 use crate::admin::{AdminState, router};
 use crate::config::Config;
 use crate::group::{EmbeddedMember, GroupEvent, GroupMember, TopicPartition};
+use crate::metrics::Metrics;
 use crate::plugins::{Registry, watcher};
 use crate::rollout;
 use crate::runtime::Runtime;
@@ -118,6 +119,17 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     )?;
 
     let live = Arc::new(Live::default());
+    let metrics = Arc::new(Metrics::new());
+    let sampler = tokio::spawn({
+        let live = live.clone();
+        async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                live.sample();
+            }
+        }
+    });
     let listener = tokio::net::TcpListener::bind(config.admin)
         .await
         .with_context(|| format!("binding the admin API to {}", config.admin))?;
@@ -130,6 +142,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         config: config.clone(),
         live: live.clone(),
         registry: registry.clone(),
+        metrics: metrics.clone(),
     });
     let admin = tokio::spawn({
         let stop = admin_stop.clone();
@@ -161,6 +174,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         };
         match event {
             Ok(GroupEvent::Assigned(partitions)) => {
+                metrics.rebalances.inc();
                 for tp in partitions {
                     let route = config
                         .routes
@@ -182,6 +196,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
                         errors: route.errors.clone(),
                         dead_letter_topic: route.dead_letter_topic(),
                         resume: live.resume_signal(&tp.topic, tp.partition),
+                        metrics: metrics.clone(),
                         versions,
                         events: rollout.events(),
                         max_batch: config.max_batch,
@@ -194,6 +209,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
                 info!(partitions = workers.len(), "partitions assigned");
             }
             Ok(GroupEvent::Revoked(partitions)) => {
+                metrics.rebalances.inc();
                 let released: Vec<Running> = partitions
                     .iter()
                     .filter_map(|tp| workers.remove(tp))
@@ -207,6 +223,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     info!("shutting down: finishing batches in flight");
     join_all(std::mem::take(&mut workers).into_values().collect()).await;
     watcher.abort();
+    sampler.abort();
     admin_stop.cancel();
     if let Err(e) = admin.await? {
         warn!("admin API stopped with an error: {e}");

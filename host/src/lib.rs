@@ -23,6 +23,7 @@ pub mod config;
 pub mod daemon;
 pub mod group;
 pub mod log;
+pub mod metrics;
 pub mod partitioner;
 pub mod plugins;
 pub mod record;

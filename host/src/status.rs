@@ -2,8 +2,9 @@
 //! committed offset, the log end, the lag, and — while the host runs — what
 //! the partition's worker is doing.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Mutex;
+use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
@@ -57,6 +58,9 @@ pub struct PartitionReport {
     /// Records dead-lettered since the host started.
     #[serde(default)]
     pub dead_letters: u64,
+    /// Records committed per second over the last few seconds.
+    #[serde(default)]
+    pub records_per_sec: f64,
     /// The last swap's pause between the old version's last batch and the new
     /// version's first, excluding time waiting for records (microseconds).
     #[serde(default)]
@@ -103,10 +107,27 @@ pub struct LivePartition {
     pub swaps: u64,
     /// Records written to the dead-letter topic since start.
     pub dead_letters: u64,
+    /// (when, records) samples for the throughput, oldest first.
+    pub samples: VecDeque<(Instant, u64)>,
     /// Time between the last batch of the old version and the first batch of
     /// the new one at the last swap, not counting time spent waiting for
     /// records, in microseconds.
     pub last_swap_pause_us: Option<u64>,
+}
+
+/// Samples kept per partition: the throughput is over the last five seconds.
+const RATE_SAMPLES: usize = 6;
+
+impl LivePartition {
+    /// Records per second over the kept samples.
+    pub fn rate(&self) -> f64 {
+        match (self.samples.front(), self.samples.back()) {
+            (Some((t0, r0)), Some((t1, r1))) if t1 > t0 => {
+                (r1 - r0) as f64 / t1.duration_since(*t0).as_secs_f64()
+            }
+            _ => 0.0,
+        }
+    }
 }
 
 impl Live {
@@ -123,9 +144,22 @@ impl Live {
                 records: 0,
                 swaps: 0,
                 dead_letters: 0,
+                samples: VecDeque::new(),
                 last_swap_pause_us: None,
             });
         f(entry);
+    }
+
+    /// Takes a throughput sample of every partition; call it every second.
+    pub fn sample(&self) {
+        let now = Instant::now();
+        let mut parts = self.partitions.lock().expect("status lock");
+        for p in parts.values_mut() {
+            p.samples.push_back((now, p.records));
+            while p.samples.len() > RATE_SAMPLES {
+                p.samples.pop_front();
+            }
+        }
     }
 
     /// The resume signal a partition's worker follows.
@@ -198,6 +232,7 @@ pub fn report(
                 records: live.as_ref().map_or(0, |l| l.records),
                 swaps: live.as_ref().map_or(0, |l| l.swaps),
                 dead_letters: live.as_ref().map_or(0, |l| l.dead_letters),
+                records_per_sec: live.as_ref().map_or(0.0, LivePartition::rate),
                 last_swap_pause_us: live.as_ref().and_then(|l| l.last_swap_pause_us),
             });
         }

@@ -26,6 +26,7 @@ use tracing::{debug, error, info, warn};
 use crate::checkpoint::{BatchCommit, BatchEffects};
 use crate::config::{ErrorPolicy, Limits, OnError};
 use crate::log::TopicInfo;
+use crate::metrics::{ErrorLabels, Metrics, PartitionLabels, TopicLabels};
 use crate::plugins::{PluginVersion, short};
 use crate::record::{LogRecord, OutputRecord};
 use crate::rollout::WorkerEvent;
@@ -85,6 +86,8 @@ pub struct WorkerSpec {
     pub max_batch: u32,
     /// Status shared with the admin API.
     pub live: Arc<Live>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
     /// Cancelled to release the partition: the worker finishes the batch in
     /// flight, checkpoints it and returns.
     pub cancel: CancellationToken,
@@ -101,6 +104,7 @@ pub fn spawn(spec: WorkerSpec) -> std::io::Result<std::thread::JoinHandle<()>> {
 
 struct Worker {
     spec: WorkerSpec,
+    labels: PartitionLabels,
     appends: watch::Receiver<u64>,
     instance: Option<(Instance, Arc<PluginVersion>)>,
     /// A version whose `init` failed here; not tried again until retargeted.
@@ -144,7 +148,13 @@ enum Outcome {
 impl Worker {
     fn new(spec: WorkerSpec) -> Worker {
         let appends = spec.store.subscribe_appends();
+        let labels = PartitionLabels {
+            topic: spec.topic.name.clone(),
+            partition: spec.partition,
+            plugin: spec.plugin.clone(),
+        };
         Worker {
+            labels,
             spec,
             appends,
             instance: None,
@@ -206,6 +216,7 @@ impl Worker {
                     self.idle_since_batch += idle.elapsed();
                 }
                 Outcome::Retry(reason, delay) => {
+                    self.spec.metrics.retries.get_or_create(&self.labels).inc();
                     warn!(
                         attempt = self.attempts,
                         ?delay,
@@ -278,6 +289,9 @@ impl Worker {
                 self.instance = Some((instance, newest.clone()));
                 let digest = newest.digest.clone();
                 let swapped = running.is_some();
+                if swapped {
+                    self.spec.metrics.swaps.get_or_create(&self.labels).inc();
+                }
                 self.spec
                     .live
                     .update(&self.spec.topic.name, self.spec.partition, |l| {
@@ -381,6 +395,11 @@ impl Worker {
         {
             let pause = end.elapsed().saturating_sub(self.idle_since_batch);
             self.spec
+                .metrics
+                .swap_pause_seconds
+                .get_or_create(&self.topic_labels())
+                .observe(pause.as_secs_f64());
+            self.spec
                 .live
                 .update(&self.spec.topic.name, self.spec.partition, |l| {
                     l.last_swap_pause_us = Some(pause.as_micros() as u64);
@@ -400,11 +419,34 @@ impl Worker {
         };
         let (instance, version) = self.instance.as_mut().expect("checked by caller");
         let version = version.clone();
-        match instance.handle(&batch, Box::new(reader)) {
+        let first = batch[0].offset;
+        let last = batch.last().map_or(first, |r| r.offset);
+        let span = tracing::info_span!(
+            "batch",
+            first_offset = first,
+            last_offset = last,
+            plugin = %self.spec.plugin,
+            version = version.short_digest()
+        );
+        let _batch = span.enter();
+        let handled =
+            tracing::debug_span!("handle").in_scope(|| instance.handle(&batch, Box::new(reader)));
+        self.spec
+            .metrics
+            .instance_memory
+            .get_or_create(&self.labels)
+            .set(instance.memory_bytes() as i64);
+        match handled {
             Ok((effects, handle_time)) => {
-                let first = batch[0].offset;
-                let next = batch.last().map_or(first, |r| r.offset + 1);
-                let outcome = self.commit(first, next, &version, &effects, batch.len() as u64);
+                self.spec
+                    .metrics
+                    .batch_seconds
+                    .get_or_create(&self.topic_labels())
+                    .observe(handle_time.as_secs_f64());
+                let next = last + 1;
+                let emitted = effects.outputs.len() as u64;
+                let outcome =
+                    self.commit(first, next, &version, &effects, batch.len() as u64, emitted);
                 if matches!(outcome, Outcome::Committed) {
                     debug!(
                         first_offset = first,
@@ -432,6 +474,16 @@ impl Worker {
         version: &Arc<PluginVersion>,
     ) -> Outcome {
         let reason = failure.to_string();
+        self.spec
+            .metrics
+            .handler_errors
+            .get_or_create(&ErrorLabels {
+                topic: self.labels.topic.clone(),
+                partition: self.labels.partition,
+                plugin: self.labels.plugin.clone(),
+                kind: failure.kind().to_owned(),
+            })
+            .inc();
         self.report(WorkerEvent::Failed {
             partition: self.spec.partition,
             digest: version.digest.clone(),
@@ -551,7 +603,8 @@ impl Worker {
                 headers,
             }],
         };
-        let outcome = self.commit(record.offset, record.offset + 1, version, &effects, 0);
+        // The record was consumed (one in) but the handler emitted nothing.
+        let outcome = self.commit(record.offset, record.offset + 1, version, &effects, 1, 0);
         if matches!(outcome, Outcome::Committed) {
             warn!(
                 offset = record.offset,
@@ -563,6 +616,11 @@ impl Worker {
                 .update(&self.spec.topic.name, self.spec.partition, |l| {
                     l.dead_letters += 1
                 });
+            self.spec
+                .metrics
+                .dead_letters
+                .get_or_create(&self.labels)
+                .inc();
             if self.isolating.is_some_and(|i| record.offset + 1 >= i.end) {
                 self.isolating = None;
             }
@@ -578,8 +636,11 @@ impl Worker {
         version: &Arc<PluginVersion>,
         effects: &BatchEffects,
         handled: u64,
+        emitted: u64,
     ) -> Outcome {
         let spec = &self.spec;
+        let started = Instant::now();
+        let _checkpoint = tracing::debug_span!("checkpoint").entered();
         let commit = spec.store.commit_batch(BatchCommit {
             topic: &spec.topic,
             partition: spec.partition,
@@ -590,6 +651,15 @@ impl Worker {
         });
         match commit {
             Ok(()) => {
+                let m = &spec.metrics;
+                m.commit_seconds
+                    .get_or_create(&TopicLabels {
+                        topic: spec.topic.name.clone(),
+                    })
+                    .observe(started.elapsed().as_secs_f64());
+                m.records_in.get_or_create(&self.labels).inc_by(handled);
+                m.records_out.get_or_create(&self.labels).inc_by(emitted);
+                m.batches.get_or_create(&self.labels).inc();
                 self.next_offset = next_offset;
                 self.last_batch_end = Some(Instant::now());
                 self.idle_since_batch = Duration::ZERO;
@@ -650,6 +720,12 @@ impl Worker {
                 _ = sleep => {}
             }
         });
+    }
+
+    fn topic_labels(&self) -> TopicLabels {
+        TopicLabels {
+            topic: self.spec.topic.name.clone(),
+        }
     }
 
     fn set_state(&self, state: PartitionState, detail: Option<String>) {

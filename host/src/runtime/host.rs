@@ -66,6 +66,8 @@ pub struct HostState {
     /// Set when a call trapped because it exceeded a limit: which, and by
     /// how much.
     pub(crate) limit_hit: Option<String>,
+    /// Current size of the instance's linear memory.
+    pub(crate) memory_bytes: usize,
 }
 
 impl HostState {
@@ -80,6 +82,7 @@ impl HostState {
             labels,
             scope: None,
             limit_hit: None,
+            memory_bytes: 0,
         }
     }
 
@@ -137,6 +140,7 @@ impl wasmtime::ResourceLimiter for HostState {
                 self.limits.memory_mib
             )));
         }
+        self.memory_bytes = desired;
         Ok(true)
     }
 

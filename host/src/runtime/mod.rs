@@ -291,6 +291,11 @@ impl Instance {
         BatchFailure::Trap(trap)
     }
 
+    /// Size of the instance's linear memory, in bytes.
+    pub fn memory_bytes(&self) -> usize {
+        self.store.data().memory_bytes
+    }
+
     /// Calls `handle(batch)` and returns what the batch did, to be committed.
     pub fn handle(
         &mut self,

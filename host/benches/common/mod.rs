@@ -1,0 +1,176 @@
+//! What the benchmarks share: the same three handlers compiled natively and
+//! as WASM components, behind one trait, driven with the same records.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use linecook::checkpoint::{BatchEffects, Entries, StateReader};
+use linecook::config::Limits;
+use linecook::record::OutputRecord;
+use linecook::runtime::bindings::{Context, StreamRecord};
+use linecook::runtime::{Instance, Labels, Prepared, Runtime};
+use linecook::store::StoreError;
+
+/// The handlers measured, by plugin name.
+pub const HANDLERS: [&str; 3] = ["identity", "uppercase", "counter"];
+
+/// One batch call: the contract the worker drives.
+pub trait BatchHandler {
+    fn handle(&mut self, batch: &[StreamRecord], reader: Box<dyn StateReader>) -> BatchEffects;
+}
+
+/// A WASM component instance.
+pub struct Wasm(pub Instance);
+
+impl BatchHandler for Wasm {
+    fn handle(&mut self, batch: &[StreamRecord], reader: Box<dyn StateReader>) -> BatchEffects {
+        self.0
+            .handle(batch, reader)
+            .expect("the handler succeeds")
+            .0
+    }
+}
+
+/// The same handler written in Rust and compiled into the host.
+pub struct Native {
+    kind: &'static str,
+    output: String,
+}
+
+impl Native {
+    pub fn new(kind: &'static str) -> Native {
+        Native {
+            kind,
+            output: "out".into(),
+        }
+    }
+}
+
+impl BatchHandler for Native {
+    fn handle(&mut self, batch: &[StreamRecord], reader: Box<dyn StateReader>) -> BatchEffects {
+        let mut effects = BatchEffects::default();
+        for record in batch {
+            match self.kind {
+                "identity" => effects.outputs.push(OutputRecord {
+                    topic: self.output.clone(),
+                    key: record.key.clone(),
+                    value: record.value.clone(),
+                    headers: record
+                        .headers
+                        .iter()
+                        .map(|h| (h.key.clone(), h.value.clone()))
+                        .collect(),
+                }),
+                "uppercase" => effects.outputs.push(OutputRecord {
+                    topic: self.output.clone(),
+                    key: record.key.clone(),
+                    value: record.value.to_ascii_uppercase(),
+                    headers: Vec::new(),
+                }),
+                "counter" => {
+                    let key = record.key.clone().unwrap_or_default();
+                    let current = match effects.state.get(&key) {
+                        Some(v) => v.clone(),
+                        None => reader.get(&key).expect("state read"),
+                    };
+                    let count = current
+                        .and_then(|v| String::from_utf8(v).ok()?.parse::<u64>().ok())
+                        .unwrap_or(0)
+                        + 1;
+                    effects
+                        .state
+                        .insert(key.clone(), Some(count.to_string().into_bytes()));
+                    let line = format!("{}:{count}", String::from_utf8_lossy(&key));
+                    effects.outputs.push(OutputRecord {
+                        topic: self.output.clone(),
+                        key: record.key.clone(),
+                        value: line.into_bytes(),
+                        headers: Vec::new(),
+                    });
+                }
+                other => panic!("no native {other}"),
+            }
+        }
+        effects
+    }
+}
+
+/// State held in memory, for measuring the call alone.
+#[derive(Default)]
+pub struct MemState(pub BTreeMap<Vec<u8>, Vec<u8>>);
+
+impl StateReader for MemState {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.0.get(key).cloned())
+    }
+
+    fn scan(
+        &self,
+        prefix: &[u8],
+        _start_after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Entries, StoreError> {
+        Ok(self
+            .0
+            .range(prefix.to_vec()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .take(limit)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect())
+    }
+}
+
+/// `n` records of 100-byte values, keyed over 1000 keys.
+pub fn records(n: usize) -> Vec<StreamRecord> {
+    (0..n)
+        .map(|i| StreamRecord {
+            topic: "in".into(),
+            partition: 0,
+            offset: i as u64,
+            timestamp_ms: 0,
+            key: Some(format!("key-{}", i % 1000).into_bytes()),
+            value: value(i),
+            headers: Vec::new(),
+        })
+        .collect()
+}
+
+/// A 100-byte value.
+pub fn value(i: usize) -> Vec<u8> {
+    let mut v = format!("record {i:08} ").into_bytes();
+    v.resize(100, b'x');
+    v
+}
+
+/// Compiles `plugins/<name>.wasm` (built by the test support).
+pub fn prepare(runtime: &Runtime, dir: &Path, name: &str) -> Prepared {
+    let bytes = std::fs::read(dir.join(format!("{name}.wasm"))).unwrap();
+    runtime.prepare(&bytes).unwrap()
+}
+
+/// A started instance of `prepared` emitting to `out`.
+pub fn instance(prepared: &Prepared, name: &str) -> Instance {
+    let context = Context {
+        plugin: name.into(),
+        version: "bench".into(),
+        topic: "in".into(),
+        partition: 0,
+        config: vec![("output".into(), "out".into())],
+    };
+    let labels = Labels {
+        plugin: name.into(),
+        version: "bench".into(),
+        topic: "in".into(),
+        partition: 0,
+    };
+    Instance::start(
+        prepared,
+        labels,
+        Limits::default(),
+        &context,
+        Box::new(MemState::default()),
+    )
+    .unwrap()
+}

@@ -1,0 +1,246 @@
+//! End to end on the embedded log with durable checkpoints, WASM against
+//! native handlers and against a raw redb write loop of the same bytes; plus
+//! checkpoint latency, compile (uncached, cached) and instantiate times.
+//!
+//! The loop is the worker's per-batch path without its thread parking: read a
+//! batch from the log, call the handler, commit state + outputs + offset in
+//! one durable redb transaction. Partitions are visited in turn, as the
+//! worker threads' commits serialise on redb's single writer anyway.
+//!
+//! Run: `cargo bench -p linecook --bench e2e` (RECORDS=n, BATCH=n to change).
+
+mod common;
+#[path = "../../tests/support/mod.rs"]
+mod support;
+
+use std::time::{Duration, Instant};
+
+use common::{BatchHandler, HANDLERS, Native, Wasm};
+use linecook::checkpoint::BatchCommit;
+use linecook::plugins::ArtifactCache;
+use linecook::record::NewRecord;
+use linecook::runtime::Runtime;
+use linecook::runtime::bindings::{Header, StreamRecord};
+use linecook::store::Store;
+
+const PARTITIONS: u32 = 4;
+
+fn env(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// A store with `n` keyed 100-byte records in `in`, and an empty `out`.
+fn store_with_input(n: usize) -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    store.create_topic("in", PARTITIONS).unwrap();
+    store.create_topic("out", PARTITIONS).unwrap();
+    for chunk in (0..n).collect::<Vec<_>>().chunks(10_000) {
+        let records: Vec<NewRecord> = chunk
+            .iter()
+            .map(|&i| NewRecord {
+                key: Some(format!("key-{}", i % 1000).into_bytes()),
+                value: common::value(i),
+                headers: vec![],
+                partition: None,
+            })
+            .collect();
+        store.produce("in", &records).unwrap();
+    }
+    (dir, store)
+}
+
+struct Run {
+    records_per_sec: f64,
+    commit_ms: f64,
+    records_per_commit: f64,
+}
+
+/// Drives `make(partition)`'s handlers over every partition to the end.
+fn run(store: &Store, batch: usize, mut make: impl FnMut(u32) -> Box<dyn BatchHandler>) -> Run {
+    let input = store.topic("in").unwrap();
+    let mut handlers: Vec<Box<dyn BatchHandler>> = (0..PARTITIONS).map(&mut make).collect();
+    let mut next = vec![0u64; PARTITIONS as usize];
+    let mut done = vec![false; PARTITIONS as usize];
+    let (mut records, mut commits, mut commit_times) = (0usize, 0usize, Vec::new());
+    let started = Instant::now();
+    while done.iter().any(|d| !d) {
+        for p in 0..PARTITIONS {
+            if done[p as usize] {
+                continue;
+            }
+            let read = store.read(&input, p, next[p as usize], batch).unwrap();
+            if read.is_empty() {
+                done[p as usize] = true;
+                continue;
+            }
+            let first = read[0].offset;
+            let last = read.last().unwrap().offset;
+            let batch: Vec<StreamRecord> = read
+                .into_iter()
+                .map(|r| StreamRecord {
+                    topic: "in".into(),
+                    partition: p,
+                    offset: r.offset,
+                    timestamp_ms: r.timestamp_ms,
+                    key: r.key,
+                    value: r.value,
+                    headers: r
+                        .headers
+                        .into_iter()
+                        .map(|(key, value)| Header { key, value })
+                        .collect(),
+                })
+                .collect();
+            let reader = store.partition_state(&input, p).unwrap();
+            let effects = handlers[p as usize].handle(&batch, Box::new(reader));
+            let commit = Instant::now();
+            store
+                .commit_batch(BatchCommit {
+                    topic: &input,
+                    partition: p,
+                    first_offset: first,
+                    next_offset: last + 1,
+                    version: "bench",
+                    effects: &effects,
+                })
+                .unwrap();
+            commit_times.push(commit.elapsed().as_secs_f64() * 1e3);
+            records += batch.len();
+            commits += 1;
+            next[p as usize] = last + 1;
+        }
+    }
+    Run {
+        records_per_sec: records as f64 / started.elapsed().as_secs_f64(),
+        commit_ms: median(commit_times),
+        records_per_commit: records as f64 / commits as f64,
+    }
+}
+
+/// The storage limit: one durable redb transaction per batch writing the
+/// same output bytes and an offset, with no log read and no handler.
+fn raw_redb(n: usize, batch: usize) -> f64 {
+    use redb::{Database, TableDefinition};
+    const OUT: TableDefinition<(u32, u32, u64), &[u8]> = TableDefinition::new("out");
+    const OFFSETS: TableDefinition<u32, u64> = TableDefinition::new("offsets");
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::create(dir.path().join("raw.redb")).unwrap();
+    let values: Vec<Vec<u8>> = (0..batch).map(common::value).collect();
+    let started = Instant::now();
+    let mut offset = 0u64;
+    while (offset as usize) < n {
+        let p = (offset / batch as u64) as u32 % PARTITIONS;
+        let txn = db.begin_write().unwrap();
+        {
+            let mut out = txn.open_table(OUT).unwrap();
+            for (i, v) in values.iter().enumerate() {
+                out.insert((0, p, offset + i as u64), v.as_slice()).unwrap();
+            }
+            txn.open_table(OFFSETS)
+                .unwrap()
+                .insert(p, offset + batch as u64)
+                .unwrap();
+        }
+        txn.commit().unwrap();
+        offset += batch as u64;
+    }
+    n as f64 / started.elapsed().as_secs_f64()
+}
+
+fn main() {
+    // `cargo bench` passes --bench; nothing else is accepted.
+    let n = env("RECORDS", 200_000);
+    let batch = env("BATCH", 1000);
+    let runtime = Runtime::new().unwrap();
+    let plugins = support::plugins();
+
+    let mut rows = Vec::new();
+    let raw = raw_redb(n, batch);
+    for name in ["uppercase", "counter"] {
+        let prepared = common::prepare(&runtime, plugins, name);
+        let (_d1, store) = store_with_input(n);
+        let native = run(&store, batch, |_| Box::new(Native::new(name)));
+        let (_d2, store) = store_with_input(n);
+        let wasm = run(&store, batch, |_| {
+            Box::new(Wasm(common::instance(&prepared, name)))
+        });
+        rows.push((name, native, wasm));
+    }
+
+    println!(
+        "\nend to end, embedded log, durable checkpoints: {n} records of 100 bytes, {PARTITIONS} partitions, batch {batch}\n"
+    );
+    println!(
+        "| path | records/s | vs native | vs raw redb loop | checkpoint commit (median ms) | records/commit |"
+    );
+    println!("|---|---|---|---|---|---|");
+    println!("| raw redb write loop, same bytes | {raw:.0} | | 1.00 | | {batch} |");
+    for (name, native, wasm) in &rows {
+        for (kind, r) in [("native", native), ("WASM", wasm)] {
+            println!(
+                "| {name} {kind} | {:.0} | {:.2} | {:.2} | {:.2} | {:.0} |",
+                r.records_per_sec,
+                r.records_per_sec / native.records_per_sec,
+                r.records_per_sec / raw,
+                r.commit_ms,
+                r.records_per_commit
+            );
+        }
+    }
+
+    println!("\nper plugin: compile and instantiate\n");
+    println!(
+        "| plugin | size (bytes) | compile, uncached (ms) | load from cache (ms) | cached / uncached | instantiate + init (µs, median of 200) |"
+    );
+    println!("|---|---|---|---|---|---|");
+    let cache_dir = tempfile::tempdir().unwrap();
+    let cache = ArtifactCache::new(cache_dir.path().to_owned(), runtime.engine());
+    for name in HANDLERS.iter().chain(["tag"].iter()) {
+        let bytes = std::fs::read(plugins.join(format!("{name}.wasm"))).unwrap();
+        let digest = linecook::plugins::digest(&bytes);
+        let compile = median(
+            (0..5)
+                .map(|_| {
+                    let t = Instant::now();
+                    std::hint::black_box(runtime.compile(&bytes).unwrap());
+                    t.elapsed().as_secs_f64() * 1e3
+                })
+                .collect(),
+        );
+        cache.store(&digest, &runtime.compile(&bytes).unwrap());
+        let load = median(
+            (0..5)
+                .map(|_| {
+                    let t = Instant::now();
+                    std::hint::black_box(cache.load(runtime.engine(), &digest).unwrap());
+                    t.elapsed().as_secs_f64() * 1e3
+                })
+                .collect(),
+        );
+        let prepared = runtime.prepare(&bytes).unwrap();
+        let instantiate = median(
+            (0..200)
+                .map(|_| {
+                    let t = Instant::now();
+                    std::hint::black_box(common::instance(&prepared, name));
+                    t.elapsed().as_secs_f64() * 1e6
+                })
+                .collect(),
+        );
+        println!(
+            "| {name} | {} | {compile:.1} | {load:.2} | {:.3} | {instantiate:.0} |",
+            bytes.len(),
+            load / compile
+        );
+        let _ = Duration::ZERO;
+    }
+}

@@ -1,0 +1,250 @@
+//! Prometheus metrics, served at `/metrics` in the OpenMetrics text format.
+//!
+//! Names carry their unit; labels stay low-cardinality: topic, partition,
+//! plugin, and an error kind. Counters are bumped where things happen
+//! (workers, daemon); lag, owned partitions and the registry's version
+//! counters are brought up to date when `/metrics` is scraped.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::{Registry, Unit};
+
+use crate::plugins::PluginReport;
+use crate::status::StatusReport;
+
+/// Labels of a per-partition series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PartitionLabels {
+    /// Source topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: u32,
+    /// Routed plugin.
+    pub plugin: String,
+}
+
+/// Labels of a per-partition error series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    /// Source topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: u32,
+    /// Routed plugin.
+    pub plugin: String,
+    /// `retry`, `poison`, `fatal`, `trap` or `limit`.
+    pub kind: String,
+}
+
+/// Labels of a per-topic series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TopicLabels {
+    /// Source topic.
+    pub topic: String,
+}
+
+/// Labels of a per-plugin series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PluginLabels {
+    /// Plugin name.
+    pub plugin: String,
+}
+
+/// Labels of the lag series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LagLabels {
+    /// Source topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: u32,
+}
+
+type Seconds = Family<TopicLabels, Histogram, fn() -> Histogram>;
+
+/// Every metric the host exposes.
+pub struct Metrics {
+    registry: Registry,
+    /// Records handled and committed.
+    pub records_in: Family<PartitionLabels, Counter>,
+    /// Records emitted by committed batches.
+    pub records_out: Family<PartitionLabels, Counter>,
+    /// Batches committed.
+    pub batches: Family<PartitionLabels, Counter>,
+    /// Time in `handle` per batch.
+    pub batch_seconds: Seconds,
+    /// Time to commit one checkpoint.
+    pub commit_seconds: Seconds,
+    /// Failed batches by kind.
+    pub handler_errors: Family<ErrorLabels, Counter>,
+    /// Batches retried.
+    pub retries: Family<PartitionLabels, Counter>,
+    /// Records written to the dead-letter topic.
+    pub dead_letters: Family<PartitionLabels, Counter>,
+    /// Version swaps.
+    pub swaps: Family<PartitionLabels, Counter>,
+    /// Swap pauses.
+    pub swap_pause_seconds: Seconds,
+    /// Linear memory of each partition's instance.
+    pub instance_memory: Family<PartitionLabels, Gauge>,
+    /// Group rebalances (assignment changes) seen by this member.
+    pub rebalances: Counter,
+    lag: Family<LagLabels, Gauge>,
+    owned: Gauge,
+    rejected: Family<PluginLabels, Counter>,
+    rolled_back: Family<PluginLabels, Counter>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+fn latency() -> Histogram {
+    // 50 µs to ~13 s.
+    Histogram::new(exponential_buckets(0.000_05, 2.0, 19))
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("linecook");
+        let m = Metrics {
+            records_in: Family::default(),
+            records_out: Family::default(),
+            batches: Family::default(),
+            batch_seconds: Family::new_with_constructor(latency),
+            commit_seconds: Family::new_with_constructor(latency),
+            handler_errors: Family::default(),
+            retries: Family::default(),
+            dead_letters: Family::default(),
+            swaps: Family::default(),
+            swap_pause_seconds: Family::new_with_constructor(latency),
+            instance_memory: Family::default(),
+            rebalances: Counter::default(),
+            lag: Family::default(),
+            owned: Gauge::default(),
+            rejected: Family::default(),
+            rolled_back: Family::default(),
+            registry: Registry::default(),
+        };
+        let r = &mut registry;
+        r.register(
+            "records_in",
+            "Records handled and committed",
+            m.records_in.clone(),
+        );
+        r.register(
+            "records_out",
+            "Records emitted by committed batches",
+            m.records_out.clone(),
+        );
+        r.register("batches", "Batches committed", m.batches.clone());
+        r.register_with_unit(
+            "batch_handle",
+            "Time in handle per batch",
+            Unit::Seconds,
+            m.batch_seconds.clone(),
+        );
+        r.register_with_unit(
+            "checkpoint_commit",
+            "Time to commit one checkpoint transaction",
+            Unit::Seconds,
+            m.commit_seconds.clone(),
+        );
+        r.register(
+            "handler_errors",
+            "Failed batches, by kind",
+            m.handler_errors.clone(),
+        );
+        r.register("retries", "Failed batches retried", m.retries.clone());
+        r.register(
+            "dead_letters",
+            "Records written to the dead-letter topic",
+            m.dead_letters.clone(),
+        );
+        r.register("swaps", "Plugin version swaps", m.swaps.clone());
+        r.register_with_unit(
+            "swap_pause",
+            "Time between the last batch of the old version and the first of the new",
+            Unit::Seconds,
+            m.swap_pause_seconds.clone(),
+        );
+        r.register_with_unit(
+            "instance_memory",
+            "Linear memory of the partition's instance",
+            Unit::Bytes,
+            m.instance_memory.clone(),
+        );
+        r.register(
+            "rebalances",
+            "Assignment changes seen by this member",
+            m.rebalances.clone(),
+        );
+        r.register(
+            "lag_records",
+            "End offset minus committed offset",
+            m.lag.clone(),
+        );
+        r.register(
+            "owned_partitions",
+            "Partitions this member owns",
+            m.owned.clone(),
+        );
+        r.register(
+            "plugin_versions_rejected",
+            "Plugin versions rejected",
+            m.rejected.clone(),
+        );
+        r.register(
+            "plugin_versions_rolled_back",
+            "Plugin versions rolled back",
+            m.rolled_back.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+
+    /// Brings the scrape-time series up to date and encodes everything.
+    pub fn encode(&self, status: &StatusReport, plugins: &[PluginReport]) -> String {
+        self.owned.set(status.partitions.len() as i64);
+        for p in &status.partitions {
+            self.lag
+                .get_or_create(&LagLabels {
+                    topic: p.topic.clone(),
+                    partition: p.partition,
+                })
+                .set(p.lag as i64);
+        }
+        for plugin in plugins {
+            let labels = PluginLabels {
+                plugin: plugin.name.clone(),
+            };
+            catch_up(&self.rejected.get_or_create(&labels), plugin.rejected_total);
+            catch_up(
+                &self.rolled_back.get_or_create(&labels),
+                plugin.rolled_back_total,
+            );
+        }
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("encoding into a String cannot fail");
+        out
+    }
+}
+
+/// Raises a counter to `total` (counters kept elsewhere, mirrored here).
+fn catch_up(counter: &Counter, total: u64) {
+    let current = counter.get();
+    if total > current {
+        counter.inc_by(total - current);
+    }
+}

@@ -1,0 +1,229 @@
+//! What operators read: `/metrics` and status.
+
+mod support;
+
+use std::collections::BTreeMap;
+
+use support::{Setup, wait_drained};
+
+const ROUTE: &str = r#"
+max_batch = 7
+[[topic]]
+name = "words"
+partitions = 2
+[[topic]]
+name = "shouted"
+partitions = 2
+[[route]]
+topic = "words"
+plugin = "uppercase"
+config = { output = "shouted" }
+"#;
+
+/// A sample line: metric name, labels, value.
+type Sample = (String, BTreeMap<String, String>, f64);
+
+/// Parses the Prometheus / OpenMetrics text format strictly enough that a
+/// malformed line fails the test: `# HELP|TYPE|UNIT` comments, `# EOF` last,
+/// and `name{label="value",...} number` samples.
+fn parse_exposition(text: &str) -> Vec<Sample> {
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.last(), Some(&"# EOF"), "exposition ends with # EOF");
+    let mut samples = Vec::new();
+    let mut typed = std::collections::HashSet::new();
+    for line in &lines[..lines.len() - 1] {
+        if let Some(comment) = line.strip_prefix("# ") {
+            let mut parts = comment.splitn(3, ' ');
+            let kind = parts.next().unwrap();
+            let name = parts.next().expect("comment names a metric");
+            assert!(
+                matches!(kind, "HELP" | "TYPE" | "UNIT"),
+                "bad comment: {line}"
+            );
+            if kind == "TYPE" {
+                let ty = parts.next().unwrap();
+                assert!(
+                    ["counter", "gauge", "histogram", "info", "unknown"].contains(&ty),
+                    "bad type: {line}"
+                );
+                typed.insert(name.to_owned());
+            }
+            continue;
+        }
+        let (series, value) = line
+            .rsplit_once(' ')
+            .unwrap_or_else(|| panic!("bad sample: {line}"));
+        let value: f64 = value
+            .parse()
+            .unwrap_or_else(|_| panic!("bad value: {line}"));
+        let (name, labels) = match series.split_once('{') {
+            None => (series.to_owned(), BTreeMap::new()),
+            Some((name, rest)) => {
+                let body = rest
+                    .strip_suffix('}')
+                    .unwrap_or_else(|| panic!("bad labels: {line}"));
+                let labels = body
+                    .split(',')
+                    .filter(|kv| !kv.is_empty())
+                    .map(|kv| {
+                        let (k, v) = kv
+                            .split_once('=')
+                            .unwrap_or_else(|| panic!("bad label: {line}"));
+                        let v = v
+                            .strip_prefix('"')
+                            .and_then(|v| v.strip_suffix('"'))
+                            .unwrap_or_else(|| panic!("unquoted label: {line}"));
+                        (k.to_owned(), v.to_owned())
+                    })
+                    .collect();
+                (name.to_owned(), labels)
+            }
+        };
+        assert!(
+            name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+            "bad metric name: {line}"
+        );
+        assert!(
+            typed.iter().any(|t| name.starts_with(t.as_str())),
+            "sample before its # TYPE: {line}"
+        );
+        samples.push((name, labels, value));
+    }
+    samples
+}
+
+fn sum(samples: &[Sample], name: &str) -> f64 {
+    samples.iter().filter(|s| s.0 == name).map(|s| s.2).sum()
+}
+
+#[test]
+fn metrics_parse_and_move_as_records_flow() {
+    let setup = Setup::new(ROUTE, &["uppercase"]);
+    let mut host = setup.start();
+    host.wait_ready();
+    let input: String = (0..100)
+        .map(|i| format!("k{}:value {i}\n", i % 9))
+        .collect();
+    let out = setup.cli_with_stdin(
+        &["produce", "--topic", "words", "--key-separator", ":"],
+        &input,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_drained(&setup, "shouted", 100);
+
+    let addr = std::fs::read_to_string(setup.data_dir().join("admin.addr")).unwrap();
+    let mut response = ureq::get(format!("http://{}/metrics", addr.trim()))
+        .call()
+        .unwrap();
+    let content_type = response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        content_type.starts_with("application/openmetrics-text"),
+        "{content_type}"
+    );
+    let text = response.body_mut().read_to_string().unwrap();
+    let samples = parse_exposition(&text);
+
+    assert_eq!(
+        sum(&samples, "linecook_records_in_total"),
+        100.0,
+        "records in = records produced"
+    );
+    assert_eq!(sum(&samples, "linecook_records_out_total"), 100.0);
+    assert!(sum(&samples, "linecook_batches_total") >= 100.0 / 7.0);
+    assert_eq!(
+        sum(&samples, "linecook_batch_handle_seconds_count"),
+        sum(&samples, "linecook_batches_total"),
+        "one handle latency per batch"
+    );
+    assert!(sum(&samples, "linecook_checkpoint_commit_seconds_count") > 0.0);
+    assert_eq!(sum(&samples, "linecook_owned_partitions"), 2.0);
+    assert_eq!(sum(&samples, "linecook_rebalances_total"), 1.0);
+    let lags: Vec<&Sample> = samples
+        .iter()
+        .filter(|s| s.0 == "linecook_lag_records")
+        .collect();
+    assert_eq!(lags.len(), 2, "lag per partition");
+    assert!(lags.iter().all(|s| s.2 == 0.0), "lag reached zero");
+    assert!(sum(&samples, "linecook_instance_memory_bytes") > 0.0);
+    for s in samples
+        .iter()
+        .filter(|s| s.0 == "linecook_records_in_total")
+    {
+        assert_eq!(s.1.get("topic").map(String::as_str), Some("words"));
+        assert_eq!(s.1.get("plugin").map(String::as_str), Some("uppercase"));
+        assert!(s.1.contains_key("partition"));
+    }
+    host.stop();
+}
+
+#[test]
+fn status_json_is_complete_and_matches_the_log() {
+    let setup = Setup::new(ROUTE, &["uppercase"]);
+    let mut host = setup.start();
+    host.wait_ready();
+    let input: String = (0..50).map(|i| format!("k{i}:v\n")).collect();
+    assert!(
+        setup
+            .cli_with_stdin(
+                &["produce", "--topic", "words", "--key-separator", ":"],
+                &input
+            )
+            .status
+            .success()
+    );
+    wait_drained(&setup, "shouted", 50);
+    let out = setup.cli(&["status", "--json"]);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for field in ["group", "running", "partitions", "plugins"] {
+        assert!(json.get(field).is_some(), "status has {field}");
+    }
+    let partitions = json["partitions"].as_array().unwrap();
+    for p in partitions {
+        for field in [
+            "topic",
+            "partition",
+            "committed_offset",
+            "end_offset",
+            "lag",
+            "plugin",
+            "version",
+            "state",
+            "batches",
+            "records",
+            "records_per_sec",
+            "swaps",
+            "dead_letters",
+        ] {
+            assert!(p.get(field).is_some(), "partition status has {field}: {p}");
+        }
+        assert_eq!(
+            p["lag"].as_u64().unwrap(),
+            p["end_offset"].as_u64().unwrap() - p["committed_offset"].as_u64().unwrap()
+        );
+    }
+    let reported_ends: Vec<u64> = partitions
+        .iter()
+        .map(|p| p["end_offset"].as_u64().unwrap())
+        .collect();
+    let records: u64 = partitions
+        .iter()
+        .map(|p| p["records"].as_u64().unwrap())
+        .sum();
+    assert_eq!(records, 50);
+    host.stop();
+
+    let store = setup.store();
+    let words = store.topic("words").unwrap();
+    assert_eq!(
+        store.end_offsets(&words).unwrap(),
+        reported_ends,
+        "status end offsets are the log's"
+    );
+}
