@@ -304,6 +304,33 @@ fn sandbox_escapes_fail_inside_the_guest() {
 }
 
 #[test]
+fn guest_stdout_and_stderr_become_rate_limited_log_lines() {
+    let setup = Setup::new(&hostile_route(""), &["hostile"]);
+    produce_offline(&setup, &[(0, &["print", "spam"])]);
+    let mut host = setup.start();
+    host.wait_ready();
+    wait_lag_zero(&setup);
+    host.stop();
+    let log = setup.host_log();
+    let line = |needle: &str| log.lines().find(|l| l.contains(needle)).map(str::to_owned);
+    let stdout = line("hostile says hello on stdout").expect("stdout reaches the log");
+    assert!(
+        stdout.contains("stdout") && stdout.contains("hostile"),
+        "{stdout}"
+    );
+    assert!(
+        line("hostile says hello on stderr").is_some(),
+        "stderr reaches the log"
+    );
+    let spam = log.lines().filter(|l| l.contains("spam line")).count();
+    // The burst gets through, the rest is cut by the rate limit.
+    assert!(
+        (50..=200).contains(&spam),
+        "10000 lines printed, {spam} logged"
+    );
+}
+
+#[test]
 fn a_full_disk_stops_work_without_corruption_and_a_restart_continues() {
     let setup = Setup::new(&hostile_route("errors = { retries = 0 }"), &["hostile"]);
     let data = setup.data_dir();

@@ -66,6 +66,9 @@ pub mod wit {
         export_macro_name: "__linecook_export_world",
         default_bindings_module: "::linecook_guest::wit",
         runtime_path: "::linecook_guest::__wit_bindgen::rt",
+        // Imports take borrowed arguments: `emit::send` passes the caller's
+        // bytes straight to the host instead of copying them first.
+        ownership: Borrowing { duplicate_if_necessary: true },
     });
 }
 
@@ -206,12 +209,18 @@ pub mod state {
 
 /// Sending records to topics.
 pub mod emit {
-    use crate::wit::linecook::handler::{emit as wit_emit, types::Header, types::OutputRecord};
+    use crate::wit::linecook::handler::emit as wit_emit;
+    use crate::wit::linecook::handler::types::{HeaderParam, OutputRecord};
 
     /// Sends `value` with `key` to `topic`. The record is written with the
     /// batch's checkpoint, exactly once, and never if the batch fails.
     pub fn send(topic: &str, key: Option<&[u8]>, value: &[u8]) {
-        send_with_headers(topic, key, value, &[])
+        wit_emit::send(OutputRecord {
+            topic,
+            key,
+            value,
+            headers: &[],
+        })
     }
 
     /// Like [`send`], with headers.
@@ -221,17 +230,15 @@ pub mod emit {
         value: &[u8],
         headers: &[(&str, &[u8])],
     ) {
-        wit_emit::send(&OutputRecord {
-            topic: topic.to_owned(),
-            key: key.map(<[u8]>::to_vec),
-            value: value.to_vec(),
-            headers: headers
-                .iter()
-                .map(|(k, v)| Header {
-                    key: (*k).to_owned(),
-                    value: v.to_vec(),
-                })
-                .collect(),
+        let headers: Vec<HeaderParam<'_>> = headers
+            .iter()
+            .map(|&(key, value)| HeaderParam { key, value })
+            .collect();
+        wit_emit::send(OutputRecord {
+            topic,
+            key,
+            value,
+            headers: &headers,
         })
     }
 }

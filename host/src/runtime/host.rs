@@ -12,6 +12,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::linecook::handler::{emit, log, state, types};
 use super::bindings::{Level, OutputRecord};
+use super::stdio::{GuestOutput, LineBudget};
 use crate::checkpoint::{BatchEffects, Entries, StateReader};
 use crate::config::Limits;
 use crate::record;
@@ -72,11 +73,15 @@ pub struct HostState {
 
 impl HostState {
     pub(crate) fn new(labels: Labels, limits: Limits) -> HostState {
+        let budget = LineBudget::shared();
         HostState {
             // No preopened directories, no environment, no arguments, no
             // sockets, no inherited stdio: the guest reaches nothing of the
-            // host through WASI.
-            wasi: WasiCtx::builder().build(),
+            // host through WASI. Its stdout and stderr become log lines.
+            wasi: WasiCtx::builder()
+                .stdout(GuestOutput::new("stdout", labels.clone(), budget.clone()))
+                .stderr(GuestOutput::new("stderr", labels.clone(), budget))
+                .build(),
             table: ResourceTable::new(),
             limits,
             labels,

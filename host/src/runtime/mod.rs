@@ -13,6 +13,7 @@
 
 pub mod bindings;
 mod host;
+mod stdio;
 
 use std::time::Instant;
 

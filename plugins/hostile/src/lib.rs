@@ -11,6 +11,8 @@
 //! | `fatal`      | returns `fatal` |
 //! | `retry-once` | returns `retry` the first time an instance sees it |
 //! | `flood`      | emits 1000 records |
+//! | `print`      | writes a line to stdout and one to stderr |
+//! | `spam`       | writes 10000 lines to stdout |
 //! | `escape`     | tries the filesystem, environment, arguments and network, and emits what happened |
 
 use std::cell::Cell;
@@ -60,6 +62,15 @@ impl Handler for Hostile {
                 b"retry-once" if !self.retried.get() => {
                     self.retried.set(true);
                     return Err(Error::Retry("hostile wants one more try".into()));
+                }
+                b"print" => {
+                    println!("hostile says hello on stdout");
+                    eprintln!("hostile says hello on stderr");
+                }
+                b"spam" => {
+                    for i in 0..10_000 {
+                        println!("spam line {i}");
+                    }
                 }
                 b"flood" => {
                     for i in 0..1000 {
