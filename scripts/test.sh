@@ -9,5 +9,8 @@ echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 (cd plugins && cargo fmt --all -- --check)
 
+echo "==> cargo check --features otlp (the optional OpenTelemetry export still builds)"
+cargo check -p linecook --features otlp --quiet
+
 echo "==> cargo test"
 cargo test --workspace "$@"

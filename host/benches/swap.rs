@@ -11,6 +11,7 @@
 #[path = "../../tests/support/mod.rs"]
 mod support;
 
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -26,24 +27,29 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[i]
 }
 
-fn main() {
-    let swaps: usize = std::env::var("SWAPS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(60);
-    let partitions = 4;
-    let v1 = support::plugins().join("tag.wasm");
-    let v2 = support::build_plugins(Some("v2")).join("tag.wasm");
+struct Figures {
+    size: u64,
+    produced: u64,
+    pauses_ms: Vec<f64>,
+    first_drop_ms: f64,
+    drop_to_all_ms: Vec<f64>,
+    compile_ms: Option<u64>,
+}
+
+/// Swaps `v1`/`v2` (installed as plugin `tag`) `swaps` times on a running host
+/// under a steady stream.
+fn measure(v1: &Path, v2: &Path, swaps: usize, partitions: u32) -> Figures {
     let builds = [
-        (v2.clone(), digest(&std::fs::read(&v2).unwrap())),
-        (v1.clone(), digest(&std::fs::read(&v1).unwrap())),
+        (v2.to_owned(), digest(&std::fs::read(v2).unwrap())),
+        (v1.to_owned(), digest(&std::fs::read(v1).unwrap())),
     ];
     let setup = Setup::new(
         &format!(
             "max_batch = 100\n[[topic]]\nname = \"in\"\npartitions = {partitions}\n[[topic]]\nname = \"out\"\npartitions = {partitions}\n[[route]]\ntopic = \"in\"\nplugin = \"tag\"\nconfig = {{ output = \"out\" }}\n"
         ),
-        &["tag"],
+        &[],
     );
+    std::fs::copy(v1, setup.dir.path().join("plugins/tag.wasm")).unwrap();
     let mut host = setup.start();
     host.wait_ready();
 
@@ -80,56 +86,104 @@ fn main() {
         std::fs::copy(path, &tmp).unwrap();
         let dropped = Instant::now();
         std::fs::rename(&tmp, setup.dir.path().join("plugins/tag.wasm")).unwrap();
-        let status = loop {
-            let status = setup.status();
-            if status
-                .partitions
-                .iter()
-                .all(|p| p.version.as_deref() == Some(want.as_str()) && p.swaps == n as u64 + 1)
-            {
-                break status;
-            }
+        while !setup
+            .status()
+            .partitions
+            .iter()
+            .all(|p| p.version.as_deref() == Some(want.as_str()) && p.swaps == n as u64 + 1)
+        {
             std::thread::sleep(Duration::from_millis(5));
-        };
+        }
         drop_to_all_ms.push(dropped.elapsed().as_secs_f64() * 1e3);
         // Let each partition run its first batch with the new version so
         // the pause is recorded, then read them all.
         std::thread::sleep(Duration::from_millis(100));
-        let status = {
-            let _ = status;
-            setup.status()
-        };
-        for p in &status.partitions {
+        for p in &setup.status().partitions {
             if let Some(us) = p.last_swap_pause_us {
                 pauses_ms.push(us as f64 / 1e3);
             }
         }
     }
+    let status = setup.status();
+    let compile_ms = status
+        .plugins
+        .iter()
+        .flat_map(|p| &p.versions)
+        .find(|v| v.digest == builds[0].1)
+        .and_then(|v| v.prepare_ms);
     stop.store(true, Ordering::Relaxed);
     let produced = producer.join().unwrap();
     host.stop();
-
     pauses_ms.sort_by(f64::total_cmp);
+    let first_drop_ms = drop_to_all_ms.remove(0);
     drop_to_all_ms.sort_by(f64::total_cmp);
+    Figures {
+        size: std::fs::metadata(v1).unwrap().len(),
+        produced,
+        pauses_ms,
+        first_drop_ms,
+        drop_to_all_ms,
+        compile_ms,
+    }
+}
+
+fn main() {
+    let swaps: usize = std::env::var("SWAPS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(60);
+    let partitions = 4;
+    let v1 = support::plugins();
+    let v2 = support::build_plugins(Some("v2"));
+    let runs = [
+        (
+            "tag",
+            measure(
+                &v1.join("tag.wasm"),
+                &v2.join("tag.wasm"),
+                swaps,
+                partitions,
+            ),
+        ),
+        (
+            "big-tag",
+            measure(
+                &v1.join("big_tag.wasm"),
+                &v2.join("big_tag.wasm"),
+                swaps,
+                partitions,
+            ),
+        ),
+    ];
     println!(
-        "\nhot swap of `tag` ({} bytes), {partitions} partitions, {swaps} swaps v1<->v2, {produced} records of 100 bytes streamed meanwhile\n",
-        std::fs::metadata(&v1).unwrap().len()
+        "\nhot swap, {partitions} partitions, {swaps} swaps v1<->v2 per plugin, 100-byte records streaming meanwhile\n"
     );
-    println!("| figure | samples | median | p99 | max |");
-    println!("|---|---|---|---|---|");
-    println!(
-        "| swap pause per partition (ms) | {} | {:.3} | {:.3} | {:.3} |",
-        pauses_ms.len(),
-        percentile(&pauses_ms, 0.5),
-        percentile(&pauses_ms, 0.99),
-        pauses_ms.last().unwrap()
-    );
-    println!(
-        "| file drop → all partitions on it (ms, incl. {} ms debounce) | {} | {:.1} | {:.1} | {:.1} |",
-        linecook::plugins::watcher::DEBOUNCE.as_millis(),
-        drop_to_all_ms.len(),
-        percentile(&drop_to_all_ms, 0.5),
-        percentile(&drop_to_all_ms, 0.99),
-        drop_to_all_ms.last().unwrap()
-    );
+    println!("| plugin | size (bytes) | figure | samples | median | p99 | max |");
+    println!("|---|---|---|---|---|---|---|");
+    for (name, f) in &runs {
+        println!(
+            "| {name} | {} | swap pause per partition (ms) | {} | {:.3} | {:.3} | {:.3} |",
+            f.size,
+            f.pauses_ms.len(),
+            percentile(&f.pauses_ms, 0.5),
+            percentile(&f.pauses_ms, 0.99),
+            f.pauses_ms.last().unwrap()
+        );
+        println!(
+            "| {name} | {} | file drop → all partitions on it, known version (ms, incl. {} ms debounce) | {} | {:.1} | {:.1} | {:.1} |",
+            f.size,
+            linecook::plugins::watcher::DEBOUNCE.as_millis(),
+            f.drop_to_all_ms.len(),
+            percentile(&f.drop_to_all_ms, 0.5),
+            percentile(&f.drop_to_all_ms, 0.99),
+            f.drop_to_all_ms.last().unwrap()
+        );
+        println!(
+            "| {name} | {} | first drop of v2 → all partitions on it (ms, compiles v2: {} ms) | 1 | {:.1} | | |",
+            f.size,
+            f.compile_ms.map_or("?".to_owned(), |m| m.to_string()),
+            f.first_drop_ms
+        );
+        let _ = f.produced;
+    }
 }

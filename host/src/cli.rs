@@ -205,7 +205,7 @@ enum PluginsCommand {
 /// Parses the command line and runs the command.
 pub fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    init_tracing(cli.log_format);
+    let _telemetry = init_tracing(cli.log_format)?;
     match cli.command {
         Command::Run { config } => run(&load(&config)?),
         Command::Topics {
@@ -327,23 +327,84 @@ fn load(arg: &ConfigArg) -> anyhow::Result<Config> {
     Ok(Config::load(&arg.config)?)
 }
 
-fn init_tracing(format: LogFormat) {
-    use tracing_subscriber::EnvFilter;
+/// Flushes exported spans when dropped, at exit.
+struct Telemetry {
+    #[cfg(feature = "otlp")]
+    provider: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
+}
+
+impl Drop for Telemetry {
+    fn drop(&mut self) {
+        #[cfg(feature = "otlp")]
+        if let Some(provider) = self.provider.take() {
+            let _ = provider.shutdown();
+        }
+    }
+}
+
+fn init_tracing(format: LogFormat) -> anyhow::Result<Telemetry> {
+    use tracing_subscriber::prelude::*;
+    use tracing_subscriber::{EnvFilter, fmt};
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let fmt = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false);
-    match format {
-        LogFormat::Pretty => fmt.init(),
+    let log = match format {
+        LogFormat::Pretty => fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_target(false)
+            .boxed(),
         // One JSON object per line, with the fields of every enclosing span
         // (partition, batch) so a guest's log line carries its offsets.
-        LogFormat::Json => fmt
+        LogFormat::Json => fmt::layer()
             .json()
             .with_current_span(true)
             .with_span_list(true)
-            .init(),
+            .with_writer(std::io::stderr)
+            .boxed(),
+    };
+    let registry = tracing_subscriber::registry().with(filter).with(log);
+    #[cfg(feature = "otlp")]
+    {
+        let (layer, provider) = match std::env::var_os("OTEL_EXPORTER_OTLP_ENDPOINT") {
+            Some(_) => {
+                let (layer, provider) = otlp_layer()?;
+                (Some(layer), Some(provider))
+            }
+            None => (None, None),
+        };
+        registry.with(layer).init();
+        Ok(Telemetry { provider })
     }
+    #[cfg(not(feature = "otlp"))]
+    {
+        registry.init();
+        Ok(Telemetry {})
+    }
+}
+
+/// Spans exported over OTLP/HTTP to `OTEL_EXPORTER_OTLP_ENDPOINT`, batched
+/// on a background thread.
+#[cfg(feature = "otlp")]
+fn otlp_layer<S>() -> anyhow::Result<(
+    impl tracing_subscriber::Layer<S>,
+    opentelemetry_sdk::trace::SdkTracerProvider,
+)>
+where
+    S: tracing::Subscriber + for<'span> tracing_subscriber::registry::LookupSpan<'span>,
+{
+    use opentelemetry::trace::TracerProvider as _;
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .build()
+        .context("building the OTLP span exporter")?;
+    let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_resource(
+            opentelemetry_sdk::Resource::builder()
+                .with_service_name("linecook")
+                .build(),
+        )
+        .build();
+    let layer = tracing_opentelemetry::layer().with_tracer(provider.tracer("linecook"));
+    Ok((layer, provider))
 }
 
 fn run(config: &Config) -> anyhow::Result<()> {
