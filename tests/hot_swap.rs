@@ -6,17 +6,11 @@ mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
-use linecook::client::Access;
-use linecook::config::Config;
 use linecook::plugins::{VersionState, digest};
-use linecook::record::NewRecord;
 use linecook::status::StatusReport;
-use support::{Setup, read_all, wait_drained, wait_until};
+use support::{Producer, Setup, read_all, wait_drained, wait_until};
 
 const PARTITIONS: u32 = 4;
 
@@ -77,49 +71,6 @@ fn deploy_bytes(setup: &Setup, bytes: &[u8]) {
     let tmp = setup.dir.path().join("plugins/tag.wasm.partial");
     std::fs::write(&tmp, bytes).unwrap();
     std::fs::rename(&tmp, setup.dir.path().join("plugins/tag.wasm")).unwrap();
-}
-
-/// Produces keyed records ("k<i % 16>", "<i>") through the running host's
-/// admin API until stopped; returns every value it produced.
-struct Producer {
-    stop: Arc<AtomicBool>,
-    thread: JoinHandle<Vec<u64>>,
-}
-
-impl Producer {
-    fn start(setup: &Setup) -> Producer {
-        let config = Config::load(&setup.config).unwrap();
-        let stop = Arc::new(AtomicBool::new(false));
-        let thread = std::thread::spawn({
-            let stop = stop.clone();
-            move || {
-                let access = Access::connect(&config).unwrap();
-                let mut next = 0u64;
-                let mut produced = Vec::new();
-                while !stop.load(Ordering::Relaxed) {
-                    let records: Vec<NewRecord> = (next..next + 16)
-                        .map(|i| NewRecord {
-                            key: Some(format!("k{}", i % 16).into_bytes()),
-                            value: i.to_string().into_bytes(),
-                            headers: vec![],
-                            partition: None,
-                        })
-                        .collect();
-                    access.produce("in", records).unwrap();
-                    produced.extend(next..next + 16);
-                    next += 16;
-                    std::thread::sleep(Duration::from_millis(10));
-                }
-                produced
-            }
-        });
-        Producer { stop, thread }
-    }
-
-    fn finish(self) -> Vec<u64> {
-        self.stop.store(true, Ordering::Relaxed);
-        self.thread.join().unwrap()
-    }
 }
 
 fn wait_all_on(setup: &Setup, digest: &str) -> StatusReport {
@@ -199,7 +150,7 @@ fn dropping_v2_switches_every_partition_at_a_batch_boundary() {
     assert_ne!(v1, v2, "the two builds differ");
     let mut host = setup.start();
     host.wait_ready();
-    let producer = Producer::start(&setup);
+    let producer = Producer::start(&setup, "");
     std::thread::sleep(Duration::from_millis(700));
     deploy(&setup, &tag_v2(), Deploy::Rename);
     let status = wait_all_on(&setup, &v2);
@@ -265,7 +216,7 @@ fn twenty_swaps_under_load_lose_and_duplicate_nothing() {
     ];
     let mut host = setup.start();
     host.wait_ready();
-    let producer = Producer::start(&setup);
+    let producer = Producer::start(&setup, "");
     for i in 0..20 {
         let (path, digest) = &builds[i % 2];
         let how = if i % 4 < 2 {
@@ -324,7 +275,7 @@ fn bad_modules_are_rejected_and_the_old_version_keeps_serving() {
     ];
     let mut host = setup.start();
     host.wait_ready();
-    let producer = Producer::start(&setup);
+    let producer = Producer::start(&setup, "");
     for (kind, bytes, reason) in &cases {
         let bad = digest(bytes);
         deploy_bytes(&setup, bytes);
@@ -392,7 +343,7 @@ fn a_failing_canary_rolls_back_and_a_good_one_is_promoted() {
     let fatal = digest(&fatal_bytes);
     let mut host = setup.start();
     host.wait_ready();
-    let producer = Producer::start(&setup);
+    let producer = Producer::start(&setup, "");
     std::thread::sleep(Duration::from_millis(300));
 
     deploy_bytes(&setup, &fatal_bytes);

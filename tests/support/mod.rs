@@ -264,6 +264,69 @@ fn signal(child: &Child, sig: &str) {
     assert!(ok, "kill -{sig} failed");
 }
 
+/// Produces keyed records ("k<i % 16>", "<prefix><i>") through the running
+/// host's admin API until stopped; returns every `i` it produced.
+pub struct Producer {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<Vec<u64>>,
+}
+
+impl Producer {
+    pub fn start(setup: &Setup, prefix: &str) -> Producer {
+        use std::sync::atomic::Ordering;
+        let config = linecook::config::Config::load(&setup.config).unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let prefix = prefix.to_owned();
+        let thread = std::thread::spawn({
+            let stop = stop.clone();
+            move || {
+                let access = linecook::client::Access::connect(&config).unwrap();
+                let mut next = 0u64;
+                let mut produced = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    let records: Vec<NewRecord> = (next..next + 16)
+                        .map(|i| NewRecord {
+                            key: Some(format!("k{}", i % 16).into_bytes()),
+                            value: format!("{prefix}{i}").into_bytes(),
+                            headers: vec![],
+                            partition: None,
+                        })
+                        .collect();
+                    access.produce("in", records).unwrap();
+                    produced.extend(next..next + 16);
+                    next += 16;
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                produced
+            }
+        });
+        Producer { stop, thread }
+    }
+
+    pub fn finish(self) -> Vec<u64> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().unwrap()
+    }
+}
+
+/// Builds `plugins/python/uppercase` with componentize-py (installed by its
+/// build script if missing) once per test binary; returns the `.wasm` path.
+pub fn python_uppercase() -> &'static Path {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let dir = workspace_root().join("plugins/python/uppercase");
+        let status = Command::new("bash")
+            .arg(dir.join("build.sh"))
+            .status()
+            .expect("running plugins/python/uppercase/build.sh");
+        assert!(
+            status.success(),
+            "building the Python uppercase plugin failed"
+        );
+        dir.join("uppercase.wasm")
+    })
+}
+
 /// `component` with a custom section appended: the same code under a new
 /// digest, i.e. a new version that behaves exactly like the old one.
 pub fn with_custom_section(component: &[u8], n: u32) -> Vec<u8> {
