@@ -738,7 +738,8 @@ impl Worker {
     }
 }
 
-fn to_stream_record(topic: &str, r: LogRecord) -> StreamRecord {
+/// A log record as the handler receives it (moved, not copied).
+pub fn to_stream_record(topic: &str, r: LogRecord) -> StreamRecord {
     StreamRecord {
         topic: topic.to_owned(),
         partition: r.partition,
