@@ -4,6 +4,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# librdkafka is built from source by rdkafka-sys: it needs a C toolchain (on
+# the machine), and OpenSSL and zlib headers found through pkg-config.
+if ! command -v pkg-config >/dev/null || ! pkg-config --exists openssl zlib; then
+  echo "==> installing OpenSSL and zlib headers for librdkafka"
+  SUDO=""
+  if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq pkg-config libssl-dev zlib1g-dev >/dev/null
+fi
+
 if ! rustup target list --installed | grep -qx wasm32-wasip2; then
   echo "==> adding the wasm32-wasip2 target"
   rustup target add wasm32-wasip2

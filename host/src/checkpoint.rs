@@ -48,6 +48,9 @@ pub struct BatchCommit<'a> {
     pub version: &'a str,
     /// What the batch did.
     pub effects: &'a BatchEffects,
+    /// Where outputs go: `None` appends them to the embedded log; `Some` puts
+    /// them, and the state writes for the named changelog topic, in the outbox.
+    pub outbox: Option<&'a str>,
 }
 
 /// State entries as (key, value), in key order.
@@ -74,7 +77,7 @@ pub struct PartitionState {
     prefix: [u8; 8],
 }
 
-fn state_prefix(topic_id: u32, partition: u32) -> [u8; 8] {
+pub(crate) fn state_prefix(topic_id: u32, partition: u32) -> [u8; 8] {
     let mut prefix = [0; 8];
     prefix[..4].copy_from_slice(&topic_id.to_be_bytes());
     prefix[4..].copy_from_slice(&partition.to_be_bytes());
@@ -190,6 +193,7 @@ impl Store {
             next_offset,
             version,
             effects,
+            outbox,
         } = batch;
         let txn = self.db.begin_write()?;
         {
@@ -222,7 +226,23 @@ impl Store {
                 };
             }
 
-            if !effects.outputs.is_empty() {
+            if let Some(changelog_topic) = outbox {
+                let entries = crate::outbox::entries_for_batch(
+                    topic,
+                    partition,
+                    first_offset,
+                    next_offset,
+                    changelog_topic,
+                    effects,
+                );
+                let mut table = txn.open_table(crate::outbox::OUTBOX)?;
+                for (index, entry) in entries.iter().enumerate() {
+                    table.insert(
+                        (topic.id, partition, first_offset, index as u32),
+                        entry.encode().as_slice(),
+                    )?;
+                }
+            } else if !effects.outputs.is_empty() {
                 // Keyless outputs of one batch stick to one partition, chosen
                 // from the batch's position so a replay after a crash puts
                 // them exactly where the first attempt would have.
@@ -245,7 +265,11 @@ impl Store {
             }
         }
         txn.commit()?;
-        if !effects.outputs.is_empty() {
+        if outbox.is_some() {
+            if !effects.outputs.is_empty() || !effects.state.is_empty() {
+                self.notify_outboxed();
+            }
+        } else if !effects.outputs.is_empty() {
             self.notify_appended();
         }
         Ok(())
@@ -289,6 +313,7 @@ mod tests {
                 next_offset: 5,
                 version: "v1",
                 effects: &fx,
+                outbox: None,
             })
             .unwrap();
         assert_eq!(
@@ -313,6 +338,7 @@ mod tests {
                 next_offset: 6,
                 version: "v2",
                 effects: &fx,
+                outbox: None,
             })
             .unwrap();
         let state = store.partition_state(&input, 1).unwrap();
@@ -339,6 +365,7 @@ mod tests {
                 next_offset: 4,
                 version: "v1",
                 effects: &fx,
+                outbox: None,
             })
             .unwrap_err();
         assert!(
@@ -363,6 +390,7 @@ mod tests {
                 next_offset: 1,
                 version: "v1",
                 effects: &fx,
+                outbox: None,
             })
             .unwrap_err();
         assert!(matches!(err, StoreError::UnknownTopic(_)), "{err}");
@@ -393,6 +421,7 @@ mod tests {
                 next_offset: 1,
                 version: "v",
                 effects: &fx,
+                outbox: None,
             })
             .unwrap();
         let state = store.partition_state(&input, 0).unwrap();

@@ -202,6 +202,18 @@ enum PluginsCommand {
     },
 }
 
+/// `config` if its source is the embedded log: commands that read or write
+/// the embedded log mean nothing against a Kafka cluster.
+fn embedded(config: Config, command: &str) -> anyhow::Result<Config> {
+    match &config.source {
+        crate::config::Source::Embedded => Ok(config),
+        crate::config::Source::Kafka(k) => anyhow::bail!(
+            "`linecook {command}` works on the embedded log, but this config's source is the Kafka cluster at {}; use Kafka's own tools (kafka-topics, kafka-console-producer/consumer)",
+            k.brokers
+        ),
+    }
+}
+
 /// Parses the command line and runs the command.
 pub fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -216,7 +228,7 @@ pub fn main() -> anyhow::Result<()> {
                     config,
                 },
         } => {
-            let access = Access::connect(&load(&config)?)?;
+            let access = Access::connect(&embedded(load(&config)?, "topics create")?)?;
             let topic = access.create_topic(&name, partitions)?;
             eprintln!("topic `{}` has {} partitions", topic.name, topic.partitions);
             Ok(())
@@ -224,7 +236,7 @@ pub fn main() -> anyhow::Result<()> {
         Command::Topics {
             command: TopicsCommand::List { config },
         } => {
-            let access = Access::connect(&load(&config)?)?;
+            let access = Access::connect(&embedded(load(&config)?, "topics list")?)?;
             println!("{:<24} {:>10} {:>12}", "TOPIC", "PARTITIONS", "RECORDS");
             for t in access.topics()? {
                 let total: u64 = t.end_offsets.iter().sum();
@@ -236,14 +248,24 @@ pub fn main() -> anyhow::Result<()> {
             topic,
             key_separator,
             config,
-        } => produce(&load(&config)?, &topic, key_separator.as_deref()),
+        } => produce(
+            &embedded(load(&config)?, "produce")?,
+            &topic,
+            key_separator.as_deref(),
+        ),
         Command::Tail {
             topic,
             from_beginning,
             max_records,
             follow,
             config,
-        } => tail(&load(&config)?, &topic, from_beginning, max_records, follow),
+        } => tail(
+            &embedded(load(&config)?, "tail")?,
+            &topic,
+            from_beginning,
+            max_records,
+            follow,
+        ),
         Command::Status {
             json,
             watch,
@@ -321,6 +343,30 @@ partitions = 4
 topic = "words"
 plugin = "uppercase"         # plugins_dir/uppercase.wasm
 config = { output = "shouted" }   # handed to the plugin's init as strings
+
+# --- Kafka instead of the embedded log --------------------------------------
+# Replace the [[topic]] tables with a [source] table; `group` is then the Kafka
+# consumer group, and every process with the same group shares the partitions.
+#
+# [source]
+# kind = "kafka"
+# brokers = "kafka-1:9092,kafka-2:9092"
+# assignment = "cooperative-sticky"   # or "range", "roundrobin" (classic protocol)
+# group_protocol = "classic"          # or "consumer" (KIP-848)
+# group_instance_id = "linecook-1"    # static membership (optional)
+# session_timeout_ms = 10000
+# auto_offset_reset = "earliest"      # or "latest": only without any checkpoint
+# revoke_timeout_ms = 30000           # finish + deliver + commit on revocation
+# commit_interval_ms = 500            # delivered progress -> group offsets
+#
+# [source.properties]                 # passed to librdkafka as they are
+# "security.protocol" = "SASL_SSL"
+# "sasl.mechanism" = "SCRAM-SHA-512"
+# "sasl.username" = "linecook"
+# "sasl.password" = "..."
+#
+# Outputs and the per-route state changelog `<group>-<topic>-changelog` go to
+# the cluster through an outbox; see README "Running against Kafka".
 "#;
 
 fn load(arg: &ConfigArg) -> anyhow::Result<Config> {
@@ -570,6 +616,21 @@ fn print_status(report: &StatusReport) {
             "not running"
         }
     );
+    if let Some(m) = &report.member {
+        println!(
+            "kafka member {} · protocol {} · generation {} · {} rebalances · {} outbox entries undelivered · owns {} partitions (state `-`: owned by another member)",
+            m.member_id.as_deref().unwrap_or("-"),
+            m.protocol.as_deref().unwrap_or("-"),
+            m.generation.map_or("-".to_owned(), |g| g.to_string()),
+            m.rebalances,
+            m.outbox_pending,
+            report
+                .partitions
+                .iter()
+                .filter(|p| p.state.is_some())
+                .count(),
+        );
+    }
     println!(
         "{:<20} {:>4} {:>10} {:>10} {:>8} {:>9}  {:<14} {:<12}  STATE",
         "TOPIC", "PART", "COMMITTED", "END", "LAG", "REC/S", "PLUGIN", "VERSION"

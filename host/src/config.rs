@@ -28,6 +28,21 @@ use serde::Deserialize;
 
 /// Most records one `handle` call may receive; bounds host memory per batch.
 pub const MAX_BATCH_LIMIT: u32 = 100_000;
+/// librdkafka properties linecook sets from its own settings (or must own
+/// for its guarantees); `[source.properties]` may not override them.
+pub const MANAGED_KAFKA_PROPERTIES: &[&str] = &[
+    "bootstrap.servers",
+    "group.id",
+    "group.instance.id",
+    "group.protocol",
+    "partition.assignment.strategy",
+    "session.timeout.ms",
+    "auto.offset.reset",
+    "enable.auto.commit",
+    "enable.auto.offset.store",
+    "enable.idempotence",
+    "acks",
+];
 /// Most partitions a topic may have.
 pub const MAX_PARTITIONS: u32 = 4096;
 
@@ -83,9 +98,116 @@ pub struct Config {
     /// Embedded topics to create at start if they do not exist.
     #[serde(default, rename = "topic")]
     pub topics: Vec<TopicConfig>,
+    /// Where records come from: the embedded log (default) or Kafka.
+    #[serde(default)]
+    pub source: Source,
     /// Routes: which plugin handles which topic.
     #[serde(default, rename = "route")]
     pub routes: Vec<RouteConfig>,
+}
+
+/// Where records come from and outputs go.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "lowercase", tag = "kind")]
+pub enum Source {
+    /// The embedded log in the data directory; this process is the only member.
+    #[default]
+    Embedded,
+    /// A Kafka (or any Kafka-protocol) cluster; this process is one member of
+    /// a real consumer group named by `group`.
+    Kafka(KafkaSource),
+}
+
+/// `[source] kind = "kafka"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSource {
+    /// Bootstrap servers, `host:port,host:port`.
+    pub brokers: String,
+    /// Partition assignment strategy of the classic protocol.
+    #[serde(default)]
+    pub assignment: Assignment,
+    /// `classic` (JoinGroup/SyncGroup) or `consumer` (KIP-848, assignment by the broker).
+    #[serde(default)]
+    pub group_protocol: GroupProtocol,
+    /// Static membership (`group.instance.id`): a restart within the session
+    /// timeout keeps the assignment instead of rebalancing.
+    #[serde(default)]
+    pub group_instance_id: Option<String>,
+    /// Session timeout in milliseconds (classic protocol only).
+    #[serde(default = "default_session_timeout_ms")]
+    pub session_timeout_ms: u32,
+    /// Where a partition with neither a local checkpoint nor a committed group
+    /// offset starts: `earliest` or `latest`.
+    #[serde(default)]
+    pub auto_offset_reset: OffsetReset,
+    /// How long a revocation may take to finish the batch in flight, deliver
+    /// its outputs and commit its offset, in milliseconds.
+    #[serde(default = "default_revoke_timeout_ms")]
+    pub revoke_timeout_ms: u64,
+    /// How often delivered progress is committed to the group, in milliseconds.
+    #[serde(default = "default_commit_interval_ms")]
+    pub commit_interval_ms: u64,
+    /// librdkafka properties passed to every client (consumer, producer,
+    /// admin) as they are: `security.protocol`, `sasl.*`, `ssl.*`, ...
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+}
+
+/// Partition assignment strategy (classic protocol).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Assignment {
+    /// Incremental: only moved partitions stop during a rebalance.
+    #[default]
+    CooperativeSticky,
+    /// Eager: every partition is revoked and reassigned.
+    Range,
+    /// Eager, round robin.
+    Roundrobin,
+}
+
+impl Assignment {
+    /// librdkafka's name for it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Assignment::CooperativeSticky => "cooperative-sticky",
+            Assignment::Range => "range",
+            Assignment::Roundrobin => "roundrobin",
+        }
+    }
+}
+
+/// Consumer group protocol.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GroupProtocol {
+    /// JoinGroup/SyncGroup with client-side assignment.
+    #[default]
+    Classic,
+    /// KIP-848: the broker assigns partitions.
+    Consumer,
+}
+
+/// Where to start without any stored position.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OffsetReset {
+    /// From the oldest record still in the partition.
+    #[default]
+    Earliest,
+    /// From records produced after the assignment.
+    Latest,
+}
+
+fn default_session_timeout_ms() -> u32 {
+    10_000
+}
+fn default_revoke_timeout_ms() -> u64 {
+    30_000
+}
+fn default_commit_interval_ms() -> u64 {
+    500
 }
 
 /// An embedded topic declared in the config.
@@ -333,6 +455,35 @@ impl Config {
                 return Err(format!("[[topic]] `{}` is declared twice", topic.name));
             }
         }
+        if let Source::Kafka(k) = &self.source {
+            if k.brokers.trim().is_empty() {
+                return Err("[source] `brokers` must not be empty".into());
+            }
+            if !self.topics.is_empty() {
+                return Err(
+                    "[[topic]] declares embedded topics, but the source is kafka; create topics in the cluster"
+                        .into(),
+                );
+            }
+            if k.group_instance_id
+                .as_deref()
+                .is_some_and(|i| i.trim().is_empty())
+            {
+                return Err("[source] `group_instance_id` must not be empty when set".into());
+            }
+            if k.revoke_timeout_ms == 0 || k.commit_interval_ms == 0 {
+                return Err(
+                    "[source] `revoke_timeout_ms` and `commit_interval_ms` must be above 0".into(),
+                );
+            }
+            for key in k.properties.keys() {
+                if MANAGED_KAFKA_PROPERTIES.contains(&key.as_str()) {
+                    return Err(format!(
+                        "[source.properties] `{key}` is set by linecook itself; use the [source] setting for it"
+                    ));
+                }
+            }
+        }
         let mut routed = std::collections::HashSet::new();
         for route in &self.routes {
             validate_topic_name(&route.topic).map_err(|e| format!("[[route]] {e}"))?;
@@ -440,6 +591,38 @@ mod tests {
         assert_eq!(c.max_batch, 500);
         assert_eq!(c.data_dir, Path::new("/base/data"));
         assert_eq!(c.admin.ip().to_string(), "127.0.0.1");
+    }
+
+    #[test]
+    fn kafka_source_parses_with_defaults_and_properties() {
+        let c = parse(
+            "group = \"g\"\n[source]\nkind = \"kafka\"\nbrokers = \"b:9092\"\ngroup_protocol = \"consumer\"\n[source.properties]\n\"security.protocol\" = \"SSL\"",
+        )
+        .unwrap();
+        let Source::Kafka(k) = c.source else {
+            panic!("not a kafka source")
+        };
+        assert_eq!(k.assignment, Assignment::CooperativeSticky);
+        assert_eq!(k.group_protocol, GroupProtocol::Consumer);
+        assert_eq!(k.auto_offset_reset, OffsetReset::Earliest);
+        assert_eq!(k.properties["security.protocol"], "SSL");
+    }
+
+    #[test]
+    fn kafka_source_refuses_what_linecook_must_own() {
+        let base = "group = \"g\"\n[source]\nkind = \"kafka\"\nbrokers = \"b:9092\"\n";
+        let err = parse(&format!(
+            "{base}[source.properties]\n\"enable.auto.commit\" = \"true\""
+        ))
+        .unwrap_err();
+        assert!(
+            err.contains("enable.auto.commit") && err.contains("set by linecook"),
+            "{err}"
+        );
+        let err = parse(&format!("{base}assignment = \"sticky\"")).unwrap_err();
+        assert!(err.contains("sticky"), "{err}");
+        let err = parse(&format!("{base}[[topic]]\nname = \"a\"\npartitions = 1")).unwrap_err();
+        assert!(err.contains("source is kafka"), "{err}");
     }
 
     #[test]

@@ -12,7 +12,9 @@ use tracing::{info, warn};
 
 use crate::admin::{AdminState, router};
 use crate::config::Config;
-use crate::group::{EmbeddedMember, GroupEvent, GroupMember, TopicPartition};
+use crate::config::Source;
+use crate::group::{Assignment, EmbeddedMember, GroupEvent, GroupMember, TopicPartition};
+use crate::kafka;
 use crate::metrics::Metrics;
 use crate::plugins::{Registry, watcher};
 use crate::rollout;
@@ -48,18 +50,31 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     store
         .claim_group(&config.group)
         .context("checking the data directory's group")?;
-    for topic in &config.topics {
-        store
-            .create_topic(&topic.name, topic.partitions)
-            .with_context(|| format!("creating topic `{}` from the config", topic.name))?;
-    }
-    for route in &config.routes {
-        let dlq = route.dead_letter_topic();
-        if matches!(store.topic(&dlq), Err(StoreError::UnknownTopic(_))) {
-            store
-                .create_topic(&dlq, 1)
-                .with_context(|| format!("creating dead-letter topic `{dlq}`"))?;
-            info!(topic = %dlq, "dead-letter topic created");
+    match &config.source {
+        Source::Embedded => {
+            for topic in &config.topics {
+                store
+                    .create_topic(&topic.name, topic.partitions)
+                    .with_context(|| format!("creating topic `{}` from the config", topic.name))?;
+            }
+            for route in &config.routes {
+                let dlq = route.dead_letter_topic();
+                if matches!(store.topic(&dlq), Err(StoreError::UnknownTopic(_))) {
+                    store
+                        .create_topic(&dlq, 1)
+                        .with_context(|| format!("creating dead-letter topic `{dlq}`"))?;
+                    info!(topic = %dlq, "dead-letter topic created");
+                }
+            }
+        }
+        Source::Kafka(source) => {
+            // The store keeps a Kafka topic's partition count (and an id for
+            // its checkpoints and state); records stay in the cluster.
+            for (name, partitions) in kafka::prepare_topics(&config, source).await? {
+                store.create_topic(&name, partitions).with_context(|| {
+                    format!("recording Kafka topic `{name}` ({partitions} partitions) in the store")
+                })?;
+            }
         }
     }
     let mut topics = BTreeMap::new();
@@ -154,28 +169,66 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     });
     info!(group = %config.group, admin = %admin_addr, routes = config.routes.len(), "linecook running");
 
-    let mut member = EmbeddedMember::new(
-        topics
-            .values()
-            .flat_map(|t| {
-                (0..t.partitions).map(|partition| TopicPartition {
-                    topic: t.name.clone(),
-                    partition,
+    let deliver_stop = CancellationToken::new();
+    let mut deliverer = None;
+    let mut member = match &config.source {
+        Source::Embedded => Member::Embedded(EmbeddedMember::new(
+            topics
+                .values()
+                .flat_map(|t| {
+                    (0..t.partitions).map(|partition| TopicPartition {
+                        topic: t.name.clone(),
+                        partition,
+                    })
                 })
-            })
-            .collect(),
-    );
+                .collect(),
+        )),
+        Source::Kafka(source) => {
+            let member = kafka::member::KafkaMember::start(
+                &config,
+                source,
+                store.clone(),
+                topics.clone(),
+                live.clone(),
+                metrics.clone(),
+            )?;
+            let d = kafka::deliver::Deliverer::new(
+                store.clone(),
+                &kafka::ClientSettings::new(source),
+                metrics.clone(),
+                live.clone(),
+            )?;
+            let stop = deliver_stop.clone();
+            let grace = Duration::from_millis(source.revoke_timeout_ms);
+            let rt = tokio::runtime::Handle::current();
+            deliverer = Some(
+                std::thread::Builder::new()
+                    .name("lc-outbox".into())
+                    .spawn(move || d.run(stop, grace, rt))?,
+            );
+            Member::Kafka(member)
+        }
+    };
     let mut workers: BTreeMap<TopicPartition, Running> = BTreeMap::new();
     let rt = tokio::runtime::Handle::current();
+    let mut leaving = false;
     let outcome = loop {
         let event = tokio::select! {
-            _ = shutdown.cancelled() => break Ok(()),
+            _ = shutdown.cancelled(), if !leaving => {
+                info!("shutting down: leaving the group");
+                leaving = true;
+                member.leave();
+                continue;
+            }
             event = member.next_event() => event,
         };
         match event {
-            Ok(GroupEvent::Assigned(partitions)) => {
-                metrics.rebalances.inc();
-                for tp in partitions {
+            Ok(None) => break Ok(()),
+            Ok(Some(GroupEvent::Assigned(assignments))) => {
+                if matches!(config.source, Source::Embedded) {
+                    metrics.rebalances.inc();
+                }
+                for Assignment { tp, feed } in assignments {
                     let route = config
                         .routes
                         .iter()
@@ -203,18 +256,21 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
                         live: live.clone(),
                         cancel: cancel.clone(),
                         rt: rt.clone(),
+                        feed,
                     })?;
                     workers.insert(tp, Running { cancel, thread });
                 }
                 info!(partitions = workers.len(), "partitions assigned");
             }
-            Ok(GroupEvent::Revoked(partitions)) => {
-                metrics.rebalances.inc();
+            Ok(Some(GroupEvent::Revoked(partitions, done))) => {
                 let released: Vec<Running> = partitions
                     .iter()
                     .filter_map(|tp| workers.remove(tp))
                     .collect();
                 join_all(released).await;
+                if let Some(done) = done {
+                    let _ = done.send(());
+                }
             }
             Err(e) => break Err(e),
         }
@@ -222,6 +278,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
 
     info!("shutting down: finishing batches in flight");
     join_all(std::mem::take(&mut workers).into_values().collect()).await;
+    // Left the group: the outbox gets until its grace period to empty.
+    drop(member);
+    deliver_stop.cancel();
+    if let Some(d) = deliverer {
+        let _ = tokio::task::spawn_blocking(move || d.join()).await;
+    }
     watcher.abort();
     sampler.abort();
     admin_stop.cancel();
@@ -276,4 +338,26 @@ pub fn admin_addr(data_dir: &std::path::Path) -> Option<String> {
     std::fs::read_to_string(path)
         .ok()
         .map(|s| s.trim().to_owned())
+}
+
+/// The member this process is: embedded, or one of a Kafka group.
+enum Member {
+    Embedded(EmbeddedMember),
+    Kafka(kafka::member::KafkaMember),
+}
+
+impl Member {
+    async fn next_event(&mut self) -> anyhow::Result<Option<GroupEvent>> {
+        match self {
+            Member::Embedded(m) => m.next_event().await,
+            Member::Kafka(m) => m.next_event().await,
+        }
+    }
+
+    fn leave(&mut self) {
+        match self {
+            Member::Embedded(m) => m.leave(),
+            Member::Kafka(m) => m.leave(),
+        }
+    }
 }

@@ -91,6 +91,14 @@ pub struct Metrics {
     pub instance_memory: Family<PartitionLabels, Gauge>,
     /// Group rebalances (assignment changes) seen by this member.
     pub rebalances: Counter,
+    /// Kafka: the consumer group generation this member is in.
+    pub group_generation: Gauge,
+    /// Kafka: outbox entries waiting for delivery.
+    pub outbox_pending: Gauge,
+    /// Kafka: outbox entries delivered and acknowledged.
+    pub outbox_delivered: Counter,
+    /// Kafka: changelog records read while restoring partitions.
+    pub restored_records: Counter,
     lag: Family<LagLabels, Gauge>,
     owned: Gauge,
     rejected: Family<PluginLabels, Counter>,
@@ -131,6 +139,10 @@ impl Metrics {
             swap_pause_seconds: Family::new_with_constructor(latency),
             instance_memory: Family::default(),
             rebalances: Counter::default(),
+            group_generation: Gauge::default(),
+            outbox_pending: Gauge::default(),
+            outbox_delivered: Counter::default(),
+            restored_records: Counter::default(),
             lag: Family::default(),
             owned: Gauge::default(),
             rejected: Family::default(),
@@ -191,6 +203,26 @@ impl Metrics {
             m.rebalances.clone(),
         );
         r.register(
+            "group_generation",
+            "Consumer group generation (Kafka source)",
+            m.group_generation.clone(),
+        );
+        r.register(
+            "outbox_pending",
+            "Outbox entries waiting for delivery to Kafka",
+            m.outbox_pending.clone(),
+        );
+        r.register(
+            "outbox_delivered",
+            "Outbox entries delivered to Kafka and acknowledged",
+            m.outbox_delivered.clone(),
+        );
+        r.register(
+            "restored_records",
+            "Changelog records read while restoring partition state",
+            m.restored_records.clone(),
+        );
+        r.register(
             "lag_records",
             "End offset minus committed offset",
             m.lag.clone(),
@@ -215,7 +247,13 @@ impl Metrics {
 
     /// Brings the scrape-time series up to date and encodes everything.
     pub fn encode(&self, status: &StatusReport, plugins: &[PluginReport]) -> String {
-        self.owned.set(status.partitions.len() as i64);
+        self.owned.set(
+            status
+                .partitions
+                .iter()
+                .filter(|p| p.state.is_some())
+                .count() as i64,
+        );
         for p in &status.partitions {
             self.lag
                 .get_or_create(&LagLabels {

@@ -13,6 +13,10 @@
 //!   a handler error, trap or `init` failure on a canary rolls the canaries
 //!   back and marks the version rolled back.
 //!
+//! "Every partition" means every partition this member owns right now: in a
+//! Kafka group the other members roll out on their own, and a partition
+//! assigned mid-rollout starts on its current target.
+//!
 //! Group membership, assignments and offsets are never touched: a swap is
 //! invisible to the group.
 
@@ -29,6 +33,16 @@ use crate::plugins::{PluginVersion, Registry, VersionState};
 /// What a partition worker tells its route's rollout.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WorkerEvent {
+    /// This member now owns `partition` and runs a worker for it.
+    Owned {
+        /// Partition.
+        partition: u32,
+    },
+    /// This member gave `partition` back.
+    Released {
+        /// Partition.
+        partition: u32,
+    },
     /// The partition now runs `digest`.
     Adopted {
         /// Partition.
@@ -106,6 +120,7 @@ pub fn start(
         policy,
         registry,
         targets: senders,
+        owned: BTreeSet::new(),
         stable,
         rollout: None,
     };
@@ -129,6 +144,8 @@ struct Controller {
     policy: Rollout,
     registry: Arc<Registry>,
     targets: BTreeMap<u32, watch::Sender<Arc<PluginVersion>>>,
+    /// Partitions with a running worker.
+    owned: BTreeSet<u32>,
     stable: Arc<PluginVersion>,
     rollout: Option<InFlight>,
 }
@@ -175,7 +192,13 @@ impl Controller {
             Rollout::All => self.roll_out_to_all(version, BTreeSet::new()),
             Rollout::Canary { canary, .. } => {
                 let canaries: BTreeSet<u32> =
-                    self.targets.keys().copied().take(canary as usize).collect();
+                    self.owned.iter().copied().take(canary as usize).collect();
+                if canaries.is_empty() {
+                    // Nothing owned to try it on: it becomes the version
+                    // partitions start with.
+                    self.roll_out_to_all(version, BTreeSet::new());
+                    return;
+                }
                 info!(
                     topic = %self.topic,
                     plugin = %version.name,
@@ -215,6 +238,36 @@ impl Controller {
 
     fn on_event(&mut self, event: WorkerEvent) {
         tracing::trace!(topic = %self.topic, ?event, "rollout event");
+        match event {
+            WorkerEvent::Owned { partition } => {
+                self.owned.insert(partition);
+                return;
+            }
+            WorkerEvent::Released { partition } => {
+                self.owned.remove(&partition);
+                if let Some(flight) = self.rollout.as_mut() {
+                    flight.adopted.remove(&partition);
+                    if flight
+                        .canaries
+                        .as_ref()
+                        .is_some_and(|c| c.contains(&partition))
+                    {
+                        // A canary left with the partition: judge the version
+                        // on the canaries still owned, or on all if none is.
+                        let canaries = flight.canaries.as_mut().expect("checked");
+                        canaries.remove(&partition);
+                        if canaries.is_empty() {
+                            let flight = self.rollout.take().expect("in flight");
+                            self.roll_out_to_all(flight.candidate, flight.adopted);
+                            return;
+                        }
+                    }
+                }
+                self.finish_if_done();
+                return;
+            }
+            _ => {}
+        }
         let Some(flight) = self.rollout.as_mut() else {
             if let WorkerEvent::Refused { digest, reason, .. } = &event
                 && *digest == self.stable.digest
@@ -305,7 +358,7 @@ impl Controller {
 
     fn finish_if_done(&mut self) {
         let Some(flight) = &self.rollout else { return };
-        if flight.canaries.is_some() || flight.adopted.len() < self.targets.len() {
+        if flight.canaries.is_some() || !self.owned.is_subset(&flight.adopted) {
             return;
         }
         let flight = self.rollout.take().expect("in flight");

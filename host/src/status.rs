@@ -25,6 +25,8 @@ pub enum PartitionState {
     Retrying,
     /// Stopped until a new plugin version arrives or the host restarts.
     Paused,
+    /// Rebuilding its state from the changelog (Kafka source).
+    Restoring,
 }
 
 /// One routed partition.
@@ -80,6 +82,24 @@ pub struct StatusReport {
     /// states (empty when the host is not running).
     #[serde(default)]
     pub plugins: Vec<PluginReport>,
+    /// The consumer group as this member sees it (Kafka source, while running).
+    #[serde(default)]
+    pub member: Option<GroupReport>,
+}
+
+/// This member's view of its consumer group (Kafka source).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct GroupReport {
+    /// `classic` or `consumer` (KIP-848).
+    pub protocol: Option<String>,
+    /// Member id the group coordinator gave this member.
+    pub member_id: Option<String>,
+    /// Group generation after the last rebalance this member took part in.
+    pub generation: Option<i32>,
+    /// Rebalance callbacks (assignments and revocations) since start.
+    pub rebalances: u64,
+    /// Outbox entries waiting for delivery to the cluster.
+    pub outbox_pending: u64,
 }
 
 /// What the running workers report about themselves, and the resume
@@ -88,6 +108,9 @@ pub struct StatusReport {
 pub struct Live {
     partitions: Mutex<BTreeMap<(String, u32), LivePartition>>,
     resumes: Mutex<BTreeMap<(String, u32), watch::Sender<u64>>>,
+    group: Mutex<Option<GroupReport>>,
+    /// High watermarks of Kafka partitions, as the consumer last saw them.
+    ends: Mutex<BTreeMap<(String, u32), u64>>,
 }
 
 /// One worker's view of its partition.
@@ -183,6 +206,28 @@ impl Live {
         }
     }
 
+    /// Applies `f` to the group report, creating it if needed.
+    pub fn update_group(&self, f: impl FnOnce(&mut GroupReport)) {
+        let mut group = self.group.lock().expect("status lock");
+        f(group.get_or_insert_with(GroupReport::default));
+    }
+
+    /// Records the broker's end offset of a Kafka partition.
+    pub fn set_end(&self, topic: &str, partition: u32, end: u64) {
+        let mut ends = self.ends.lock().expect("status lock");
+        ends.insert((topic.to_owned(), partition), end);
+    }
+
+    fn end(&self, topic: &str, partition: u32) -> Option<u64> {
+        let ends = self.ends.lock().expect("status lock");
+        ends.get(&(topic.to_owned(), partition)).copied()
+    }
+
+    /// The group report, if this member is in a Kafka group.
+    pub fn group(&self) -> Option<GroupReport> {
+        self.group.lock().expect("status lock").clone()
+    }
+
     /// Forgets a partition the host no longer owns.
     pub fn remove(&self, topic: &str, partition: u32) {
         let mut parts = self.partitions.lock().expect("status lock");
@@ -214,6 +259,9 @@ pub fn report(
         for (partition, end_offset) in (0..topic.partitions).zip(ends) {
             let checkpoint = store.checkpoint(&topic, partition)?;
             let committed_offset = checkpoint.as_ref().map_or(0, |c| c.next_offset);
+            let end_offset = live
+                .and_then(|l| l.end(&topic.name, partition))
+                .map_or(end_offset, |e| e.max(end_offset));
             let live = live.and_then(|l| l.get(&topic.name, partition));
             partitions.push(PartitionReport {
                 topic: topic.name.clone(),
@@ -242,5 +290,6 @@ pub fn report(
         running: live.is_some(),
         partitions,
         plugins,
+        member: live.and_then(Live::group),
     })
 }

@@ -139,6 +139,8 @@ pub struct Store {
     pub(crate) db: Database,
     path: PathBuf,
     appended: watch::Sender<u64>,
+    delivered: watch::Sender<u64>,
+    outboxed: watch::Sender<u64>,
     /// Next partition for keyless records produced through `produce`.
     pub(crate) round_robin: AtomicU32,
 }
@@ -174,12 +176,15 @@ impl Store {
             txn.open_table(VERSION_HISTORY)?;
             txn.open_table(STATE)?;
             txn.open_table(META)?;
+            txn.open_table(crate::outbox::OUTBOX)?;
         }
         txn.commit()?;
         Ok(Store {
             db,
             path,
             appended: watch::Sender::new(0),
+            delivered: watch::Sender::new(0),
+            outboxed: watch::Sender::new(0),
             round_robin: AtomicU32::new(0),
         })
     }
@@ -231,5 +236,23 @@ impl Store {
 
     pub(crate) fn notify_appended(&self) {
         self.appended.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// A receiver that changes whenever a checkpoint added outbox entries.
+    pub fn subscribe_outbox(&self) -> watch::Receiver<u64> {
+        self.outboxed.subscribe()
+    }
+
+    /// A receiver that changes whenever outbox entries were delivered.
+    pub fn subscribe_delivered(&self) -> watch::Receiver<u64> {
+        self.delivered.subscribe()
+    }
+
+    pub(crate) fn notify_outboxed(&self) {
+        self.outboxed.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    pub(crate) fn notify_delivered(&self) {
+        self.delivered.send_modify(|n| *n = n.wrapping_add(1));
     }
 }

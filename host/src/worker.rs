@@ -25,6 +25,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::checkpoint::{BatchCommit, BatchEffects};
 use crate::config::{ErrorPolicy, Limits, OnError};
+use crate::group::{Feed, KafkaFeed};
 use crate::log::TopicInfo;
 use crate::metrics::{ErrorLabels, Metrics, PartitionLabels, TopicLabels};
 use crate::plugins::{PluginVersion, short};
@@ -93,6 +94,8 @@ pub struct WorkerSpec {
     pub cancel: CancellationToken,
     /// Runtime to park on while waiting.
     pub rt: tokio::runtime::Handle,
+    /// Where records come from (and, for Kafka, where effects go).
+    pub feed: Feed,
 }
 
 /// Starts the worker on its own thread.
@@ -120,6 +123,9 @@ struct Worker {
     last_batch_end: Option<Instant>,
     idle_since_batch: Duration,
     swap_pending: bool,
+    /// Batches (`first..end`) a previous owner handled beyond the group's
+    /// commit, to be re-formed exactly (Kafka source, after a restore).
+    replay: std::collections::VecDeque<(u64, u64)>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -147,7 +153,10 @@ enum Outcome {
 
 impl Worker {
     fn new(spec: WorkerSpec) -> Worker {
-        let appends = spec.store.subscribe_appends();
+        let appends = match &spec.feed {
+            Feed::Embedded => spec.store.subscribe_appends(),
+            Feed::Kafka(k) => k.buffer.subscribe(),
+        };
         let labels = PartitionLabels {
             topic: spec.topic.name.clone(),
             partition: spec.partition,
@@ -165,6 +174,7 @@ impl Worker {
             last_batch_end: None,
             idle_since_batch: Duration::ZERO,
             swap_pending: false,
+            replay: Default::default(),
         }
     }
 
@@ -184,6 +194,25 @@ impl Worker {
                     Some(format!("cannot read checkpoint: {e}")),
                 );
                 self.spec.rt.block_on(self.spec.cancel.cancelled());
+                return;
+            }
+        }
+        self.report(WorkerEvent::Owned {
+            partition: self.spec.partition,
+        });
+        if let Feed::Kafka(KafkaFeed {
+            restore_to: Some(upto),
+            ..
+        }) = &self.spec.feed
+        {
+            let upto = *upto;
+            if !self.restore(upto) {
+                self.report(WorkerEvent::Released {
+                    partition: self.spec.partition,
+                });
+                self.spec
+                    .live
+                    .remove(&self.spec.topic.name, self.spec.partition);
                 return;
             }
         }
@@ -241,9 +270,115 @@ impl Worker {
             }
         }
         debug!(offset = self.next_offset, "partition released");
+        self.report(WorkerEvent::Released {
+            partition: self.spec.partition,
+        });
         self.spec
             .live
             .remove(&self.spec.topic.name, self.spec.partition);
+    }
+
+    /// Rebuilds the partition's state from the changelog up to the group's
+    /// committed offset `upto`, retrying until it succeeds or the partition
+    /// is released (false).
+    fn restore(&mut self, upto: u64) -> bool {
+        let Feed::Kafka(feed) = self.spec.feed.clone() else {
+            return true;
+        };
+        let started = Instant::now();
+        loop {
+            self.set_state(
+                PartitionState::Restoring,
+                Some(format!("restoring state up to offset {upto}")),
+            );
+            let (topic, partition) = (self.spec.topic.name.clone(), self.spec.partition);
+            let live = self.spec.live.clone();
+            let restored = crate::kafka::restore::restore(
+                &feed.client,
+                &feed.group,
+                &feed.changelog_topic,
+                self.spec.partition,
+                upto,
+                &self.spec.cancel,
+                |read, total| {
+                    live.update(&topic, partition, |l| {
+                        l.detail = Some(format!(
+                            "restoring state up to offset {upto}: {read} of {total} changelog records"
+                        ));
+                    });
+                },
+            )
+            .and_then(|r| {
+                self.spec
+                    .store
+                    .restore_partition(&self.spec.topic, self.spec.partition, upto, &r.state)?;
+                Ok(r)
+            });
+            match restored {
+                Ok(r) => {
+                    self.spec.metrics.restored_records.inc_by(r.records);
+                    info!(
+                        upto,
+                        keys = r.state.len(),
+                        changelog_records = r.records,
+                        replay_batches = r.plan.len(),
+                        took_ms = started.elapsed().as_millis() as u64,
+                        "state restored from the changelog"
+                    );
+                    self.next_offset = upto;
+                    self.replay = r.plan.into();
+                    self.set_state(PartitionState::Starting, None);
+                    return true;
+                }
+                Err(_) if self.spec.cancel.is_cancelled() => return false,
+                Err(e) => {
+                    error!("restoring from the changelog failed, retrying: {e:#}");
+                    self.set_state(
+                        PartitionState::Restoring,
+                        Some(format!("restore failed, retrying: {e:#}")),
+                    );
+                    let cancel = self.spec.cancel.clone();
+                    self.spec.rt.block_on(async {
+                        tokio::select! {
+                            _ = cancel.cancelled() => {}
+                            _ = tokio::time::sleep(HOST_RETRY * 4) => {}
+                        }
+                    });
+                    if cancel.is_cancelled() {
+                        return false;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reads the next batch: up to `window` records from the committed
+    /// offset. While replaying a previous owner's batches, exactly the next
+    /// one — or nothing until all of it has been fetched.
+    fn read_batch(&mut self, window: u32) -> Result<Vec<LogRecord>, StoreError> {
+        let from = self.next_offset;
+        while self.replay.front().is_some_and(|&(_, end)| end <= from) {
+            self.replay.pop_front();
+        }
+        let Feed::Kafka(feed) = &self.spec.feed else {
+            return self.spec.store.read(
+                &self.spec.topic,
+                self.spec.partition,
+                from,
+                window as usize,
+            );
+        };
+        match self.replay.front() {
+            Some(&(first, end)) if first <= from => {
+                // The previous owner's batch ended with the record at end - 1.
+                if feed.buffer.last_offset().is_none_or(|last| last + 1 < end) {
+                    return Ok(Vec::new());
+                }
+                Ok(feed.buffer.read(from, usize::MAX, Some(end)))
+            }
+            Some(&(first, _)) => Ok(feed.buffer.read(from, window as usize, Some(first))),
+            None => Ok(feed.buffer.read(from, window as usize, None)),
+        }
     }
 
     /// Swaps in the target version if it differs from the running one:
@@ -380,12 +515,7 @@ impl Worker {
             .isolating
             .map_or(self.spec.max_batch, |i| i.window)
             .max(1);
-        let records = match self.spec.store.read(
-            &self.spec.topic,
-            self.spec.partition,
-            self.next_offset,
-            window as usize,
-        ) {
+        let records = match self.read_batch(window) {
             Ok(records) if records.is_empty() => return Outcome::Idle,
             Ok(records) => records,
             Err(e) => return Outcome::Retry(format!("reading the log failed: {e}"), HOST_RETRY),
@@ -445,8 +575,7 @@ impl Worker {
                     .observe(handle_time.as_secs_f64());
                 let next = last + 1;
                 let emitted = effects.outputs.len() as u64;
-                let outcome =
-                    self.commit(first, next, &version, &effects, batch.len() as u64, emitted);
+                let outcome = self.commit(next, &version, &effects, batch.len() as u64, emitted);
                 if matches!(outcome, Outcome::Committed) {
                     debug!(
                         first_offset = first,
@@ -604,7 +733,7 @@ impl Worker {
             }],
         };
         // The record was consumed (one in) but the handler emitted nothing.
-        let outcome = self.commit(record.offset, record.offset + 1, version, &effects, 1, 0);
+        let outcome = self.commit(record.offset + 1, version, &effects, 1, 0);
         if matches!(outcome, Outcome::Committed) {
             warn!(
                 offset = record.offset,
@@ -628,10 +757,11 @@ impl Worker {
         outcome
     }
 
-    /// One checkpoint: effects, offset and version in one transaction.
+    /// One checkpoint: effects, offset and version in one transaction. It
+    /// starts at the committed offset, not at the first record's: Kafka
+    /// offsets may have gaps (compaction, transaction markers).
     fn commit(
         &mut self,
-        first_offset: u64,
         next_offset: u64,
         version: &Arc<PluginVersion>,
         effects: &BatchEffects,
@@ -644,10 +774,14 @@ impl Worker {
         let commit = spec.store.commit_batch(BatchCommit {
             topic: &spec.topic,
             partition: spec.partition,
-            first_offset,
+            first_offset: self.next_offset,
             next_offset,
             version: &version.digest,
             effects,
+            outbox: match &spec.feed {
+                Feed::Embedded => None,
+                Feed::Kafka(k) => Some(k.changelog_topic.as_str()),
+            },
         });
         match commit {
             Ok(()) => {

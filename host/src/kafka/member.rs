@@ -1,0 +1,641 @@
+//! The consumer thread of a Kafka member.
+//!
+//! It never stops polling: records go into per-partition buffers, and a
+//! partition whose buffer is full is paused (and resumed once its worker
+//! caught up), so a slow handler or a swap never lets `max.poll.interval.ms`
+//! run out. Rebalance callbacks run on this thread:
+//! - assignment: each partition starts from its local checkpoint if that is
+//!   at or past the group's committed offset; otherwise from the committed
+//!   offset, after its worker restored the state from the changelog; with
+//!   neither, from `auto_offset_reset`.
+//! - revocation: the workers finish and checkpoint their batch in flight,
+//!   the outbox delivers what those batches emitted, the offsets are
+//!   committed, and only then is the partition given back — all bounded by
+//!   `revoke_timeout_ms`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol};
+use rdkafka::error::KafkaResult;
+use rdkafka::message::{Headers, Message};
+use rdkafka::types::RDKafkaRespErr;
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use tokio::sync::mpsc;
+use tracing::{debug, error, info, warn};
+
+use super::{ClientSettings, changelog_topic, group_generation};
+use crate::config::{Config, GroupProtocol, KafkaSource, OffsetReset};
+use crate::group::{
+    Assignment, Feed, GroupEvent, GroupMember, KafkaFeed, PartitionBuffer, TopicPartition,
+};
+use crate::log::TopicInfo;
+use crate::metrics::Metrics;
+use crate::record::LogRecord;
+use crate::status::Live;
+use crate::store::Store;
+
+/// Poll timeout: also how often pauses, resumes and commits are looked at.
+const POLL: Duration = Duration::from_millis(100);
+/// How long to wait for the group's committed offsets on assignment.
+const COMMITTED_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A member of a Kafka consumer group.
+pub struct KafkaMember {
+    events: mpsc::UnboundedReceiver<GroupEvent>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// What the consumer thread shares with its rebalance callbacks.
+struct Shared {
+    store: Arc<Store>,
+    topics: BTreeMap<String, TopicInfo>,
+    group: String,
+    settings: ClientSettings,
+    protocol: GroupProtocol,
+    reset: OffsetReset,
+    revoke_timeout: Duration,
+    buffer_limit: usize,
+    events: mpsc::UnboundedSender<GroupEvent>,
+    buffers: Mutex<HashMap<(String, u32), Arc<PartitionBuffer>>>,
+    offsets: Mutex<HashMap<TopicPartition, CommitState>>,
+    live: Arc<Live>,
+    metrics: Arc<Metrics>,
+}
+
+/// What the group has of an owned partition's offset.
+#[derive(Debug, Default, Clone, Copy)]
+struct CommitState {
+    /// The offset the group is known to hold: the committed offset found on
+    /// assignment, then every commit it accepted. Never committed below.
+    accepted: Option<u64>,
+    /// An asynchronous commit in flight.
+    sent: Option<u64>,
+}
+
+struct MemberContext(Arc<Shared>);
+
+impl ClientContext for MemberContext {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+        use rdkafka::config::RDKafkaLogLevel as L;
+        match level {
+            L::Emerg | L::Alert | L::Critical | L::Error => {
+                error!(target: "librdkafka", "{fac}: {message}")
+            }
+            L::Warning => warn!(target: "librdkafka", "{fac}: {message}"),
+            L::Notice | L::Info => info!(target: "librdkafka", "{fac}: {message}"),
+            L::Debug => debug!(target: "librdkafka", "{fac}: {message}"),
+        }
+    }
+
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        warn!(target: "librdkafka", "{error}: {reason}");
+    }
+
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        // The broker's end offsets, for lag in status and metrics.
+        for (name, topic) in &statistics.topics {
+            for (partition, p) in &topic.partitions {
+                if *partition >= 0 && p.hi_offset >= 0 {
+                    self.0
+                        .live
+                        .set_end(name, *partition as u32, p.hi_offset as u64);
+                }
+            }
+        }
+    }
+}
+
+impl ConsumerContext for MemberContext {
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        let shared = &self.0;
+        shared.metrics.rebalances.inc();
+        let cooperative = matches!(
+            consumer.rebalance_protocol(),
+            RebalanceProtocol::Cooperative
+        );
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                shared.assign(consumer, tpl);
+                let result = if cooperative {
+                    consumer.incremental_assign(tpl)
+                } else {
+                    consumer.assign(tpl)
+                };
+                if let Err(e) = result {
+                    error!("assigning partitions failed: {e}");
+                }
+            }
+            other => {
+                if other != RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS {
+                    error!("rebalance error {other:?}: releasing the assignment");
+                }
+                shared.revoke(consumer, tpl);
+                let result = if cooperative {
+                    consumer.incremental_unassign(tpl)
+                } else {
+                    consumer.unassign()
+                };
+                if let Err(e) = result {
+                    error!("releasing partitions failed: {e}");
+                }
+            }
+        }
+        shared.live.update_group(|g| g.rebalances += 1);
+        shared.record_generation(consumer);
+    }
+
+    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
+        let mut states = self.0.offsets.lock().expect("offsets lock");
+        for e in offsets.elements() {
+            let tp = TopicPartition {
+                topic: e.topic().to_owned(),
+                partition: e.partition() as u32,
+            };
+            let (Some(state), Offset::Offset(offset)) = (states.get_mut(&tp), e.offset()) else {
+                continue;
+            };
+            if result.is_ok() && e.error().is_ok() {
+                state.accepted = Some(
+                    state
+                        .accepted
+                        .map_or(offset as u64, |a| a.max(offset as u64)),
+                );
+            } else {
+                // Refused (expected while the group rebalances): the next
+                // round sends it again.
+                state.sent = None;
+            }
+        }
+        if let Err(e) = result {
+            debug!("offset commit not accepted: {e}");
+        }
+    }
+}
+
+fn tp_list(tpl: &TopicPartitionList) -> Vec<TopicPartition> {
+    tpl.elements()
+        .iter()
+        .map(|e| TopicPartition {
+            topic: e.topic().to_owned(),
+            partition: e.partition() as u32,
+        })
+        .collect()
+}
+
+impl Shared {
+    fn assign(&self, consumer: &BaseConsumer<MemberContext>, tpl: &mut TopicPartitionList) {
+        let partitions = tp_list(tpl);
+        let committed = self.committed_offsets(consumer, tpl);
+        let mut assignments = Vec::new();
+        for tp in partitions {
+            let Some(topic) = self.topics.get(&tp.topic) else {
+                warn!(topic = %tp.topic, "assigned a partition of a topic that is not routed");
+                continue;
+            };
+            let local = match self.store.checkpoint(topic, tp.partition) {
+                Ok(c) => c.map(|c| c.next_offset),
+                Err(e) => {
+                    error!(
+                        "reading the checkpoint of {}/{}: {e}",
+                        tp.topic, tp.partition
+                    );
+                    None
+                }
+            };
+            let group = committed.get(&tp).copied();
+            let (start, restore_to) = match (local, group) {
+                (Some(l), Some(g)) if l >= g => (Offset::Offset(l as i64), None),
+                (_, Some(g)) => (Offset::Offset(g as i64), Some(g)),
+                (Some(l), None) => (Offset::Offset(l as i64), None),
+                (None, None) => match self.reset {
+                    OffsetReset::Earliest => (Offset::Beginning, None),
+                    OffsetReset::Latest => (Offset::End, None),
+                },
+            };
+            info!(
+                topic = %tp.topic,
+                partition = tp.partition,
+                local = ?local,
+                committed = ?group,
+                start = ?start,
+                restore = restore_to.is_some(),
+                "partition assigned"
+            );
+            if let Err(e) = tpl.set_partition_offset(&tp.topic, tp.partition as i32, start) {
+                error!(
+                    "setting the start offset of {}/{}: {e}",
+                    tp.topic, tp.partition
+                );
+            }
+            self.offsets.lock().expect("offsets lock").insert(
+                tp.clone(),
+                CommitState {
+                    accepted: group,
+                    sent: None,
+                },
+            );
+            let buffer = Arc::new(PartitionBuffer::default());
+            self.buffers
+                .lock()
+                .expect("buffers lock")
+                .insert((tp.topic.clone(), tp.partition), buffer.clone());
+            assignments.push(Assignment {
+                feed: Feed::Kafka(KafkaFeed {
+                    buffer,
+                    changelog_topic: changelog_topic(&self.group, &tp.topic),
+                    restore_to,
+                    client: self.settings.clone(),
+                    group: self.group.clone(),
+                }),
+                tp,
+            });
+        }
+        if !assignments.is_empty() {
+            let _ = self.events.send(GroupEvent::Assigned(assignments));
+        }
+    }
+
+    /// The group's committed offsets of `tpl`'s partitions (absent where the
+    /// group has none). Retried until `COMMITTED_TIMEOUT`: starting without
+    /// them could replay a partition from a stale local checkpoint.
+    fn committed_offsets(
+        &self,
+        consumer: &BaseConsumer<MemberContext>,
+        tpl: &TopicPartitionList,
+    ) -> HashMap<TopicPartition, u64> {
+        let deadline = Instant::now() + COMMITTED_TIMEOUT;
+        loop {
+            match consumer.committed_offsets(tpl.clone(), Duration::from_secs(5)) {
+                Ok(list) => {
+                    return list
+                        .elements()
+                        .iter()
+                        .filter_map(|e| match e.offset() {
+                            Offset::Offset(o) if o >= 0 => Some((
+                                TopicPartition {
+                                    topic: e.topic().to_owned(),
+                                    partition: e.partition() as u32,
+                                },
+                                o as u64,
+                            )),
+                            _ => None,
+                        })
+                        .collect();
+                }
+                Err(e) if Instant::now() < deadline => {
+                    warn!("reading the group's committed offsets failed, retrying: {e}");
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                Err(e) => {
+                    error!(
+                        "reading the group's committed offsets failed; starting from local checkpoints: {e}"
+                    );
+                    return HashMap::new();
+                }
+            }
+        }
+    }
+
+    fn revoke(&self, consumer: &BaseConsumer<MemberContext>, tpl: &TopicPartitionList) {
+        let partitions = tp_list(tpl);
+        if partitions.is_empty() {
+            return;
+        }
+        let lost = consumer.assignment_lost();
+        let started = Instant::now();
+        let deadline = started + self.revoke_timeout;
+        {
+            let mut buffers = self.buffers.lock().expect("buffers lock");
+            for tp in &partitions {
+                buffers.remove(&(tp.topic.clone(), tp.partition));
+            }
+        }
+        let (done_tx, done_rx) = std::sync::mpsc::sync_channel(1);
+        let _ = self
+            .events
+            .send(GroupEvent::Revoked(partitions.clone(), Some(done_tx)));
+        if done_rx.recv_timeout(self.revoke_timeout).is_err() {
+            warn!(
+                ?partitions,
+                "workers did not finish their batches within revoke_timeout_ms; releasing anyway"
+            );
+        }
+        if lost {
+            let mut states = self.offsets.lock().expect("offsets lock");
+            for tp in &partitions {
+                states.remove(tp);
+            }
+            // Another member may already own them: committing would be refused
+            // and could move the group's offsets under the new owner.
+            warn!(
+                ?partitions,
+                "partitions lost (session timed out); released without committing"
+            );
+            return;
+        }
+        let delivered = self.wait_delivered(&partitions, deadline);
+        self.commit(consumer, &partitions, CommitMode::Sync);
+        let mut states = self.offsets.lock().expect("offsets lock");
+        for tp in &partitions {
+            states.remove(tp);
+        }
+        info!(
+            ?partitions,
+            delivered,
+            took_ms = started.elapsed().as_millis() as u64,
+            "partitions released"
+        );
+    }
+
+    /// Waits until the outbox holds nothing of `partitions`, or `deadline`.
+    fn wait_delivered(&self, partitions: &[TopicPartition], deadline: Instant) -> bool {
+        loop {
+            let pending = partitions.iter().any(|tp| {
+                self.topics.get(&tp.topic).is_some_and(|topic| {
+                    let checkpoint = self.store.checkpoint(topic, tp.partition).ok().flatten();
+                    let deliverable = self
+                        .store
+                        .deliverable_offset(topic, tp.partition)
+                        .ok()
+                        .flatten();
+                    checkpoint.map(|c| c.next_offset) != deliverable
+                })
+            });
+            if !pending {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                warn!("outputs of released partitions not yet delivered; committing what was");
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Commits the delivered progress of `partitions` to the group, where it
+    /// moved past what the group holds.
+    fn commit(
+        &self,
+        consumer: &BaseConsumer<MemberContext>,
+        partitions: &[TopicPartition],
+        mode: CommitMode,
+    ) {
+        let mut tpl = TopicPartitionList::new();
+        {
+            let mut states = self.offsets.lock().expect("offsets lock");
+            for tp in partitions {
+                let Some(topic) = self.topics.get(&tp.topic) else {
+                    continue;
+                };
+                let Ok(Some(offset)) = self.store.deliverable_offset(topic, tp.partition) else {
+                    continue;
+                };
+                let state = states.entry(tp.clone()).or_default();
+                // A restored partition may still hold undelivered entries of
+                // an older ownership: they must not move the group back.
+                if state.accepted.is_some_and(|a| offset <= a) {
+                    continue;
+                }
+                if matches!(mode, CommitMode::Async) && state.sent == Some(offset) {
+                    continue;
+                }
+                state.sent = Some(offset);
+                let _ = tpl.add_partition_offset(
+                    &tp.topic,
+                    tp.partition as i32,
+                    Offset::Offset(offset as i64),
+                );
+            }
+        }
+        if tpl.count() == 0 {
+            return;
+        }
+        let result = consumer.commit(&tpl, mode);
+        if matches!(mode, CommitMode::Sync) && result.is_ok() {
+            let mut states = self.offsets.lock().expect("offsets lock");
+            for e in tpl.elements() {
+                if let (Some(state), Offset::Offset(o)) = (
+                    states.get_mut(&TopicPartition {
+                        topic: e.topic().to_owned(),
+                        partition: e.partition() as u32,
+                    }),
+                    e.offset(),
+                ) {
+                    state.accepted = Some(o as u64);
+                }
+            }
+        }
+        if let Err(e) = result {
+            // The mock cluster (and a broker mid-rebalance) refuses commits
+            // during a rebalance; the next owner then starts from the last
+            // accepted commit and replays — outputs may repeat, state does not.
+            warn!("committing offsets failed: {e}");
+        }
+    }
+
+    fn record_generation(&self, consumer: &BaseConsumer<MemberContext>) {
+        if let Some((generation, member_id)) = group_generation(consumer) {
+            self.metrics.group_generation.set(generation as i64);
+            self.live.update_group(|g| {
+                g.generation = Some(generation);
+                g.member_id = Some(member_id);
+            });
+        }
+    }
+}
+
+impl KafkaMember {
+    /// Joins the group of `config` and starts consuming its routed topics.
+    pub fn start(
+        config: &Config,
+        source: &KafkaSource,
+        store: Arc<Store>,
+        topics: BTreeMap<String, TopicInfo>,
+        live: Arc<Live>,
+        metrics: Arc<Metrics>,
+    ) -> anyhow::Result<KafkaMember> {
+        let settings = ClientSettings::new(source);
+        let mut client = settings.client_config();
+        client
+            .set("group.id", &config.group)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("statistics.interval.ms", "1000")
+            .set(
+                "auto.offset.reset",
+                match source.auto_offset_reset {
+                    OffsetReset::Earliest => "earliest",
+                    OffsetReset::Latest => "latest",
+                },
+            );
+        match source.group_protocol {
+            GroupProtocol::Classic => {
+                client
+                    .set("partition.assignment.strategy", source.assignment.as_str())
+                    .set("session.timeout.ms", source.session_timeout_ms.to_string());
+            }
+            GroupProtocol::Consumer => {
+                client.set("group.protocol", "consumer");
+            }
+        }
+        if let Some(id) = &source.group_instance_id {
+            client.set("group.instance.id", id);
+        }
+        let (events_tx, events) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared {
+            store,
+            group: config.group.clone(),
+            settings,
+            protocol: source.group_protocol,
+            reset: source.auto_offset_reset,
+            revoke_timeout: Duration::from_millis(source.revoke_timeout_ms),
+            buffer_limit: (config.max_batch as usize * 4).max(1000),
+            events: events_tx,
+            buffers: Mutex::default(),
+            offsets: Mutex::default(),
+            live,
+            metrics,
+            topics,
+        });
+        let consumer: BaseConsumer<MemberContext> = client
+            .create_with_context(MemberContext(shared.clone()))
+            .context("creating the Kafka consumer")?;
+        let names: Vec<&str> = shared.topics.keys().map(String::as_str).collect();
+        consumer
+            .subscribe(&names)
+            .context("subscribing to the routed topics")?;
+        shared
+            .live
+            .update_group(|g| g.protocol = Some(format!("{:?}", shared.protocol).to_lowercase()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let commit_every = Duration::from_millis(source.commit_interval_ms);
+        let thread = std::thread::Builder::new()
+            .name("lc-consumer".into())
+            .spawn({
+                let stop = stop.clone();
+                move || poll_loop(consumer, shared, stop, commit_every)
+            })?;
+        Ok(KafkaMember {
+            events,
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl GroupMember for KafkaMember {
+    async fn next_event(&mut self) -> anyhow::Result<Option<GroupEvent>> {
+        Ok(self.events.recv().await)
+    }
+
+    fn leave(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+impl Drop for KafkaMember {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn poll_loop(
+    consumer: BaseConsumer<MemberContext>,
+    shared: Arc<Shared>,
+    stop: Arc<AtomicBool>,
+    commit_every: Duration,
+) {
+    let mut paused: Vec<(String, u32)> = Vec::new();
+    let mut last_commit = Instant::now();
+    while !stop.load(Ordering::SeqCst) {
+        match consumer.poll(POLL) {
+            Some(Ok(message)) => {
+                let key = (message.topic().to_owned(), message.partition() as u32);
+                let buffer = shared
+                    .buffers
+                    .lock()
+                    .expect("buffers lock")
+                    .get(&key)
+                    .cloned();
+                // A record of a partition just revoked has nowhere to go.
+                if let Some(buffer) = buffer {
+                    let headers = message
+                        .headers()
+                        .map(|h| {
+                            h.iter()
+                                .map(|h| (h.key.to_owned(), h.value.unwrap_or_default().to_vec()))
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    let waiting = buffer.push(LogRecord {
+                        partition: key.1,
+                        offset: message.offset() as u64,
+                        timestamp_ms: message.timestamp().to_millis().unwrap_or(0),
+                        key: message.key().map(<[u8]>::to_vec),
+                        value: message.payload().unwrap_or_default().to_vec(),
+                        headers,
+                    });
+                    if waiting >= shared.buffer_limit && !paused.contains(&key) {
+                        let mut tpl = TopicPartitionList::new();
+                        tpl.add_partition(&key.0, key.1 as i32);
+                        match consumer.pause(&tpl) {
+                            Ok(()) => paused.push(key),
+                            Err(e) => warn!("pausing {}/{} failed: {e}", key.0, key.1),
+                        }
+                    }
+                }
+            }
+            Some(Err(e)) => warn!("consumer error: {e}"),
+            None => {}
+        }
+        // Resume partitions whose workers caught up (or were released).
+        paused.retain(|key| {
+            let buffers = shared.buffers.lock().expect("buffers lock");
+            let drained = buffers
+                .get(key)
+                .is_none_or(|b| b.len() < shared.buffer_limit / 2);
+            if drained {
+                let mut tpl = TopicPartitionList::new();
+                tpl.add_partition(&key.0, key.1 as i32);
+                if buffers.contains_key(key)
+                    && let Err(e) = consumer.resume(&tpl)
+                {
+                    warn!("resuming {}/{} failed: {e}", key.0, key.1);
+                }
+            }
+            !drained
+        });
+        // The generation can move without a callback here (a rebalance that
+        // changes nothing for this member), so it is read every round.
+        shared.record_generation(&consumer);
+        if last_commit.elapsed() >= commit_every {
+            last_commit = Instant::now();
+            let owned: Vec<TopicPartition> = shared
+                .offsets
+                .lock()
+                .expect("offsets lock")
+                .keys()
+                .cloned()
+                .collect();
+            shared.commit(&consumer, &owned, CommitMode::Async);
+        }
+    }
+    info!("leaving the consumer group");
+    // Closing runs the final revocation (drain, deliver, commit) through the
+    // rebalance callback on this thread.
+    drop(consumer);
+    info!("left the consumer group");
+}

@@ -1,0 +1,193 @@
+//! Kafka source: linecook as one member of a real consumer group.
+//!
+//! - `member`: the consumer thread. It polls without pause, hands records to
+//!   partition workers through `PartitionBuffer`s (pausing partitions whose
+//!   buffer is full), turns rebalances into assignments and drain-then-release
+//!   revocations, and commits delivered progress to the group.
+//! - `deliver`: the producer thread. It delivers the outbox (idempotent,
+//!   `acks=all`): changelog records of a batch before its outputs, and removes
+//!   entries only once acknowledged.
+//! - `restore`: rebuilds a partition's state from the route's changelog when
+//!   the local state is absent or behind the group.
+//!
+//! Guarantees are written down in ARCHITECTURE.md, "Kafka".
+
+pub mod deliver;
+pub mod member;
+pub mod restore;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use tracing::info;
+
+use crate::config::{Config, KafkaSource};
+
+/// How long metadata and admin requests may take at start.
+const ADMIN_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Connection settings shared by every client this member creates.
+#[derive(Debug, Clone)]
+pub struct ClientSettings {
+    /// Bootstrap servers.
+    pub brokers: String,
+    /// Pass-through librdkafka properties.
+    pub properties: BTreeMap<String, String>,
+}
+
+impl ClientSettings {
+    /// The settings of `source`.
+    pub fn new(source: &KafkaSource) -> ClientSettings {
+        ClientSettings {
+            brokers: source.brokers.clone(),
+            properties: source.properties.clone(),
+        }
+    }
+
+    /// A client config with the brokers and pass-through properties set.
+    pub fn client_config(&self) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", &self.brokers);
+        for (key, value) in &self.properties {
+            config.set(key, value);
+        }
+        config
+    }
+}
+
+/// The compacted topic that carries a route's state writes.
+pub fn changelog_topic(group: &str, topic: &str) -> String {
+    format!("{group}-{topic}-changelog")
+}
+
+/// Partition counts of the routed topics, after making sure their changelog
+/// and dead-letter topics exist (creating missing ones where the cluster
+/// allows it).
+pub async fn prepare_topics(
+    config: &Config,
+    source: &KafkaSource,
+) -> anyhow::Result<BTreeMap<String, u32>> {
+    let settings = ClientSettings::new(source);
+    let probe: BaseConsumer = settings
+        .client_config()
+        .create()
+        .context("creating a Kafka client")?;
+    let partitions_of = |topic: &str| -> anyhow::Result<Option<u32>> {
+        let metadata = probe
+            .fetch_metadata(Some(topic), ADMIN_TIMEOUT)
+            .with_context(|| {
+                format!(
+                    "reading metadata of topic `{topic}` from {}",
+                    settings.brokers
+                )
+            })?;
+        Ok(metadata.topics().first().and_then(|t| {
+            if t.error().is_some() || t.partitions().is_empty() {
+                None
+            } else {
+                Some(t.partitions().len() as u32)
+            }
+        }))
+    };
+    let mut sources = BTreeMap::new();
+    let mut missing = Vec::new();
+    for route in &config.routes {
+        let Some(n) = partitions_of(&route.topic)? else {
+            bail!(
+                "topic `{}` does not exist in the Kafka cluster at {}; create it first",
+                route.topic,
+                settings.brokers
+            );
+        };
+        sources.insert(route.topic.clone(), n);
+        let changelog = changelog_topic(&config.group, &route.topic);
+        match partitions_of(&changelog)? {
+            Some(m) if m == n => {}
+            Some(m) => bail!(
+                "changelog topic `{changelog}` has {m} partitions but `{}` has {n}; they must match",
+                route.topic
+            ),
+            None => missing.push((changelog, n, true)),
+        }
+        let dlq = route.dead_letter_topic();
+        if partitions_of(&dlq)?.is_none() {
+            missing.push((dlq, 1, false));
+        }
+    }
+    if !missing.is_empty() {
+        let admin: AdminClient<DefaultClientContext> = settings
+            .client_config()
+            .create()
+            .context("creating a Kafka admin client")?;
+        let topics: Vec<NewTopic<'_>> = missing
+            .iter()
+            .map(|(name, partitions, compacted)| {
+                let topic = NewTopic::new(name, *partitions as i32, TopicReplication::Fixed(-1));
+                if *compacted {
+                    // Batch markers of the last hour must survive compaction:
+                    // a new owner reads them to re-form a crashed owner's batches.
+                    topic
+                        .set("cleanup.policy", "compact")
+                        .set("min.compaction.lag.ms", "3600000")
+                } else {
+                    topic
+                }
+            })
+            .collect();
+        let results = admin
+            .create_topics(
+                &topics,
+                &AdminOptions::new().operation_timeout(Some(ADMIN_TIMEOUT)),
+            )
+            .await
+            .context("asking the cluster to create topics")?;
+        for (result, (name, partitions, compacted)) in results.into_iter().zip(&missing) {
+            match result {
+                Ok(_) => info!(topic = %name, partitions, "created Kafka topic"),
+                Err((_, code)) => bail!(
+                    "topic `{name}` is missing and could not be created ({code}); create it with {partitions} partition(s){}",
+                    if *compacted {
+                        " and cleanup.policy=compact"
+                    } else {
+                        ""
+                    }
+                ),
+            }
+        }
+    }
+    Ok(sources)
+}
+
+/// The group generation and member id librdkafka holds for `consumer`, if it
+/// is in a group.
+#[allow(unsafe_code)]
+pub fn group_generation<C: rdkafka::consumer::ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+) -> Option<(i32, String)> {
+    use rdkafka::bindings as sys;
+    // SAFETY: rdkafka exposes no accessor for the generation. The metadata
+    // handle is created from a live client, read, and destroyed here; the
+    // member id string is owned by the handle and copied before destroying it.
+    unsafe {
+        let metadata = sys::rd_kafka_consumer_group_metadata(consumer.client().native_ptr());
+        if metadata.is_null() {
+            return None;
+        }
+        let generation = sys::rd_kafka_consumer_group_metadata_generation_id(metadata);
+        let member = sys::rd_kafka_consumer_group_metadata_member_id(metadata);
+        let member = if member.is_null() {
+            String::new()
+        } else {
+            std::ffi::CStr::from_ptr(member)
+                .to_string_lossy()
+                .into_owned()
+        };
+        sys::rd_kafka_consumer_group_metadata_destroy(metadata);
+        Some((generation, member))
+    }
+}

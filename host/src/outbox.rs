@@ -1,0 +1,413 @@
+//! The outbox (Kafka source): records a checkpoint commits for delivery to
+//! the cluster — the handler's outputs and the route's state changelog —
+//! written in the same redb transaction as the batch's offset, and removed
+//! only once the cluster acknowledged them.
+//!
+//! An entry's key is (source topic id, source partition, first offset of the
+//! batch, index within the batch's entries), so entries deliver in batch
+//! order and the oldest undelivered entry of a partition says how far its
+//! offset may be committed to the group.
+//!
+//! Like `store`, this module knows nothing of Kafka or WebAssembly.
+
+use std::collections::BTreeMap;
+
+use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use serde::{Deserialize, Serialize};
+
+use crate::checkpoint::BatchEffects;
+use crate::log::TopicInfo;
+use crate::record::Header;
+use crate::store::{CHECKPOINTS, STATE, Store, StoreError};
+
+/// See the module docs.
+pub(crate) const OUTBOX: TableDefinition<OutboxKey, &[u8]> = TableDefinition::new("outbox");
+
+/// (source topic id, source partition, batch first offset, index).
+pub type OutboxKey = (u32, u32, u64, u32);
+
+/// Headers every output delivered to Kafka carries, naming where it came
+/// from, so consumers downstream can drop duplicates after a crash.
+pub mod origin_headers {
+    /// Source topic.
+    pub const TOPIC: &str = "linecook.origin.topic";
+    /// Source partition (decimal).
+    pub const PARTITION: &str = "linecook.origin.partition";
+    /// Offset of the first record of the batch that emitted it (decimal).
+    pub const OFFSET: &str = "linecook.origin.offset";
+    /// Its position among that batch's outputs (decimal, from 0).
+    pub const INDEX: &str = "linecook.origin.index";
+}
+
+/// Headers of changelog records: the batch (source offsets `first..end`)
+/// whose checkpoint wrote them.
+pub mod batch_headers {
+    /// First source offset of the batch (decimal).
+    pub const FIRST: &str = "linecook.batch.first";
+    /// Source offset after the batch (decimal).
+    pub const END: &str = "linecook.batch.end";
+}
+
+/// Changelog keys start with a kind byte: state keys and batch markers share
+/// one compacted topic without colliding.
+pub mod changelog_key {
+    /// `STATE ++ key`: a state write (a null value deletes).
+    pub const STATE: u8 = 0;
+    /// The key of batch markers, one per batch that emitted outputs: a new
+    /// owner re-forms exactly those batches, so replayed outputs carry the
+    /// same origin headers as the ones a crashed owner may have delivered.
+    pub const MARKER: &[u8] = &[1];
+}
+
+/// One record waiting for delivery.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutboxEntry {
+    /// Destination topic.
+    pub topic: String,
+    /// Destination partition; `None` lets the producer's partitioner decide.
+    pub partition: Option<u32>,
+    /// Key.
+    pub key: Option<Vec<u8>>,
+    /// Value; `None` is a tombstone.
+    pub value: Option<Vec<u8>>,
+    /// Headers in order.
+    pub headers: Vec<Header>,
+    /// A changelog record: delivered before the outputs of its batch.
+    pub changelog: bool,
+}
+
+impl OutboxEntry {
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        postcard::to_allocvec(self).expect("an outbox entry always encodes")
+    }
+
+    fn decode(key: OutboxKey, bytes: &[u8]) -> Result<OutboxEntry, StoreError> {
+        postcard::from_bytes(bytes).map_err(|e| StoreError::Corrupt {
+            topic_id: key.0,
+            partition: key.1,
+            offset: key.2,
+            message: format!("outbox entry {}: {e}", key.3),
+        })
+    }
+}
+
+/// The entries one batch puts in the outbox, in delivery order: its state
+/// writes for `changelog_topic`, a batch marker if it emitted anything, then
+/// its outputs with origin headers.
+pub(crate) fn entries_for_batch(
+    topic: &TopicInfo,
+    partition: u32,
+    first_offset: u64,
+    next_offset: u64,
+    changelog_topic: &str,
+    effects: &BatchEffects,
+) -> Vec<OutboxEntry> {
+    let batch = || {
+        vec![
+            (
+                batch_headers::FIRST.to_owned(),
+                first_offset.to_string().into_bytes(),
+            ),
+            (
+                batch_headers::END.to_owned(),
+                next_offset.to_string().into_bytes(),
+            ),
+        ]
+    };
+    let mut entries = Vec::with_capacity(effects.state.len() + effects.outputs.len() + 1);
+    for (key, value) in &effects.state {
+        let mut full = Vec::with_capacity(key.len() + 1);
+        full.push(changelog_key::STATE);
+        full.extend_from_slice(key);
+        entries.push(OutboxEntry {
+            topic: changelog_topic.to_owned(),
+            partition: Some(partition),
+            key: Some(full),
+            value: value.clone(),
+            headers: batch(),
+            changelog: true,
+        });
+    }
+    if !effects.outputs.is_empty() {
+        entries.push(OutboxEntry {
+            topic: changelog_topic.to_owned(),
+            partition: Some(partition),
+            key: Some(changelog_key::MARKER.to_vec()),
+            value: Some(Vec::new()),
+            headers: batch(),
+            changelog: true,
+        });
+    }
+    for (index, output) in effects.outputs.iter().enumerate() {
+        use origin_headers as o;
+        let mut headers = output.headers.clone();
+        headers.extend([
+            (o::TOPIC.to_owned(), topic.name.clone().into_bytes()),
+            (o::PARTITION.to_owned(), partition.to_string().into_bytes()),
+            (o::OFFSET.to_owned(), first_offset.to_string().into_bytes()),
+            (o::INDEX.to_owned(), index.to_string().into_bytes()),
+        ]);
+        entries.push(OutboxEntry {
+            topic: output.topic.clone(),
+            partition: None,
+            key: output.key.clone(),
+            value: Some(output.value.clone()),
+            headers,
+            changelog: false,
+        });
+    }
+    entries
+}
+
+impl Store {
+    /// Up to `limit` undelivered entries, oldest batch first.
+    pub fn outbox_peek(&self, limit: usize) -> Result<Vec<(OutboxKey, OutboxEntry)>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(OUTBOX)?;
+        let mut out = Vec::new();
+        for row in table.iter()?.take(limit) {
+            let (key, value) = row?;
+            let key = key.value();
+            out.push((key, OutboxEntry::decode(key, value.value())?));
+        }
+        Ok(out)
+    }
+
+    /// Removes delivered entries.
+    pub fn outbox_remove(&self, keys: &[OutboxKey]) -> Result<(), StoreError> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let txn = self.db.begin_write()?;
+        {
+            let mut table = txn.open_table(OUTBOX)?;
+            for key in keys {
+                table.remove(*key)?;
+            }
+        }
+        txn.commit()?;
+        self.notify_delivered();
+        Ok(())
+    }
+
+    /// How many entries wait for delivery.
+    pub fn outbox_len(&self) -> Result<u64, StoreError> {
+        let txn = self.db.begin_read()?;
+        Ok(txn.open_table(OUTBOX)?.len()?)
+    }
+
+    /// How far `topic`/`partition` may be committed to the group: its
+    /// checkpoint, held back to the first batch with undelivered entries.
+    /// `None` without a checkpoint.
+    pub fn deliverable_offset(
+        &self,
+        topic: &TopicInfo,
+        partition: u32,
+    ) -> Result<Option<u64>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let Some(checkpoint) = txn
+            .open_table(CHECKPOINTS)?
+            .get((topic.id, partition))?
+            .map(|v| v.value().0)
+        else {
+            return Ok(None);
+        };
+        let outbox = txn.open_table(OUTBOX)?;
+        let pending = outbox
+            .range((topic.id, partition, 0, 0)..=(topic.id, partition, u64::MAX, u32::MAX))?
+            .next()
+            .transpose()?
+            .map(|(k, _)| k.value().2);
+        Ok(Some(pending.map_or(checkpoint, |p| p.min(checkpoint))))
+    }
+
+    /// Replaces the state of `topic`/`partition` with `state` and sets its
+    /// checkpoint to `next_offset`, in one transaction: what restoring from
+    /// the changelog ends with.
+    pub fn restore_partition(
+        &self,
+        topic: &TopicInfo,
+        partition: u32,
+        next_offset: u64,
+        state: &BTreeMap<Vec<u8>, Vec<u8>>,
+    ) -> Result<(), StoreError> {
+        let prefix = crate::checkpoint::state_prefix(topic.id, partition);
+        let txn = self.db.begin_write()?;
+        {
+            let mut table = txn.open_table(STATE)?;
+            // Partitions are far below u32::MAX: the next partition's prefix
+            // bounds this one's keys.
+            let end = crate::checkpoint::state_prefix(topic.id, partition + 1);
+            table.retain_in::<&[u8], _>(prefix.as_slice()..end.as_slice(), |_, _| false)?;
+            for (key, value) in state {
+                let mut full = prefix.to_vec();
+                full.extend_from_slice(key);
+                table.insert(full.as_slice(), value.as_slice())?;
+            }
+            txn.open_table(CHECKPOINTS)?
+                .insert((topic.id, partition), (next_offset, RESTORED_VERSION))?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+}
+
+/// The version a restored checkpoint names: state came from the changelog,
+/// not from a batch handled here.
+pub const RESTORED_VERSION: &str = "restored";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checkpoint::BatchCommit;
+    use crate::record::OutputRecord;
+
+    fn effects(writes: &[(&str, Option<&str>)], outputs: &[&str]) -> BatchEffects {
+        BatchEffects {
+            state: writes
+                .iter()
+                .map(|(k, v)| (k.as_bytes().to_vec(), v.map(|v| v.as_bytes().to_vec())))
+                .collect(),
+            outputs: outputs
+                .iter()
+                .map(|v| OutputRecord {
+                    topic: "out".into(),
+                    key: None,
+                    value: v.as_bytes().to_vec(),
+                    headers: vec![("h".into(), b"1".to_vec())],
+                })
+                .collect(),
+        }
+    }
+
+    fn commit(store: &Store, topic: &TopicInfo, first: u64, next: u64, fx: &BatchEffects) {
+        store
+            .commit_batch(BatchCommit {
+                topic,
+                partition: 2,
+                first_offset: first,
+                next_offset: next,
+                version: "v1",
+                effects: fx,
+                outbox: Some("cl"),
+            })
+            .unwrap();
+    }
+
+    #[test]
+    fn a_batch_outboxes_changelog_then_marker_then_outputs_with_origin() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let topic = store.create_topic("in", 4).unwrap();
+        commit(
+            &store,
+            &topic,
+            0,
+            10,
+            &effects(&[("a", Some("1")), ("b", None)], &["x", "y"]),
+        );
+        let entries = store.outbox_peek(100).unwrap();
+        let kinds: Vec<(bool, Option<Vec<u8>>)> = entries
+            .iter()
+            .map(|(_, e)| (e.changelog, e.key.clone()))
+            .collect();
+        assert_eq!(
+            kinds,
+            vec![
+                (true, Some(b"\0a".to_vec())),
+                (true, Some(b"\0b".to_vec())),
+                (true, Some(changelog_key::MARKER.to_vec())),
+                (false, None),
+                (false, None),
+            ]
+        );
+        assert_eq!(entries[1].1.value, None, "a delete is a tombstone");
+        assert!(
+            entries[..3]
+                .iter()
+                .all(|(_, e)| e.partition == Some(2) && e.topic == "cl")
+        );
+        let y = &entries[4].1;
+        assert_eq!(y.value.as_deref(), Some(&b"y"[..]));
+        let header = |name: &str| {
+            y.headers
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| String::from_utf8(v.clone()).unwrap())
+        };
+        assert_eq!(
+            header("h").as_deref(),
+            Some("1"),
+            "the handler's own headers stay"
+        );
+        assert_eq!(header(origin_headers::TOPIC).as_deref(), Some("in"));
+        assert_eq!(header(origin_headers::PARTITION).as_deref(), Some("2"));
+        assert_eq!(header(origin_headers::OFFSET).as_deref(), Some("0"));
+        assert_eq!(header(origin_headers::INDEX).as_deref(), Some("1"));
+        // Nothing went to the embedded log.
+        assert!(matches!(
+            store.topic("out"),
+            Err(StoreError::UnknownTopic(_))
+        ));
+    }
+
+    #[test]
+    fn the_group_offset_waits_for_the_oldest_undelivered_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let topic = store.create_topic("in", 4).unwrap();
+        assert_eq!(store.deliverable_offset(&topic, 2).unwrap(), None);
+        commit(&store, &topic, 0, 10, &effects(&[], &["x"]));
+        commit(&store, &topic, 10, 20, &effects(&[], &[]));
+        commit(&store, &topic, 20, 30, &effects(&[], &["z"]));
+        assert_eq!(store.deliverable_offset(&topic, 2).unwrap(), Some(0));
+        let keys: Vec<OutboxKey> = store
+            .outbox_peek(100)
+            .unwrap()
+            .iter()
+            .map(|(k, _)| *k)
+            .collect();
+        store.outbox_remove(&keys[..2]).unwrap();
+        assert_eq!(store.deliverable_offset(&topic, 2).unwrap(), Some(20));
+        store.outbox_remove(&keys[2..]).unwrap();
+        assert_eq!(store.deliverable_offset(&topic, 2).unwrap(), Some(30));
+        assert_eq!(store.outbox_len().unwrap(), 0);
+    }
+
+    #[test]
+    fn a_restore_replaces_only_its_partitions_state_and_sets_the_offset() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let topic = store.create_topic("in", 4).unwrap();
+        commit(
+            &store,
+            &topic,
+            0,
+            10,
+            &effects(&[("stale", Some("1"))], &[]),
+        );
+        let other = store.create_topic("other", 4).unwrap();
+        store
+            .commit_batch(BatchCommit {
+                topic: &other,
+                partition: 2,
+                first_offset: 0,
+                next_offset: 1,
+                version: "v1",
+                effects: &effects(&[("keep", Some("1"))], &[]),
+                outbox: None,
+            })
+            .unwrap();
+        let restored: BTreeMap<Vec<u8>, Vec<u8>> = [(b"k".to_vec(), b"7".to_vec())].into();
+        store.restore_partition(&topic, 2, 42, &restored).unwrap();
+        assert_eq!(
+            store.state_entries(&topic, 2).unwrap(),
+            vec![(b"k".to_vec(), b"7".to_vec())]
+        );
+        assert_eq!(store.state_entries(&other, 2).unwrap().len(), 1);
+        assert_eq!(
+            store.checkpoint(&topic, 2).unwrap().unwrap().next_offset,
+            42
+        );
+    }
+}
