@@ -1,0 +1,431 @@
+//! linecook as members of a real consumer group on librdkafka's mock cluster
+//! (started here, in the test process; the hosts are separate processes).
+//!
+//! What the mock cannot show, and so these tests do not claim: static
+//! membership (not implemented by the mock: a restart is a full rebalance),
+//! log compaction of the changelog (the mock never compacts), and commits
+//! inside a rebalance (the mock refuses them with RebalanceInProgress, so a
+//! graceful handoff here falls back to the last periodic commit and replays;
+//! outputs then repeat with identical origin headers, and counts stay exact).
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer as _};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+use linecook::status::StatusReport;
+use support::{Setup, build_plugins, plugins, wait_until, with_custom_section};
+
+const INPUT: &str = "events";
+const OUTPUT: &str = "counts";
+const PARTITIONS: i32 = 6;
+const KEYS: u64 = 24;
+
+struct Cluster {
+    mock: MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
+}
+
+impl Cluster {
+    fn start() -> Cluster {
+        let mock = MockCluster::new(1).expect("starting the mock cluster");
+        // The mock does not implement CreateTopics: every topic is made here,
+        // including the ones linecook would create on a real cluster.
+        mock.create_topic(INPUT, PARTITIONS, 1).unwrap();
+        mock.create_topic(OUTPUT, 3, 1).unwrap();
+        mock.create_topic(&format!("test-{INPUT}-changelog"), PARTITIONS, 1)
+            .unwrap();
+        mock.create_topic(&format!("{INPUT}.dlq"), 1, 1).unwrap();
+        Cluster { mock }
+    }
+
+    fn brokers(&self) -> String {
+        self.mock.bootstrap_servers()
+    }
+
+    fn member(&self, protocol: &str) -> Setup {
+        // KIP-848 moves session and heartbeat settings to the broker.
+        let (session, heartbeat) = if protocol == "classic" {
+            (
+                "session_timeout_ms = 3000\n",
+                "[source.properties]\n\"heartbeat.interval.ms\" = \"500\"\n",
+            )
+        } else {
+            ("", "")
+        };
+        Setup::new(
+            &format!(
+                r#"max_batch = 40
+
+[source]
+kind = "kafka"
+brokers = "{}"
+group_protocol = "{protocol}"
+{session}commit_interval_ms = 2000
+
+{heartbeat}
+[[route]]
+topic = "{INPUT}"
+plugin = "counter"
+config = {{ output = "{OUTPUT}" }}
+"#,
+                self.brokers()
+            ),
+            &["counter"],
+        )
+    }
+}
+
+/// Produces keyed records `k<i % KEYS>` = `v<i>` until stopped.
+struct Feeder {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<BTreeMap<String, u64>>,
+}
+
+impl Feeder {
+    fn start(brokers: String, per_tick: u64) -> Feeder {
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = std::thread::spawn({
+            let stop = stop.clone();
+            move || {
+                let producer: BaseProducer = ClientConfig::new()
+                    .set("bootstrap.servers", &brokers)
+                    .set("partitioner", "murmur2_random")
+                    .create()
+                    .unwrap();
+                let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+                let mut i = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    for _ in 0..per_tick {
+                        let key = format!("k{}", i % KEYS);
+                        let value = format!("v{i}");
+                        producer
+                            .send(BaseRecord::to(INPUT).key(&key).payload(&value))
+                            .map_err(|(e, _)| e)
+                            .unwrap();
+                        *counts.entry(key).or_default() += 1;
+                        i += 1;
+                    }
+                    producer.poll(Duration::ZERO);
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                producer.flush(Duration::from_secs(10)).unwrap();
+                counts
+            }
+        });
+        Feeder { stop, thread }
+    }
+
+    fn finish(self) -> BTreeMap<String, u64> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().unwrap()
+    }
+}
+
+/// One delivered output: its key, value and origin headers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Output {
+    key: String,
+    value: String,
+    origin: (String, String, String, String),
+}
+
+/// Reads every record of OUTPUT from the beginning.
+fn read_outputs(brokers: &str) -> Vec<Output> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "test-reader")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    let mut ends = BTreeMap::new();
+    for p in 0..3 {
+        let (_, high) = consumer
+            .fetch_watermarks(OUTPUT, p, Duration::from_secs(5))
+            .unwrap();
+        ends.insert(p, high);
+        tpl.add_partition_offset(OUTPUT, p, Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&tpl).unwrap();
+    let mut out = Vec::new();
+    let mut positions: BTreeMap<i32, i64> = (0..3).map(|p| (p, 0)).collect();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while positions.iter().any(|(p, pos)| *pos < ends[p]) {
+        assert!(Instant::now() < deadline, "reading outputs timed out");
+        let Some(m) = consumer.poll(Duration::from_millis(200)) else {
+            continue;
+        };
+        let m = m.unwrap();
+        positions.insert(m.partition(), m.offset() + 1);
+        let header = |name: &str| {
+            m.headers()
+                .and_then(|h| {
+                    h.iter()
+                        .find(|h| h.key == name)
+                        .and_then(|h| h.value.map(|v| String::from_utf8_lossy(v).into_owned()))
+                })
+                .unwrap_or_else(|| panic!("output without header {name}"))
+        };
+        out.push(Output {
+            key: String::from_utf8_lossy(m.key().unwrap()).into_owned(),
+            value: String::from_utf8_lossy(m.payload().unwrap()).into_owned(),
+            origin: (
+                header("linecook.origin.topic"),
+                header("linecook.origin.partition"),
+                header("linecook.origin.offset"),
+                header("linecook.origin.index"),
+            ),
+        });
+    }
+    out
+}
+
+/// Distinct outputs by origin. Panics if two copies of one origin differ:
+/// a duplicate must be an exact copy.
+fn dedup(outputs: &[Output]) -> BTreeMap<(String, String, String, String), Output> {
+    let mut by_origin = BTreeMap::new();
+    for o in outputs {
+        if let Some(prev) = by_origin.insert(o.origin.clone(), o.clone()) {
+            assert_eq!(prev, *o, "two outputs with one origin differ");
+        }
+    }
+    by_origin
+}
+
+/// Every count `k:1..=k:N` exactly once per key, where N is how many records
+/// of k were produced: nothing lost, no count applied twice.
+fn assert_exact_counts(outputs: &[Output], produced: &BTreeMap<String, u64>) {
+    let distinct = dedup(outputs);
+    let mut seen: BTreeMap<String, BTreeSet<u64>> = BTreeMap::new();
+    for o in distinct.values() {
+        let (key, count) = o.value.rsplit_once(':').expect("counter output");
+        assert_eq!(key, o.key);
+        let fresh = seen
+            .entry(key.to_owned())
+            .or_default()
+            .insert(count.parse().unwrap());
+        assert!(
+            fresh,
+            "count {} of {key} delivered under two different origins: either state was applied twice or a replayed duplicate cannot be recognised",
+            o.value
+        );
+    }
+    for (key, n) in produced {
+        let expected: BTreeSet<u64> = (1..=*n).collect();
+        assert_eq!(
+            seen.get(key),
+            Some(&expected),
+            "counts of {key}: {n} records produced"
+        );
+    }
+    assert_eq!(distinct.len() as u64, produced.values().sum::<u64>());
+}
+
+/// Partitions of INPUT a member's status says it owns.
+fn owned(status: &StatusReport) -> BTreeSet<u32> {
+    status
+        .partitions
+        .iter()
+        .filter(|p| p.topic == INPUT && p.state.is_some())
+        .map(|p| p.partition)
+        .collect()
+}
+
+/// Waits until `members` own disjoint sets covering every partition, each
+/// member at least one, all in the same group generation, and stay so for a
+/// second; returns the statuses.
+fn wait_balanced(members: &[&Setup]) -> Vec<StatusReport> {
+    let mut stable_since: Option<(Instant, Vec<BTreeSet<u32>>)> = None;
+    let mut last = Vec::new();
+    wait_until(Duration::from_secs(90), "a balanced assignment", || {
+        last = members.iter().map(|m| m.status()).collect::<Vec<_>>();
+        let sets: Vec<BTreeSet<u32>> = last.iter().map(owned).collect();
+        let total: usize = sets.iter().map(BTreeSet::len).sum();
+        let union: BTreeSet<u32> = sets.iter().flatten().copied().collect();
+        let generations: BTreeSet<Option<i32>> = last
+            .iter()
+            .map(|s| s.member.as_ref().and_then(|m| m.generation))
+            .collect();
+        let balanced = total == PARTITIONS as usize
+            && union.len() == PARTITIONS as usize
+            && sets.iter().all(|s| !s.is_empty())
+            && generations.len() == 1;
+        if !balanced {
+            stable_since = None;
+            return false;
+        }
+        match &stable_since {
+            Some((since, prev)) if *prev == sets => since.elapsed() > Duration::from_secs(1),
+            _ => {
+                stable_since = Some((Instant::now(), sets));
+                false
+            }
+        }
+    });
+    last
+}
+
+fn total_outputs(brokers: &str) -> i64 {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .unwrap();
+    (0..3)
+        .map(|p| {
+            let (low, high) = consumer
+                .fetch_watermarks(OUTPUT, p, Duration::from_secs(5))
+                .unwrap();
+            high - low
+        })
+        .sum()
+}
+
+fn wait_all_counted(brokers: &str, produced: &BTreeMap<String, u64>) -> Vec<Output> {
+    let total: u64 = produced.values().sum();
+    let mut outputs = Vec::new();
+    wait_until(
+        Duration::from_secs(120),
+        "every record to be counted",
+        || {
+            if (total_outputs(brokers) as u64) < total {
+                return false;
+            }
+            outputs = read_outputs(brokers);
+            dedup(&outputs).len() as u64 >= total
+        },
+    );
+    outputs
+}
+
+#[test]
+fn a_group_of_hosts_shares_partitions_through_joins_swaps_leaves_and_a_kill() {
+    build_plugins(None);
+    let cluster = Cluster::start();
+    let brokers = cluster.brokers();
+    let a = cluster.member("classic");
+    let b = cluster.member("classic");
+    let c = cluster.member("classic");
+    let feeder = Feeder::start(brokers.clone(), 8);
+
+    // Two members split the six partitions.
+    let mut host_a = a.start();
+    host_a.wait_ready();
+    let mut host_b = b.start();
+    host_b.wait_ready();
+    wait_balanced(&[&a, &b]);
+
+    // A third joins: the partitions spread over three, processing goes on.
+    let mut host_c = c.start();
+    host_c.wait_ready();
+    let before = wait_balanced(&[&a, &b, &c]);
+    let generations: Vec<(Option<i32>, u64)> = before
+        .iter()
+        .map(|s| {
+            let m = s.member.as_ref().expect("a kafka member reports its group");
+            (m.generation, m.rebalances)
+        })
+        .collect();
+    assert!(generations.iter().all(|(g, _)| g.is_some()));
+
+    // A hot swap on one member: its partitions change version, the group
+    // does not notice.
+    let counter = std::fs::read(plugins().join("counter.wasm")).unwrap();
+    let swapped = with_custom_section(&counter, 7);
+    let staging = a.dir.path().join("counter.wasm.tmp");
+    std::fs::write(&staging, &swapped).unwrap();
+    std::fs::rename(&staging, a.dir.path().join("plugins/counter.wasm")).unwrap();
+    let a_owned = owned(&before[0]);
+    let new_digest = linecook::plugins::digest(&swapped);
+    wait_until(
+        Duration::from_secs(30),
+        "member A to run the new version",
+        || {
+            let status = a.status();
+            let on_new: BTreeSet<u32> = status
+                .partitions
+                .iter()
+                .filter(|p| p.state.is_some() && p.version.as_deref() == Some(new_digest.as_str()))
+                .map(|p| p.partition)
+                .collect();
+            on_new == a_owned
+        },
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let after: Vec<(Option<i32>, u64)> = [&a, &b, &c]
+        .iter()
+        .map(|m| {
+            let s = m.status();
+            let g = s.member.expect("group report");
+            (g.generation, g.rebalances)
+        })
+        .collect();
+    assert_eq!(
+        after, generations,
+        "a hot swap changed the group generation or caused a rebalance"
+    );
+    let a_status = a.status();
+    assert_eq!(owned(&a_status), a_owned, "the swap moved partitions");
+
+    // B leaves gracefully; A and C take its partitions.
+    host_b.stop();
+    wait_balanced(&[&a, &c]);
+
+    // C is killed: A takes everything, restoring C's state from the changelog.
+    host_c.kill();
+    wait_until(Duration::from_secs(60), "A to own every partition", || {
+        owned(&a.status()).len() == PARTITIONS as usize
+    });
+
+    let produced = feeder.finish();
+    let outputs = wait_all_counted(&brokers, &produced);
+    assert_exact_counts(&outputs, &produced);
+    let duplicates = outputs.len() - dedup(&outputs).len();
+    eprintln!(
+        "{} records in, {} outputs delivered, {duplicates} duplicates (identical origin headers)",
+        produced.values().sum::<u64>(),
+        outputs.len()
+    );
+    let log = std::fs::read_to_string(&host_a.log).unwrap();
+    let restores: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("state restored from the changelog"))
+        .collect();
+    assert!(!restores.is_empty(), "A never restored a partition's state");
+    for line in restores {
+        eprintln!("A: {line}");
+    }
+    host_a.stop();
+    drop(cluster);
+}
+
+#[test]
+fn kip_848_members_share_the_work() {
+    build_plugins(None);
+    let cluster = Cluster::start();
+    let brokers = cluster.brokers();
+    let a = cluster.member("consumer");
+    let b = cluster.member("consumer");
+    let feeder = Feeder::start(brokers.clone(), 4);
+    let mut host_a = a.start();
+    host_a.wait_ready();
+    let mut host_b = b.start();
+    host_b.wait_ready();
+    wait_balanced(&[&a, &b]);
+    host_b.stop();
+    wait_until(Duration::from_secs(60), "A to own every partition", || {
+        owned(&a.status()).len() == PARTITIONS as usize
+    });
+    let produced = feeder.finish();
+    let outputs = wait_all_counted(&brokers, &produced);
+    assert_exact_counts(&outputs, &produced);
+    host_a.stop();
+}
