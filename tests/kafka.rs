@@ -28,6 +28,8 @@ const INPUT: &str = "events";
 const OUTPUT: &str = "counts";
 const PARTITIONS: i32 = 6;
 const KEYS: u64 = 24;
+/// How long an assignment must hold to count as settled.
+const SETTLED: Duration = Duration::from_secs(4);
 
 struct Cluster {
     mock: MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
@@ -50,12 +52,26 @@ impl Cluster {
         self.mock.bootstrap_servers()
     }
 
-    fn member(&self, protocol: &str) -> Setup {
+    fn member(&self, protocol: &str, assignment: &str) -> Setup {
+        let route = format!(
+            "[[route]]\ntopic = \"{INPUT}\"\nplugin = \"counter\"\nconfig = {{ output = \"{OUTPUT}\" }}\n"
+        );
+        self.member_with(protocol, assignment, "", &route, &["counter"])
+    }
+
+    fn member_with(
+        &self,
+        protocol: &str,
+        assignment: &str,
+        properties: &str,
+        route: &str,
+        plugins: &[&str],
+    ) -> Setup {
         // KIP-848 moves session and heartbeat settings to the broker.
         let (session, heartbeat) = if protocol == "classic" {
             (
                 "session_timeout_ms = 3000\n",
-                "[source.properties]\n\"heartbeat.interval.ms\" = \"500\"\n",
+                "\"heartbeat.interval.ms\" = \"500\"\n",
             )
         } else {
             ("", "")
@@ -68,17 +84,15 @@ impl Cluster {
 kind = "kafka"
 brokers = "{}"
 group_protocol = "{protocol}"
+assignment = "{assignment}"
 {session}commit_interval_ms = 2000
 
-{heartbeat}
-[[route]]
-topic = "{INPUT}"
-plugin = "counter"
-config = {{ output = "{OUTPUT}" }}
-"#,
+[source.properties]
+{heartbeat}{properties}
+{route}"#,
                 self.brokers()
             ),
-            &["counter"],
+            plugins,
         )
     }
 }
@@ -132,6 +146,7 @@ impl Feeder {
 /// One delivered output: its key, value and origin headers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Output {
+    headers: BTreeMap<String, String>,
     key: String,
     value: String,
     origin: (String, String, String, String),
@@ -139,6 +154,11 @@ struct Output {
 
 /// Reads every record of OUTPUT from the beginning.
 fn read_outputs(brokers: &str) -> Vec<Output> {
+    read_topic(brokers, OUTPUT, 3)
+}
+
+/// Reads every record of `topic` from the beginning.
+fn read_topic(brokers: &str, topic: &str, partitions: i32) -> Vec<Output> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", "test-reader")
@@ -147,17 +167,17 @@ fn read_outputs(brokers: &str) -> Vec<Output> {
         .unwrap();
     let mut tpl = TopicPartitionList::new();
     let mut ends = BTreeMap::new();
-    for p in 0..3 {
+    for p in 0..partitions {
         let (_, high) = consumer
-            .fetch_watermarks(OUTPUT, p, Duration::from_secs(5))
+            .fetch_watermarks(topic, p, Duration::from_secs(5))
             .unwrap();
         ends.insert(p, high);
-        tpl.add_partition_offset(OUTPUT, p, Offset::Beginning)
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
             .unwrap();
     }
     consumer.assign(&tpl).unwrap();
     let mut out = Vec::new();
-    let mut positions: BTreeMap<i32, i64> = (0..3).map(|p| (p, 0)).collect();
+    let mut positions: BTreeMap<i32, i64> = (0..partitions).map(|p| (p, 0)).collect();
     let deadline = Instant::now() + Duration::from_secs(30);
     while positions.iter().any(|(p, pos)| *pos < ends[p]) {
         assert!(Instant::now() < deadline, "reading outputs timed out");
@@ -175,7 +195,19 @@ fn read_outputs(brokers: &str) -> Vec<Output> {
                 })
                 .unwrap_or_else(|| panic!("output without header {name}"))
         };
+        let headers = m
+            .headers()
+            .map(|h| {
+                h.iter()
+                    .map(|h| {
+                        let value = String::from_utf8_lossy(h.value.unwrap_or_default());
+                        (h.key.to_owned(), value.into_owned())
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
         out.push(Output {
+            headers,
             key: String::from_utf8_lossy(m.key().unwrap()).into_owned(),
             value: String::from_utf8_lossy(m.payload().unwrap()).into_owned(),
             origin: (
@@ -241,10 +273,13 @@ fn owned(status: &StatusReport) -> BTreeSet<u32> {
 }
 
 /// Waits until `members` own disjoint sets covering every partition, each
-/// member at least one, all in the same group generation, and stay so for a
-/// second; returns the statuses.
+/// member at least one, all in the same group generation, and stay so for
+/// `SETTLED` — longer than the mock takes for a rebalance round, so a
+/// follow-up round (cooperative rebalancing takes two) has shown up by then;
+/// returns the statuses.
 fn wait_balanced(members: &[&Setup]) -> Vec<StatusReport> {
-    let mut stable_since: Option<(Instant, Vec<BTreeSet<u32>>)> = None;
+    type Seen = (Vec<BTreeSet<u32>>, BTreeSet<Option<i32>>);
+    let mut stable_since: Option<(Instant, Seen)> = None;
     let mut last = Vec::new();
     wait_until(Duration::from_secs(90), "a balanced assignment", || {
         last = members.iter().map(|m| m.status()).collect::<Vec<_>>();
@@ -264,9 +299,11 @@ fn wait_balanced(members: &[&Setup]) -> Vec<StatusReport> {
             return false;
         }
         match &stable_since {
-            Some((since, prev)) if *prev == sets => since.elapsed() > Duration::from_secs(1),
+            Some((since, prev)) if *prev == (sets.clone(), generations.clone()) => {
+                since.elapsed() > SETTLED
+            }
             _ => {
-                stable_since = Some((Instant::now(), sets));
+                stable_since = Some((Instant::now(), (sets, generations)));
                 false
             }
         }
@@ -311,9 +348,9 @@ fn a_group_of_hosts_shares_partitions_through_joins_swaps_leaves_and_a_kill() {
     build_plugins(None);
     let cluster = Cluster::start();
     let brokers = cluster.brokers();
-    let a = cluster.member("classic");
-    let b = cluster.member("classic");
-    let c = cluster.member("classic");
+    let a = cluster.member("classic", "cooperative-sticky");
+    let b = cluster.member("classic", "cooperative-sticky");
+    let c = cluster.member("classic", "cooperative-sticky");
     let feeder = Feeder::start(brokers.clone(), 8);
 
     // Two members split the six partitions.
@@ -407,13 +444,14 @@ fn a_group_of_hosts_shares_partitions_through_joins_swaps_leaves_and_a_kill() {
     drop(cluster);
 }
 
-#[test]
-fn kip_848_members_share_the_work() {
+/// Two members split the work, one leaves, the other finishes it: counts
+/// exact.
+fn two_members_then_one(protocol: &str, assignment: &str) {
     build_plugins(None);
     let cluster = Cluster::start();
     let brokers = cluster.brokers();
-    let a = cluster.member("consumer");
-    let b = cluster.member("consumer");
+    let a = cluster.member(protocol, assignment);
+    let b = cluster.member(protocol, assignment);
     let feeder = Feeder::start(brokers.clone(), 4);
     let mut host_a = a.start();
     host_a.wait_ready();
@@ -428,4 +466,82 @@ fn kip_848_members_share_the_work() {
     let outputs = wait_all_counted(&brokers, &produced);
     assert_exact_counts(&outputs, &produced);
     host_a.stop();
+}
+
+#[test]
+fn kip_848_members_share_the_work() {
+    two_members_then_one("consumer", "cooperative-sticky");
+}
+
+#[test]
+fn eager_range_members_share_the_work() {
+    two_members_then_one("classic", "range");
+}
+
+#[test]
+fn a_handler_stuck_past_max_poll_interval_costs_no_rebalance_and_is_dead_lettered() {
+    build_plugins(None);
+    let cluster = Cluster::start();
+    let brokers = cluster.brokers();
+    // One batch spins for 4 s, past max.poll.interval.ms: polling must go on.
+    let route = format!(
+        "[[route]]\ntopic = \"{INPUT}\"\nplugin = \"hostile\"\nconfig = {{ output = \"{OUTPUT}\" }}\nlimits = {{ cpu_ms = 4000 }}\nerrors = {{ retries = 0 }}\n"
+    );
+    let a = cluster.member_with(
+        "classic",
+        "cooperative-sticky",
+        "\"max.poll.interval.ms\" = \"3000\"\n",
+        &route,
+        &["hostile"],
+    );
+    let mut host = a.start();
+    host.wait_ready();
+    let before = wait_balanced(&[&a]).remove(0).member.unwrap();
+
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .create()
+        .unwrap();
+    let send = |key: &str, value: &str| {
+        producer
+            .send(BaseRecord::to(INPUT).partition(0).key(key).payload(value))
+            .map_err(|(e, _)| e)
+            .unwrap();
+        producer.flush(Duration::from_secs(5)).unwrap();
+    };
+    send("stuck", "loop");
+    wait_until(
+        Duration::from_secs(20),
+        "the loop record to be dead-lettered",
+        || !read_topic(&brokers, &format!("{INPUT}.dlq"), 1).is_empty(),
+    );
+    for i in 0..20 {
+        send("k", &format!("v{i}"));
+    }
+    let mut outputs = Vec::new();
+    wait_until(Duration::from_secs(30), "the records after it", || {
+        outputs = read_outputs(&brokers);
+        outputs.len() >= 20
+    });
+    let values: Vec<&str> = outputs.iter().map(|o| o.value.as_str()).collect();
+    let expected: Vec<String> = (0..20).map(|i| format!("ok:v{i}")).collect();
+    assert_eq!(
+        values, expected,
+        "records after the stuck one, in order, once"
+    );
+
+    let dead = read_topic(&brokers, &format!("{INPUT}.dlq"), 1);
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].value, "loop");
+    assert_eq!(dead[0].headers["linecook.source.offset"], "0");
+    assert_eq!(dead[0].headers["linecook.error.kind"], "limit");
+
+    let after = a.status().member.unwrap();
+    assert_eq!(
+        (after.generation, after.rebalances),
+        (before.generation, before.rebalances),
+        "a handler stuck past max.poll.interval.ms cost a rebalance"
+    );
+    assert_eq!(owned(&a.status()).len(), PARTITIONS as usize);
+    host.stop();
 }

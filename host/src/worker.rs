@@ -26,6 +26,7 @@ use tracing::{debug, error, info, warn};
 use crate::checkpoint::{BatchCommit, BatchEffects};
 use crate::config::{ErrorPolicy, Limits, OnError};
 use crate::group::{Feed, KafkaFeed};
+use crate::kafka::restore::Goal;
 use crate::log::TopicInfo;
 use crate::metrics::{ErrorLabels, Metrics, PartitionLabels, TopicLabels};
 use crate::plugins::{PluginVersion, short};
@@ -200,13 +201,14 @@ impl Worker {
         self.report(WorkerEvent::Owned {
             partition: self.spec.partition,
         });
-        if let Feed::Kafka(KafkaFeed {
-            restore_to: Some(upto),
-            ..
-        }) = &self.spec.feed
-        {
-            let upto = *upto;
-            if !self.restore(upto) {
+        if let Feed::Kafka(KafkaFeed { restore_to, .. }) = &self.spec.feed {
+            let goal = match *restore_to {
+                Some(upto) => Goal::Restore { upto },
+                None => Goal::Plan {
+                    from: self.next_offset,
+                },
+            };
+            if !self.restore(goal) {
                 self.report(WorkerEvent::Released {
                     partition: self.spec.partition,
                 });
@@ -278,64 +280,89 @@ impl Worker {
             .remove(&self.spec.topic.name, self.spec.partition);
     }
 
-    /// Rebuilds the partition's state from the changelog up to the group's
-    /// committed offset `upto`, retrying until it succeeds or the partition
-    /// is released (false).
-    fn restore(&mut self, upto: u64) -> bool {
+    /// Reads what the partition needs from the changelog — its state up to
+    /// the group's committed offset, or only the batches a previous owner
+    /// handled past the local checkpoint — retrying until it succeeds or the
+    /// partition is released (false).
+    fn restore(&mut self, goal: Goal) -> bool {
         let Feed::Kafka(feed) = self.spec.feed.clone() else {
             return true;
+        };
+        let (from, restoring) = match goal {
+            Goal::Restore { upto } => (upto, true),
+            Goal::Plan { from } => (from, false),
         };
         let started = Instant::now();
         loop {
             self.set_state(
                 PartitionState::Restoring,
-                Some(format!("restoring state up to offset {upto}")),
+                Some(if restoring {
+                    format!("restoring state up to offset {from}")
+                } else {
+                    format!("reading the changelog's recent batches from offset {from}")
+                }),
             );
             let (topic, partition) = (self.spec.topic.name.clone(), self.spec.partition);
             let live = self.spec.live.clone();
-            let restored = crate::kafka::restore::restore(
+            let restored = crate::kafka::restore::read(
                 &feed.client,
                 &feed.group,
                 &feed.changelog_topic,
                 self.spec.partition,
-                upto,
+                goal,
                 &self.spec.cancel,
                 |read, total| {
                     live.update(&topic, partition, |l| {
                         l.detail = Some(format!(
-                            "restoring state up to offset {upto}: {read} of {total} changelog records"
+                            "restoring state up to offset {from}: {read} of {total} changelog records"
                         ));
                     });
                 },
             )
             .and_then(|r| {
-                self.spec
-                    .store
-                    .restore_partition(&self.spec.topic, self.spec.partition, upto, &r.state)?;
+                if restoring {
+                    self.spec.store.restore_partition(
+                        &self.spec.topic,
+                        self.spec.partition,
+                        from,
+                        &r.state,
+                    )?;
+                }
                 Ok(r)
             });
             match restored {
                 Ok(r) => {
                     self.spec.metrics.restored_records.inc_by(r.records);
-                    info!(
-                        upto,
-                        keys = r.state.len(),
-                        changelog_records = r.records,
-                        replay_batches = r.plan.len(),
-                        took_ms = started.elapsed().as_millis() as u64,
-                        "state restored from the changelog"
-                    );
-                    self.next_offset = upto;
+                    let took_ms = started.elapsed().as_millis() as u64;
+                    if restoring {
+                        info!(
+                            upto = from,
+                            keys = r.state.len(),
+                            changelog_records = r.records,
+                            replay_batches = r.plan.len(),
+                            took_ms,
+                            "state restored from the changelog"
+                        );
+                    } else {
+                        info!(
+                            from,
+                            changelog_records = r.records,
+                            replay_batches = r.plan.len(),
+                            took_ms,
+                            "local state is current; recent batches read from the changelog"
+                        );
+                    }
+                    self.next_offset = from;
                     self.replay = r.plan.into();
                     self.set_state(PartitionState::Starting, None);
                     return true;
                 }
                 Err(_) if self.spec.cancel.is_cancelled() => return false,
                 Err(e) => {
-                    error!("restoring from the changelog failed, retrying: {e:#}");
+                    error!("reading the changelog failed, retrying: {e:#}");
                     self.set_state(
                         PartitionState::Restoring,
-                        Some(format!("restore failed, retrying: {e:#}")),
+                        Some(format!("reading the changelog failed, retrying: {e:#}")),
                     );
                     let cancel = self.spec.cancel.clone();
                     self.spec.rt.block_on(async {

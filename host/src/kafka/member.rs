@@ -465,7 +465,7 @@ impl KafkaMember {
         metrics: Arc<Metrics>,
     ) -> anyhow::Result<KafkaMember> {
         let settings = ClientSettings::new(source);
-        let mut client = settings.client_config();
+        let mut client = settings.consumer_config();
         client
             .set("group.id", &config.group)
             .set("enable.auto.commit", "false")

@@ -38,6 +38,9 @@ pub struct ClientSettings {
     pub brokers: String,
     /// Pass-through librdkafka properties.
     pub properties: BTreeMap<String, String>,
+    /// Session timeout (classic protocol): librdkafka checks consumer
+    /// properties such as `max.poll.interval.ms` against it.
+    pub session_timeout_ms: Option<u32>,
 }
 
 impl ClientSettings {
@@ -46,6 +49,8 @@ impl ClientSettings {
         ClientSettings {
             brokers: source.brokers.clone(),
             properties: source.properties.clone(),
+            session_timeout_ms: (source.group_protocol == crate::config::GroupProtocol::Classic)
+                .then_some(source.session_timeout_ms),
         }
     }
 
@@ -55,6 +60,15 @@ impl ClientSettings {
         config.set("bootstrap.servers", &self.brokers);
         for (key, value) in &self.properties {
             config.set(key, value);
+        }
+        config
+    }
+
+    /// A client config for a consumer: also the session timeout.
+    pub fn consumer_config(&self) -> ClientConfig {
+        let mut config = self.client_config();
+        if let Some(ms) = self.session_timeout_ms {
+            config.set("session.timeout.ms", ms.to_string());
         }
         config
     }
@@ -74,7 +88,7 @@ pub async fn prepare_topics(
 ) -> anyhow::Result<BTreeMap<String, u32>> {
     let settings = ClientSettings::new(source);
     let probe: BaseConsumer = settings
-        .client_config()
+        .consumer_config()
         .create()
         .context("creating a Kafka client")?;
     let partitions_of = |topic: &str| -> anyhow::Result<Option<u32>> {
