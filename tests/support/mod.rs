@@ -313,18 +313,28 @@ impl Producer {
 /// build script if missing) once per test binary; returns the `.wasm` path.
 pub fn python_uppercase() -> &'static Path {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    BUILT.get_or_init(|| {
-        let dir = workspace_root().join("plugins/python/uppercase");
-        let status = Command::new("bash")
-            .arg(dir.join("build.sh"))
-            .status()
-            .expect("running plugins/python/uppercase/build.sh");
-        assert!(
-            status.success(),
-            "building the Python uppercase plugin failed"
-        );
-        dir.join("uppercase.wasm")
-    })
+    BUILT.get_or_init(|| build_python("uppercase"))
+}
+
+/// Builds `plugins/python/counter`, like `python_uppercase`.
+pub fn python_counter() -> &'static Path {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(|| build_python("counter"))
+}
+
+fn build_python(name: &str) -> PathBuf {
+    let dir = workspace_root().join("plugins/python").join(name);
+    let started = Instant::now();
+    let status = Command::new("bash")
+        .arg(dir.join("build.sh"))
+        .status()
+        .unwrap_or_else(|e| panic!("running plugins/python/{name}/build.sh: {e}"));
+    assert!(status.success(), "building the Python {name} plugin failed");
+    eprintln!(
+        "built plugins/python/{name} in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    dir.join(format!("{name}.wasm"))
 }
 
 /// `component` with a custom section appended: the same code under a new

@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# Builds counter.wasm from app.py with componentize-py (installed if missing).
+set -euo pipefail
+cd "$(dirname "$0")"
+command -v componentize-py >/dev/null || python3 -m pip install --quiet 'componentize-py==0.25.*'
+componentize-py --wit-path ../../../wit --world handler componentize app -o counter.wasm
