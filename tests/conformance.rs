@@ -35,7 +35,7 @@ fn inputs() -> Vec<(Option<Bytes>, Bytes)> {
 }
 
 /// What `uppercase` must emit: ASCII letters upper-cased, same key.
-fn expected_uppercase() -> Vec<(Option<Bytes>, Bytes)> {
+fn expected_uppercase() -> Pairs {
     inputs()
         .into_iter()
         .map(|(k, v)| (k, v.to_ascii_uppercase()))
@@ -43,9 +43,7 @@ fn expected_uppercase() -> Vec<(Option<Bytes>, Bytes)> {
 }
 
 /// What `counter` must emit, and the state it must leave.
-fn expected_counter(
-    inputs: &[(Option<Bytes>, Bytes)],
-) -> (Vec<(Option<Bytes>, Bytes)>, Vec<(Bytes, Bytes)>) {
+fn expected_counter(inputs: &[(Option<Bytes>, Bytes)]) -> (Pairs, Vec<(Bytes, Bytes)>) {
     let mut counts: BTreeMap<Bytes, u64> = BTreeMap::new();
     let mut out = Vec::new();
     for (k, _) in inputs {
