@@ -140,6 +140,24 @@ enum Command {
     },
     /// Print an annotated example config file.
     ConfigHelp,
+    /// Start a handler project: `linecook new NAME --lang rust` writes NAME/
+    /// with a working handler (it upper-cases values to route config
+    /// `output`) and a build.sh that produces NAME.wasm, ready for
+    /// `linecook plugins check` and the plugins directory.
+    New {
+        /// Plugin name: the project directory and the NAME.wasm it builds.
+        name: String,
+        /// Language of the handler.
+        #[arg(long, value_enum, default_value_t = crate::scaffold::Lang::Rust)]
+        lang: crate::scaffold::Lang,
+        /// Directory to create the project in.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// Rust only: path of linecook's guest-sdk directory (defaults to
+        /// where it was when this binary was built).
+        #[arg(long)]
+        sdk: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -318,6 +336,20 @@ pub fn main() -> anyhow::Result<()> {
         }
         Command::ConfigHelp => {
             print!("{}", EXAMPLE_CONFIG);
+            Ok(())
+        }
+        Command::New {
+            name,
+            lang,
+            dir,
+            sdk,
+        } => {
+            let root = crate::scaffold::new_project(&name, lang, &dir, sdk.as_deref())?;
+            eprintln!(
+                "created {}; build it with {}/build.sh",
+                root.display(),
+                root.display()
+            );
             Ok(())
         }
     }

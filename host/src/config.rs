@@ -565,7 +565,8 @@ pub fn validate_partitions(partitions: u32) -> Result<(), String> {
     Ok(())
 }
 
-fn validate_plugin_name(name: &str) -> Result<(), String> {
+/// Checks a plugin name: the file stem of `<name>.wasm`.
+pub fn validate_plugin_name(name: &str) -> Result<(), String> {
     let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-');
     if name.is_empty() || !name.chars().all(ok_char) {
         return Err(format!(

@@ -31,6 +31,7 @@ pub mod plugins;
 pub mod record;
 pub mod rollout;
 pub mod runtime;
+pub mod scaffold;
 pub mod status;
 pub mod store;
 pub mod worker;

@@ -1,0 +1,92 @@
+//! `linecook new`: every scaffolded language builds, with its one command,
+//! to a component the host accepts, and handles records in a running host.
+
+mod support;
+
+use std::process::Command;
+
+use support::{Setup, build_plugins, read_all, wait_until, workspace_root};
+
+fn new_project(lang: &str, dir: &std::path::Path, name: &str) -> std::path::PathBuf {
+    let out = Command::new(env!("CARGO_BIN_EXE_linecook"))
+        .args(["new", name, "--lang", lang, "--dir"])
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "linecook new --lang {lang}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    dir.join(name)
+}
+
+#[test]
+fn scaffolded_handlers_build_with_one_command_and_run() {
+    // Shares compiled dependencies with the example plugins.
+    build_plugins(None);
+    let work = tempfile::tempdir().unwrap();
+    for (lang, name) in [("rust", "hello-rs"), ("python", "hello-py")] {
+        let project = new_project(lang, work.path(), name);
+        let started = std::time::Instant::now();
+        let status = Command::new(project.join("build.sh"))
+            .env("CARGO_TARGET_DIR", workspace_root().join("plugins/target"))
+            .status()
+            .unwrap();
+        assert!(status.success(), "{lang}: build.sh failed");
+        eprintln!(
+            "{lang}: scaffold built in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+        let wasm = project.join(format!("{name}.wasm"));
+        let check = Command::new(env!("CARGO_BIN_EXE_linecook"))
+            .args(["plugins", "check"])
+            .arg(&wasm)
+            .output()
+            .unwrap();
+        assert!(
+            check.status.success(),
+            "{lang}: plugins check: {}",
+            String::from_utf8_lossy(&check.stderr)
+        );
+
+        let setup = Setup::new(
+            &format!(
+                "[[topic]]\nname = \"in\"\npartitions = 1\n[[topic]]\nname = \"out\"\npartitions = 1\n[[route]]\ntopic = \"in\"\nplugin = \"{name}\"\nconfig = {{ output = \"out\" }}\n"
+            ),
+            &[],
+        );
+        std::fs::copy(&wasm, setup.dir.path().join(format!("plugins/{name}.wasm"))).unwrap();
+        {
+            let store = setup.store();
+            store.create_topic("in", 1).unwrap();
+            store.create_topic("out", 1).unwrap();
+        }
+        setup.produce("in", &[(Some("k"), "hello"), (None, "World")]);
+        let mut host = setup.start();
+        host.wait_ready();
+        wait_until(std::time::Duration::from_secs(60), "the records", || {
+            setup.status().partitions.iter().all(|p| p.lag == 0)
+        });
+        host.stop();
+        let values: Vec<Vec<u8>> = read_all(&setup.store(), "out")
+            .into_iter()
+            .map(|r| r.value)
+            .collect();
+        assert_eq!(values, vec![b"HELLO".to_vec(), b"WORLD".to_vec()], "{lang}");
+    }
+}
+
+#[test]
+fn an_unscaffolded_language_is_refused_with_the_supported_ones() {
+    let work = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_linecook"))
+        .args(["new", "x", "--lang", "zig", "--dir"])
+        .arg(work.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("rust and python"), "{err}");
+    assert!(!work.path().join("x").exists());
+}
