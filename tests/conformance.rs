@@ -24,6 +24,7 @@ fn inputs() -> Vec<(Option<Bytes>, Bytes)> {
         r(Some(b"a"), b""),
         r(None, b"keyless"),
         r(Some(b"k\xff\xfe"), b"bytes \xff\x00 caf\xc3\xa9"),
+        r(Some(b"x\xe2\x82y\xf0\x9f"), b"truncated sequences"),
         r(Some(b"a"), b"again"),
         r(None, b""),
         r(Some(b""), b"empty key counts with keyless"),
@@ -95,6 +96,11 @@ fn languages() -> Vec<Language> {
             counter: plugins().join("counter.wasm"),
         },
         Language {
+            name: "C",
+            uppercase: support::c_plugins().join("uppercase.wasm"),
+            counter: support::c_plugins().join("counter.wasm"),
+        },
+        Language {
             name: "Python",
             uppercase: support::python_uppercase().to_owned(),
             counter: support::python_counter().to_owned(),
@@ -133,12 +139,13 @@ fn compare(
     Ok(())
 }
 
+/// `key=value`, bytes outside printable ASCII escaped (`\xNN`).
 fn show((k, v): &(Option<Bytes>, Bytes)) -> String {
+    let escape = |b: &[u8]| b.escape_ascii().to_string();
     format!(
         "{}={}",
-        k.as_ref()
-            .map_or("(none)".into(), |k| String::from_utf8_lossy(k).into_owned()),
-        String::from_utf8_lossy(v)
+        k.as_ref().map_or("(none)".into(), |k| escape(k)),
+        escape(v)
     )
 }
 

@@ -26,7 +26,11 @@ fn scaffolded_handlers_build_with_one_command_and_run() {
     // Shares compiled dependencies with the example plugins.
     build_plugins(None);
     let work = tempfile::tempdir().unwrap();
-    for (lang, name) in [("rust", "hello-rs"), ("python", "hello-py")] {
+    for (lang, name) in [
+        ("rust", "hello-rs"),
+        ("c", "hello-c"),
+        ("python", "hello-py"),
+    ] {
         let project = new_project(lang, work.path(), name);
         let started = std::time::Instant::now();
         let status = Command::new(project.join("build.sh"))
@@ -87,6 +91,6 @@ fn an_unscaffolded_language_is_refused_with_the_supported_ones() {
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("rust and python"), "{err}");
+    assert!(err.contains("rust, python and c"), "{err}");
     assert!(!work.path().join("x").exists());
 }

@@ -322,6 +322,26 @@ pub fn python_counter() -> &'static Path {
     BUILT.get_or_init(|| build_python("counter"))
 }
 
+/// Builds `plugins/c` (installing its toolchain if missing) once per test
+/// binary; returns the directory holding `uppercase.wasm` and `counter.wasm`.
+pub fn c_plugins() -> &'static Path {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let dir = workspace_root().join("plugins/c");
+        let started = Instant::now();
+        let status = Command::new("bash")
+            .arg(dir.join("build.sh"))
+            .status()
+            .expect("running plugins/c/build.sh");
+        assert!(status.success(), "building the C plugins failed");
+        eprintln!(
+            "built plugins/c (toolchain included) in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+        dir
+    })
+}
+
 fn build_python(name: &str) -> PathBuf {
     let dir = workspace_root().join("plugins/python").join(name);
     let started = Instant::now();
