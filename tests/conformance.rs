@@ -101,6 +101,11 @@ fn languages() -> Vec<Language> {
             counter: support::c_plugins().join("counter.wasm"),
         },
         Language {
+            name: "JavaScript",
+            uppercase: support::js_plugins().join("uppercase.wasm"),
+            counter: support::js_plugins().join("counter.wasm"),
+        },
+        Language {
             name: "Python",
             uppercase: support::python_uppercase().to_owned(),
             counter: support::python_counter().to_owned(),

@@ -29,6 +29,7 @@ fn scaffolded_handlers_build_with_one_command_and_run() {
     for (lang, name) in [
         ("rust", "hello-rs"),
         ("c", "hello-c"),
+        ("js", "hello-js"),
         ("python", "hello-py"),
     ] {
         let project = new_project(lang, work.path(), name);
@@ -91,6 +92,6 @@ fn an_unscaffolded_language_is_refused_with_the_supported_ones() {
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("rust, python and c"), "{err}");
+    assert!(err.contains("rust, python, c and js"), "{err}");
     assert!(!work.path().join("x").exists());
 }

@@ -82,8 +82,19 @@ pub fn new_project(
             ("wit/handler.wit", WIT.to_owned()),
             ("README.md", fill(README, name).replace("{{lang}}", "C")),
         ],
+        Lang::Js => vec![
+            ("app.js", fill(JS_APP, name)),
+            ("build.mjs", fill(JS_BUILD_MJS, name)),
+            ("package.json", fill(JS_PACKAGE, name)),
+            ("build.sh", fill(JS_BUILD, name)),
+            ("wit/handler.wit", WIT.to_owned()),
+            (
+                "README.md",
+                fill(README, name).replace("{{lang}}", "JavaScript"),
+            ),
+        ],
         other => bail!(
-            "`--lang {}` is not scaffolded yet: linecook new supports rust, python and c today (see docs/languages.md)",
+            "`--lang {}` is not scaffolded yet: linecook new supports rust, python, c and js today (see docs/languages.md)",
             format!("{other:?}").to_lowercase()
         ),
     };
@@ -307,5 +318,75 @@ wit-bindgen c wit --world handler --out-dir gen >/dev/null 2>&1
 clang-19 --target=wasm32-wasi -mexec-model=reactor -O2 -Wall -Wextra -Werror \
   -Igen -o gen/{{crate}}.core.wasm app.c gen/handler.c gen/handler_component_type.o
 wasm-tools component new gen/{{crate}}.core.wasm -o {{name}}.wasm
+echo "built {{name}}.wasm"
+"#;
+
+const JS_APP: &str = r#"// {{name}}: emits each record's value ASCII-upper-cased, with the same key,
+// to the topic named by the route config `output`.
+//
+// componentize-js maps the world: exports are this module's `init` and
+// `handle`; imported interfaces are modules named by their WIT path
+// ('linecook:handler/state@0.1.0': get, set, delete, scan; '.../emit@0.1.0':
+// send; '.../log@0.1.0': write). list<u8> is a Uint8Array, option<T> is T or
+// undefined, records are objects with camelCase fields. Throw a string to
+// fail `init`; throw { tag: 'retry' | 'fatal', val: 'why' } or
+// { tag: 'poison', val: { index, message } } to fail a batch. Module state is
+// dropped at every swap: keep durable data in `state`.
+
+import { send } from 'linecook:handler/emit@0.1.0';
+
+let output;
+
+export function init(context) {
+  const entry = context.config.find(([key]) => key === 'output');
+  if (entry === undefined) {
+    throw '{{name}} needs route config `output`: the topic to write to';
+  }
+  output = entry[1];
+}
+
+export function handle(batch) {
+  for (const record of batch) {
+    const value = Uint8Array.from(record.value);
+    for (let i = 0; i < value.length; i++) {
+      if (value[i] >= 0x61 && value[i] <= 0x7a) value[i] -= 0x20;
+    }
+    send({ topic: output, key: record.key, value, headers: [] });
+  }
+}
+"#;
+
+const JS_BUILD_MJS: &str = r#"// Builds {{name}}.wasm with componentize-js. Every optional feature is
+// disabled: the component imports nothing but the linecook:handler world
+// (re-enable 'stdio' to see console output in the host's log).
+import { componentize } from '@bytecodealliance/componentize-js';
+import { writeFile } from 'node:fs/promises';
+
+const { component } = await componentize({
+  sourcePath: 'app.js',
+  witPath: 'wit',
+  worldName: 'handler',
+  disableFeatures: ['random', 'stdio', 'clocks', 'http', 'fetch-event'],
+});
+await writeFile('{{name}}.wasm', component);
+"#;
+
+const JS_PACKAGE: &str = r#"{
+  "name": "{{name}}",
+  "private": true,
+  "type": "module",
+  "devDependencies": {
+    "@bytecodealliance/componentize-js": "0.23.0"
+  }
+}
+"#;
+
+const JS_BUILD: &str = r#"#!/usr/bin/env bash
+# Builds {{name}}.wasm, a component of the linecook:handler world, from app.js
+# with componentize-js (installed with npm if missing).
+set -euo pipefail
+cd "$(dirname "$0")"
+[ -d node_modules/@bytecodealliance/componentize-js ] || npm install --no-audit --no-fund --silent
+node build.mjs
 echo "built {{name}}.wasm"
 "#;

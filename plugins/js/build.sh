@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Builds uppercase.wasm and counter.wasm from JavaScript with componentize-js
+# (installed with `npm ci` from package-lock.json if missing).
+set -euo pipefail
+cd "$(dirname "$0")"
+[ -d node_modules/@bytecodealliance/componentize-js ] || npm ci --no-audit --no-fund --silent
+node build.mjs
