@@ -10,6 +10,7 @@ set -euo pipefail
 # `component` subcommands.
 WIT_BINDGEN_VERSION=0.61.1
 WASM_TOOLS_VERSION=1.263.0
+ZIG_VERSION=0.17.1
 
 export PATH="$HOME/.cargo/bin:$PATH"
 
@@ -28,6 +29,13 @@ timed() {
   echo "==> installed $what in $((SECONDS - start)) s" >&2
 }
 
+wasm_tools() {
+  if [ "$(wasm-tools --version 2>/dev/null | awk '{print $2}')" != "$WASM_TOOLS_VERSION" ]; then
+    timed "wasm-tools $WASM_TOOLS_VERSION" cargo install --quiet --locked \
+      "wasm-tools@$WASM_TOOLS_VERSION" --no-default-features --features component
+  fi
+}
+
 for lang in "$@"; do
   case "$lang" in
     c)
@@ -38,10 +46,13 @@ for lang in "$@"; do
         timed "wit-bindgen $WIT_BINDGEN_VERSION" cargo install --quiet --locked \
           "wit-bindgen-cli@$WIT_BINDGEN_VERSION" --no-default-features --features c
       fi
-      if [ "$(wasm-tools --version 2>/dev/null | awk '{print $2}')" != "$WASM_TOOLS_VERSION" ]; then
-        timed "wasm-tools $WASM_TOOLS_VERSION" cargo install --quiet --locked \
-          "wasm-tools@$WASM_TOOLS_VERSION" --no-default-features --features component
+      wasm_tools
+      ;;
+    zig)
+      if ! python3 -m ziglang version >/dev/null 2>&1; then
+        timed "zig $ZIG_VERSION" python3 -m pip install --quiet "ziglang==$ZIG_VERSION"
       fi
+      wasm_tools
       ;;
     *)
       echo "toolchains.sh: no toolchain known for \`$lang\`" >&2

@@ -106,6 +106,11 @@ fn languages() -> Vec<Language> {
             counter: support::js_plugins().join("counter.wasm"),
         },
         Language {
+            name: "Zig",
+            uppercase: support::zig_plugins().join("uppercase.wasm"),
+            counter: support::zig_plugins().join("counter.wasm"),
+        },
+        Language {
             name: "Python",
             uppercase: support::python_uppercase().to_owned(),
             counter: support::python_counter().to_owned(),

@@ -326,20 +326,29 @@ pub fn python_counter() -> &'static Path {
 /// binary; returns the directory holding `uppercase.wasm` and `counter.wasm`.
 pub fn c_plugins() -> &'static Path {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    BUILT.get_or_init(|| {
-        let dir = workspace_root().join("plugins/c");
-        let started = Instant::now();
-        let status = Command::new("bash")
-            .arg(dir.join("build.sh"))
-            .status()
-            .expect("running plugins/c/build.sh");
-        assert!(status.success(), "building the C plugins failed");
-        eprintln!(
-            "built plugins/c (toolchain included) in {:.1} s",
-            started.elapsed().as_secs_f64()
-        );
-        dir
-    })
+    BUILT.get_or_init(|| build_language("c"))
+}
+
+/// Builds `plugins/zig`, like `c_plugins`.
+pub fn zig_plugins() -> &'static Path {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(|| build_language("zig"))
+}
+
+/// Runs `plugins/<lang>/build.sh` (which installs its toolchain if missing).
+fn build_language(lang: &str) -> PathBuf {
+    let dir = workspace_root().join("plugins").join(lang);
+    let started = Instant::now();
+    let status = Command::new("bash")
+        .arg(dir.join("build.sh"))
+        .status()
+        .unwrap_or_else(|e| panic!("running plugins/{lang}/build.sh: {e}"));
+    assert!(status.success(), "building the {lang} plugins failed");
+    eprintln!(
+        "built plugins/{lang} (toolchain included) in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    dir
 }
 
 /// Builds `plugins/js` (npm-installing componentize-js if missing) once per
