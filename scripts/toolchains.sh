@@ -48,6 +48,9 @@ for lang in "$@"; do
       fi
       wasm_tools
       ;;
+    wasm-tools)
+      wasm_tools
+      ;;
     zig)
       if ! python3 -m ziglang version >/dev/null 2>&1; then
         timed "zig $ZIG_VERSION" python3 -m pip install --quiet "ziglang==$ZIG_VERSION"

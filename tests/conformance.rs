@@ -111,6 +111,11 @@ fn languages() -> Vec<Language> {
             counter: support::zig_plugins().join("counter.wasm"),
         },
         Language {
+            name: "AssemblyScript",
+            uppercase: support::assemblyscript_plugins().join("uppercase.wasm"),
+            counter: support::assemblyscript_plugins().join("counter.wasm"),
+        },
+        Language {
             name: "Python",
             uppercase: support::python_uppercase().to_owned(),
             counter: support::python_counter().to_owned(),

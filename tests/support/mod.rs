@@ -335,6 +335,12 @@ pub fn zig_plugins() -> &'static Path {
     BUILT.get_or_init(|| build_language("zig"))
 }
 
+/// Builds `plugins/assemblyscript`, like `c_plugins`.
+pub fn assemblyscript_plugins() -> &'static Path {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(|| build_language("assemblyscript"))
+}
+
 /// Runs `plugins/<lang>/build.sh` (which installs its toolchain if missing).
 fn build_language(lang: &str) -> PathBuf {
     let dir = workspace_root().join("plugins").join(lang);

@@ -1,0 +1,131 @@
+// counter, in AssemblyScript: keeps a per-key count in partition state and,
+// for each record, emits "<key>:<count>" (the count after this record; the
+// key as UTF-8 with each maximal invalid subpart replaced by U+FFFD, keyless
+// records counted under the empty key) with the same key to the topic named
+// by route config `output` — byte for byte what the Rust `counter` plugin
+// emits. The canonical-ABI glue is glue.ts.
+//
+// Optional route config `fail_on`: a batch containing a record whose value
+// equals it fails with `retry`, after having written state and emitted
+// records for the records before it, which the host then discards.
+
+import {
+  RECORD_SIZE, begin, bytesEqual, bytesEqualAscii, emitWithKeyOf, handleOk, handleRetry,
+  initErr, initOk, keyLen, keyPtr, outLen, outPtr, pushAscii, pushByte, pushBytes,
+  pushDecimal, recordOffset, stateLen, statePtr, stateLoad, stateStore, valueLen, valuePtr,
+} from "./glue";
+export { cabi_realloc, cabi_post_init, cabi_post_handle } from "./glue";
+
+let outputPtr: usize = 0;
+let outputLen: usize = 0;
+let failOnPtr: usize = 0;
+let failOnLen: isize = -1;
+
+export function init(
+  _plugin: usize, _pluginLen: usize, _version: usize, _versionLen: usize,
+  _topic: usize, _topicLen: usize, _partition: u32, config: usize, configLen: usize,
+): usize {
+  let found = false;
+  for (let i: usize = 0; i < configLen; i++) {
+    const pair = config + i * 16;
+    // Host-allocated, and kept: cabi_post_init keeps what init received.
+    if (bytesEqualAscii(load<usize>(pair), load<usize>(pair, 4), "output")) {
+      outputPtr = load<usize>(pair, 8);
+      outputLen = load<usize>(pair, 12);
+      found = true;
+    } else if (bytesEqualAscii(load<usize>(pair), load<usize>(pair, 4), "fail_on")) {
+      failOnPtr = load<usize>(pair, 8);
+      failOnLen = <isize>load<usize>(pair, 12);
+    }
+  }
+  return found ? initOk() : initErr("counter needs route config `output`: the topic to write to");
+}
+
+/// The stored count of the key, or 0 if absent or not a number.
+function storedCount(k: usize, kLen: usize): u64 {
+  stateLoad(k, kLen);
+  if (stateLen <= 0) return 0;
+  let n: u64 = 0;
+  for (let i: usize = 0; i < <usize>stateLen; i++) {
+    const d = load<u8>(statePtr + i);
+    if (d < 0x30 || d > 0x39) return 0;
+    n = n * 10 + <u64>(d - 0x30);
+  }
+  return n;
+}
+
+/// Appends the bytes decoded as UTF-8, each maximal invalid subpart replaced
+/// by U+FFFD — the rule Rust's String::from_utf8_lossy follows.
+function pushLossy(s: usize, n: usize): void {
+  let i: usize = 0;
+  while (i < n) {
+    const c = load<u8>(s + i);
+    if (c < 0x80) {
+      pushByte(c);
+      i++;
+      continue;
+    }
+    let need: usize = 0;
+    let lo: u8 = 0x80;
+    let hi: u8 = 0xbf;
+    if (c >= 0xc2 && c <= 0xdf) {
+      need = 2;
+    } else if (c >= 0xe0 && c <= 0xef) {
+      need = 3;
+      if (c == 0xe0) lo = 0xa0;
+      if (c == 0xed) hi = 0x9f;
+    } else if (c >= 0xf0 && c <= 0xf4) {
+      need = 4;
+      if (c == 0xf0) lo = 0x90;
+      if (c == 0xf4) hi = 0x8f;
+    } else {
+      pushReplacement();
+      i++;
+      continue;
+    }
+    let k: usize = 1;
+    while (k < need && i + k < n) {
+      const t = load<u8>(s + i + k);
+      const tlo: u8 = k == 1 ? lo : 0x80;
+      const thi: u8 = k == 1 ? hi : 0xbf;
+      if (t < tlo || t > thi) break;
+      k++;
+    }
+    if (k == need) pushBytes(s + i, need);
+    else pushReplacement();
+    i += k;
+  }
+}
+
+function pushReplacement(): void {
+  pushByte(0xef);
+  pushByte(0xbf);
+  pushByte(0xbd);
+}
+
+export function handle(batch: usize, batchLen: usize): usize {
+  for (let i: usize = 0; i < batchLen; i++) {
+    const r = batch + i * RECORD_SIZE;
+    if (failOnLen >= 0 && bytesEqual(valuePtr(r), valueLen(r), failOnPtr, <usize>failOnLen)) {
+      begin(64);
+      pushAscii("record at offset ");
+      pushDecimal(recordOffset(r));
+      pushAscii(" matches fail_on");
+      return handleRetry();
+    }
+    const k = keyPtr(r);
+    const kLen = keyLen(r);
+    const count = storedCount(k, kLen) + 1;
+    begin(20);
+    pushDecimal(count);
+    const digits = outPtr;
+    const digitsLen = outLen;
+    stateStore(k, kLen, digits, digitsLen);
+    begin(kLen * 3 + 21);
+    pushLossy(k, kLen);
+    pushByte(0x3a); // ':'
+    pushBytes(digits, digitsLen);
+    emitWithKeyOf(outputPtr, outputLen, r, outPtr, outLen);
+  }
+  return handleOk();
+}
