@@ -30,6 +30,8 @@ fn scaffolded_handlers_build_with_one_command_and_run() {
         ("rust", "hello-rs"),
         ("c", "hello-c"),
         ("js", "hello-js"),
+        ("zig", "hello-zig"),
+        ("assemblyscript", "hello-as"),
         ("python", "hello-py"),
     ] {
         let project = new_project(lang, work.path(), name);
@@ -83,15 +85,32 @@ fn scaffolded_handlers_build_with_one_command_and_run() {
 }
 
 #[test]
-fn an_unscaffolded_language_is_refused_with_the_supported_ones() {
+fn a_project_is_never_written_over() {
+    let work = tempfile::tempdir().unwrap();
+    new_project("rust", work.path(), "taken");
+    let out = Command::new(env!("CARGO_BIN_EXE_linecook"))
+        .args(["new", "taken", "--lang", "c", "--dir"])
+        .arg(work.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already exists"));
+    assert!(work.path().join("taken/Cargo.toml").exists());
+    assert!(!work.path().join("taken/app.c").exists());
+}
+
+#[test]
+fn an_unknown_language_is_refused_with_the_supported_ones() {
     let work = tempfile::tempdir().unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_linecook"))
-        .args(["new", "x", "--lang", "zig", "--dir"])
+        .args(["new", "x", "--lang", "go", "--dir"])
         .arg(work.path())
         .output()
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("rust, python, c and js"), "{err}");
+    for lang in ["rust", "python", "c", "js", "zig", "assemblyscript"] {
+        assert!(err.contains(lang), "{err}");
+    }
     assert!(!work.path().join("x").exists());
 }

@@ -26,9 +26,9 @@ pub enum Lang {
     C,
     /// JavaScript with componentize-js.
     Js,
-    /// Zig.
+    /// Zig (PyPI `ziglang`) with hand-written canonical-ABI glue.
     Zig,
-    /// AssemblyScript.
+    /// AssemblyScript (npm) with hand-written canonical-ABI glue.
     Assemblyscript,
 }
 
@@ -93,10 +93,24 @@ pub fn new_project(
                 fill(README, name).replace("{{lang}}", "JavaScript"),
             ),
         ],
-        other => bail!(
-            "`--lang {}` is not scaffolded yet: linecook new supports rust, python, c and js today (see docs/languages.md)",
-            format!("{other:?}").to_lowercase()
-        ),
+        Lang::Zig => vec![
+            ("app.zig", fill(ZIG_APP, name)),
+            ("glue.zig", ZIG_GLUE.to_owned()),
+            ("build.sh", fill(ZIG_BUILD, name)),
+            ("wit/handler.wit", WIT.to_owned()),
+            ("README.md", fill(README, name).replace("{{lang}}", "Zig")),
+        ],
+        Lang::Assemblyscript => vec![
+            ("app.ts", fill(AS_APP, name)),
+            ("glue.ts", AS_GLUE.to_owned()),
+            ("package.json", fill(AS_PACKAGE, name)),
+            ("build.sh", fill(AS_BUILD, name)),
+            ("wit/handler.wit", WIT.to_owned()),
+            (
+                "README.md",
+                fill(README, name).replace("{{lang}}", "AssemblyScript"),
+            ),
+        ],
     };
     for (path, text) in &files {
         let path = root.join(path);
@@ -110,6 +124,7 @@ pub fn new_project(
 
 fn fill(template: &str, name: &str) -> String {
     template
+        .replace("INSTALL_WASM_TOOLS", INSTALL_WASM_TOOLS)
         .replace("{{name}}", name)
         .replace("{{crate}}", &name.replace('-', "_"))
 }
@@ -388,5 +403,144 @@ set -euo pipefail
 cd "$(dirname "$0")"
 [ -d node_modules/@bytecodealliance/componentize-js ] || npm install --no-audit --no-fund --silent
 node build.mjs
+echo "built {{name}}.wasm"
+"#;
+
+/// The hand-written canonical-ABI glue of the Zig and AssemblyScript
+/// examples: languages without a WIT bindings generator.
+const ZIG_GLUE: &str = include_str!("../../plugins/zig/glue.zig");
+const AS_GLUE: &str = include_str!("../../plugins/assemblyscript/glue.ts");
+
+/// wasm-tools, for languages that produce a core module.
+const INSTALL_WASM_TOOLS: &str = r#"export PATH="$HOME/.cargo/bin:$PATH"
+command -v wasm-tools >/dev/null ||
+  cargo install --locked wasm-tools@1.263.0 --no-default-features --features component"#;
+
+const ZIG_APP: &str = r#"//! {{name}}: emits each record's value ASCII-upper-cased, with the same key,
+//! to the topic named by the route config `output`.
+//!
+//! glue.zig is the canonical-ABI glue (Zig has no WIT bindings generator):
+//! implement `onInit` and `onHandle`; read records with glue.key/glue.value,
+//! use glue.state and glue.emit. Memory allocated during a batch
+//! (glue.alloc) is dropped after it; keep what must last with glue.keep in
+//! onInit, and durable data in state.
+
+const glue = @import("glue.zig");
+
+comptime {
+    _ = glue;
+}
+
+var output: glue.Bytes = "";
+
+pub fn onInit(config: []const glue.Pair) ?[]const u8 {
+    for (config) |*pair| {
+        const key = glue.pairKey(pair);
+        if (key.len == 6 and for (key, "output") |a, b| {
+            if (a != b) break false;
+        } else true) {
+            output = glue.keep(glue.pairValue(pair));
+            return null;
+        }
+    }
+    return "{{name}} needs route config `output`: the topic to write to";
+}
+
+pub fn onHandle(batch: []const glue.Record) ?glue.HandlerError {
+    for (batch) |*record| {
+        const value = glue.value(record);
+        for (value) |*c| {
+            if (c.* >= 'a' and c.* <= 'z') c.* -= 'a' - 'A';
+        }
+        glue.emit(output, glue.key(record), value);
+    }
+    return null;
+}
+"#;
+
+const ZIG_BUILD: &str = r#"#!/usr/bin/env bash
+# Builds {{name}}.wasm, a component of the linecook:handler world, from
+# app.zig: zig (PyPI `ziglang`) makes a core module, wasm-tools embeds the
+# world and makes the component. Installs both if missing.
+set -euo pipefail
+cd "$(dirname "$0")"
+python3 -m ziglang version >/dev/null 2>&1 || python3 -m pip install --quiet 'ziglang==0.17.1'
+INSTALL_WASM_TOOLS
+mkdir -p gen
+python3 -m ziglang build-exe app.zig -target wasm32-freestanding -fno-entry -rdynamic \
+  -O ReleaseSmall -femit-bin=gen/app.core.wasm
+wasm-tools component embed wit --world handler gen/app.core.wasm -o gen/app.embed.wasm
+wasm-tools component new gen/app.embed.wasm -o {{name}}.wasm
+echo "built {{name}}.wasm"
+"#;
+
+const AS_APP: &str = r#"// {{name}}: emits each record's value ASCII-upper-cased, with the same key,
+// to the topic named by the route config `output`.
+//
+// glue.ts is the canonical-ABI glue (AssemblyScript has no WIT bindings
+// generator): records are addresses (see its field accessors), bytes are
+// (pointer, length) pairs. Do not use the managed heap (`new`, runtime
+// strings): the build uses the stub runtime, and batch memory is an arena
+// emptied after every batch.
+
+import {
+  RECORD_SIZE, bytesEqualAscii, emitWithKeyOf, handleOk, initErr, initOk, valueLen, valuePtr,
+} from "./glue";
+export { cabi_realloc, cabi_post_init, cabi_post_handle } from "./glue";
+
+let outputPtr: usize = 0;
+let outputLen: usize = 0;
+
+export function init(
+  _plugin: usize, _pluginLen: usize, _version: usize, _versionLen: usize,
+  _topic: usize, _topicLen: usize, _partition: u32, config: usize, configLen: usize,
+): usize {
+  for (let i: usize = 0; i < configLen; i++) {
+    const pair = config + i * 16;
+    if (bytesEqualAscii(load<usize>(pair), load<usize>(pair, 4), "output")) {
+      outputPtr = load<usize>(pair, 8);
+      outputLen = load<usize>(pair, 12);
+      return initOk();
+    }
+  }
+  return initErr("{{name}} needs route config `output`: the topic to write to");
+}
+
+export function handle(batch: usize, batchLen: usize): usize {
+  for (let i: usize = 0; i < batchLen; i++) {
+    const r = batch + i * RECORD_SIZE;
+    const v = valuePtr(r);
+    const n = valueLen(r);
+    for (let j: usize = 0; j < n; j++) {
+      const c = load<u8>(v + j);
+      if (c >= 0x61 && c <= 0x7a) store<u8>(v + j, c - 0x20);
+    }
+    emitWithKeyOf(outputPtr, outputLen, r, v, n);
+  }
+  return handleOk();
+}
+"#;
+
+const AS_PACKAGE: &str = r#"{
+  "name": "{{name}}",
+  "private": true,
+  "devDependencies": {
+    "assemblyscript": "0.28.20"
+  }
+}
+"#;
+
+const AS_BUILD: &str = r#"#!/usr/bin/env bash
+# Builds {{name}}.wasm, a component of the linecook:handler world, from
+# app.ts: asc (npm `assemblyscript`) makes a core module, wasm-tools embeds
+# the world and makes the component. Installs both if missing.
+set -euo pipefail
+cd "$(dirname "$0")"
+[ -x node_modules/.bin/asc ] || npm install --no-audit --no-fund --silent
+INSTALL_WASM_TOOLS
+mkdir -p gen
+node_modules/.bin/asc app.ts -o gen/app.core.wasm --runtime stub -O3 --noAssert --use abort=glue/abort
+wasm-tools component embed wit --world handler gen/app.core.wasm -o gen/app.embed.wasm
+wasm-tools component new gen/app.embed.wasm -o {{name}}.wasm
 echo "built {{name}}.wasm"
 "#;
