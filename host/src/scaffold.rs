@@ -391,7 +391,8 @@ const JS_PACKAGE: &str = r#"{
   "private": true,
   "type": "module",
   "devDependencies": {
-    "@bytecodealliance/componentize-js": "0.23.0"
+    "@bytecodealliance/componentize-js": "0.23.0",
+    "@bytecodealliance/preview2-shim": "0.25.0"
   }
 }
 "#;
