@@ -13,4 +13,10 @@ echo "==> cargo check --features otlp (the optional OpenTelemetry export still b
 cargo check -p linecook --features otlp --quiet
 
 echo "==> cargo test"
+rm -f target/conformance.md
 cargo test --workspace "$@"
+
+if [ -f target/conformance.md ]; then
+  echo "==> conformance (tests/conformance.rs): languages x checks"
+  cat target/conformance.md
+fi
