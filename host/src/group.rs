@@ -2,7 +2,7 @@
 //! assignments into partition workers and revocations into drain-then-release.
 //!
 //! Embedded mode has one member that owns every partition of every routed
-//! topic for as long as it runs. A Kafka member (a later source) implements the
+//! topic for as long as it runs; `kafka::member::KafkaMember` implements the
 //! same trait from librdkafka's rebalance callbacks.
 
 use std::future::Future;

@@ -357,25 +357,11 @@ fn build_language(lang: &str) -> PathBuf {
     dir
 }
 
-/// Builds `plugins/js` (npm-installing componentize-js if missing) once per
-/// test binary; returns the directory holding `uppercase.wasm` and
-/// `counter.wasm`.
+/// Builds `plugins/js` (npm-installing componentize-js if missing), like
+/// `c_plugins`.
 pub fn js_plugins() -> &'static Path {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    BUILT.get_or_init(|| {
-        let dir = workspace_root().join("plugins/js");
-        let started = Instant::now();
-        let status = Command::new("bash")
-            .arg(dir.join("build.sh"))
-            .status()
-            .expect("running plugins/js/build.sh");
-        assert!(status.success(), "building the JavaScript plugins failed");
-        eprintln!(
-            "built plugins/js (npm install included) in {:.1} s",
-            started.elapsed().as_secs_f64()
-        );
-        dir
-    })
+    BUILT.get_or_init(|| build_language("js"))
 }
 
 fn build_python(name: &str) -> PathBuf {
