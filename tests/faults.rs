@@ -157,7 +157,9 @@ fn an_endless_loop_is_interrupted_dead_lettered_and_other_partitions_go_on() {
     assert_eq!(header(dead, dlh::PLUGIN), Some(&b"hostile"[..]));
     assert_eq!(header(dead, dlh::VERSION).map(<[u8]>::len), Some(64));
     assert_eq!(header(dead, dlh::ERROR_KIND), Some(&b"limit"[..]));
-    assert!(text(header(dead, dlh::ERROR_MESSAGE).unwrap()).contains("CPU time limit exceeded"));
+    let message = text(header(dead, dlh::ERROR_MESSAGE).unwrap());
+    assert!(message.contains("CPU time limit exceeded"), "{message}");
+    assert!(message.contains("ms over the limit of"), "{message}");
 }
 
 #[test]
@@ -181,7 +183,19 @@ fn unbounded_allocation_is_stopped_at_the_memory_limit() {
     assert_eq!(dlq[0].value, b"eat");
     let message = text(header(&dlq[0], dlh::ERROR_MESSAGE).unwrap());
     assert!(message.contains("memory limit exceeded"), "{message}");
-    assert!(message.contains("the limit is 32 MiB"), "{message}");
+    // Exact bytes: the attempted size and the excess over the limit.
+    let limit = 32u64 << 20;
+    assert!(
+        message.contains(&format!("over the limit of {limit} bytes (32 MiB)")),
+        "{message}"
+    );
+    let numbers: Vec<u64> = message
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    let (desired, excess) = (numbers[1], numbers[2]);
+    assert!(desired > limit, "{message}");
+    assert_eq!(excess, desired - limit, "{message}");
     // The guest asked for memory without end; the host stayed small.
     assert!(peak_kib < 400 * 1024, "host peak RSS {peak_kib} KiB");
 }

@@ -15,6 +15,11 @@ use support::{Producer, Setup, read_all, wait_drained, wait_until};
 const PARTITIONS: u32 = 4;
 
 fn tag_route(rollout: &str) -> String {
+    tag_route_with(rollout, "")
+}
+
+/// `tag_route` with more route config (`, key = "value"` pairs).
+fn tag_route_with(rollout: &str, config: &str) -> String {
     format!(
         r#"
 max_batch = 20
@@ -27,7 +32,7 @@ partitions = {PARTITIONS}
 [[route]]
 topic = "in"
 plugin = "tag"
-config = {{ output = "out" }}
+config = {{ output = "out"{config} }}
 {rollout}
 "#
     )
@@ -450,4 +455,187 @@ fn a_restart_loads_known_versions_from_the_cache_instead_of_compiling() {
         written,
         "the artifact was not rewritten"
     );
+}
+
+#[test]
+fn a_canary_whose_batches_cannot_commit_is_rolled_back_and_nothing_is_lost() {
+    // v2 writes to a topic that does not exist: it passes every load-time
+    // check, then no batch it handles can be committed.
+    let setup = Setup::new(
+        &tag_route_with(
+            "rollout = { canary = 1, promote_after_batches = 3 }\nerrors = { commit_retries = 3 }",
+            ", output_v2 = \"nowhere\"",
+        ),
+        &["tag"],
+    );
+    let v1 = digest(&std::fs::read(tag_v1()).unwrap());
+    let v2 = digest(&std::fs::read(tag_v2()).unwrap());
+    let mut host = setup.start();
+    host.wait_ready();
+    let producer = Producer::start(&setup, "");
+    std::thread::sleep(Duration::from_millis(300));
+
+    deploy(&setup, &tag_v2(), Deploy::Rename);
+    let mut status = None;
+    wait_until(
+        Duration::from_secs(30),
+        "the canary that cannot commit to be rolled back",
+        || {
+            let s = setup.status();
+            let rolled = matches!(version_state(&s, &v2), Some((VersionState::RolledBack, _)));
+            status = Some(s);
+            rolled
+        },
+    );
+    let (_, why) = version_state(&status.unwrap(), &v2).unwrap();
+    let why = why.unwrap_or_default();
+    assert!(
+        why.contains("cannot commit on partition 0") && why.contains("`nowhere`"),
+        "rollback reason: {why}"
+    );
+    let status = wait_all_on(&setup, &v1);
+    assert_eq!(status.plugins[0].rolled_back_total, 1);
+    // The canary went v1 -> v2 -> v1: two swaps, the return counted too.
+    assert_eq!(status.partitions[0].swaps, 2, "{:?}", status.partitions[0]);
+    let produced = producer.finish();
+    wait_drained(&setup, "out", produced.len() as u64);
+    host.stop();
+    // v2 never committed a batch: every record came out once, from v1.
+    check_exactly_once(&setup, &produced, &["v1"]);
+}
+
+/// Appends records `from..to` (keys `k<i % 16>`, values `i`) while no host
+/// runs.
+fn produce_offline(setup: &Setup, from: u64, to: u64) {
+    let store = setup.store();
+    for topic in ["in", "out"] {
+        if store.topic(topic).is_err() {
+            store.create_topic(topic, PARTITIONS).unwrap();
+        }
+    }
+    drop(store);
+    let records: Vec<(String, String)> = (from..to)
+        .map(|i| (format!("k{}", i % 16), i.to_string()))
+        .collect();
+    let borrowed: Vec<(Option<&str>, &str)> = records
+        .iter()
+        .map(|(k, v)| (Some(k.as_str()), v.as_str()))
+        .collect();
+    setup.produce("in", &borrowed);
+}
+
+#[derive(Debug, Clone, Copy)]
+enum BadStart {
+    /// A garbage file was rejected live, then SIGTERM.
+    GarbageThenStop,
+    /// A garbage file was rejected live, then SIGKILL.
+    GarbageThenKill,
+    /// The file was deleted while the host was down.
+    Deleted,
+}
+
+#[test]
+fn a_restart_with_an_unusable_plugin_file_serves_the_last_good_version() {
+    let v1 = digest(&std::fs::read(tag_v1()).unwrap());
+    for case in [
+        BadStart::GarbageThenStop,
+        BadStart::GarbageThenKill,
+        BadStart::Deleted,
+    ] {
+        let setup = Setup::new(&tag_route(""), &["tag"]);
+        produce_offline(&setup, 0, 200);
+        let mut host = setup.start();
+        host.wait_ready();
+        wait_drained(&setup, "out", 200);
+        match case {
+            BadStart::GarbageThenStop | BadStart::GarbageThenKill => {
+                let garbage = b"definitely not wasm".to_vec();
+                let bad = digest(&garbage);
+                deploy_bytes(&setup, &garbage);
+                wait_until(
+                    Duration::from_secs(30),
+                    "the garbage to be rejected",
+                    || {
+                        matches!(
+                            version_state(&setup.status(), &bad),
+                            Some((VersionState::Rejected, _))
+                        )
+                    },
+                );
+                if matches!(case, BadStart::GarbageThenKill) {
+                    host.kill();
+                } else {
+                    host.stop();
+                }
+            }
+            BadStart::Deleted => {
+                host.stop();
+                std::fs::remove_file(setup.dir.path().join("plugins/tag.wasm")).unwrap();
+            }
+        }
+
+        // Down with an unusable file: more records arrive meanwhile.
+        produce_offline(&setup, 200, 400);
+        let mut host = setup.start();
+        host.wait_ready();
+        wait_drained(&setup, "out", 400);
+        let status = setup.status();
+        assert!(
+            status
+                .partitions
+                .iter()
+                .all(|p| p.version.as_deref() == Some(v1.as_str())),
+            "{case:?}: every partition serves v1: {:?}",
+            status.partitions
+        );
+        let fallback = status.plugins[0].fallback.clone().unwrap_or_default();
+        assert!(
+            fallback.contains("serving last good version") && fallback.contains(&v1[..12]),
+            "{case:?}: status says why: {fallback:?}"
+        );
+        match case {
+            BadStart::Deleted => assert!(fallback.contains("not found"), "{fallback}"),
+            _ => {
+                assert!(fallback.contains("not a WebAssembly file"), "{fallback}");
+                assert_eq!(status.plugins[0].rejected_total, 1, "{case:?}");
+            }
+        }
+        let metrics = ureq_get(&setup, "/metrics");
+        assert!(
+            metrics.contains("linecook_plugin_fallback{plugin=\"tag\"} 1"),
+            "{case:?}: the fallback metric"
+        );
+        // A good file brings the route back to normal, without a restart.
+        deploy(&setup, &tag_v1(), Deploy::Rename);
+        wait_until(Duration::from_secs(30), "the fallback to clear", || {
+            setup.status().plugins[0].fallback.is_none()
+        });
+        host.stop();
+        check_exactly_once(&setup, &(0..400).collect::<Vec<u64>>(), &["v1"]);
+    }
+}
+
+#[test]
+fn a_start_with_no_usable_version_ever_fails_clearly() {
+    let setup = Setup::new(&tag_route(""), &[]);
+    std::fs::write(setup.dir.path().join("plugins/tag.wasm"), b"garbage").unwrap();
+    let out = setup.cli(&["run"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("not a WebAssembly file")
+            && stderr.contains("no earlier version of it was ever accepted"),
+        "{stderr}"
+    );
+}
+
+/// GET `path` from the running host's admin API.
+fn ureq_get(setup: &Setup, path: &str) -> String {
+    let addr = std::fs::read_to_string(setup.data_dir().join("admin.addr")).unwrap();
+    ureq::get(format!("http://{}{path}", addr.trim()))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap()
 }

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
-use rdkafka::mocking::MockCluster;
+use rdkafka::mocking::{MockCluster, MockCoordinator};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer as _};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
@@ -28,6 +28,8 @@ const INPUT: &str = "events";
 const OUTPUT: &str = "counts";
 const PARTITIONS: i32 = 6;
 const KEYS: u64 = 24;
+/// The broker leading the changelog and output partitions in `start_split`.
+const DELIVERY_BROKER: i32 = 2;
 /// How long an assignment must hold to count as settled.
 const SETTLED: Duration = Duration::from_secs(4);
 
@@ -45,6 +47,33 @@ impl Cluster {
         mock.create_topic(&format!("test-{INPUT}-changelog"), PARTITIONS, 1)
             .unwrap();
         mock.create_topic(&format!("{INPUT}.dlq"), 1, 1).unwrap();
+        Cluster { mock }
+    }
+
+    /// Three brokers: the input topic and the group's coordinator on broker
+    /// 1, the changelog and the output topic on broker `DELIVERY_BROKER`, so
+    /// a test can stop every delivery while members go on consuming and
+    /// checkpointing — the way an outbox fills up on a real cluster.
+    fn start_split() -> Cluster {
+        let mock = MockCluster::new(3).expect("starting the mock cluster");
+        mock.create_topic(INPUT, PARTITIONS, 1).unwrap();
+        mock.create_topic(OUTPUT, 3, 1).unwrap();
+        let changelog = format!("test-{INPUT}-changelog");
+        mock.create_topic(&changelog, PARTITIONS, 1).unwrap();
+        mock.create_topic(&format!("{INPUT}.dlq"), 1, 1).unwrap();
+        for p in 0..PARTITIONS {
+            mock.partition_leader(INPUT, p, Some(1)).unwrap();
+            mock.partition_leader(&changelog, p, Some(DELIVERY_BROKER))
+                .unwrap();
+        }
+        for p in 0..3 {
+            mock.partition_leader(OUTPUT, p, Some(DELIVERY_BROKER))
+                .unwrap();
+        }
+        mock.coordinator(MockCoordinator::Group("test".into()), 1)
+            .unwrap();
+        mock.coordinator(MockCoordinator::Group("test-restore".into()), 1)
+            .unwrap();
         Cluster { mock }
     }
 
@@ -544,4 +573,276 @@ fn a_handler_stuck_past_max_poll_interval_costs_no_rebalance_and_is_dead_lettere
     );
     assert_eq!(owned(&a.status()).len(), PARTITIONS as usize);
     host.stop();
+}
+
+/// Stops every delivery (changelog and outputs) for a while, so members keep
+/// checkpointing batches whose outbox entries cannot leave.
+fn hold_deliveries(cluster: &Cluster) {
+    cluster.mock.broker_down(DELIVERY_BROKER).unwrap();
+    std::thread::sleep(Duration::from_millis(2500));
+}
+
+/// Stops every member, then starts a fresh one (empty data directory) that
+/// restores all state from the changelog alone, feeds one more record per
+/// key and checks it continues every count exactly: `n + 1` for a key seen
+/// `n` times, which only a changelog holding every key's final count gives.
+fn a_fresh_member_restores_every_final_count(
+    cluster: &Cluster,
+    hosts: Vec<support::Host>,
+    mut produced: BTreeMap<String, u64>,
+) {
+    for host in hosts {
+        host.stop();
+    }
+    let fresh = cluster.member("classic", "range");
+    let mut host = fresh.start();
+    host.wait_ready();
+    wait_balanced(&[&fresh]);
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", cluster.brokers())
+        .set("partitioner", "murmur2_random")
+        .create()
+        .unwrap();
+    for (key, n) in produced.iter_mut() {
+        producer
+            .send(BaseRecord::to(INPUT).key(key.as_str()).payload("last"))
+            .map_err(|(e, _)| e)
+            .unwrap();
+        *n += 1;
+    }
+    producer.flush(Duration::from_secs(10)).unwrap();
+    let outputs = wait_all_counted(&cluster.brokers(), &produced);
+    assert_exact_counts(&outputs, &produced);
+    host.stop();
+}
+
+#[test]
+fn a_member_restarted_on_its_old_data_directory_delivers_no_stale_work() {
+    build_plugins(None);
+    let cluster = Cluster::start_split();
+    let brokers = cluster.brokers();
+    let members: Vec<Setup> = (0..3).map(|_| cluster.member("classic", "range")).collect();
+    let feeder = Feeder::start(brokers.clone(), 8);
+    let mut hosts: Vec<support::Host> = members.iter().map(Setup::start).collect();
+    for host in &mut hosts {
+        host.wait_ready();
+    }
+    wait_balanced(&members.iter().collect::<Vec<_>>());
+
+    // C is killed while its outbox holds batches nobody has seen.
+    hold_deliveries(&cluster);
+    let victim = hosts.pop().unwrap();
+    victim.kill();
+    let stale = members[2].store().outbox_len().unwrap();
+    assert!(stale > 0, "the killed member's outbox was empty");
+    cluster.mock.broker_up(DELIVERY_BROKER).unwrap();
+
+    // The survivors take its partitions over, replay and commit past them.
+    let survivors = [&members[0], &members[1]];
+    wait_balanced(&survivors);
+    std::thread::sleep(Duration::from_secs(5));
+
+    // C comes back on its old data directory and gets partitions again.
+    let mut restarted = members[2].start();
+    restarted.wait_ready();
+    wait_balanced(&members.iter().collect::<Vec<_>>());
+    hosts.push(restarted);
+    std::thread::sleep(Duration::from_secs(3));
+
+    let produced = feeder.finish();
+    let outputs = wait_all_counted(&brokers, &produced);
+    assert_exact_counts(&outputs, &produced);
+    eprintln!(
+        "{stale} entries left in the killed member's outbox; {} records in, {} outputs, {} duplicates",
+        produced.values().sum::<u64>(),
+        outputs.len(),
+        outputs.len() - dedup(&outputs).len()
+    );
+    a_fresh_member_restores_every_final_count(&cluster, hosts, produced);
+}
+
+#[test]
+fn a_zombie_member_that_lost_its_session_cannot_deliver_stale_work() {
+    build_plugins(None);
+    let cluster = Cluster::start_split();
+    let brokers = cluster.brokers();
+    let members: Vec<Setup> = (0..3).map(|_| cluster.member("classic", "range")).collect();
+    let feeder = Feeder::start(brokers.clone(), 8);
+    let mut hosts: Vec<support::Host> = members.iter().map(Setup::start).collect();
+    for host in &mut hosts {
+        host.wait_ready();
+    }
+    wait_balanced(&members.iter().collect::<Vec<_>>());
+
+    // C freezes with undelivered batches, past its session timeout (3 s):
+    // the group gives its partitions to A and B, which go on past them.
+    hold_deliveries(&cluster);
+    hosts[2].freeze();
+    cluster.mock.broker_up(DELIVERY_BROKER).unwrap();
+    wait_balanced(&[&members[0], &members[1]]);
+    std::thread::sleep(Duration::from_secs(4));
+
+    // C wakes up still believing it owns its partitions.
+    hosts[2].thaw();
+    wait_balanced(&members.iter().collect::<Vec<_>>());
+    std::thread::sleep(Duration::from_secs(3));
+
+    let produced = feeder.finish();
+    let outputs = wait_all_counted(&brokers, &produced);
+    assert_exact_counts(&outputs, &produced);
+    let zombie = members[2].host_log();
+    eprintln!(
+        "{} records in, {} outputs, {} duplicates; the zombie was fenced {} time(s), dropped stale entries {} time(s)",
+        produced.values().sum::<u64>(),
+        outputs.len(),
+        outputs.len() - dedup(&outputs).len(),
+        zombie.matches("claimed by a newer owner").count(),
+        zombie.matches("partitions lost").count(),
+    );
+    a_fresh_member_restores_every_final_count(&cluster, hosts, produced);
+}
+
+#[test]
+fn static_members_stopped_with_sigterm_fifty_times_never_hang() {
+    build_plugins(None);
+    let cluster = Cluster::start();
+    let feeder = Feeder::start(cluster.brokers(), 4);
+    const MEMBERS: usize = 5;
+    const STOPS: usize = 10;
+    let members: Vec<Setup> = (0..MEMBERS)
+        .map(|i| {
+            let route = format!(
+                "[[route]]\ntopic = \"{INPUT}\"\nplugin = \"counter\"\nconfig = {{ output = \"{OUTPUT}\" }}\n"
+            );
+            let setup = cluster.member_with("classic", "cooperative-sticky", "", &route, &["counter"]);
+            let text = std::fs::read_to_string(&setup.config).unwrap().replace(
+                "[source]\n",
+                &format!("[source]\ngroup_instance_id = \"static-{i}\"\nrevoke_timeout_ms = 5000\n"),
+            );
+            std::fs::write(&setup.config, text).unwrap();
+            setup
+        })
+        .collect();
+    std::thread::scope(|scope| {
+        for (i, member) in members.iter().enumerate() {
+            scope.spawn(move || {
+                for round in 0..STOPS {
+                    let mut host = member.start();
+                    host.wait_ready();
+                    // Stop at different moments: mid-join, mid-rebalance,
+                    // while processing.
+                    std::thread::sleep(Duration::from_millis(
+                        300 + ((i * 7 + round * 13) % 10) as u64 * 250,
+                    ));
+                    let started = Instant::now();
+                    host.stop();
+                    let took = started.elapsed();
+                    let log = member.host_log();
+                    assert!(
+                        !log.contains("did not finish in time"),
+                        "member {i}, stop {round}: leaving the group hung ({took:?})"
+                    );
+                    assert!(
+                        took < Duration::from_secs(20),
+                        "member {i}, stop {round}: {took:?}"
+                    );
+                }
+            });
+        }
+    });
+    feeder.finish();
+    let stops = members
+        .iter()
+        .map(|m| m.host_log().matches("left the consumer group").count())
+        .sum::<usize>();
+    assert_eq!(stops, MEMBERS * STOPS, "every stop left the group cleanly");
+}
+
+#[test]
+fn a_fatal_producer_error_rebuilds_the_producer_and_loses_nothing() {
+    build_plugins(None);
+    let cluster = Cluster::start_split();
+    let brokers = cluster.brokers();
+    let a = cluster.member("classic", "cooperative-sticky");
+    let mut host = a.start();
+    host.wait_ready();
+    wait_balanced(&[&a]);
+
+    // Outputs pile up while their broker is away; the first produce request
+    // after it returns is answered with a sequence desynchronization, which
+    // is fatal for an idempotent producer.
+    cluster.mock.broker_down(DELIVERY_BROKER).unwrap();
+    let feeder = Feeder::start(brokers.clone(), 8);
+    std::thread::sleep(Duration::from_secs(2));
+    let produced = feeder.finish();
+    cluster.mock.request_errors(
+        rdkafka::types::RDKafkaApiKey::Produce,
+        &[rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER],
+    );
+    cluster.mock.broker_up(DELIVERY_BROKER).unwrap();
+
+    let outputs = wait_all_counted(&brokers, &produced);
+    assert_exact_counts(&outputs, &produced);
+    let member = a.status().member.unwrap();
+    assert!(
+        member.producer_restarts >= 1,
+        "the fatal error was not seen: {member:?}"
+    );
+    assert!(a.host_log().contains("fatal error"));
+    eprintln!(
+        "{} records in, {} outputs, {} duplicates, producer rebuilt {} time(s)",
+        produced.values().sum::<u64>(),
+        outputs.len(),
+        outputs.len() - dedup(&outputs).len(),
+        member.producer_restarts
+    );
+    host.stop();
+}
+
+#[test]
+fn a_broker_outage_longer_than_the_session_shows_in_status_and_loses_nothing() {
+    build_plugins(None);
+    let cluster = Cluster::start();
+    let brokers = cluster.brokers();
+    let a = cluster.member("classic", "cooperative-sticky");
+    let b = cluster.member("classic", "cooperative-sticky");
+    let feeder = Feeder::start(brokers.clone(), 4);
+    let mut host_a = a.start();
+    host_a.wait_ready();
+    let mut host_b = b.start();
+    host_b.wait_ready();
+    wait_balanced(&[&a, &b]);
+
+    cluster.mock.broker_down(1).unwrap();
+    let down = Instant::now();
+    let mut status = None;
+    wait_until(
+        Duration::from_secs(10),
+        "status to report the broker outage",
+        || {
+            let s = a.status();
+            let waiting = s
+                .partitions
+                .iter()
+                .any(|p| p.state == Some(linecook::status::PartitionState::WaitingForBroker));
+            let reported = s.broker.as_ref().is_some_and(|b| !b.up) && waiting;
+            status = Some(s);
+            reported
+        },
+    );
+    let seen_after = down.elapsed();
+    let broker = status.unwrap().broker.unwrap();
+    eprintln!("outage shown after {seen_after:?}: {broker:?}");
+    assert!(!broker.unreachable.is_empty());
+    // Past the session timeout (3 s): the group falls apart and re-forms.
+    std::thread::sleep(Duration::from_secs(6));
+    cluster.mock.broker_up(1).unwrap();
+    wait_balanced(&[&a, &b]);
+    assert!(a.status().broker.unwrap().up, "the broker is back");
+
+    let produced = feeder.finish();
+    let outputs = wait_all_counted(&brokers, &produced);
+    assert_exact_counts(&outputs, &produced);
+    host_a.stop();
+    host_b.stop();
 }

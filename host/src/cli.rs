@@ -669,18 +669,8 @@ fn print_status(report: &StatusReport) {
     );
     for p in &report.partitions {
         let state = match (&p.state, &p.detail) {
-            (Some(s), Some(d)) => format!(
-                "{}: {d}",
-                serde_json::to_value(s)
-                    .unwrap_or_default()
-                    .as_str()
-                    .unwrap_or("?")
-            ),
-            (Some(s), None) => serde_json::to_value(s)
-                .unwrap_or_default()
-                .as_str()
-                .unwrap_or("?")
-                .to_owned(),
+            (Some(s), Some(d)) => format!("{s}: {d}"),
+            (Some(s), None) => s.to_string(),
             (None, _) => "-".to_owned(),
         };
         println!(
@@ -696,7 +686,23 @@ fn print_status(report: &StatusReport) {
             state
         );
     }
+    if let Some(b) = &report.broker
+        && !b.up
+    {
+        println!(
+            "broker trouble for {:.0} s: cannot reach {}{}",
+            b.seconds_since_up,
+            b.unreachable.join(", "),
+            b.last_error
+                .as_deref()
+                .map(|e| format!(" (last error: {e})"))
+                .unwrap_or_default()
+        );
+    }
     for plugin in &report.plugins {
+        if let Some(fallback) = &plugin.fallback {
+            println!("plugin {}: {fallback}", plugin.name);
+        }
         for v in &plugin.versions {
             if let Some(reason) = &v.reason {
                 let state = serde_json::to_value(v.state).unwrap_or_default();
@@ -763,6 +769,9 @@ fn list_plugins(config: &Config, report: &StatusReport, json: bool) -> anyhow::R
         }
     }
     for plugin in &report.plugins {
+        if let Some(fallback) = &plugin.fallback {
+            println!("plugin {}: {fallback}", plugin.name);
+        }
         println!(
             "plugin {}{}  (rejected {}, rolled back {})",
             plugin.name,

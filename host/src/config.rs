@@ -294,6 +294,12 @@ pub struct ErrorPolicy {
     /// Dead-letter topic; default `<topic>.dlq`, created with one partition
     /// if it does not exist.
     pub dead_letter_topic: Option<String>,
+    /// Failed checkpoints of one batch because of what the handler emitted
+    /// (an output topic that does not exist) before the version that handled
+    /// it counts as failing: a version being rolled out is rolled back, like
+    /// after a trap. The batch keeps being retried either way. Storage
+    /// errors (a full disk) never count: they are not the version's fault.
+    pub commit_retries: u32,
 }
 
 impl Default for ErrorPolicy {
@@ -304,6 +310,7 @@ impl Default for ErrorPolicy {
             backoff_base_ms: 100,
             backoff_max_ms: 10_000,
             dead_letter_topic: None,
+            commit_retries: 5,
         }
     }
 }

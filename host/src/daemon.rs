@@ -16,7 +16,7 @@ use crate::config::Source;
 use crate::group::{Assignment, EmbeddedMember, GroupEvent, GroupMember, TopicPartition};
 use crate::kafka;
 use crate::metrics::Metrics;
-use crate::plugins::{Registry, watcher};
+use crate::plugins::{PluginError, Registry, watcher};
 use crate::rollout;
 use crate::runtime::Runtime;
 use crate::status::Live;
@@ -29,6 +29,10 @@ pub const ADMIN_ADDR_FILE: &str = "admin.addr";
 
 /// Directory in the data directory holding compiled plugin artifacts.
 pub const COMPILED_DIR: &str = "compiled";
+
+/// Directory in the data directory keeping the bytes of accepted plugin
+/// versions, by plugin name: what a start falls back to.
+pub const KEPT_DIR: &str = "accepted";
 
 /// How long to keep trying when the store is briefly held by a CLI command.
 const OPEN_RETRY: Duration = Duration::from_secs(3);
@@ -90,14 +94,17 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         runtime,
         config.plugins_dir.clone(),
         Some(config.data_dir.join(COMPILED_DIR)),
+        Some(config.data_dir.join(KEPT_DIR)),
     ));
     let plugins: HashSet<&str> = config.routes.iter().map(|r| r.plugin.as_str()).collect();
     for &name in &plugins {
         let reg = registry.clone();
         let owned = name.to_owned();
-        let version = tokio::task::spawn_blocking(move || reg.load(&owned))
-            .await?
-            .with_context(|| format!("loading plugin `{name}`"))?;
+        let loaded = tokio::task::spawn_blocking(move || reg.load(&owned)).await?;
+        let version = match loaded {
+            Ok(version) => version,
+            Err(e) => fall_back(&registry, &store, &config, &topics, name, e).await?,
+        };
         info!(
             plugin = name,
             version = version.short_digest(),
@@ -137,11 +144,17 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let metrics = Arc::new(Metrics::new());
     let sampler = tokio::spawn({
         let live = live.clone();
+        let kafka = matches!(config.source, Source::Kafka(_));
+        let (store, metrics) = (store.clone(), metrics.clone());
         async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
+            let mut outbox = OutboxWatch::default();
             loop {
                 tick.tick().await;
                 live.sample();
+                if kafka {
+                    outbox.sample(&store, &live, &metrics);
+                }
             }
         }
     });
@@ -184,17 +197,21 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
                 .collect(),
         )),
         Source::Kafka(source) => {
+            let leases = Arc::new(kafka::fence::Leases::default());
             let member = kafka::member::KafkaMember::start(
                 &config,
                 source,
                 store.clone(),
                 topics.clone(),
+                leases.clone(),
                 live.clone(),
                 metrics.clone(),
             )?;
             let d = kafka::deliver::Deliverer::new(
                 store.clone(),
                 &kafka::ClientSettings::new(source),
+                &config.group,
+                leases,
                 metrics.clone(),
                 live.clone(),
             )?;
@@ -295,6 +312,113 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     outcome
 }
 
+/// At start, `name`'s file could not be used (`error`): serve the last
+/// version its partitions committed with, from the bytes this host kept
+/// when it accepted it (or the newest kept version, if no partition ever
+/// committed), and say so loudly. Only a plugin never accepted here fails
+/// the start. A bad deploy must not take the route down across a restart.
+async fn fall_back(
+    registry: &Arc<Registry>,
+    store: &Store,
+    config: &Config,
+    topics: &BTreeMap<String, crate::log::TopicInfo>,
+    name: &str,
+    error: PluginError,
+) -> anyhow::Result<crate::plugins::PluginVersion> {
+    // Reported exactly as a rejection at run time would be.
+    match &error {
+        PluginError::Rejected {
+            digest,
+            size,
+            error: why,
+            ..
+        } => registry.reject(name, digest, *size, &why.to_string()),
+        PluginError::NotFound { .. } => registry.set_file_present(name, false),
+        PluginError::Read { .. } => {}
+    }
+    let mut versions = Vec::new();
+    for route in config.routes.iter().filter(|r| r.plugin == name) {
+        let topic = &topics[&route.topic];
+        for partition in 0..topic.partitions {
+            if let Some(c) = store.checkpoint(topic, partition)? {
+                versions.push(c.version);
+            }
+        }
+    }
+    let committed = last_good_version(versions);
+    let reg = registry.clone();
+    let (owned, wanted) = (name.to_owned(), committed.as_ref().map(|(d, _)| d.clone()));
+    let kept =
+        tokio::task::spawn_blocking(move || reg.load_kept(&owned, wanted.as_deref())).await?;
+    let Some(version) = kept else {
+        return Err(anyhow::Error::new(error)).with_context(|| {
+            format!(
+                "loading plugin `{name}`: no earlier version of it was ever accepted in {}, so its route cannot start",
+                config.data_dir.display()
+            )
+        });
+    };
+    let why = match committed {
+        Some((digest, partitions)) if digest == version.digest => format!(
+            "serving last good version {} (the one {partitions} partition(s) last committed with) because {error}",
+            version.short_digest()
+        ),
+        _ => format!(
+            "serving last good version {} (the newest this host accepted) because {error}",
+            version.short_digest()
+        ),
+    };
+    tracing::error!(plugin = name, "{why}");
+    registry.set_fallback(name, Some(why));
+    Ok(version)
+}
+
+/// The version most of a plugin's partitions last committed with, and how
+/// many did (ties: the greatest digest, so the choice is stable). Restored
+/// checkpoints name no version.
+fn last_good_version(versions: Vec<String>) -> Option<(String, usize)> {
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    for v in versions {
+        if v != crate::outbox::RESTORED_VERSION {
+            *counts.entry(v).or_default() += 1;
+        }
+    }
+    counts
+        .into_iter()
+        .max_by(|a, b| a.1.cmp(&b.1).then(a.0.cmp(&b.0)))
+}
+
+/// The outbox's figures, taken every second whatever the deliverer is
+/// doing: a round can wait long for a slow or absent broker.
+#[derive(Default)]
+struct OutboxWatch {
+    delivered: u64,
+    stalled_since: Option<std::time::Instant>,
+}
+
+impl OutboxWatch {
+    fn sample(&mut self, store: &Store, live: &Live, metrics: &Metrics) {
+        let Ok(pending) = store.outbox_len() else {
+            return;
+        };
+        let delivered = metrics.outbox_delivered.get();
+        if pending == 0 || delivered != self.delivered {
+            self.stalled_since = None;
+        } else {
+            self.stalled_since
+                .get_or_insert_with(std::time::Instant::now);
+        }
+        self.delivered = delivered;
+        metrics.outbox_pending.set(pending as i64);
+        live.update_group(|g| {
+            g.outbox_pending = pending;
+            g.outbox_stalled_seconds = self
+                .stalled_since
+                .map_or(0.0, |t| t.elapsed().as_secs_f64());
+        });
+    }
+}
+
 async fn join_all(workers: Vec<Running>) {
     for w in &workers {
         w.cancel.cancel();
@@ -359,5 +483,26 @@ impl Member {
             Member::Embedded(m) => m.leave(),
             Member::Kafka(m) => m.leave(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_last_good_version_is_the_one_most_partitions_committed_with() {
+        let v = |s: &str| s.to_owned();
+        assert_eq!(last_good_version(vec![]), None);
+        assert_eq!(
+            last_good_version(vec![v("a"), v("b"), v("b"), v("restored")]),
+            Some((v("b"), 2))
+        );
+        assert_eq!(
+            last_good_version(vec![v("restored"), v("restored")]),
+            None,
+            "a restore names no version"
+        );
+        assert_eq!(last_good_version(vec![v("a"), v("b")]), Some((v("b"), 1)));
     }
 }

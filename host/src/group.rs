@@ -51,9 +51,16 @@ pub struct KafkaFeed {
     pub buffer: std::sync::Arc<PartitionBuffer>,
     /// The route's changelog topic: state writes go there through the outbox.
     pub changelog_topic: String,
-    /// Set when the local state is absent or behind the group's committed
-    /// offset: restore from the changelog up to that offset first.
-    pub restore_to: Option<u64>,
+    /// Where the partition starts: its local checkpoint, or a restore from
+    /// the changelog to the group's committed offset.
+    pub start: crate::kafka::fence::StartFrom,
+    /// The ownership epoch: the group generation that assigned it.
+    pub epoch: u64,
+    /// This member's id in the group, written into its claim.
+    pub member_id: String,
+    /// Where the worker takes its delivery lease once it claimed the
+    /// partition and restored it.
+    pub leases: std::sync::Arc<crate::kafka::fence::Leases>,
     /// Client settings for the changelog reader.
     pub client: crate::kafka::ClientSettings,
     /// The consumer group.

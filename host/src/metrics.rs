@@ -99,10 +99,16 @@ pub struct Metrics {
     pub outbox_delivered: Counter,
     /// Kafka: changelog records read while restoring partitions.
     pub restored_records: Counter,
+    /// Kafka: outbox producers rebuilt after a fatal error.
+    pub producer_restarts: Counter,
+    broker_up: Gauge,
+    broker_down_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
+    outbox_stalled_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
     lag: Family<LagLabels, Gauge>,
     owned: Gauge,
     rejected: Family<PluginLabels, Counter>,
     rolled_back: Family<PluginLabels, Counter>,
+    fallback: Family<PluginLabels, Gauge>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -142,11 +148,16 @@ impl Metrics {
             group_generation: Gauge::default(),
             outbox_pending: Gauge::default(),
             outbox_delivered: Counter::default(),
+            producer_restarts: Counter::default(),
+            broker_up: Gauge::default(),
+            broker_down_seconds: Gauge::default(),
+            outbox_stalled_seconds: Gauge::default(),
             restored_records: Counter::default(),
             lag: Family::default(),
             owned: Gauge::default(),
             rejected: Family::default(),
             rolled_back: Family::default(),
+            fallback: Family::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -223,6 +234,26 @@ impl Metrics {
             m.restored_records.clone(),
         );
         r.register(
+            "producer_restarts",
+            "Outbox producers rebuilt after a fatal error (Kafka source)",
+            m.producer_restarts.clone(),
+        );
+        r.register(
+            "broker_up",
+            "1 while every broker this member uses is connected (Kafka source)",
+            m.broker_up.clone(),
+        );
+        r.register(
+            "broker_down_seconds",
+            "Seconds since every broker was last connected, 0 while up (Kafka source)",
+            m.broker_down_seconds.clone(),
+        );
+        r.register(
+            "outbox_stalled_seconds",
+            "Seconds the outbox has held entries without delivering any (Kafka source)",
+            m.outbox_stalled_seconds.clone(),
+        );
+        r.register(
             "lag_records",
             "End offset minus committed offset",
             m.lag.clone(),
@@ -236,6 +267,11 @@ impl Metrics {
             "plugin_versions_rejected",
             "Plugin versions rejected",
             m.rejected.clone(),
+        );
+        r.register(
+            "plugin_fallback",
+            "1 while a plugin is served by its last good version because its file could not be used at start",
+            m.fallback.clone(),
         );
         r.register(
             "plugin_versions_rolled_back",
@@ -254,6 +290,13 @@ impl Metrics {
                 .filter(|p| p.state.is_some())
                 .count() as i64,
         );
+        if let Some(b) = &status.broker {
+            self.broker_up.set(i64::from(b.up));
+            self.broker_down_seconds.set(b.seconds_since_up);
+        }
+        if let Some(m) = &status.member {
+            self.outbox_stalled_seconds.set(m.outbox_stalled_seconds);
+        }
         for p in &status.partitions {
             self.lag
                 .get_or_create(&LagLabels {
@@ -271,6 +314,9 @@ impl Metrics {
                 &self.rolled_back.get_or_create(&labels),
                 plugin.rolled_back_total,
             );
+            self.fallback
+                .get_or_create(&labels)
+                .set(i64::from(plugin.fallback.is_some()));
         }
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)

@@ -46,6 +46,9 @@ pub mod batch_headers {
     pub const FIRST: &str = "linecook.batch.first";
     /// Source offset after the batch (decimal).
     pub const END: &str = "linecook.batch.end";
+    /// The ownership epoch of the member that delivered it (decimal; see
+    /// `kafka::fence`). Records of older linecook versions have none: 0.
+    pub const EPOCH: &str = "linecook.epoch";
 }
 
 /// Changelog keys start with a kind byte: state keys and batch markers share
@@ -57,6 +60,10 @@ pub mod changelog_key {
     /// owner re-forms exactly those batches, so replayed outputs carry the
     /// same origin headers as the ones a crashed owner may have delivered.
     pub const MARKER: &[u8] = &[1];
+    /// The key of claims: written by a member when it takes a partition,
+    /// before it reads the changelog. Everything a previous owner delivers
+    /// after a newer claim is fenced (`kafka::fence`).
+    pub const CLAIM: &[u8] = &[2];
 }
 
 /// One record waiting for delivery.
@@ -162,15 +169,86 @@ pub(crate) fn entries_for_batch(
 impl Store {
     /// Up to `limit` undelivered entries, oldest batch first.
     pub fn outbox_peek(&self, limit: usize) -> Result<Vec<(OutboxKey, OutboxEntry)>, StoreError> {
+        self.outbox_peek_where(limit, |_, _| true)
+    }
+
+    /// Up to `limit` undelivered entries of the partitions (topic id,
+    /// partition) `keep` accepts, oldest batch first.
+    pub fn outbox_peek_where(
+        &self,
+        limit: usize,
+        keep: impl Fn(u32, u32) -> bool,
+    ) -> Result<Vec<(OutboxKey, OutboxEntry)>, StoreError> {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(OUTBOX)?;
         let mut out = Vec::new();
-        for row in table.iter()?.take(limit) {
-            let (key, value) = row?;
-            let key = key.value();
-            out.push((key, OutboxEntry::decode(key, value.value())?));
+        let mut from = (0, 0, 0, 0);
+        'partitions: loop {
+            let mut rows = table.range(from..)?;
+            let Some(first) = rows.next().transpose()? else {
+                break;
+            };
+            let (topic, partition, ..) = first.0.value();
+            if !keep(topic, partition) {
+                // Skip the whole partition in one seek.
+                from = (topic, partition + 1, 0, 0);
+                continue;
+            }
+            for row in std::iter::once(Ok(first)).chain(rows) {
+                let (key, value) = row?;
+                let key = key.value();
+                if (key.0, key.1) != (topic, partition) {
+                    from = (key.0, key.1, 0, 0);
+                    continue 'partitions;
+                }
+                if out.len() == limit {
+                    break 'partitions;
+                }
+                out.push((key, OutboxEntry::decode(key, value.value())?));
+            }
+            break;
         }
         Ok(out)
+    }
+
+    /// The partitions (topic id, partition) with undelivered entries.
+    pub fn outbox_partitions(&self) -> Result<Vec<(u32, u32)>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(OUTBOX)?;
+        let mut out = Vec::new();
+        let mut from = (0, 0, 0, 0);
+        while let Some(row) = table.range(from..)?.next().transpose()? {
+            let (topic, partition, ..) = row.0.value();
+            out.push((topic, partition));
+            from = (topic, partition + 1, 0, 0);
+        }
+        Ok(out)
+    }
+
+    /// Drops the undelivered entries of batches of `topic`/`partition` that
+    /// start before `offset`: the group committed past them under another
+    /// owner, so delivering them would be stale work.
+    pub fn outbox_drop_before(
+        &self,
+        topic_id: u32,
+        partition: u32,
+        offset: u64,
+    ) -> Result<u64, StoreError> {
+        let txn = self.db.begin_write()?;
+        let dropped = {
+            let mut table = txn.open_table(OUTBOX)?;
+            let mut dropped = 0;
+            table.retain_in(
+                (topic_id, partition, 0, 0)..(topic_id, partition, offset, 0),
+                |_, _| {
+                    dropped += 1;
+                    false
+                },
+            )?;
+            dropped
+        };
+        txn.commit()?;
+        Ok(dropped)
     }
 
     /// Removes delivered entries.
@@ -221,9 +299,75 @@ impl Store {
         Ok(Some(pending.map_or(checkpoint, |p| p.min(checkpoint))))
     }
 
-    /// Replaces the state of `topic`/`partition` with `state` and sets its
-    /// checkpoint to `next_offset`, in one transaction: what restoring from
-    /// the changelog ends with.
+    /// Queues the current values of `keys` of partition `partition` of topic
+    /// `topic_id` for its changelog (`changelog` topic and partition), as of
+    /// its checkpoint: an older owner's late write of those keys must not be
+    /// the one compaction keeps. Returns how many were queued.
+    pub fn outbox_repair(
+        &self,
+        topic_id: u32,
+        partition: u32,
+        (changelog, changelog_partition): (&str, u32),
+        keys: &[Vec<u8>],
+    ) -> Result<usize, StoreError> {
+        let txn = self.db.begin_write()?;
+        let queued = {
+            let Some(at) = txn
+                .open_table(CHECKPOINTS)?
+                .get((topic_id, partition))?
+                .map(|v| v.value().0)
+            else {
+                return Ok(0);
+            };
+            let state = txn.open_table(STATE)?;
+            let mut outbox = txn.open_table(OUTBOX)?;
+            // Repairs sort after the entries of the batch that starts at the
+            // checkpoint (indexes from 0) and after earlier repairs there.
+            let mut index = outbox
+                .range(
+                    (topic_id, partition, at, REPAIR_INDEX)..=(topic_id, partition, at, u32::MAX),
+                )?
+                .next()
+                .transpose()?
+                .map_or(u32::MAX, |(k, _)| k.value().3 - 1);
+            let prefix = crate::checkpoint::state_prefix(topic_id, partition);
+            let bounds = || {
+                vec![
+                    (batch_headers::FIRST.to_owned(), at.to_string().into_bytes()),
+                    (batch_headers::END.to_owned(), at.to_string().into_bytes()),
+                ]
+            };
+            let mut queued = 0;
+            for key in keys {
+                let mut full = prefix.to_vec();
+                full.extend_from_slice(key);
+                let value = state.get(full.as_slice())?.map(|v| v.value().to_vec());
+                let mut changelog_key = vec![changelog_key::STATE];
+                changelog_key.extend_from_slice(key);
+                let entry = OutboxEntry {
+                    topic: changelog.to_owned(),
+                    partition: Some(changelog_partition),
+                    key: Some(changelog_key),
+                    value,
+                    headers: bounds(),
+                    changelog: true,
+                };
+                outbox.insert((topic_id, partition, at, index), entry.encode().as_slice())?;
+                index = index.saturating_sub(1).max(REPAIR_INDEX);
+                queued += 1;
+            }
+            queued
+        };
+        txn.commit()?;
+        self.notify_outboxed();
+        Ok(queued)
+    }
+
+    /// Replaces the state of `topic`/`partition` with `state`, sets its
+    /// checkpoint to `next_offset` and drops its undelivered outbox entries,
+    /// in one transaction: what restoring from the changelog ends with.
+    /// Whatever this member did past the group's offset is redone from
+    /// there, so none of it may be delivered.
     pub fn restore_partition(
         &self,
         topic: &TopicInfo,
@@ -246,11 +390,19 @@ impl Store {
             }
             txn.open_table(CHECKPOINTS)?
                 .insert((topic.id, partition), (next_offset, RESTORED_VERSION))?;
+            txn.open_table(OUTBOX)?.retain_in(
+                (topic.id, partition, 0, 0)..=(topic.id, partition, u64::MAX, u32::MAX),
+                |_, _| false,
+            )?;
         }
         txn.commit()?;
         Ok(())
     }
 }
+
+/// Outbox indexes from here on hold repairs (`Store::outbox_repair`), far
+/// above any batch's entry count.
+const REPAIR_INDEX: u32 = 1 << 31;
 
 /// The version a restored checkpoint names: state came from the changelog,
 /// not from a batch handled here.

@@ -10,8 +10,13 @@
 //!   partition goes back to the previous one.
 //! - `canary`: the lowest-numbered N partitions target it first. When they
 //!   have committed M batches with it and no error, every partition follows;
-//!   a handler error, trap or `init` failure on a canary rolls the canaries
+//!   a handler error, trap or exceeded limit on a canary rolls the canaries
 //!   back and marks the version rolled back.
+//!
+//! One story for the two words: a version is **rejected** when it never
+//! handled a batch (not a usable component, or its `init` failed on any
+//! partition); **rolled back** when it handled batches and failed there —
+//! on a canary, or at any stage when its batches cannot be committed.
 //!
 //! "Every partition" means every partition this member owns right now: in a
 //! Kafka group the other members roll out on their own, and a partition
@@ -65,6 +70,16 @@ pub enum WorkerEvent {
         partition: u32,
         /// Version.
         digest: String,
+    },
+    /// Batches handled by `digest` could not be committed, `commit_retries`
+    /// times in a row, because of what they emitted.
+    CannotCommit {
+        /// Partition.
+        partition: u32,
+        /// Version.
+        digest: String,
+        /// Why.
+        reason: String,
     },
     /// A batch handled by `digest` failed (error or trap).
     Failed {
@@ -320,18 +335,26 @@ impl Controller {
                 let reason = format!("failed on canary partition {partition}: {reason}");
                 self.abort(VersionState::RolledBack, reason);
             }
+            // A version whose batches cannot be committed is rolled back at
+            // any stage of its rollout: it would stall every partition.
+            WorkerEvent::CannotCommit {
+                partition,
+                digest,
+                reason,
+            } if digest == flight.candidate.digest => {
+                self.abort(
+                    VersionState::RolledBack,
+                    format!("cannot commit on partition {partition}: {reason}"),
+                );
+            }
             WorkerEvent::Refused {
                 partition,
                 digest,
                 reason,
             } if digest == flight.candidate.digest => {
-                let state = if flight.canaries.is_some() {
-                    VersionState::RolledBack
-                } else {
-                    VersionState::Rejected
-                };
+                // It never handled a batch: rejected, at any stage.
                 self.abort(
-                    state,
+                    VersionState::Rejected,
                     format!("init failed on partition {partition}: {reason}"),
                 );
             }

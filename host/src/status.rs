@@ -27,6 +27,22 @@ pub enum PartitionState {
     Paused,
     /// Rebuilding its state from the changelog (Kafka source).
     Restoring,
+    /// Would be running, but a broker it needs cannot be reached (Kafka
+    /// source): nothing is fetched or delivered until it comes back.
+    WaitingForBroker,
+}
+
+impl std::fmt::Display for PartitionState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            PartitionState::Starting => "starting",
+            PartitionState::Running => "running",
+            PartitionState::Retrying => "retrying",
+            PartitionState::Paused => "paused",
+            PartitionState::Restoring => "restoring",
+            PartitionState::WaitingForBroker => "waiting-for-broker",
+        })
+    }
 }
 
 /// One routed partition.
@@ -85,6 +101,25 @@ pub struct StatusReport {
     /// The consumer group as this member sees it (Kafka source, while running).
     #[serde(default)]
     pub member: Option<GroupReport>,
+    /// The brokers as this member's clients see them (Kafka source, while
+    /// running).
+    #[serde(default)]
+    pub broker: Option<BrokerReport>,
+}
+
+/// Whether the brokers this member uses can be reached (Kafka source).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct BrokerReport {
+    /// Every broker the consumer or the producer uses is connected.
+    pub up: bool,
+    /// Brokers a client tried to reach and is not connected to, with their
+    /// connection state (`DOWN`, `TRY_CONNECT`, …).
+    pub unreachable: Vec<String>,
+    /// The last error a client reported (e.g. `AllBrokersDown`, a fatal
+    /// producer error), if any since start.
+    pub last_error: Option<String>,
+    /// Seconds since every broker was last connected (0 while up).
+    pub seconds_since_up: f64,
 }
 
 /// This member's view of its consumer group (Kafka source).
@@ -100,6 +135,13 @@ pub struct GroupReport {
     pub rebalances: u64,
     /// Outbox entries waiting for delivery to the cluster.
     pub outbox_pending: u64,
+    /// Seconds the outbox has held entries without delivering any (0 when
+    /// it is empty or moving).
+    #[serde(default)]
+    pub outbox_stalled_seconds: f64,
+    /// Outbox producers rebuilt after a fatal error.
+    #[serde(default)]
+    pub producer_restarts: u64,
 }
 
 /// What the running workers report about themselves, and the resume
@@ -111,6 +153,24 @@ pub struct Live {
     group: Mutex<Option<GroupReport>>,
     /// High watermarks of Kafka partitions, as the consumer last saw them.
     ends: Mutex<BTreeMap<(String, u32), u64>>,
+    brokers: Mutex<Option<Brokers>>,
+}
+
+/// Broker connection states by client, from librdkafka's statistics.
+#[derive(Debug)]
+struct Brokers {
+    /// (client, broker name) → state.
+    states: BTreeMap<(&'static str, String), String>,
+    last_error: Option<String>,
+    /// When every broker was last seen connected.
+    last_up: Instant,
+}
+
+/// Broker states that mean "not connected, and a client wants to be":
+/// everything but `UP` and the states of a broker never needed (`INIT`) or
+/// being (re)checked while connected.
+fn unreachable_state(state: &str) -> bool {
+    !matches!(state, "UP" | "INIT" | "UPDATE")
 }
 
 /// One worker's view of its partition.
@@ -223,6 +283,57 @@ impl Live {
         ends.get(&(topic.to_owned(), partition)).copied()
     }
 
+    /// Records the connection state of `client`'s brokers (from its
+    /// statistics; brokers without a node id are bootstrap entries).
+    pub fn set_brokers(&self, client: &'static str, brokers: &[(String, String)]) {
+        let mut guard = self.brokers.lock().expect("status lock");
+        let b = guard.get_or_insert_with(|| Brokers {
+            states: BTreeMap::new(),
+            last_error: None,
+            last_up: Instant::now(),
+        });
+        b.states.retain(|(c, _), _| *c != client);
+        for (name, state) in brokers {
+            b.states.insert((client, name.clone()), state.clone());
+        }
+        if !b.states.values().any(|s| unreachable_state(s)) {
+            b.last_up = Instant::now();
+        }
+    }
+
+    /// Records an error a Kafka client reported.
+    pub fn broker_error(&self, error: String) {
+        let mut guard = self.brokers.lock().expect("status lock");
+        let b = guard.get_or_insert_with(|| Brokers {
+            states: BTreeMap::new(),
+            last_error: None,
+            last_up: Instant::now(),
+        });
+        b.last_error = Some(error);
+    }
+
+    /// The broker report, if a Kafka client reported anything.
+    pub fn broker(&self) -> Option<BrokerReport> {
+        let guard = self.brokers.lock().expect("status lock");
+        let b = guard.as_ref()?;
+        let unreachable: Vec<String> = b
+            .states
+            .iter()
+            .filter(|(_, s)| unreachable_state(s))
+            .map(|((client, name), s)| format!("{name} ({client}: {s})"))
+            .collect();
+        Some(BrokerReport {
+            up: unreachable.is_empty(),
+            seconds_since_up: if unreachable.is_empty() {
+                0.0
+            } else {
+                b.last_up.elapsed().as_secs_f64()
+            },
+            unreachable,
+            last_error: b.last_error.clone(),
+        })
+    }
+
     /// The group report, if this member is in a Kafka group.
     pub fn group(&self) -> Option<GroupReport> {
         self.group.lock().expect("status lock").clone()
@@ -248,6 +359,7 @@ pub fn report(
     live: Option<&Live>,
     plugins: Vec<PluginReport>,
 ) -> Result<StatusReport, StoreError> {
+    let broker = live.and_then(Live::broker);
     let mut partitions = Vec::new();
     for route in &config.routes {
         let topic = match store.topic(&route.topic) {
@@ -274,8 +386,17 @@ pub fn report(
                     .as_ref()
                     .and_then(|l| l.version.clone())
                     .or(checkpoint.map(|c| c.version)),
-                state: live.as_ref().map(|l| l.state),
-                detail: live.as_ref().and_then(|l| l.detail.clone()),
+                state: live
+                    .as_ref()
+                    .map(|l| shown_state(l.state, broker.as_ref())),
+                detail: match (&live, &broker) {
+                    (Some(l), Some(b)) if shown_state(l.state, Some(b)) != l.state => Some(format!(
+                        "cannot reach {} for {:.0} s; nothing is fetched or delivered meanwhile",
+                        b.unreachable.join(", "),
+                        b.seconds_since_up
+                    )),
+                    _ => live.as_ref().and_then(|l| l.detail.clone()),
+                },
                 batches: live.as_ref().map_or(0, |l| l.batches),
                 records: live.as_ref().map_or(0, |l| l.records),
                 swaps: live.as_ref().map_or(0, |l| l.swaps),
@@ -291,5 +412,56 @@ pub fn report(
         partitions,
         plugins,
         member: live.and_then(Live::group),
+        broker,
     })
+}
+
+/// A running partition is shown as waiting while a broker is unreachable:
+/// it can neither fetch nor deliver, whatever its worker thinks.
+fn shown_state(state: PartitionState, broker: Option<&BrokerReport>) -> PartitionState {
+    match (state, broker) {
+        (PartitionState::Running, Some(b)) if !b.up => PartitionState::WaitingForBroker,
+        (state, _) => state,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_broker_that_is_not_connected_makes_running_partitions_wait() {
+        let live = Live::default();
+        assert!(
+            live.broker().is_none(),
+            "embedded mode has no broker section"
+        );
+        live.set_brokers(
+            "consumer",
+            &[
+                ("b1:9092/1".into(), "UP".into()),
+                ("b2:9092/2".into(), "INIT".into()),
+            ],
+        );
+        let up = live.broker().unwrap();
+        assert!(up.up, "a broker never needed is not a problem");
+        assert_eq!(
+            shown_state(PartitionState::Running, Some(&up)),
+            PartitionState::Running
+        );
+        live.set_brokers("producer", &[("b2:9092/2".into(), "TRY_CONNECT".into())]);
+        let down = live.broker().unwrap();
+        assert!(!down.up);
+        assert_eq!(down.unreachable, ["b2:9092/2 (producer: TRY_CONNECT)"]);
+        assert_eq!(
+            shown_state(PartitionState::Running, Some(&down)),
+            PartitionState::WaitingForBroker
+        );
+        assert_eq!(
+            shown_state(PartitionState::Paused, Some(&down)),
+            PartitionState::Paused
+        );
+        live.set_brokers("producer", &[("b2:9092/2".into(), "UP".into())]);
+        assert!(live.broker().unwrap().up);
+    }
 }

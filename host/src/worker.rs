@@ -26,6 +26,7 @@ use tracing::{debug, error, info, warn};
 use crate::checkpoint::{BatchCommit, BatchEffects};
 use crate::config::{ErrorPolicy, Limits, OnError};
 use crate::group::{Feed, KafkaFeed};
+use crate::kafka::fence::StartFrom;
 use crate::kafka::restore::Goal;
 use crate::log::TopicInfo;
 use crate::metrics::{ErrorLabels, Metrics, PartitionLabels, TopicLabels};
@@ -116,6 +117,11 @@ struct Worker {
     next_offset: u64,
     /// Failed attempts at the current batch.
     attempts: u32,
+    /// Checkpoints refused in a row because of what the batch emitted.
+    commit_failures: u32,
+    /// The version of the last instance started, kept when a trap discards
+    /// the instance: a fresh instance of another version is still a swap.
+    last_started: Option<String>,
     /// While isolating a failing record: the batch window and where the
     /// failed batch ended.
     isolating: Option<Isolation>,
@@ -171,6 +177,8 @@ impl Worker {
             refused: None,
             next_offset: 0,
             attempts: 0,
+            commit_failures: 0,
+            last_started: None,
             isolating: None,
             last_batch_end: None,
             idle_since_batch: Duration::ZERO,
@@ -201,10 +209,10 @@ impl Worker {
         self.report(WorkerEvent::Owned {
             partition: self.spec.partition,
         });
-        if let Feed::Kafka(KafkaFeed { restore_to, .. }) = &self.spec.feed {
-            let goal = match *restore_to {
-                Some(upto) => Goal::Restore { upto },
-                None => Goal::Plan {
+        if let Feed::Kafka(KafkaFeed { start, .. }) = &self.spec.feed {
+            let goal = match *start {
+                StartFrom::Restore(upto) => Goal::Restore { upto },
+                StartFrom::Local(_) | StartFrom::Reset(_) => Goal::Plan {
                     from: self.next_offset,
                 },
             };
@@ -280,10 +288,11 @@ impl Worker {
             .remove(&self.spec.topic.name, self.spec.partition);
     }
 
-    /// Reads what the partition needs from the changelog — its state up to
-    /// the group's committed offset, or only the batches a previous owner
-    /// handled past the local checkpoint — retrying until it succeeds or the
-    /// partition is released (false).
+    /// Claims the partition in its changelog, reads what it needs from there
+    /// — its state up to the group's committed offset, or only the batches a
+    /// previous owner handled past the local checkpoint — and takes the
+    /// delivery lease; retries until it succeeds or the partition is
+    /// released (false).
     fn restore(&mut self, goal: Goal) -> bool {
         let Feed::Kafka(feed) = self.spec.feed.clone() else {
             return true;
@@ -293,6 +302,7 @@ impl Worker {
             Goal::Plan { from } => (from, false),
         };
         let started = Instant::now();
+        let mut claimed = None;
         loop {
             self.set_state(
                 PartitionState::Restoring,
@@ -304,22 +314,35 @@ impl Worker {
             );
             let (topic, partition) = (self.spec.topic.name.clone(), self.spec.partition);
             let live = self.spec.live.clone();
-            let restored = crate::kafka::restore::read(
-                &feed.client,
-                &feed.group,
-                &feed.changelog_topic,
-                self.spec.partition,
-                goal,
-                &self.spec.cancel,
-                |read, total| {
-                    live.update(&topic, partition, |l| {
-                        l.detail = Some(format!(
-                            "restoring state up to offset {from}: {read} of {total} changelog records"
-                        ));
-                    });
-                },
-            )
-            .and_then(|r| {
+            // One claim per assignment: a retry reads up to the same one.
+            let claim = match claimed {
+                Some(offset) => Ok(offset),
+                None => crate::kafka::restore::claim(
+                    &feed.client,
+                    &feed.changelog_topic,
+                    partition,
+                    feed.epoch,
+                    &feed.member_id,
+                    &self.spec.rt,
+                ),
+            };
+            let restored = claim.and_then(|offset| {
+                claimed = Some(offset);
+                let r = crate::kafka::restore::read(
+                    &feed.client,
+                    &feed.group,
+                    (&feed.changelog_topic, partition),
+                    goal,
+                    offset,
+                    &self.spec.cancel,
+                    |read, total| {
+                        live.update(&topic, partition, |l| {
+                            l.detail = Some(format!(
+                                "restoring state up to offset {from}: {read} of {total} changelog records"
+                            ));
+                        });
+                    },
+                )?;
                 if restoring {
                     self.spec.store.restore_partition(
                         &self.spec.topic,
@@ -328,10 +351,10 @@ impl Worker {
                         &r.state,
                     )?;
                 }
-                Ok(r)
+                Ok((offset, r))
             });
             match restored {
-                Ok(r) => {
+                Ok((claim, r)) => {
                     self.spec.metrics.restored_records.inc_by(r.records);
                     let took_ms = started.elapsed().as_millis() as u64;
                     if restoring {
@@ -339,7 +362,9 @@ impl Worker {
                             upto = from,
                             keys = r.state.len(),
                             changelog_records = r.records,
+                            fenced_records = r.fenced,
                             replay_batches = r.plan.len(),
+                            epoch = feed.epoch,
                             took_ms,
                             "state restored from the changelog"
                         );
@@ -347,11 +372,15 @@ impl Worker {
                         info!(
                             from,
                             changelog_records = r.records,
+                            fenced_records = r.fenced,
                             replay_batches = r.plan.len(),
+                            epoch = feed.epoch,
                             took_ms,
                             "local state is current; recent batches read from the changelog"
                         );
                     }
+                    feed.leases
+                        .take(self.spec.topic.id, partition, feed.epoch, claim);
                     self.next_offset = from;
                     self.replay = r.plan.into();
                     self.set_state(PartitionState::Starting, None);
@@ -436,7 +465,9 @@ impl Worker {
         }
         match self.start_instance(&newest) {
             Ok(instance) => {
-                match &running {
+                let previous = self.last_started.replace(newest.digest.clone());
+                let swapped_from = previous.filter(|p| *p != newest.digest);
+                match &swapped_from {
                     Some(old) => {
                         info!(
                             "swapped {} {} -> {}",
@@ -449,8 +480,9 @@ impl Worker {
                     None => info!("running {} {}", newest.name, newest.short_digest()),
                 }
                 self.instance = Some((instance, newest.clone()));
+                self.commit_failures = 0;
                 let digest = newest.digest.clone();
-                let swapped = running.is_some();
+                let swapped = swapped_from.is_some();
                 if swapped {
                     self.spec.metrics.swaps.get_or_create(&self.labels).inc();
                 }
@@ -822,6 +854,7 @@ impl Worker {
                 m.records_out.get_or_create(&self.labels).inc_by(emitted);
                 m.batches.get_or_create(&self.labels).inc();
                 self.next_offset = next_offset;
+                self.commit_failures = 0;
                 self.last_batch_end = Some(Instant::now());
                 self.idle_since_batch = Duration::ZERO;
                 let _ = spec.events.send(WorkerEvent::Committed {
@@ -838,12 +871,20 @@ impl Worker {
                 });
                 Outcome::Committed
             }
-            Err(StoreError::UnknownTopic(topic)) => Outcome::Retry(
-                format!(
+            Err(StoreError::UnknownTopic(topic)) => {
+                let reason = format!(
                     "the batch writes to topic `{topic}`, which does not exist; create it and the batch is retried"
-                ),
-                HOST_RETRY,
-            ),
+                );
+                self.commit_failures += 1;
+                if self.commit_failures == spec.errors.commit_retries.max(1) {
+                    let _ = spec.events.send(WorkerEvent::CannotCommit {
+                        partition: spec.partition,
+                        digest: version.digest.clone(),
+                        reason: format!("{} checkpoints failed: {reason}", self.commit_failures),
+                    });
+                }
+                Outcome::Retry(reason, HOST_RETRY)
+            }
             Err(e @ StoreError::CheckpointConflict { .. }) => Outcome::Pause(e.to_string()),
             Err(e) => {
                 error!("checkpoint failed, nothing of the batch was committed: {e}");

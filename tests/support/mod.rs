@@ -224,6 +224,17 @@ impl Host {
         self.child.id()
     }
 
+    /// SIGSTOP: the process freezes with everything it holds, as a host
+    /// stuck in a long GC-like pause or a frozen VM would.
+    pub fn freeze(&self) {
+        signal(&self.child, "STOP");
+    }
+
+    /// SIGCONT after `freeze`.
+    pub fn thaw(&self) {
+        signal(&self.child, "CONT");
+    }
+
     fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
         let deadline = Instant::now() + timeout;
         loop {

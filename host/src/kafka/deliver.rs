@@ -1,24 +1,32 @@
 //! Delivering the outbox to the cluster.
 //!
-//! One thread reads the oldest entries, produces them with an idempotent
-//! producer (`acks=all`, so the broker drops the producer's own retries),
-//! and removes exactly the acknowledged ones. Within a round, every changelog
-//! record is acknowledged before any output is sent: an output that reached
-//! the cluster always has its batch's boundaries in the changelog, which is
-//! what lets a new owner replay that batch with the same origin headers.
+//! One thread reads the oldest entries of the partitions this member holds
+//! a lease for (`fence`), produces them with an idempotent producer
+//! (`acks=all`, so the broker drops the producer's own retries), and removes
+//! exactly the acknowledged ones. Within a round, every changelog record is
+//! acknowledged — and read back, to be sure no newer owner claimed the
+//! partition before it landed — before any output is sent: an output that
+//! reached the cluster always has its batch's boundaries in the changelog
+//! ahead of any newer claim, which is what lets a new owner replay that
+//! batch with the same origin headers.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use rdkafka::ClientContext;
+use rdkafka::config::ClientConfig;
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
+use tracing::{debug, error, warn};
 
 use super::ClientSettings;
+use super::fence::Leases;
+use super::restore::{Kind, Reader};
 use crate::metrics::Metrics;
-use crate::outbox::{OutboxEntry, OutboxKey};
+use crate::outbox::{OutboxEntry, OutboxKey, batch_headers};
 use crate::status::Live;
 use crate::store::Store;
 
@@ -26,11 +34,32 @@ use crate::store::Store;
 const ROUND: usize = 5_000;
 /// Pause after a failed round.
 const BACKOFF: Duration = Duration::from_millis(500);
+/// How often a round waiting for acknowledgements looks for a fatal error:
+/// after one, librdkafka may never answer the messages it holds.
+const FATAL_CHECK: Duration = Duration::from_millis(200);
+
+/// The producer's context: broker states and errors go to status.
+struct DeliveryContext(Arc<Live>);
+
+impl ClientContext for DeliveryContext {
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        warn!(target: "librdkafka", "producer: {error}: {reason}");
+        self.0.broker_error(format!("producer: {error}: {reason}"));
+    }
+
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        self.0
+            .set_brokers("producer", &super::broker_states(&statistics));
+    }
+}
 
 /// The outbox's producer.
 pub struct Deliverer {
     store: Arc<Store>,
-    producer: FutureProducer,
+    config: ClientConfig,
+    producer: FutureProducer<DeliveryContext>,
+    leases: Arc<Leases>,
+    reader: Reader,
     metrics: Arc<Metrics>,
     live: Arc<Live>,
 }
@@ -40,6 +69,8 @@ impl Deliverer {
     pub fn new(
         store: Arc<Store>,
         settings: &ClientSettings,
+        group: &str,
+        leases: Arc<Leases>,
         metrics: Arc<Metrics>,
         live: Arc<Live>,
     ) -> anyhow::Result<Deliverer> {
@@ -47,15 +78,21 @@ impl Deliverer {
         config
             .set("enable.idempotence", "true")
             .set("acks", "all")
-            .set("linger.ms", "5");
+            .set("linger.ms", "5")
+            .set("statistics.interval.ms", "1000");
         // Keyed outputs land where a Java client would put them (murmur2).
         if !settings.properties.contains_key("partitioner") {
             config.set("partitioner", "murmur2_random");
         }
-        let producer = config.create().context("creating the outbox producer")?;
+        let producer = config
+            .create_with_context(DeliveryContext(live.clone()))
+            .context("creating the outbox producer")?;
         Ok(Deliverer {
             store,
+            config,
             producer,
+            leases,
+            reader: Reader::new(settings, group)?,
             metrics,
             live,
         })
@@ -63,10 +100,11 @@ impl Deliverer {
 
     /// Delivers until `stop` is cancelled and the outbox is empty, or until
     /// `stop` is cancelled and `grace` has passed since.
-    pub fn run(self, stop: CancellationToken, grace: Duration, rt: tokio::runtime::Handle) {
+    pub fn run(mut self, stop: CancellationToken, grace: Duration, rt: tokio::runtime::Handle) {
         let mut outboxed = self.store.subscribe_outbox();
         let mut stop_deadline = None;
         loop {
+            self.recover_from_fatal();
             if stop.is_cancelled() {
                 let deadline =
                     *stop_deadline.get_or_insert_with(|| std::time::Instant::now() + grace);
@@ -78,7 +116,10 @@ impl Deliverer {
                 }
             }
             outboxed.borrow_and_update();
-            let entries = match self.store.outbox_peek(ROUND) {
+            let entries = match self
+                .store
+                .outbox_peek_where(ROUND, |t, p| self.leases.deliverable(t, p).is_some())
+            {
                 Ok(entries) => entries,
                 Err(e) => {
                     warn!("reading the outbox failed: {e}");
@@ -86,9 +127,6 @@ impl Deliverer {
                     continue;
                 }
             };
-            let pending = self.store.outbox_len().unwrap_or(entries.len() as u64);
-            self.metrics.outbox_pending.set(pending as i64);
-            self.live.update_group(|g| g.outbox_pending = pending);
             if entries.is_empty() {
                 if stop.is_cancelled() {
                     return;
@@ -108,43 +146,186 @@ impl Deliverer {
         }
     }
 
+    /// After a fatal error (an idempotence sequence desynchronization, a
+    /// fenced or unauthorized producer) librdkafka's producer refuses
+    /// everything: build a new one. What the old one did not get
+    /// acknowledged is still in the outbox and is sent again, in order, by
+    /// the next round; a copy that did land keeps its origin headers.
+    fn recover_from_fatal(&mut self) {
+        let Some((code, reason)) = self.producer.client().fatal_error() else {
+            return;
+        };
+        error!(
+            "the outbox producer hit a fatal error ({code}: {reason}); building a new one and sending undelivered entries again"
+        );
+        self.live
+            .broker_error(format!("producer fatal error {code}: {reason}"));
+        loop {
+            match self
+                .config
+                .create_with_context(DeliveryContext(self.live.clone()))
+            {
+                Ok(producer) => {
+                    self.producer = producer;
+                    self.metrics.producer_restarts.inc();
+                    self.live.update_group(|g| g.producer_restarts += 1);
+                    return;
+                }
+                Err(e) => {
+                    error!("building a new outbox producer failed, retrying: {e}");
+                    std::thread::sleep(BACKOFF * 4);
+                }
+            }
+        }
+    }
+
     /// Delivers one round; false if anything failed.
     fn round(&self, entries: &[(OutboxKey, OutboxEntry)], rt: &tokio::runtime::Handle) -> bool {
         let (changelog, outputs): (Vec<_>, Vec<_>) = entries.iter().partition(|(_, e)| e.changelog);
-        let delivered = self.send_all(&changelog, rt);
-        let complete = delivered.len() == changelog.len();
-        let mut removed = delivered;
-        let mut ok = complete;
-        if complete {
-            let delivered = self.send_all(&outputs, rt);
-            ok = delivered.len() == outputs.len();
-            removed.extend(delivered);
+        let acked = self.send_all(&changelog, rt);
+        let mut ok = acked.len() == changelog.len();
+        // The newest changelog record acknowledged per source partition.
+        let mut newest: BTreeMap<(u32, u32), (&str, u32, u64)> = BTreeMap::new();
+        for (key, partition, offset) in &acked {
+            let entry = &changelog.iter().find(|(k, _)| k == key).expect("acked").1;
+            let slot = newest
+                .entry((key.0, key.1))
+                .or_insert((&entry.topic, *partition, *offset));
+            slot.2 = slot.2.max(*offset);
         }
+        let mut checked = BTreeSet::new();
+        for ((topic_id, partition), (changelog_topic, changelog_partition, offset)) in newest {
+            if self.check(
+                (topic_id, partition),
+                (changelog_topic, changelog_partition),
+                offset,
+            ) {
+                checked.insert((topic_id, partition));
+            } else {
+                ok = false;
+            }
+        }
+        // A changelog record not read back is sent again next round: the
+        // outputs of its batch wait for that.
+        let mut removed: Vec<OutboxKey> = acked
+            .into_iter()
+            .map(|(key, ..)| key)
+            .filter(|k| checked.contains(&(k.0, k.1)))
+            .collect();
+        let pending: BTreeSet<(u32, u32)> = changelog
+            .iter()
+            .map(|(k, _)| (k.0, k.1))
+            .filter(|tp| !checked.contains(tp))
+            .collect();
+        let sendable: Vec<_> = outputs
+            .into_iter()
+            .filter(|(k, _)| {
+                !pending.contains(&(k.0, k.1)) && self.leases.deliverable(k.0, k.1).is_some()
+            })
+            .collect();
+        let delivered = self.send_all(&sendable, rt);
+        ok &= delivered.len() == sendable.len();
+        removed.extend(delivered.into_iter().map(|(key, ..)| key));
         if let Err(e) = self.store.outbox_remove(&removed) {
             // Delivered but still in the outbox: delivered again later, a
             // duplicate with the same origin headers.
             warn!("removing delivered outbox entries failed: {e}");
             return false;
         }
-        self.metrics.outbox_delivered.inc_by(removed.len() as u64);
         debug!(delivered = removed.len(), "outbox round");
         ok
     }
 
+    /// Reads changelog `changelog` back from where the lease of `source`
+    /// was last checked to `newest`: false if that failed or found a newer
+    /// owner's claim (then the lease is fenced). Writes of older owners that
+    /// landed after our claim get the key's current value written again, so
+    /// compaction keeps ours.
+    fn check(&self, source: (u32, u32), changelog: (&str, u32), newest: u64) -> bool {
+        let Some(lease) = self.leases.get(source.0, source.1) else {
+            return false;
+        };
+        if lease.fenced.is_some() {
+            return false;
+        }
+        let mut newer = None;
+        let mut late: Vec<Vec<u8>> = Vec::new();
+        let read = self.reader.read(
+            changelog,
+            lease.checked..newest + 1,
+            &CancellationToken::new(),
+            |_| {},
+            |e| match e.kind {
+                Kind::Claim if e.epoch > lease.epoch => newer = newer.max(Some(e.epoch)),
+                Kind::State { key, .. } if e.epoch < lease.epoch => late.push(key.to_vec()),
+                _ => {}
+            },
+        );
+        if let Err(e) = read {
+            warn!(
+                changelog = changelog.0,
+                partition = changelog.1,
+                "reading the changelog back failed; its outputs wait: {e:#}"
+            );
+            return false;
+        }
+        if let Some(epoch) = newer {
+            let why = format!(
+                "changelog `{}`/{} was claimed by a newer owner (epoch {epoch} > ours, {}): this member lost the partition; nothing more of it is delivered",
+                changelog.0, changelog.1, lease.epoch
+            );
+            error!("{why}");
+            self.leases.fence(source.0, source.1, lease.epoch, why);
+            return false;
+        }
+        if !late.is_empty() {
+            match self
+                .store
+                .outbox_repair(source.0, source.1, changelog, &late)
+            {
+                Ok(n) => warn!(
+                    changelog = changelog.0,
+                    partition = changelog.1,
+                    keys = n,
+                    "an older owner's state writes landed after our claim; writing the current values again"
+                ),
+                Err(e) => {
+                    warn!("queueing changelog repairs failed: {e}");
+                    return false;
+                }
+            }
+        }
+        self.leases
+            .checked(source.0, source.1, lease.epoch, newest + 1);
+        true
+    }
+
     /// Sends `entries` and waits for every acknowledgement; returns the keys
-    /// acknowledged.
+    /// acknowledged with the partition and offset each landed at. Changelog
+    /// records carry the epoch of the lease they are delivered under.
     fn send_all(
         &self,
         entries: &[&(OutboxKey, OutboxEntry)],
         rt: &tokio::runtime::Handle,
-    ) -> Vec<OutboxKey> {
+    ) -> Vec<(OutboxKey, u32, u64)> {
         let mut pending = Vec::with_capacity(entries.len());
         for (key, entry) in entries {
-            let mut headers = OwnedHeaders::new_with_capacity(entry.headers.len());
+            let mut headers = OwnedHeaders::new_with_capacity(entry.headers.len() + 1);
             for (name, value) in &entry.headers {
                 headers = headers.insert(Header {
                     key: name,
                     value: Some(value),
+                });
+            }
+            let epoch = self
+                .leases
+                .deliverable(key.0, key.1)
+                .unwrap_or_default()
+                .to_string();
+            if entry.changelog {
+                headers = headers.insert(Header {
+                    key: batch_headers::EPOCH,
+                    value: Some(&epoch),
                 });
             }
             let mut record: FutureRecord<'_, [u8], [u8]> =
@@ -182,9 +363,24 @@ impl Deliverer {
         }
         rt.block_on(async {
             let mut acked = Vec::with_capacity(pending.len());
-            for (key, future) in pending {
-                match future.await {
-                    Ok(Ok(_)) => acked.push(key),
+            for (key, mut future) in pending {
+                let result = loop {
+                    tokio::select! {
+                        result = &mut future => break result,
+                        _ = tokio::time::sleep(FATAL_CHECK) => {
+                            if self.producer.client().fatal_error().is_some() {
+                                return acked;
+                            }
+                        }
+                    }
+                };
+                match result {
+                    Ok(Ok(d)) => {
+                        // Counted as they come, so status moves during a
+                        // long round.
+                        self.metrics.outbox_delivered.inc();
+                        acked.push((key, d.partition as u32, d.offset as u64));
+                    }
                     Ok(Err((e, message))) => {
                         use rdkafka::Message;
                         warn!(topic = %message.topic(), "delivering an outbox entry failed: {e}");

@@ -4,10 +4,11 @@
 //! partition whose buffer is full is paused (and resumed once its worker
 //! caught up), so a slow handler or a swap never lets `max.poll.interval.ms`
 //! run out. Rebalance callbacks run on this thread:
-//! - assignment: each partition starts from its local checkpoint if that is
-//!   at or past the group's committed offset; otherwise from the committed
-//!   offset, after its worker restored the state from the changelog; with
-//!   neither, from `auto_offset_reset`.
+//! - assignment: each partition starts where `fence::start_from` says: its
+//!   local checkpoint only if that is exactly the group's committed offset
+//!   with nothing undelivered; otherwise the committed offset, after its
+//!   worker claimed the partition and restored the state from the
+//!   changelog; with neither, `auto_offset_reset`.
 //! - revocation: the workers finish and checkpoint their batch in flight,
 //!   the outbox delivers what those batches emitted, the offsets are
 //!   committed, and only then is the partition given back — all bounded by
@@ -27,6 +28,7 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 
+use super::fence::{Leases, StartFrom, start_from};
 use super::{ClientSettings, changelog_topic, group_generation};
 use crate::config::{Config, GroupProtocol, KafkaSource, OffsetReset};
 use crate::group::{
@@ -42,13 +44,24 @@ use crate::store::Store;
 const POLL: Duration = Duration::from_millis(100);
 /// How long to wait for the group's committed offsets on assignment.
 const COMMITTED_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often outbox entries of partitions this member does not own are
+/// checked against the group's offsets.
+const SWEEP_EVERY: Duration = Duration::from_secs(10);
 
 /// A member of a Kafka consumer group.
 pub struct KafkaMember {
     events: mpsc::UnboundedReceiver<GroupEvent>,
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
+    /// Closed when the consumer thread has left the group.
+    left: std::sync::mpsc::Receiver<()>,
+    /// How long leaving may take before shutdown goes on without it.
+    leave_timeout: Duration,
 }
+
+/// Beyond `revoke_timeout_ms`, what closing the consumer may take: the
+/// LeaveGroup round trip and librdkafka's own teardown.
+const LEAVE_GRACE: Duration = Duration::from_secs(10);
 
 /// What the consumer thread shares with its rebalance callbacks.
 struct Shared {
@@ -63,6 +76,7 @@ struct Shared {
     events: mpsc::UnboundedSender<GroupEvent>,
     buffers: Mutex<HashMap<(String, u32), Arc<PartitionBuffer>>>,
     offsets: Mutex<HashMap<TopicPartition, CommitState>>,
+    leases: Arc<Leases>,
     live: Arc<Live>,
     metrics: Arc<Metrics>,
 }
@@ -94,9 +108,15 @@ impl ClientContext for MemberContext {
 
     fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
         warn!(target: "librdkafka", "{error}: {reason}");
+        self.0
+            .live
+            .broker_error(format!("consumer: {error}: {reason}"));
     }
 
     fn stats(&self, statistics: rdkafka::Statistics) {
+        self.0
+            .live
+            .set_brokers("consumer", &super::broker_states(&statistics));
         // The broker's end offsets, for lag in status and metrics.
         for (name, topic) in &statistics.topics {
             for (partition, p) in &topic.partitions {
@@ -150,8 +170,11 @@ impl ConsumerContext for MemberContext {
                 }
             }
         }
+        // Not the generation: in the final revocation of a closing static
+        // member, librdkafka tears the group handle down and silently drops
+        // a metadata request, which would wait forever. The poll loop reads
+        // it every round instead.
         shared.live.update_group(|g| g.rebalances += 1);
-        shared.record_generation(consumer);
     }
 
     fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
@@ -196,6 +219,15 @@ impl Shared {
     fn assign(&self, consumer: &BaseConsumer<MemberContext>, tpl: &mut TopicPartitionList) {
         let partitions = tp_list(tpl);
         let committed = self.committed_offsets(consumer, tpl);
+        // The generation that gives us these partitions is the epoch every
+        // changelog record we deliver for them carries.
+        let (epoch, member_id) = group_generation(consumer)
+            .map(|(g, m)| (g.max(0) as u64, m))
+            .unwrap_or_default();
+        let undelivered = self.store.outbox_partitions().unwrap_or_else(|e| {
+            error!("reading the outbox: {e}");
+            Vec::new()
+        });
         let mut assignments = Vec::new();
         for tp in partitions {
             let Some(topic) = self.topics.get(&tp.topic) else {
@@ -213,25 +245,24 @@ impl Shared {
                 }
             };
             let group = committed.get(&tp).copied();
-            let (start, restore_to) = match (local, group) {
-                (Some(l), Some(g)) if l >= g => (Offset::Offset(l as i64), None),
-                (_, Some(g)) => (Offset::Offset(g as i64), Some(g)),
-                (Some(l), None) => (Offset::Offset(l as i64), None),
-                (None, None) => match self.reset {
-                    OffsetReset::Earliest => (Offset::Beginning, None),
-                    OffsetReset::Latest => (Offset::End, None),
-                },
+            let leftovers = undelivered.contains(&(topic.id, tp.partition));
+            let start = start_from(local, group, leftovers, self.reset);
+            let offset = match start {
+                StartFrom::Local(o) | StartFrom::Restore(o) => Offset::Offset(o as i64),
+                StartFrom::Reset(OffsetReset::Earliest) => Offset::Beginning,
+                StartFrom::Reset(OffsetReset::Latest) => Offset::End,
             };
             info!(
                 topic = %tp.topic,
                 partition = tp.partition,
                 local = ?local,
                 committed = ?group,
+                undelivered = leftovers,
                 start = ?start,
-                restore = restore_to.is_some(),
+                epoch,
                 "partition assigned"
             );
-            if let Err(e) = tpl.set_partition_offset(&tp.topic, tp.partition as i32, start) {
+            if let Err(e) = tpl.set_partition_offset(&tp.topic, tp.partition as i32, offset) {
                 error!(
                     "setting the start offset of {}/{}: {e}",
                     tp.topic, tp.partition
@@ -253,7 +284,10 @@ impl Shared {
                 feed: Feed::Kafka(KafkaFeed {
                     buffer,
                     changelog_topic: changelog_topic(&self.group, &tp.topic),
-                    restore_to,
+                    start,
+                    epoch,
+                    member_id: member_id.clone(),
+                    leases: self.leases.clone(),
                     client: self.settings.clone(),
                     group: self.group.clone(),
                 }),
@@ -262,6 +296,59 @@ impl Shared {
         }
         if !assignments.is_empty() {
             let _ = self.events.send(GroupEvent::Assigned(assignments));
+        }
+    }
+
+    /// Drops outbox entries of partitions this member does not own that the
+    /// group has committed past: left by an earlier run, redone by another
+    /// owner since.
+    fn sweep(&self, consumer: &BaseConsumer<MemberContext>) {
+        let Ok(partitions) = self.store.outbox_partitions() else {
+            return;
+        };
+        let owned: Vec<TopicPartition> = self
+            .offsets
+            .lock()
+            .expect("offsets lock")
+            .keys()
+            .cloned()
+            .collect();
+        let mut tpl = TopicPartitionList::new();
+        for (id, partition) in partitions {
+            let Some(topic) = self.topics.values().find(|t| t.id == id) else {
+                continue;
+            };
+            if !owned
+                .iter()
+                .any(|o| o.topic == topic.name && o.partition == partition)
+            {
+                tpl.add_partition(&topic.name, partition as i32);
+            }
+        }
+        if tpl.count() == 0 {
+            return;
+        }
+        let Ok(committed) = consumer.committed_offsets(tpl, Duration::from_secs(5)) else {
+            return;
+        };
+        for e in committed.elements() {
+            let (Some(topic), Offset::Offset(c)) = (self.topics.get(e.topic()), e.offset()) else {
+                continue;
+            };
+            match self
+                .store
+                .outbox_drop_before(topic.id, e.partition() as u32, c.max(0) as u64)
+            {
+                Ok(0) => {}
+                Ok(dropped) => warn!(
+                    topic = %topic.name,
+                    partition = e.partition(),
+                    committed = c,
+                    dropped,
+                    "dropped undelivered outbox entries the group has since committed past under another owner"
+                ),
+                Err(e) => warn!("dropping stale outbox entries: {e}"),
+            }
         }
     }
 
@@ -331,6 +418,7 @@ impl Shared {
             );
         }
         if lost {
+            self.release_leases(&partitions);
             let mut states = self.offsets.lock().expect("offsets lock");
             for tp in &partitions {
                 states.remove(tp);
@@ -345,6 +433,7 @@ impl Shared {
         }
         let delivered = self.wait_delivered(&partitions, deadline);
         self.commit(consumer, &partitions, CommitMode::Sync);
+        self.release_leases(&partitions);
         let mut states = self.offsets.lock().expect("offsets lock");
         for tp in &partitions {
             states.remove(tp);
@@ -357,11 +446,23 @@ impl Shared {
         );
     }
 
-    /// Waits until the outbox holds nothing of `partitions`, or `deadline`.
+    fn release_leases(&self, partitions: &[TopicPartition]) {
+        for tp in partitions {
+            if let Some(topic) = self.topics.get(&tp.topic) {
+                self.leases.release(topic.id, tp.partition);
+            }
+        }
+    }
+
+    /// Waits until the outbox holds nothing of `partitions` it may deliver,
+    /// or `deadline`.
     fn wait_delivered(&self, partitions: &[TopicPartition], deadline: Instant) -> bool {
         loop {
             let pending = partitions.iter().any(|tp| {
                 self.topics.get(&tp.topic).is_some_and(|topic| {
+                    if self.leases.deliverable(topic.id, tp.partition).is_none() {
+                        return false;
+                    }
                     let checkpoint = self.store.checkpoint(topic, tp.partition).ok().flatten();
                     let deliverable = self
                         .store
@@ -397,6 +498,11 @@ impl Shared {
                 let Some(topic) = self.topics.get(&tp.topic) else {
                     continue;
                 };
+                // Only a partition whose worker claimed and restored it, and
+                // that no newer owner fenced, has progress of its own.
+                if self.leases.deliverable(topic.id, tp.partition).is_none() {
+                    continue;
+                }
                 let Ok(Some(offset)) = self.store.deliverable_offset(topic, tp.partition) else {
                     continue;
                 };
@@ -461,6 +567,7 @@ impl KafkaMember {
         source: &KafkaSource,
         store: Arc<Store>,
         topics: BTreeMap<String, TopicInfo>,
+        leases: Arc<Leases>,
         live: Arc<Live>,
         metrics: Arc<Metrics>,
     ) -> anyhow::Result<KafkaMember> {
@@ -503,6 +610,7 @@ impl KafkaMember {
             events: events_tx,
             buffers: Mutex::default(),
             offsets: Mutex::default(),
+            leases,
             live,
             metrics,
             topics,
@@ -519,16 +627,22 @@ impl KafkaMember {
             .update_group(|g| g.protocol = Some(format!("{:?}", shared.protocol).to_lowercase()));
         let stop = Arc::new(AtomicBool::new(false));
         let commit_every = Duration::from_millis(source.commit_interval_ms);
+        let (left_tx, left) = std::sync::mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("lc-consumer".into())
             .spawn({
                 let stop = stop.clone();
-                move || poll_loop(consumer, shared, stop, commit_every)
+                move || {
+                    poll_loop(consumer, shared, stop, commit_every);
+                    drop(left_tx);
+                }
             })?;
         Ok(KafkaMember {
             events,
             stop,
             thread: Some(thread),
+            left,
+            leave_timeout: Duration::from_millis(source.revoke_timeout_ms) + LEAVE_GRACE,
         })
     }
 }
@@ -546,8 +660,19 @@ impl GroupMember for KafkaMember {
 impl Drop for KafkaMember {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
+        let Some(thread) = self.thread.take() else {
+            return;
+        };
+        // Every librdkafka call on the way out has its own bound, but the
+        // client's close is librdkafka's: shutdown must not hang on it.
+        match self.left.recv_timeout(self.leave_timeout) {
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => error!(
+                timeout_ms = self.leave_timeout.as_millis() as u64,
+                "leaving the consumer group did not finish in time; shutting down without waiting (the group notices at the session timeout)"
+            ),
+            _ => {
+                let _ = thread.join();
+            }
         }
     }
 }
@@ -560,6 +685,7 @@ fn poll_loop(
 ) {
     let mut paused: Vec<(String, u32)> = Vec::new();
     let mut last_commit = Instant::now();
+    let mut last_sweep = Instant::now();
     while !stop.load(Ordering::SeqCst) {
         match consumer.poll(POLL) {
             Some(Ok(message)) => {
@@ -631,6 +757,10 @@ fn poll_loop(
                 .cloned()
                 .collect();
             shared.commit(&consumer, &owned, CommitMode::Async);
+        }
+        if last_sweep.elapsed() >= SWEEP_EVERY {
+            last_sweep = Instant::now();
+            shared.sweep(&consumer);
         }
     }
     info!("leaving the consumer group");

@@ -8,11 +8,14 @@
 //!   `acks=all`): changelog records of a batch before its outputs, and removes
 //!   entries only once acknowledged.
 //! - `restore`: rebuilds a partition's state from the route's changelog when
-//!   the local state is absent or behind the group.
+//!   the local state is not exactly the group's.
+//! - `fence`: ownership epochs, claims and delivery leases, which keep a
+//!   member that lost a partition from delivering stale work.
 //!
 //! Guarantees are written down in ARCHITECTURE.md, "Kafka".
 
 pub mod deliver;
+pub mod fence;
 pub mod member;
 pub mod restore;
 
@@ -21,10 +24,11 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use rdkafka::ClientConfig;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use tracing::info;
+use rdkafka::types::RDKafkaErrorCode;
+use tracing::{info, warn};
 
 use crate::config::{Config, KafkaSource};
 
@@ -74,6 +78,17 @@ impl ClientSettings {
     }
 }
 
+/// The connection states of the brokers in `statistics` (bootstrap entries,
+/// which have no node id, left out), for status.
+pub fn broker_states(statistics: &rdkafka::Statistics) -> Vec<(String, String)> {
+    statistics
+        .brokers
+        .values()
+        .filter(|b| b.nodeid >= 0)
+        .map(|b| (b.name.clone(), b.state.clone()))
+        .collect()
+}
+
 /// The compacted topic that carries a route's state writes.
 pub fn changelog_topic(group: &str, topic: &str) -> String {
     format!("{group}-{topic}-changelog")
@@ -120,13 +135,8 @@ pub async fn prepare_topics(
         };
         sources.insert(route.topic.clone(), n);
         let changelog = changelog_topic(&config.group, &route.topic);
-        match partitions_of(&changelog)? {
-            Some(m) if m == n => {}
-            Some(m) => bail!(
-                "changelog topic `{changelog}` has {m} partitions but `{}` has {n}; they must match",
-                route.topic
-            ),
-            None => missing.push((changelog, n, true)),
+        if partitions_of(&changelog)?.is_none() {
+            missing.push((changelog, n, true));
         }
         let dlq = route.dead_letter_topic();
         if partitions_of(&dlq)?.is_none() {
@@ -161,9 +171,12 @@ pub async fn prepare_topics(
             .await
             .context("asking the cluster to create topics")?;
         for (result, (name, partitions, compacted)) in results.into_iter().zip(&missing) {
-            match result {
-                Ok(_) => info!(topic = %name, partitions, "created Kafka topic"),
-                Err((_, code)) => bail!(
+            match created(result.err().map(|(_, code)| code)) {
+                Ok(true) => info!(topic = %name, partitions, "created Kafka topic"),
+                Ok(false) => {
+                    info!(topic = %name, "Kafka topic created meanwhile by another member")
+                }
+                Err(code) => bail!(
                     "topic `{name}` is missing and could not be created ({code}); create it with {partitions} partition(s){}",
                     if *compacted {
                         " and cleanup.policy=compact"
@@ -174,7 +187,84 @@ pub async fn prepare_topics(
             }
         }
     }
+    // A changelog someone else created (another member racing us, or an
+    // operator) must still fit: same partition count, compacted.
+    for route in &config.routes {
+        let changelog = changelog_topic(&config.group, &route.topic);
+        let want = sources[&route.topic];
+        let partitions = partitions_of(&changelog)?.unwrap_or(0);
+        let policy = cleanup_policy(&settings, &changelog).await;
+        if let Some(problem) = changelog_mismatch(
+            &changelog,
+            &route.topic,
+            want,
+            partitions,
+            policy.as_deref(),
+        ) {
+            bail!("{problem}");
+        }
+    }
     Ok(sources)
+}
+
+/// The `cleanup.policy` of `topic`, if the cluster says (librdkafka's mock
+/// cluster, for one, does not answer DescribeConfigs).
+async fn cleanup_policy(settings: &ClientSettings, topic: &str) -> Option<String> {
+    let admin: AdminClient<DefaultClientContext> = settings.client_config().create().ok()?;
+    let resource = ResourceSpecifier::Topic(topic);
+    let described = admin
+        .describe_configs(
+            [&resource],
+            &AdminOptions::new().request_timeout(Some(ADMIN_TIMEOUT)),
+        )
+        .await;
+    match described {
+        Ok(results) => results
+            .into_iter()
+            .next()?
+            .ok()?
+            .get("cleanup.policy")?
+            .value
+            .clone(),
+        Err(e) => {
+            warn!(topic, "could not read the topic's cleanup.policy: {e}");
+            None
+        }
+    }
+}
+
+/// Whether a CreateTopics answer for one topic means it exists now: `true`
+/// if we created it, `false` if it already existed (another member starting
+/// at the same moment won the race), the error otherwise.
+fn created(error: Option<RDKafkaErrorCode>) -> Result<bool, RDKafkaErrorCode> {
+    match error {
+        None => Ok(true),
+        Some(RDKafkaErrorCode::TopicAlreadyExists) => Ok(false),
+        Some(code) => Err(code),
+    }
+}
+
+/// What is wrong with changelog `changelog` of source `source` (`want`
+/// partitions), if anything. An unknown cleanup policy is not an error: not
+/// every cluster says.
+fn changelog_mismatch(
+    changelog: &str,
+    source: &str,
+    want: u32,
+    partitions: u32,
+    cleanup_policy: Option<&str>,
+) -> Option<String> {
+    if partitions != want {
+        return Some(format!(
+            "changelog topic `{changelog}` has {partitions} partitions but `{source}` has {want}; they must match"
+        ));
+    }
+    match cleanup_policy {
+        Some(policy) if !policy.split(',').any(|p| p.trim() == "compact") => Some(format!(
+            "changelog topic `{changelog}` has cleanup.policy={policy}; it must be compact, or old state is deleted by retention (kafka-configs --alter --entity-type topics --entity-name {changelog} --add-config cleanup.policy=compact)"
+        )),
+        _ => None,
+    }
 }
 
 /// The group generation and member id librdkafka holds for `consumer`, if it
@@ -203,5 +293,37 @@ pub fn group_generation<C: rdkafka::consumer::ConsumerContext>(
         };
         sys::rd_kafka_consumer_group_metadata_destroy(metadata);
         Some((generation, member))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_topic_another_member_created_first_is_a_success() {
+        assert_eq!(created(None), Ok(true));
+        assert_eq!(
+            created(Some(RDKafkaErrorCode::TopicAlreadyExists)),
+            Ok(false)
+        );
+        assert_eq!(
+            created(Some(RDKafkaErrorCode::TopicAuthorizationFailed)),
+            Err(RDKafkaErrorCode::TopicAuthorizationFailed)
+        );
+    }
+
+    #[test]
+    fn a_changelog_must_match_its_source_and_be_compacted() {
+        assert_eq!(changelog_mismatch("cl", "in", 6, 6, Some("compact")), None);
+        assert_eq!(
+            changelog_mismatch("cl", "in", 6, 6, Some("compact,delete")),
+            None
+        );
+        assert_eq!(changelog_mismatch("cl", "in", 6, 6, None), None);
+        let wrong = changelog_mismatch("cl", "in", 6, 3, Some("compact")).unwrap();
+        assert!(wrong.contains("has 3 partitions but `in` has 6"), "{wrong}");
+        let deleting = changelog_mismatch("cl", "in", 6, 6, Some("delete")).unwrap();
+        assert!(deleting.contains("cleanup.policy=delete"), "{deleting}");
     }
 }

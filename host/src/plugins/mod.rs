@@ -100,6 +100,10 @@ pub enum PluginError {
     Rejected {
         /// The file.
         path: PathBuf,
+        /// Digest of its bytes.
+        digest: String,
+        /// Its size.
+        size: u64,
         /// Why.
         error: PrepareError,
     },
@@ -115,9 +119,11 @@ pub enum VersionState {
     Active,
     /// Serving the canary partitions, waiting to be promoted.
     Canary,
-    /// Refused: not a usable component, or its `init` failed.
+    /// Never handled a batch: not a usable component, or its `init` failed.
     Rejected,
-    /// Failed on a canary partition; the previous version was restored.
+    /// Handled batches and failed: on a canary partition, or its batches
+    /// could not be committed while it was rolled out. The previous version
+    /// was restored.
     RolledBack,
     /// Was active, replaced by a newer version.
     Retired,
@@ -155,6 +161,10 @@ pub struct PluginReport {
     pub rejected_total: u64,
     /// Versions rolled back so far (metric-ready counter).
     pub rolled_back_total: u64,
+    /// Set while the host serves an earlier version because the file could
+    /// not be used at start: which version, and why.
+    #[serde(default)]
+    pub fallback: Option<String>,
 }
 
 struct Plugin {
@@ -176,6 +186,7 @@ impl Plugin {
                 versions: Vec::new(),
                 rejected_total: 0,
                 rolled_back_total: 0,
+                fallback: None,
             },
         }
     }
@@ -213,6 +224,10 @@ pub struct Registry {
     runtime: Arc<Runtime>,
     dir: PathBuf,
     cache: Option<ArtifactCache>,
+    /// Where the bytes of every accepted version are kept, by plugin name:
+    /// what a start falls back to when the plugins directory holds an
+    /// unusable file.
+    kept: Option<PathBuf>,
     plugins: Mutex<HashMap<String, Plugin>>,
 }
 
@@ -224,13 +239,20 @@ impl std::fmt::Debug for Registry {
 
 impl Registry {
     /// A registry over the plugins in `dir`, caching compiled artifacts in
-    /// `cache_dir` if given.
-    pub fn new(runtime: Arc<Runtime>, dir: PathBuf, cache_dir: Option<PathBuf>) -> Registry {
+    /// `cache_dir` and keeping accepted versions' bytes in `kept_dir`, if
+    /// given.
+    pub fn new(
+        runtime: Arc<Runtime>,
+        dir: PathBuf,
+        cache_dir: Option<PathBuf>,
+        kept_dir: Option<PathBuf>,
+    ) -> Registry {
         let cache = cache_dir.map(|d| ArtifactCache::new(d, runtime.engine()));
         Registry {
             runtime,
             dir,
             cache,
+            kept: kept_dir,
             plugins: Mutex::new(HashMap::new()),
         }
     }
@@ -264,8 +286,76 @@ impl Registry {
             }
             Err(error) => return Err(PluginError::Read { path, error }),
         };
-        self.prepare(name, &bytes, digest(&bytes))
-            .map_err(|error| PluginError::Rejected { path, error })
+        let digest = digest(&bytes);
+        match self.prepare(name, &bytes, digest.clone()) {
+            Ok(version) => {
+                self.keep(name, &digest, &bytes);
+                Ok(version)
+            }
+            Err(error) => Err(PluginError::Rejected {
+                path,
+                digest,
+                size: bytes.len() as u64,
+                error,
+            }),
+        }
+    }
+
+    /// Loads a version this host accepted before from its kept bytes: the
+    /// one with `digest` if it was kept, else the newest kept one. At start,
+    /// when the plugins directory's file cannot be used.
+    pub fn load_kept(&self, name: &str, digest: Option<&str>) -> Option<PluginVersion> {
+        let dir = self.kept.as_ref()?.join(name);
+        let wanted = digest.map(|d| dir.join(format!("{d}.wasm")));
+        let path = match wanted.filter(|p| p.exists()) {
+            Some(path) => path,
+            None => newest_file(&dir)?,
+        };
+        let bytes = std::fs::read(&path).ok()?;
+        let digest = self::digest(&bytes);
+        match self.prepare(name, &bytes, digest) {
+            Ok(version) => Some(version),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), "a kept version no longer loads: {e}");
+                None
+            }
+        }
+    }
+
+    /// Keeps the bytes of an accepted version (write, then rename), and only
+    /// the newest few per plugin. Failing only costs the fallback, so it is
+    /// logged.
+    fn keep(&self, name: &str, digest: &str, bytes: &[u8]) {
+        let Some(kept) = &self.kept else { return };
+        let dir = kept.join(name);
+        let path = dir.join(format!("{digest}.wasm"));
+        let written = std::fs::create_dir_all(&dir).and_then(|()| {
+            if path.exists() {
+                // Touched, so pruning sees it as recent.
+                return std::fs::File::options()
+                    .append(true)
+                    .open(&path)
+                    .and_then(|f| f.set_modified(SystemTime::now()));
+            }
+            let tmp = dir.join(format!(".{digest}.tmp{}", std::process::id()));
+            std::fs::write(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, &path))
+        });
+        if let Err(e) = written {
+            tracing::warn!(dir = %dir.display(), "cannot keep a copy of the accepted version: {e}");
+            return;
+        }
+        prune(&dir, KEPT_VERSIONS);
+    }
+
+    /// Records whether `<dir>/<name>.wasm` exists.
+    pub fn set_file_present(&self, name: &str, present: bool) {
+        self.with_plugin(name, |p| p.report.file_present = present);
+    }
+
+    /// Records that `name` is served by an earlier version at start, and
+    /// why; `None` once a usable file was accepted again.
+    pub fn set_fallback(&self, name: &str, fallback: Option<String>) {
+        self.with_plugin(name, |p| p.report.fallback = fallback);
     }
 
     fn prepare(
@@ -329,12 +419,17 @@ impl Registry {
         if let Some((Some(newest), Some(_))) = &known
             && *newest == digest
         {
+            // The file is usable again: it holds the version being served.
+            self.set_fallback(name, None);
             return Considered::Unchanged;
         }
         let version = match known.and_then(|(_, accepted)| accepted) {
             Some(version) => version,
             None => match self.prepare(name, &bytes, digest.clone()) {
-                Ok(version) => Arc::new(version),
+                Ok(version) => {
+                    self.keep(name, &digest, &bytes);
+                    Arc::new(version)
+                }
                 Err(e) => {
                     return Considered::Rejected {
                         digest,
@@ -344,6 +439,7 @@ impl Registry {
                 }
             },
         };
+        self.set_fallback(name, None);
         Considered::Published(self.publish_arc(version))
     }
 
@@ -457,6 +553,39 @@ impl Registry {
         let mut out: Vec<PluginReport> = plugins.values().map(|p| p.report.clone()).collect();
         out.sort_by(|a, b| a.name.cmp(&b.name));
         out
+    }
+}
+
+/// Accepted versions kept per plugin for a start to fall back to.
+const KEPT_VERSIONS: usize = 8;
+
+/// The most recently modified `.wasm` file in `dir`.
+fn newest_file(dir: &Path) -> Option<PathBuf> {
+    wasm_files(dir)
+        .into_iter()
+        .max_by_key(|(t, _)| *t)
+        .map(|(_, p)| p)
+}
+
+fn wasm_files(dir: &Path) -> Vec<(SystemTime, PathBuf)> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| {
+            let path = e.ok()?.path();
+            let modified = path.metadata().ok()?.modified().ok()?;
+            (path.extension()? == "wasm").then_some((modified, path))
+        })
+        .collect()
+}
+
+/// Removes all but the `keep` most recently modified `.wasm` files of `dir`.
+fn prune(dir: &Path, keep: usize) {
+    let mut files = wasm_files(dir);
+    files.sort_by_key(|f| std::cmp::Reverse(f.0));
+    for (_, path) in files.into_iter().skip(keep) {
+        let _ = std::fs::remove_file(path);
     }
 }
 

@@ -126,6 +126,16 @@ impl WasiView for HostState {
 
 impl types::Host for HostState {}
 
+/// The memory limit's message, in exact bytes: an excess of a few KiB must
+/// show, and a rounded MiB would hide it.
+pub(crate) fn memory_exceeded(current: u64, desired: u64, limit_mib: u64) -> String {
+    let limit = limit_mib << 20;
+    format!(
+        "memory limit exceeded: linear memory would grow from {current} to {desired} bytes, {} bytes over the limit of {limit} bytes ({limit_mib} MiB)",
+        desired.saturating_sub(limit)
+    )
+}
+
 /// Tables are small in every real handler; this only stops runaway growth.
 const MAX_TABLE_ELEMENTS: usize = 1 << 20;
 
@@ -138,11 +148,10 @@ impl wasmtime::ResourceLimiter for HostState {
     ) -> wasmtime::Result<bool> {
         let limit = self.limits.memory_mib << 20;
         if desired as u64 > limit {
-            return Err(self.exceeded(format!(
-                "memory limit exceeded: linear memory would grow from {} to {} MiB, the limit is {} MiB",
-                current >> 20,
-                desired >> 20,
-                self.limits.memory_mib
+            return Err(self.exceeded(memory_exceeded(
+                current as u64,
+                desired as u64,
+                self.limits.memory_mib,
             )));
         }
         self.memory_bytes = desired;

@@ -264,13 +264,15 @@ impl Instance {
         };
         store.data_mut().scope = Some(BatchScope::new(reader, false));
         store.set_epoch_deadline(deadline_ticks(&limits));
+        let started = Instant::now();
         let result = bindings.call_init(&mut store, context);
+        let ran = started.elapsed();
         store.data_mut().scope = None;
         let mut instance = Instance { store, bindings };
         match result {
             Ok(Ok(())) => Ok(instance),
             Ok(Err(message)) => Err(InstanceError::Init(message)),
-            Err(trap) => Err(match instance.classify(trap) {
+            Err(trap) => Err(match instance.classify(trap, ran) {
                 BatchFailure::Limit(what) => InstanceError::InitLimit(what),
                 BatchFailure::Trap(trap) => InstanceError::InitTrap(trap),
                 BatchFailure::Handler(_) => unreachable!("classify only sees traps"),
@@ -278,15 +280,18 @@ impl Instance {
         }
     }
 
-    /// Tells a limit apart from any other trap.
-    fn classify(&mut self, trap: wasmtime::Error) -> BatchFailure {
+    /// Tells a limit apart from any other trap; `ran` is how long the call
+    /// ran.
+    fn classify(&mut self, trap: wasmtime::Error, ran: std::time::Duration) -> BatchFailure {
         if let Some(what) = self.store.data_mut().limit_hit.take() {
             return BatchFailure::Limit(what);
         }
         if trap.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
             let ms = self.store.data().limits.cpu_ms;
             return BatchFailure::Limit(format!(
-                "CPU time limit exceeded: the call ran longer than {ms} ms and was interrupted"
+                "CPU time limit exceeded: the call ran {} ms, {} ms over the limit of {ms} ms, and was interrupted",
+                ran.as_millis(),
+                (ran.as_millis() as u64).saturating_sub(ms)
             ));
         }
         BatchFailure::Trap(trap)
@@ -313,7 +318,7 @@ impl Instance {
         match result {
             Ok(Ok(())) => Ok((scope.map(|s| s.effects).unwrap_or_default(), elapsed)),
             Ok(Err(error)) => Err(BatchFailure::Handler(error)),
-            Err(trap) => Err(self.classify(trap)),
+            Err(trap) => Err(self.classify(trap, elapsed)),
         }
     }
 }

@@ -1,7 +1,9 @@
 //! Emits `"<tag>:<value>"` with the same key to the topic named by route config
 //! `output`. `<tag>` is fixed at build time by the environment variable
 //! `LINECOOK_TAG` (default `v1`), so two builds are two distinguishable
-//! versions of one plugin.
+//! versions of one plugin. Route config `output_<tag>`, if present, is the
+//! topic of that build only: one route can send one version somewhere else
+//! (a test's way to deploy a version that writes to a missing topic).
 
 use linecook_guest::{Context, Error, Handler, Record, emit, export_handler};
 
@@ -17,7 +19,8 @@ struct Tag {
 impl Handler for Tag {
     fn init(ctx: &Context) -> Result<Self, String> {
         let output = ctx
-            .config("output")
+            .config(&format!("output_{TAG}"))
+            .or_else(|| ctx.config("output"))
             .ok_or("tag needs route config `output`: the topic to write to")?;
         Ok(Tag {
             output: output.to_owned(),
