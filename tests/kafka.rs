@@ -159,7 +159,9 @@ impl Feeder {
                     producer.poll(Duration::ZERO);
                     std::thread::sleep(Duration::from_millis(50));
                 }
-                producer.flush(Duration::from_secs(10)).unwrap();
+                // After a broker outage, reconnecting may take librdkafka's
+                // reconnect backoff (up to 10 s) first.
+                producer.flush(Duration::from_secs(60)).unwrap();
                 counts
             }
         });
