@@ -639,3 +639,51 @@ fn ureq_get(setup: &Setup, path: &str) -> String {
         .read_to_string()
         .unwrap()
 }
+
+#[test]
+fn a_canary_that_traps_returns_to_the_old_version_and_both_swaps_count() {
+    let setup = Setup::new(
+        &tag_route("rollout = { canary = 1, promote_after_batches = 100 }\nerrors = { retries = 0 }"),
+        &["tag"],
+    );
+    let v1 = digest(&std::fs::read(tag_v1()).unwrap());
+    let hostile = std::fs::read(support::plugins().join("hostile.wasm")).unwrap();
+    let mut host = setup.start();
+    host.wait_ready();
+    let access = linecook::client::Access::connect(
+        &linecook::config::Config::load(&setup.config).unwrap(),
+    )
+    .unwrap();
+    let to_partition_0 = |value: &str| {
+        access
+            .produce(
+                "in",
+                vec![linecook::record::NewRecord {
+                    key: Some(b"k".to_vec()),
+                    value: value.as_bytes().to_vec(),
+                    headers: vec![],
+                    partition: Some(0),
+                }],
+            )
+            .unwrap();
+    };
+    to_partition_0("1");
+    wait_drained(&setup, "out", 1);
+    deploy_bytes(&setup, &hostile);
+    wait_until(Duration::from_secs(30), "the canary to run the new version", || {
+        setup.status().partitions[0].version.as_deref() != Some(v1.as_str())
+    });
+    // The canary traps: its instance is discarded and partition 0 goes back
+    // to v1 on a fresh instance — a change of version like any other.
+    to_partition_0("trap");
+    let status = wait_all_on(&setup, &v1);
+    assert_eq!(
+        status.partitions[0].swaps, 2,
+        "v1 -> canary -> v1: {:?}",
+        status.partitions[0]
+    );
+    assert!(status.partitions[1..].iter().all(|p| p.swaps == 0));
+    // With no retries, the trapping record went to the dead-letter topic.
+    wait_drained(&setup, "in.dlq", 1);
+    host.stop();
+}
