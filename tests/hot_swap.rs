@@ -643,17 +643,18 @@ fn ureq_get(setup: &Setup, path: &str) -> String {
 #[test]
 fn a_canary_that_traps_returns_to_the_old_version_and_both_swaps_count() {
     let setup = Setup::new(
-        &tag_route("rollout = { canary = 1, promote_after_batches = 100 }\nerrors = { retries = 0 }"),
+        &tag_route(
+            "rollout = { canary = 1, promote_after_batches = 100 }\nerrors = { retries = 0 }",
+        ),
         &["tag"],
     );
     let v1 = digest(&std::fs::read(tag_v1()).unwrap());
     let hostile = std::fs::read(support::plugins().join("hostile.wasm")).unwrap();
     let mut host = setup.start();
     host.wait_ready();
-    let access = linecook::client::Access::connect(
-        &linecook::config::Config::load(&setup.config).unwrap(),
-    )
-    .unwrap();
+    let access =
+        linecook::client::Access::connect(&linecook::config::Config::load(&setup.config).unwrap())
+            .unwrap();
     let to_partition_0 = |value: &str| {
         access
             .produce(
@@ -670,9 +671,11 @@ fn a_canary_that_traps_returns_to_the_old_version_and_both_swaps_count() {
     to_partition_0("1");
     wait_drained(&setup, "out", 1);
     deploy_bytes(&setup, &hostile);
-    wait_until(Duration::from_secs(30), "the canary to run the new version", || {
-        setup.status().partitions[0].version.as_deref() != Some(v1.as_str())
-    });
+    wait_until(
+        Duration::from_secs(30),
+        "the canary to run the new version",
+        || setup.status().partitions[0].version.as_deref() != Some(v1.as_str()),
+    );
     // The canary traps: its instance is discarded and partition 0 goes back
     // to v1 on a fresh instance — a change of version like any other.
     to_partition_0("trap");

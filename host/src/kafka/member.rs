@@ -526,7 +526,11 @@ impl Shared {
         if tpl.count() == 0 {
             return;
         }
-        let result = consumer.commit(&tpl, mode);
+        let result = match mode {
+            CommitMode::Async => consumer.commit(&tpl, mode).map_err(|e| e.to_string()),
+            // Bounded: librdkafka's synchronous commit waits without end.
+            CommitMode::Sync => super::commit_within(consumer, &tpl, self.revoke_timeout),
+        };
         if matches!(mode, CommitMode::Sync) && result.is_ok() {
             let mut states = self.offsets.lock().expect("offsets lock");
             for e in tpl.elements() {

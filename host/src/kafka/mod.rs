@@ -267,6 +267,50 @@ fn changelog_mismatch(
     }
 }
 
+/// Commits `offsets` for `consumer`'s group and waits at most `timeout` for
+/// the coordinator's answer. librdkafka's own synchronous commit waits
+/// without end, and a revocation must not hang on a coordinator that is
+/// gone.
+#[allow(unsafe_code)]
+pub fn commit_within<C: rdkafka::consumer::ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    offsets: &rdkafka::TopicPartitionList,
+    timeout: Duration,
+) -> Result<(), String> {
+    use rdkafka::bindings as sys;
+    use rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR as NO_ERROR;
+    // SAFETY: the queue is created from a live client and destroyed here;
+    // the offsets list outlives the call (librdkafka copies it); the event,
+    // if one arrives, is read and destroyed before the queue. A commit still
+    // in flight when the queue is destroyed holds its own reference to it.
+    unsafe {
+        let rk = consumer.client().native_ptr();
+        let queue = sys::rd_kafka_queue_new(rk);
+        let err = sys::rd_kafka_commit_queue(rk, offsets.ptr(), queue, None, std::ptr::null_mut());
+        let result = if err != NO_ERROR {
+            Err(RDKafkaErrorCode::from(err).to_string())
+        } else {
+            let event =
+                sys::rd_kafka_queue_poll(queue, timeout.as_millis().min(i32::MAX as u128) as i32);
+            if event.is_null() {
+                Err(format!(
+                    "no answer from the group coordinator within {timeout:?}"
+                ))
+            } else {
+                let err = sys::rd_kafka_event_error(event);
+                sys::rd_kafka_event_destroy(event);
+                if err == NO_ERROR {
+                    Ok(())
+                } else {
+                    Err(RDKafkaErrorCode::from(err).to_string())
+                }
+            }
+        };
+        sys::rd_kafka_queue_destroy(queue);
+        result
+    }
+}
+
 /// The group generation and member id librdkafka holds for `consumer`, if it
 /// is in a group.
 #[allow(unsafe_code)]
