@@ -355,51 +355,9 @@ pub fn main() -> anyhow::Result<()> {
     }
 }
 
-const EXAMPLE_CONFIG: &str = r#"# linecook.toml — relative paths are resolved against this file's directory.
-
-group = "demo"               # consumer group this member belongs to (required)
-data_dir = "data"            # redb file: embedded log, handler state, checkpoints
-plugins_dir = "plugins"      # <name>.wasm components of the linecook:handler world
-max_batch = 500              # most records per `handle` call (1..=100000)
-admin = "127.0.0.1:7420"     # admin HTTP API; port 0 picks a free port
-
-[[topic]]                    # embedded topics to create at start (idempotent)
-name = "words"
-partitions = 4
-
-[[topic]]
-name = "shouted"
-partitions = 4
-
-[[route]]                    # every owned partition of `topic` runs `plugin`
-topic = "words"
-plugin = "uppercase"         # plugins_dir/uppercase.wasm
-config = { output = "shouted" }   # handed to the plugin's init as strings
-
-# --- Kafka instead of the embedded log --------------------------------------
-# Replace the [[topic]] tables with a [source] table; `group` is then the Kafka
-# consumer group, and every process with the same group shares the partitions.
-#
-# [source]
-# kind = "kafka"
-# brokers = "kafka-1:9092,kafka-2:9092"
-# assignment = "cooperative-sticky"   # or "range", "roundrobin" (classic protocol)
-# group_protocol = "classic"          # or "consumer" (KIP-848)
-# group_instance_id = "linecook-1"    # static membership (optional)
-# session_timeout_ms = 10000
-# auto_offset_reset = "earliest"      # or "latest": only without any checkpoint
-# revoke_timeout_ms = 30000           # finish + deliver + commit on revocation
-# commit_interval_ms = 500            # delivered progress -> group offsets
-#
-# [source.properties]                 # passed to librdkafka as they are
-# "security.protocol" = "SASL_SSL"
-# "sasl.mechanism" = "SCRAM-SHA-512"
-# "sasl.username" = "linecook"
-# "sasl.password" = "..."
-#
-# Outputs and the per-route state changelog `<group>-<topic>-changelog` go to
-# the cluster through an outbox; see README "Running against Kafka".
-"#;
+/// The annotated example config: `config-help` prints it, the README points
+/// at it, and a test parses it.
+const EXAMPLE_CONFIG: &str = include_str!("../../docs/linecook.example.toml");
 
 fn load(arg: &ConfigArg) -> anyhow::Result<Config> {
     Ok(Config::load(&arg.config)?)
@@ -424,9 +382,14 @@ fn init_tracing(format: LogFormat) -> anyhow::Result<Telemetry> {
     use tracing_subscriber::prelude::*;
     use tracing_subscriber::{EnvFilter, fmt};
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // Colour only for a person at a terminal: a log file or a pipe gets
+    // plain text, and NO_COLOR (any value) turns it off everywhere.
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none();
     let log = match format {
         LogFormat::Pretty => fmt::layer()
             .with_writer(std::io::stderr)
+            .with_ansi(colour)
             .with_target(false)
             .boxed(),
         // One JSON object per line, with the fields of every enclosing span
@@ -705,12 +668,11 @@ fn print_status(report: &StatusReport) {
         }
         for v in &plugin.versions {
             if let Some(reason) = &v.reason {
-                let state = serde_json::to_value(v.state).unwrap_or_default();
                 println!(
                     "plugin {} version {} {}: {reason}",
                     plugin.name,
                     short(&v.digest),
-                    state.as_str().unwrap_or("?")
+                    v.state
                 );
             }
         }
@@ -737,6 +699,7 @@ fn list_plugins(config: &Config, report: &StatusReport, json: bool) -> anyhow::R
         Vec::new()
     } else {
         let mut names: Vec<&str> = config.routes.iter().map(|r| r.plugin.as_str()).collect();
+        names.sort_unstable();
         names.dedup();
         names
             .into_iter()
@@ -785,11 +748,10 @@ fn list_plugins(config: &Config, report: &StatusReport, json: bool) -> anyhow::R
         );
         for v in &plugin.versions {
             let seen = std::time::UNIX_EPOCH + Duration::from_millis(v.seen_at_ms.max(0) as u64);
-            let state = serde_json::to_value(v.state)?;
             println!(
                 "  {:<12}  {:<11}  seen {}  {}{}",
                 short(&v.digest),
-                state.as_str().unwrap_or("?"),
+                v.state.to_string(),
                 humantime::format_rfc3339_seconds(seen),
                 v.source
                     .map(|s| format!(

@@ -1,22 +1,6 @@
 //! `linecook.toml`: what the host runs, parsed strictly and validated before
-//! anything starts.
-//!
-//! ```toml
-//! group = "demo"                # consumer group this member belongs to
-//! data_dir = "data"             # redb file with log, state and checkpoints
-//! plugins_dir = "plugins"       # <name>.wasm components
-//! max_batch = 500               # records per `handle` call
-//! admin = "127.0.0.1:7420"      # admin HTTP API (loopback)
-//!
-//! [[topic]]                     # embedded topics to create at start (idempotent)
-//! name = "words"
-//! partitions = 4
-//!
-//! [[route]]                     # every owned partition of `topic` runs `plugin`
-//! topic = "words"
-//! plugin = "uppercase"
-//! config = { output = "shouted" }
-//! ```
+//! anything starts. `docs/linecook.example.toml` (what `linecook config-help`
+//! prints) is an annotated example; every field is documented below.
 //!
 //! Relative paths are resolved against the directory of the config file.
 

@@ -264,7 +264,6 @@ impl Store {
             }
         }
         txn.commit()?;
-        self.notify_delivered();
         Ok(())
     }
 

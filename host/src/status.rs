@@ -430,6 +430,32 @@ mod tests {
     use super::*;
 
     #[test]
+    fn states_print_as_their_json_names() {
+        use PartitionState as S;
+        for state in [
+            S::Starting,
+            S::Running,
+            S::Retrying,
+            S::Paused,
+            S::Restoring,
+            S::WaitingForBroker,
+        ] {
+            assert_eq!(serde_json::to_value(state).unwrap(), state.to_string());
+        }
+        use crate::plugins::VersionState as V;
+        for state in [
+            V::Pending,
+            V::Active,
+            V::Canary,
+            V::Rejected,
+            V::RolledBack,
+            V::Retired,
+        ] {
+            assert_eq!(serde_json::to_value(state).unwrap(), state.to_string());
+        }
+    }
+
+    #[test]
     fn a_broker_that_is_not_connected_makes_running_partitions_wait() {
         let live = Live::default();
         assert!(

@@ -139,7 +139,6 @@ pub struct Store {
     pub(crate) db: Database,
     path: PathBuf,
     appended: watch::Sender<u64>,
-    delivered: watch::Sender<u64>,
     outboxed: watch::Sender<u64>,
     /// Next partition for keyless records produced through `produce`.
     pub(crate) round_robin: AtomicU32,
@@ -183,20 +182,9 @@ impl Store {
             db,
             path,
             appended: watch::Sender::new(0),
-            delivered: watch::Sender::new(0),
             outboxed: watch::Sender::new(0),
             round_robin: AtomicU32::new(0),
         })
-    }
-
-    /// Whether the store in `data_dir` is held by another process right now.
-    pub fn is_in_use(data_dir: &Path) -> bool {
-        matches!(Store::open(data_dir), Err(StoreError::InUse(_)))
-    }
-
-    /// Path of the redb file.
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 
     /// Binds the store to `group` on first use; fails if it belongs to another.
@@ -243,16 +231,7 @@ impl Store {
         self.outboxed.subscribe()
     }
 
-    /// A receiver that changes whenever outbox entries were delivered.
-    pub fn subscribe_delivered(&self) -> watch::Receiver<u64> {
-        self.delivered.subscribe()
-    }
-
     pub(crate) fn notify_outboxed(&self) {
         self.outboxed.send_modify(|n| *n = n.wrapping_add(1));
-    }
-
-    pub(crate) fn notify_delivered(&self) {
-        self.delivered.send_modify(|n| *n = n.wrapping_add(1));
     }
 }

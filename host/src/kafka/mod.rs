@@ -34,6 +34,10 @@ use crate::config::{Config, KafkaSource};
 
 /// How long metadata and admin requests may take at start.
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long a changelog's cleanup.policy may take to read: a real cluster
+/// answers in milliseconds; one that does not answer (librdkafka's mock
+/// cluster) costs every start this long.
+const DESCRIBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Connection settings shared by every client this member creates.
 #[derive(Debug, Clone)]
@@ -215,7 +219,7 @@ async fn cleanup_policy(settings: &ClientSettings, topic: &str) -> Option<String
     let described = admin
         .describe_configs(
             [&resource],
-            &AdminOptions::new().request_timeout(Some(ADMIN_TIMEOUT)),
+            &AdminOptions::new().request_timeout(Some(DESCRIBE_TIMEOUT)),
         )
         .await;
     match described {

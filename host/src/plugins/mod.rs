@@ -129,6 +129,19 @@ pub enum VersionState {
     Retired,
 }
 
+impl std::fmt::Display for VersionState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            VersionState::Pending => "pending",
+            VersionState::Active => "active",
+            VersionState::Canary => "canary",
+            VersionState::Rejected => "rejected",
+            VersionState::RolledBack => "rolled-back",
+            VersionState::Retired => "retired",
+        })
+    }
+}
+
 /// One version of a plugin as the host has seen it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct VersionReport {
@@ -260,11 +273,6 @@ impl Registry {
     /// The plugins directory.
     pub fn dir(&self) -> &Path {
         &self.dir
-    }
-
-    /// The artifact cache, if any.
-    pub fn cache(&self) -> Option<&ArtifactCache> {
-        self.cache.as_ref()
     }
 
     fn path_of(&self, name: &str) -> PathBuf {
