@@ -59,7 +59,10 @@ pub struct Deliverer {
     config: ClientConfig,
     producer: FutureProducer<DeliveryContext>,
     leases: Arc<Leases>,
-    reader: Reader,
+    /// Reads the changelog back; replaced after a failed read (see `check`).
+    reader: std::cell::RefCell<Option<Reader>>,
+    settings: ClientSettings,
+    group: String,
     metrics: Arc<Metrics>,
     live: Arc<Live>,
 }
@@ -92,7 +95,9 @@ impl Deliverer {
             config,
             producer,
             leases,
-            reader: Reader::new(settings, group)?,
+            reader: std::cell::RefCell::new(Some(Reader::new(settings, group)?)),
+            settings: settings.clone(),
+            group: group.to_owned(),
             metrics,
             live,
         })
@@ -250,7 +255,16 @@ impl Deliverer {
         }
         let mut newer = None;
         let mut late: Vec<Vec<u8>> = Vec::new();
-        let read = self.reader.read(
+        let mut reader = self.reader.borrow_mut();
+        if reader.is_none() {
+            *reader = Reader::new(&self.settings, &self.group)
+                .map_err(|e| warn!("creating the changelog reader: {e:#}"))
+                .ok();
+        }
+        let Some(consumer) = reader.as_ref() else {
+            return false;
+        };
+        let read = consumer.read(
             changelog,
             lease.checked..newest + 1,
             &CancellationToken::new(),
@@ -262,6 +276,10 @@ impl Deliverer {
             },
         );
         if let Err(e) = read {
+            // A fresh client next time: re-assigning a client whose last
+            // assignment never started fetching (the broker was gone) trips
+            // an assertion in librdkafka's assignment code.
+            *reader = None;
             warn!(
                 changelog = changelog.0,
                 partition = changelog.1,
