@@ -415,3 +415,35 @@ fn plugins_check_lists_the_world_of_a_good_component() {
     assert!(text.contains("linecook:handler/state@0.1.0"), "{text}");
     assert!(text.contains("handle (func)"), "{text}");
 }
+
+#[test]
+fn commands_piped_into_head_end_quietly_with_success() {
+    let setup = Setup::new(PIPELINE, &["uppercase", "counter"]);
+    setup.store().create_topic("words", 3).unwrap();
+    let input = keyed_input(5000, 7);
+    produce_keyed(&setup, "words", &input);
+    let config = setup.config.display().to_string();
+    let bin = support::BIN;
+    // `set -o pipefail`: the pipeline's status is linecook's, not head's.
+    for command in [
+        format!("{bin} topics list --config {config}"),
+        format!("{bin} tail --topic words --from-beginning --config {config}"),
+        format!("{bin} status --config {config}"),
+        format!("{bin} status --watch --config {config}"),
+        format!("{bin} config-help"),
+    ] {
+        let out = std::process::Command::new("bash")
+            .args([
+                "-c",
+                &format!("set -o pipefail; {command} | head -c 1 >/dev/null"),
+            ])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() && !stderr.contains("panicked") && !stderr.contains("error"),
+            "`{command} | head`: {:?}, stderr: {stderr}",
+            out.status
+        );
+    }
+}

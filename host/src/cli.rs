@@ -17,6 +17,43 @@ use crate::record::{LogRecord, NewRecord};
 use crate::runtime::Runtime;
 use crate::status::StatusReport;
 
+/// `println!` for command output. A reader that went away (`| head`) ends
+/// the command quietly with success, as `cat` does, instead of a panic.
+macro_rules! outln {
+    () => { write_out(format_args!("\n")) };
+    ($($arg:tt)*) => { write_out(format_args!("{}\n", format_args!($($arg)*))) };
+}
+
+/// `print!` for command output; see `outln!`.
+macro_rules! out {
+    ($($arg:tt)*) => { write_out(format_args!($($arg)*)) };
+}
+
+fn write_out(args: std::fmt::Arguments<'_>) {
+    if let Err(e) = std::io::stdout().lock().write_fmt(args) {
+        exit_on_write_error(&e);
+    }
+}
+
+/// Ends the process after a failed write to standard output: quietly with
+/// success when the reader closed the pipe, with the error otherwise.
+fn exit_on_write_error(e: &std::io::Error) -> ! {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        std::process::exit(0);
+    }
+    eprintln!("error: writing to standard output: {e}");
+    std::process::exit(1);
+}
+
+/// Whether `error` comes from a reader that closed standard output.
+pub fn is_broken_pipe(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
 /// Records per produce transaction / request.
 const PRODUCE_CHUNK: usize = 1000;
 /// Records per read while tailing.
@@ -255,10 +292,10 @@ pub fn main() -> anyhow::Result<()> {
             command: TopicsCommand::List { config },
         } => {
             let access = Access::connect(&embedded(load(&config)?, "topics list")?)?;
-            println!("{:<24} {:>10} {:>12}", "TOPIC", "PARTITIONS", "RECORDS");
+            outln!("{:<24} {:>10} {:>12}", "TOPIC", "PARTITIONS", "RECORDS");
             for t in access.topics()? {
                 let total: u64 = t.end_offsets.iter().sum();
-                println!("{:<24} {:>10} {:>12}", t.name, t.partitions, total);
+                outln!("{:<24} {:>10} {:>12}", t.name, t.partitions, total);
             }
             Ok(())
         }
@@ -294,8 +331,8 @@ pub fn main() -> anyhow::Result<()> {
                 loop {
                     // Reconnect each round: the host may start or stop meanwhile.
                     let report = Access::connect(&config)?.status(&config)?;
-                    print!("\x1b[2J\x1b[H");
-                    println!(
+                    out!("\x1b[2J\x1b[H");
+                    outln!(
                         "{}",
                         humantime::format_rfc3339_seconds(std::time::SystemTime::now())
                     );
@@ -306,7 +343,7 @@ pub fn main() -> anyhow::Result<()> {
             }
             let report = Access::connect(&config)?.status(&config)?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
+                outln!("{}", serde_json::to_string_pretty(&report)?);
             } else {
                 print_status(&report);
             }
@@ -335,7 +372,7 @@ pub fn main() -> anyhow::Result<()> {
             list_plugins(&config, &report, json)
         }
         Command::ConfigHelp => {
-            print!("{}", EXAMPLE_CONFIG);
+            out!("{}", EXAMPLE_CONFIG);
             Ok(())
         }
         Command::New {
@@ -602,7 +639,7 @@ fn record_json(topic: &str, r: &LogRecord) -> String {
 }
 
 fn print_status(report: &StatusReport) {
-    println!(
+    outln!(
         "group {} · host {}",
         report.group,
         if report.running {
@@ -612,7 +649,7 @@ fn print_status(report: &StatusReport) {
         }
     );
     if let Some(m) = &report.member {
-        println!(
+        outln!(
             "kafka member {} · protocol {} · generation {} · {} rebalances · {} outbox entries undelivered · owns {} partitions (state `-`: owned by another member)",
             m.member_id.as_deref().unwrap_or("-"),
             m.protocol.as_deref().unwrap_or("-"),
@@ -626,9 +663,16 @@ fn print_status(report: &StatusReport) {
                 .count(),
         );
     }
-    println!(
+    outln!(
         "{:<20} {:>4} {:>10} {:>10} {:>8} {:>9}  {:<14} {:<12}  STATE",
-        "TOPIC", "PART", "COMMITTED", "END", "LAG", "REC/S", "PLUGIN", "VERSION"
+        "TOPIC",
+        "PART",
+        "COMMITTED",
+        "END",
+        "LAG",
+        "REC/S",
+        "PLUGIN",
+        "VERSION"
     );
     for p in &report.partitions {
         let state = match (&p.state, &p.detail) {
@@ -636,7 +680,7 @@ fn print_status(report: &StatusReport) {
             (Some(s), None) => s.to_string(),
             (None, _) => "-".to_owned(),
         };
-        println!(
+        outln!(
             "{:<20} {:>4} {:>10} {:>10} {:>8} {:>9.0}  {:<14} {:<12}  {}",
             p.topic,
             p.partition,
@@ -652,7 +696,7 @@ fn print_status(report: &StatusReport) {
     if let Some(b) = &report.broker
         && !b.up
     {
-        println!(
+        outln!(
             "broker trouble for {:.0} s: cannot reach {}{}",
             b.seconds_since_up,
             b.unreachable.join(", "),
@@ -664,11 +708,11 @@ fn print_status(report: &StatusReport) {
     }
     for plugin in &report.plugins {
         if let Some(fallback) = &plugin.fallback {
-            println!("plugin {}: {fallback}", plugin.name);
+            outln!("plugin {}: {fallback}", plugin.name);
         }
         for v in &plugin.versions {
             if let Some(reason) = &v.reason {
-                println!(
+                outln!(
                     "plugin {} version {} {}: {reason}",
                     plugin.name,
                     short(&v.digest),
@@ -718,14 +762,14 @@ fn list_plugins(config: &Config, report: &StatusReport, json: bool) -> anyhow::R
             "on_disk": on_disk,
             "partitions": partitions,
         });
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        outln!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());
     }
     if !report.running {
-        println!("host not running: showing files on disk and versions in checkpoints");
+        outln!("host not running: showing files on disk and versions in checkpoints");
         for p in &on_disk {
             let digest = p["file_digest"].as_str().map(short).unwrap_or("(missing)");
-            println!(
+            outln!(
                 "plugin {}  file {digest}",
                 p["name"].as_str().unwrap_or("?")
             );
@@ -733,9 +777,9 @@ fn list_plugins(config: &Config, report: &StatusReport, json: bool) -> anyhow::R
     }
     for plugin in &report.plugins {
         if let Some(fallback) = &plugin.fallback {
-            println!("plugin {}: {fallback}", plugin.name);
+            outln!("plugin {}: {fallback}", plugin.name);
         }
-        println!(
+        outln!(
             "plugin {}{}  (rejected {}, rolled back {})",
             plugin.name,
             if plugin.file_present {
@@ -748,7 +792,7 @@ fn list_plugins(config: &Config, report: &StatusReport, json: bool) -> anyhow::R
         );
         for v in &plugin.versions {
             let seen = std::time::UNIX_EPOCH + Duration::from_millis(v.seen_at_ms.max(0) as u64);
-            println!(
+            outln!(
                 "  {:<12}  {:<11}  seen {}  {}{}",
                 short(&v.digest),
                 v.state.to_string(),
@@ -771,9 +815,9 @@ fn list_plugins(config: &Config, report: &StatusReport, json: bool) -> anyhow::R
             );
         }
     }
-    println!("partitions:");
+    outln!("partitions:");
     for p in &report.partitions {
-        println!(
+        outln!(
             "  {}/{}  {}  {}  swaps {}{}",
             p.topic,
             p.partition,
@@ -797,16 +841,16 @@ fn check_plugin(file: &std::path::Path) -> anyhow::Result<()> {
     runtime
         .prepare(&bytes)
         .with_context(|| format!("{} is not a usable plugin", file.display()))?;
-    println!("{}: ok, a linecook:handler component", file.display());
-    println!("digest  {}", crate::plugins::digest(&bytes));
-    println!("size    {} bytes", bytes.len());
-    println!("imports:");
+    outln!("{}: ok, a linecook:handler component", file.display());
+    outln!("digest  {}", crate::plugins::digest(&bytes));
+    outln!("size    {} bytes", bytes.len());
+    outln!("imports:");
     for i in imports {
-        println!("  {i}");
+        outln!("  {i}");
     }
-    println!("exports:");
+    outln!("exports:");
     for e in exports {
-        println!("  {e}");
+        outln!("  {e}");
     }
     Ok(())
 }
