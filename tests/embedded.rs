@@ -447,3 +447,25 @@ fn commands_piped_into_head_end_quietly_with_success() {
         );
     }
 }
+
+#[test]
+fn config_goes_before_or_after_the_command() {
+    let setup = Setup::new(PIPELINE, &["uppercase", "counter"]);
+    let config = setup.config.display().to_string();
+    for args in [
+        vec!["--config", config.as_str(), "status", "--json"],
+        vec!["status", "--json", "--config", config.as_str()],
+        vec!["-c", config.as_str(), "topics", "list"],
+        vec!["--config", config.as_str(), "config-help"],
+    ] {
+        let out = std::process::Command::new(support::BIN)
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}

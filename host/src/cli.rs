@@ -87,6 +87,8 @@ pub struct Cli {
     /// pipelines. The level comes from RUST_LOG (default info).
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Pretty)]
     log_format: LogFormat,
+    #[command(flatten)]
+    config: ConfigArg,
     #[command(subcommand)]
     command: Command,
 }
@@ -99,8 +101,15 @@ enum LogFormat {
 
 #[derive(Debug, Args)]
 struct ConfigArg {
-    /// Path of the config file (TOML). See `linecook config-help`.
-    #[arg(long, short, env = "LINECOOK_CONFIG", default_value = "linecook.toml")]
+    /// Path of the config file (TOML), before or after the command. See
+    /// `linecook config-help`.
+    #[arg(
+        long,
+        short,
+        global = true,
+        env = "LINECOOK_CONFIG",
+        default_value = "linecook.toml"
+    )]
     config: PathBuf,
 }
 
@@ -108,10 +117,7 @@ struct ConfigArg {
 enum Command {
     /// Run the host until SIGINT/SIGTERM; on a signal it finishes and
     /// checkpoints the batch in flight on every partition, then exits.
-    Run {
-        #[command(flatten)]
-        config: ConfigArg,
-    },
+    Run,
     /// Create and list topics of the embedded log.
     Topics {
         #[command(subcommand)]
@@ -128,8 +134,6 @@ enum Command {
         /// Split each line at the first SEP: the text before is the key, the rest the value.
         #[arg(long, value_name = "SEP")]
         key_separator: Option<String>,
-        #[command(flatten)]
-        config: ConfigArg,
     },
     /// Print a topic's records as JSON lines:
     /// {"topic","partition","offset","key","value","timestamp_ms"}.
@@ -150,8 +154,6 @@ enum Command {
         /// Keep waiting for new records instead of exiting after the last one.
         #[arg(long)]
         follow: bool,
-        #[command(flatten)]
-        config: ConfigArg,
     },
     /// Show each routed partition: committed offset, end offset, lag, plugin,
     /// version and, while the host runs, what its worker is doing.
@@ -162,8 +164,6 @@ enum Command {
         /// Redraw every second, like `top`, until interrupted.
         #[arg(long, conflicts_with = "json")]
         watch: bool,
-        #[command(flatten)]
-        config: ConfigArg,
     },
     /// Operate on partitions of a running host.
     Partitions {
@@ -206,14 +206,9 @@ enum TopicsCommand {
         /// Number of partitions, 1 to 4096. Fixed once created.
         #[arg(long)]
         partitions: u32,
-        #[command(flatten)]
-        config: ConfigArg,
     },
     /// List topics with their partitions and end offsets.
-    List {
-        #[command(flatten)]
-        config: ConfigArg,
-    },
+    List,
 }
 
 #[derive(Debug, Subcommand)]
@@ -229,8 +224,6 @@ enum PartitionsCommand {
         /// Partition number.
         #[arg(long)]
         partition: u32,
-        #[command(flatten)]
-        config: ConfigArg,
     },
 }
 
@@ -245,8 +238,6 @@ enum PluginsCommand {
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
-        #[command(flatten)]
-        config: ConfigArg,
     },
     /// Check that FILE is a component of the linecook:handler world, without a
     /// running host. Prints its digest, imports and exports; exits non-zero
@@ -271,17 +262,16 @@ fn embedded(config: Config, command: &str) -> anyhow::Result<Config> {
 
 /// Parses the command line and runs the command.
 pub fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
-    let _telemetry = init_tracing(cli.log_format)?;
-    match cli.command {
-        Command::Run { config } => run(&load(&config)?),
+    let Cli {
+        log_format,
+        config,
+        command,
+    } = Cli::parse();
+    let _telemetry = init_tracing(log_format)?;
+    match command {
+        Command::Run => run(&load(&config)?),
         Command::Topics {
-            command:
-                TopicsCommand::Create {
-                    name,
-                    partitions,
-                    config,
-                },
+            command: TopicsCommand::Create { name, partitions },
         } => {
             let access = Access::connect(&embedded(load(&config)?, "topics create")?)?;
             let topic = access.create_topic(&name, partitions)?;
@@ -289,7 +279,7 @@ pub fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Topics {
-            command: TopicsCommand::List { config },
+            command: TopicsCommand::List,
         } => {
             let access = Access::connect(&embedded(load(&config)?, "topics list")?)?;
             outln!("{:<24} {:>10} {:>12}", "TOPIC", "PARTITIONS", "RECORDS");
@@ -302,7 +292,6 @@ pub fn main() -> anyhow::Result<()> {
         Command::Produce {
             topic,
             key_separator,
-            config,
         } => produce(
             &embedded(load(&config)?, "produce")?,
             &topic,
@@ -313,7 +302,6 @@ pub fn main() -> anyhow::Result<()> {
             from_beginning,
             max_records,
             follow,
-            config,
         } => tail(
             &embedded(load(&config)?, "tail")?,
             &topic,
@@ -321,11 +309,7 @@ pub fn main() -> anyhow::Result<()> {
             max_records,
             follow,
         ),
-        Command::Status {
-            json,
-            watch,
-            config,
-        } => {
+        Command::Status { json, watch } => {
             let config = load(&config)?;
             if watch {
                 loop {
@@ -350,12 +334,7 @@ pub fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Partitions {
-            command:
-                PartitionsCommand::Resume {
-                    topic,
-                    partition,
-                    config,
-                },
+            command: PartitionsCommand::Resume { topic, partition },
         } => {
             Access::connect(&load(&config)?)?.resume(&topic, partition)?;
             eprintln!("asked {topic}/{partition} to resume");
@@ -365,7 +344,7 @@ pub fn main() -> anyhow::Result<()> {
             command: PluginsCommand::Check { file },
         } => check_plugin(&file),
         Command::Plugins {
-            command: PluginsCommand::List { json, config },
+            command: PluginsCommand::List { json },
         } => {
             let config = load(&config)?;
             let report = Access::connect(&config)?.status(&config)?;

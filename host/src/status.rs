@@ -164,6 +164,10 @@ struct Brokers {
     last_error: Option<String>,
     /// When every broker was last seen connected.
     last_up: Instant,
+    /// A client said it lost its connections (AllBrokersDown, a transport
+    /// failure) since statistics last showed every broker connected:
+    /// statistics come once a second, the error at once.
+    lost: bool,
 }
 
 /// Broker states that mean "not connected, and a client wants to be":
@@ -291,6 +295,7 @@ impl Live {
             states: BTreeMap::new(),
             last_error: None,
             last_up: Instant::now(),
+            lost: false,
         });
         b.states.retain(|(c, _), _| *c != client);
         for (name, state) in brokers {
@@ -298,17 +303,24 @@ impl Live {
         }
         if !b.states.values().any(|s| unreachable_state(s)) {
             b.last_up = Instant::now();
+            b.lost = false;
         }
     }
 
-    /// Records an error a Kafka client reported.
-    pub fn broker_error(&self, error: String) {
+    /// Records an error a Kafka client reported; `lost` if it says the
+    /// client lost its broker connections.
+    pub fn broker_error(&self, error: String, lost: bool) {
         let mut guard = self.brokers.lock().expect("status lock");
         let b = guard.get_or_insert_with(|| Brokers {
             states: BTreeMap::new(),
             last_error: None,
             last_up: Instant::now(),
+            lost: false,
         });
+        if lost && !b.lost {
+            b.lost = true;
+            b.last_up = Instant::now();
+        }
         b.last_error = Some(error);
     }
 
@@ -316,12 +328,15 @@ impl Live {
     pub fn broker(&self) -> Option<BrokerReport> {
         let guard = self.brokers.lock().expect("status lock");
         let b = guard.as_ref()?;
-        let unreachable: Vec<String> = b
+        let mut unreachable: Vec<String> = b
             .states
             .iter()
             .filter(|(_, s)| unreachable_state(s))
             .map(|((client, name), s)| format!("{name} ({client}: {s})"))
             .collect();
+        if b.lost && unreachable.is_empty() {
+            unreachable.push("every broker (the client reported its connections lost)".into());
+        }
         Some(BrokerReport {
             up: unreachable.is_empty(),
             seconds_since_up: if unreachable.is_empty() {
@@ -488,6 +503,14 @@ mod tests {
             PartitionState::Paused
         );
         live.set_brokers("producer", &[("b2:9092/2".into(), "UP".into())]);
+        assert!(live.broker().unwrap().up);
+        // An error saying the connections are gone counts at once, until
+        // statistics show every broker connected again.
+        live.broker_error("AllBrokersDown".into(), true);
+        assert!(!live.broker().unwrap().up);
+        live.broker_error("some other error".into(), false);
+        assert!(!live.broker().unwrap().up);
+        live.set_brokers("consumer", &[("b1:9092/1".into(), "UP".into())]);
         assert!(live.broker().unwrap().up);
     }
 }

@@ -44,7 +44,10 @@ struct DeliveryContext(Arc<Live>);
 impl ClientContext for DeliveryContext {
     fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
         warn!(target: "librdkafka", "producer: {error}: {reason}");
-        self.0.broker_error(format!("producer: {error}: {reason}"));
+        self.0.broker_error(
+            format!("producer: {error}: {reason}"),
+            super::lost_connections(&error),
+        );
     }
 
     fn stats(&self, statistics: rdkafka::Statistics) {
@@ -164,7 +167,7 @@ impl Deliverer {
             "the outbox producer hit a fatal error ({code}: {reason}); building a new one and sending undelivered entries again"
         );
         self.live
-            .broker_error(format!("producer fatal error {code}: {reason}"));
+            .broker_error(format!("producer fatal error {code}: {reason}"), false);
         loop {
             match self
                 .config

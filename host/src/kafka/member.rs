@@ -108,9 +108,10 @@ impl ClientContext for MemberContext {
 
     fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
         warn!(target: "librdkafka", "{error}: {reason}");
-        self.0
-            .live
-            .broker_error(format!("consumer: {error}: {reason}"));
+        self.0.live.broker_error(
+            format!("consumer: {error}: {reason}"),
+            super::lost_connections(&error),
+        );
     }
 
     fn stats(&self, statistics: rdkafka::Statistics) {

@@ -93,6 +93,14 @@ pub fn broker_states(statistics: &rdkafka::Statistics) -> Vec<(String, String)> 
         .collect()
 }
 
+/// Whether a client error says it lost its broker connections.
+pub fn lost_connections(error: &rdkafka::error::KafkaError) -> bool {
+    matches!(
+        error.rdkafka_error_code(),
+        Some(RDKafkaErrorCode::AllBrokersDown | RDKafkaErrorCode::BrokerTransportFailure)
+    )
+}
+
 /// The compacted topic that carries a route's state writes.
 pub fn changelog_topic(group: &str, topic: &str) -> String {
     format!("{group}-{topic}-changelog")
