@@ -618,18 +618,25 @@ fn a_fresh_member_restores_every_final_count(
     host.stop();
 }
 
-#[test]
-fn a_member_restarted_on_its_old_data_directory_delivers_no_stale_work() {
+/// A split cluster, three eager members of one group sharing the input
+/// under a steady feed, balanced.
+fn three_members_under_load() -> (Cluster, Vec<Setup>, Vec<support::Host>, Feeder) {
     build_plugins(None);
     let cluster = Cluster::start_split();
-    let brokers = cluster.brokers();
     let members: Vec<Setup> = (0..3).map(|_| cluster.member("classic", "range")).collect();
-    let feeder = Feeder::start(brokers.clone(), 8);
+    let feeder = Feeder::start(cluster.brokers(), 8);
     let mut hosts: Vec<support::Host> = members.iter().map(Setup::start).collect();
     for host in &mut hosts {
         host.wait_ready();
     }
     wait_balanced(&members.iter().collect::<Vec<_>>());
+    (cluster, members, hosts, feeder)
+}
+
+#[test]
+fn a_member_restarted_on_its_old_data_directory_delivers_no_stale_work() {
+    let (cluster, members, mut hosts, feeder) = three_members_under_load();
+    let brokers = cluster.brokers();
 
     // C is killed while its outbox holds batches nobody has seen.
     hold_deliveries(&cluster);
@@ -665,16 +672,8 @@ fn a_member_restarted_on_its_old_data_directory_delivers_no_stale_work() {
 
 #[test]
 fn a_zombie_member_that_lost_its_session_cannot_deliver_stale_work() {
-    build_plugins(None);
-    let cluster = Cluster::start_split();
+    let (cluster, members, hosts, feeder) = three_members_under_load();
     let brokers = cluster.brokers();
-    let members: Vec<Setup> = (0..3).map(|_| cluster.member("classic", "range")).collect();
-    let feeder = Feeder::start(brokers.clone(), 8);
-    let mut hosts: Vec<support::Host> = members.iter().map(Setup::start).collect();
-    for host in &mut hosts {
-        host.wait_ready();
-    }
-    wait_balanced(&members.iter().collect::<Vec<_>>());
 
     // C freezes with undelivered batches, past its session timeout (3 s):
     // the group gives its partitions to A and B, which go on past them.

@@ -170,6 +170,17 @@ struct Brokers {
     lost: bool,
 }
 
+impl Brokers {
+    fn new() -> Brokers {
+        Brokers {
+            states: BTreeMap::new(),
+            last_error: None,
+            last_up: Instant::now(),
+            lost: false,
+        }
+    }
+}
+
 /// Broker states that mean "not connected, and a client wants to be":
 /// everything but `UP` and the states of a broker never needed (`INIT`) or
 /// being (re)checked while connected.
@@ -291,12 +302,7 @@ impl Live {
     /// statistics; brokers without a node id are bootstrap entries).
     pub fn set_brokers(&self, client: &'static str, brokers: &[(String, String)]) {
         let mut guard = self.brokers.lock().expect("status lock");
-        let b = guard.get_or_insert_with(|| Brokers {
-            states: BTreeMap::new(),
-            last_error: None,
-            last_up: Instant::now(),
-            lost: false,
-        });
+        let b = guard.get_or_insert_with(Brokers::new);
         b.states.retain(|(c, _), _| *c != client);
         for (name, state) in brokers {
             b.states.insert((client, name.clone()), state.clone());
@@ -311,12 +317,7 @@ impl Live {
     /// client lost its broker connections.
     pub fn broker_error(&self, error: String, lost: bool) {
         let mut guard = self.brokers.lock().expect("status lock");
-        let b = guard.get_or_insert_with(|| Brokers {
-            states: BTreeMap::new(),
-            last_error: None,
-            last_up: Instant::now(),
-            lost: false,
-        });
+        let b = guard.get_or_insert_with(Brokers::new);
         if lost && !b.lost {
             b.lost = true;
             b.last_up = Instant::now();

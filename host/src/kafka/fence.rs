@@ -121,19 +121,19 @@ impl Leases {
     /// Records that the changelog up to `next` (exclusive) holds no newer
     /// claim, if the lease of `epoch` is still held.
     pub fn checked(&self, topic_id: u32, partition: u32, epoch: u64, next: u64) {
-        if let Some(lease) = self
-            .inner
-            .lock()
-            .expect("leases lock")
-            .get_mut(&(topic_id, partition))
-            .filter(|l| l.epoch == epoch)
-        {
-            lease.checked = lease.checked.max(next);
-        }
+        self.update(topic_id, partition, epoch, |l| {
+            l.checked = l.checked.max(next)
+        });
     }
 
     /// Fences the lease of `epoch`: a newer owner exists.
     pub fn fence(&self, topic_id: u32, partition: u32, epoch: u64, why: String) {
+        self.update(topic_id, partition, epoch, |l| l.fenced = Some(why));
+    }
+
+    /// Applies `f` to the lease of `epoch`, if it is still the one held: a
+    /// verdict about an older lease must not touch a newer one.
+    fn update(&self, topic_id: u32, partition: u32, epoch: u64, f: impl FnOnce(&mut Lease)) {
         if let Some(lease) = self
             .inner
             .lock()
@@ -141,7 +141,7 @@ impl Leases {
             .get_mut(&(topic_id, partition))
             .filter(|l| l.epoch == epoch)
         {
-            lease.fenced = Some(why);
+            f(lease);
         }
     }
 

@@ -300,6 +300,12 @@ impl Shared {
         }
     }
 
+    /// The partitions this member owns.
+    fn owned(&self) -> Vec<TopicPartition> {
+        let offsets = self.offsets.lock().expect("offsets lock");
+        offsets.keys().cloned().collect()
+    }
+
     /// Drops outbox entries of partitions this member does not own that the
     /// group has committed past: left by an earlier run, redone by another
     /// owner since.
@@ -307,13 +313,7 @@ impl Shared {
         let Ok(partitions) = self.store.outbox_partitions() else {
             return;
         };
-        let owned: Vec<TopicPartition> = self
-            .offsets
-            .lock()
-            .expect("offsets lock")
-            .keys()
-            .cloned()
-            .collect();
+        let owned = self.owned();
         let mut tpl = TopicPartitionList::new();
         for (id, partition) in partitions {
             let Some(topic) = self.topics.values().find(|t| t.id == id) else {
@@ -754,13 +754,7 @@ fn poll_loop(
         shared.record_generation(&consumer);
         if last_commit.elapsed() >= commit_every {
             last_commit = Instant::now();
-            let owned: Vec<TopicPartition> = shared
-                .offsets
-                .lock()
-                .expect("offsets lock")
-                .keys()
-                .cloned()
-                .collect();
+            let owned = shared.owned();
             shared.commit(&consumer, &owned, CommitMode::Async);
         }
         if last_sweep.elapsed() >= SWEEP_EVERY {
