@@ -193,12 +193,19 @@ impl Deliverer {
         let acked = self.send_all(&changelog, rt);
         let mut ok = acked.len() == changelog.len();
         // The newest changelog record acknowledged per source partition.
+        // A source partition's changelog records all go to its route's one
+        // changelog topic.
+        let changelog_of: BTreeMap<(u32, u32), &str> = changelog
+            .iter()
+            .map(|(k, e)| ((k.0, k.1), e.topic.as_str()))
+            .collect();
         let mut newest: BTreeMap<(u32, u32), (&str, u32, u64)> = BTreeMap::new();
         for (key, partition, offset) in &acked {
-            let entry = &changelog.iter().find(|(k, _)| k == key).expect("acked").1;
-            let slot = newest
-                .entry((key.0, key.1))
-                .or_insert((&entry.topic, *partition, *offset));
+            let slot = newest.entry((key.0, key.1)).or_insert((
+                changelog_of[&(key.0, key.1)],
+                *partition,
+                *offset,
+            ));
             slot.2 = slot.2.max(*offset);
         }
         let mut checked = BTreeSet::new();
@@ -338,12 +345,12 @@ impl Deliverer {
                     value: Some(value),
                 });
             }
-            let epoch = self
-                .leases
-                .deliverable(key.0, key.1)
-                .unwrap_or_default()
-                .to_string();
             if entry.changelog {
+                let epoch = self
+                    .leases
+                    .deliverable(key.0, key.1)
+                    .unwrap_or_default()
+                    .to_string();
                 headers = headers.insert(Header {
                     key: batch_headers::EPOCH,
                     value: Some(&epoch),
