@@ -4,15 +4,14 @@
 # build scripts, so a fresh machine builds them without a separate step.
 #
 #   scripts/toolchains.sh c
+#
+# Bindings and componentizing need no tool of their own: `linecook sdk` does
+# both with the wit-bindgen and wit-component releases it is built with.
+# `scripts/toolchains.sh linecook` prints the path of that binary ($LINECOOK
+# if set, else this checkout's debug build, built if missing).
 set -euo pipefail
 
-# wit-bindgen's CLI matches the SDK's wit-bindgen; wasm-tools only needs its
-# `component` subcommands.
-WIT_BINDGEN_VERSION=0.61.1
-WASM_TOOLS_VERSION=1.263.0
 ZIG_VERSION=0.17.1
-
-export PATH="$HOME/.cargo/bin:$PATH"
 
 apt_install() {
   local sudo=""
@@ -29,11 +28,19 @@ timed() {
   echo "==> installed $what in $((SECONDS - start)) s" >&2
 }
 
-wasm_tools() {
-  if [ "$(wasm-tools --version 2>/dev/null | awk '{print $2}')" != "$WASM_TOOLS_VERSION" ]; then
-    timed "wasm-tools $WASM_TOOLS_VERSION" cargo install --quiet --locked \
-      "wasm-tools@$WASM_TOOLS_VERSION" --no-default-features --features component
+linecook() {
+  if [ -n "${LINECOOK:-}" ]; then
+    [ -x "$LINECOOK" ] || { echo "toolchains.sh: LINECOOK=$LINECOOK is not an executable" >&2; exit 1; }
+    echo "$LINECOOK"
+    return
   fi
+  local root
+  root=$(cd "$(dirname "$0")/.." && pwd)
+  local bin="${CARGO_TARGET_DIR:-$root/target}/debug/linecook"
+  if [ ! -x "$bin" ]; then
+    (cd "$root" && timed "linecook (for \`linecook sdk\`)" cargo build -p linecook --quiet >&2)
+  fi
+  echo "$bin"
 }
 
 for lang in "$@"; do
@@ -42,20 +49,14 @@ for lang in "$@"; do
       if ! command -v clang-19 >/dev/null || [ ! -f /usr/lib/wasm32-wasi/libc.a ]; then
         timed "clang-19 and wasi-libc" apt_install clang-19 lld-19 libclang-rt-19-dev-wasm32 wasi-libc
       fi
-      if [ "$(wit-bindgen --version 2>/dev/null | awk '{print $2}')" != "$WIT_BINDGEN_VERSION" ]; then
-        timed "wit-bindgen $WIT_BINDGEN_VERSION" cargo install --quiet --locked \
-          "wit-bindgen-cli@$WIT_BINDGEN_VERSION" --no-default-features --features c
-      fi
-      wasm_tools
       ;;
-    wasm-tools)
-      wasm_tools
+    linecook)
+      linecook
       ;;
     zig)
       if ! python3 -m ziglang version >/dev/null 2>&1; then
         timed "zig $ZIG_VERSION" python3 -m pip install --quiet "ziglang==$ZIG_VERSION"
       fi
-      wasm_tools
       ;;
     *)
       echo "toolchains.sh: no toolchain known for \`$lang\`" >&2

@@ -195,6 +195,41 @@ enum Command {
         #[arg(long)]
         sdk: Option<PathBuf>,
     },
+    /// What a handler build needs from the contract, with no other tool
+    /// installed: the WIT, C bindings, and core module -> component.
+    Sdk {
+        #[command(subcommand)]
+        command: SdkCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum SdkCommand {
+    /// Print the WIT contract (`linecook:handler`) this binary checks modules
+    /// against; with --out-dir, write it there as handler.wit.
+    Wit {
+        /// Directory to write handler.wit into.
+        #[arg(long, value_name = "DIR")]
+        out_dir: Option<PathBuf>,
+    },
+    /// Write C bindings for the handler world (handler.h, handler.c and
+    /// handler_component_type.o) into DIR: compile and link all three with
+    /// your handler, then `linecook sdk componentize`.
+    CBindings {
+        /// Directory to write the bindings into (created if missing).
+        #[arg(long, value_name = "DIR")]
+        out_dir: PathBuf,
+    },
+    /// Make a component of a core WebAssembly module (from clang, zig, asc…)
+    /// that exports the handler world's functions: embeds the world unless
+    /// the module carries it already, encodes and validates the component.
+    Componentize {
+        /// The core module.
+        core: PathBuf,
+        /// Where to write the component.
+        #[arg(short, long, value_name = "FILE")]
+        output: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -362,10 +397,42 @@ pub fn main() -> anyhow::Result<()> {
         } => {
             let root = crate::scaffold::new_project(&name, lang, &dir, sdk.as_deref())?;
             eprintln!(
-                "created {}; build it with {}/build.sh",
-                root.display(),
-                root.display()
+                "created {root}; next:\n  cd {root} && ./build.sh && linecook plugins check {name}.wasm",
+                root = root.display()
             );
+            Ok(())
+        }
+        Command::Sdk { command } => sdk(command),
+    }
+}
+
+fn sdk(command: SdkCommand) -> anyhow::Result<()> {
+    match command {
+        SdkCommand::Wit { out_dir: None } => {
+            out!("{}", crate::sdk::WIT);
+            Ok(())
+        }
+        SdkCommand::Wit { out_dir: Some(dir) } => {
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            let path = dir.join("handler.wit");
+            std::fs::write(&path, crate::sdk::WIT)
+                .with_context(|| format!("writing {}", path.display()))?;
+            eprintln!("wrote {}", path.display());
+            Ok(())
+        }
+        SdkCommand::CBindings { out_dir } => {
+            let names = crate::sdk::write_c_bindings(&out_dir)?;
+            eprintln!("wrote {} into {}", names.join(", "), out_dir.display());
+            Ok(())
+        }
+        SdkCommand::Componentize { core, output } => {
+            let bytes =
+                std::fs::read(&core).with_context(|| format!("reading {}", core.display()))?;
+            let component = crate::sdk::componentize(&bytes)
+                .with_context(|| format!("{} cannot be made a component", core.display()))?;
+            std::fs::write(&output, &component)
+                .with_context(|| format!("writing {}", output.display()))?;
+            eprintln!("wrote {} ({} bytes)", output.display(), component.len());
             Ok(())
         }
     }

@@ -32,6 +32,7 @@ pub mod record;
 pub mod rollout;
 pub mod runtime;
 pub mod scaffold;
+pub mod sdk;
 pub mod status;
 pub mod store;
 pub mod worker;

@@ -3,21 +3,18 @@
 #   asc (npm `assemblyscript`)  a wasm32 module with the stub runtime;
 #                               glue.ts is the hand-written canonical-ABI
 #                               glue (no WIT bindings generator exists)
-#   wasm-tools                  `component embed` attaches the
-#                               linecook:handler world, `component new`
+#   linecook sdk componentize   attaches the linecook:handler world and
 #                               makes the component
-# Toolchains are installed if missing (npm ci; scripts/toolchains.sh).
+# asc is installed if missing (npm ci).
 set -euo pipefail
 cd "$(dirname "$0")"
 [ -x node_modules/.bin/asc ] || npm ci --no-audit --no-fund --silent
-../../scripts/toolchains.sh wasm-tools
-export PATH="$HOME/.cargo/bin:$PATH"
+linecook=$(../../scripts/toolchains.sh linecook)
 mkdir -p gen
 for name in uppercase counter; do
   # --use abort=...: our trap instead of an `env.abort` import.
   node_modules/.bin/asc "$name.ts" -o "gen/$name.core.wasm" --runtime stub -O3 --noAssert \
     --use abort=glue/abort
-  wasm-tools component embed ../../wit --world handler "gen/$name.core.wasm" -o "gen/$name.embed.wasm"
-  wasm-tools component new "gen/$name.embed.wasm" -o "$name.wasm"
+  "$linecook" sdk componentize "gen/$name.core.wasm" -o "$name.wasm"
 done
 echo "built plugins/assemblyscript/{uppercase,counter}.wasm"

@@ -352,12 +352,14 @@ pub fn assemblyscript_plugins() -> &'static Path {
     BUILT.get_or_init(|| build_language("assemblyscript"))
 }
 
-/// Runs `plugins/<lang>/build.sh` (which installs its toolchain if missing).
+/// Runs `plugins/<lang>/build.sh` (which installs its toolchain if missing)
+/// with this build's binary for its `linecook sdk` steps.
 fn build_language(lang: &str) -> PathBuf {
     let dir = workspace_root().join("plugins").join(lang);
     let started = Instant::now();
     let status = Command::new("bash")
         .arg(dir.join("build.sh"))
+        .env("LINECOOK", BIN)
         .status()
         .unwrap_or_else(|e| panic!("running plugins/{lang}/build.sh: {e}"));
     assert!(status.success(), "building the {lang} plugins failed");

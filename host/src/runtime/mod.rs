@@ -39,7 +39,7 @@ pub enum PrepareError {
     NotWasm,
     /// A core module, not a component.
     #[error(
-        "this is a core WebAssembly module, not a component; build for wasm32-wasip2 or wrap it with `wasm-tools component new`"
+        "this is a core WebAssembly module, not a component; build for wasm32-wasip2 or make it one with `linecook sdk componentize`"
     )]
     CoreModule,
     /// The component failed to validate or compile.

@@ -1,0 +1,132 @@
+//! `linecook sdk`: what a handler build needs from the contract, served by the
+//! binary itself so a build needs no other tool and always matches the world
+//! this host checks modules against.
+//!
+//! - `wit`: the contract's text.
+//! - `c-bindings`: C bindings for the handler world, by wit-bindgen's C
+//!   generator (the same release the Rust SDK's `generate!` uses).
+//! - `componentize`: a core module (clang, zig, asc…) becomes a component,
+//!   as `wasm-tools component embed` + `component new` would make it.
+
+use std::path::Path;
+
+use anyhow::{Context as _, bail};
+use wit_component::{ComponentEncoder, StringEncoding, embed_component_metadata};
+use wit_parser::Resolve;
+
+/// The contract, as this binary checks modules against it.
+pub const WIT: &str = include_str!("../../wit/handler.wit");
+
+/// The world a handler implements.
+const WORLD: &str = "handler";
+
+fn contract() -> anyhow::Result<(Resolve, wit_parser::WorldId)> {
+    let mut resolve = Resolve::default();
+    let package = resolve
+        .push_str("handler.wit", WIT)
+        .context("parsing the built-in contract")?;
+    let world = resolve.select_world(&[package], Some(WORLD))?;
+    Ok((resolve, world))
+}
+
+/// The files of the C bindings (`handler.h`, `handler.c` and
+/// `handler_component_type.o`, which carries the world into the module).
+pub fn c_bindings() -> anyhow::Result<Vec<(String, Vec<u8>)>> {
+    let (mut resolve, world) = contract()?;
+    let mut files = wit_bindgen_core::Files::default();
+    wit_bindgen_c::Opts::default()
+        .build()
+        .generate(&mut resolve, world, &mut files)?;
+    Ok(files
+        .iter()
+        .map(|(name, bytes)| (name.to_owned(), bytes.to_vec()))
+        .collect())
+}
+
+/// Writes the C bindings into `dir` (created if missing); returns the names.
+pub fn write_c_bindings(dir: &Path) -> anyhow::Result<Vec<String>> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut names = Vec::new();
+    for (name, bytes) in c_bindings()? {
+        let path = dir.join(&name);
+        std::fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))?;
+        names.push(name);
+    }
+    Ok(names)
+}
+
+/// Makes a component of a core module. The handler world is embedded first
+/// unless the module already carries a world (C's `handler_component_type.o`
+/// does); the result is validated.
+pub fn componentize(core: &[u8]) -> anyhow::Result<Vec<u8>> {
+    if wasmparser::Parser::is_component(core) {
+        bail!("this is already a component; `linecook plugins check` it as it is");
+    }
+    if !wasmparser::Parser::is_core_wasm(core) {
+        bail!("this is not a WebAssembly module (no `\\0asm` version 1 header)");
+    }
+    let mut module = core.to_vec();
+    if !has_world(core)? {
+        let (resolve, world) = contract()?;
+        embed_component_metadata(&mut module, &resolve, world, StringEncoding::UTF8)?;
+    }
+    ComponentEncoder::default()
+        .validate(true)
+        .module(&module)
+        .context("reading the module's world")?
+        .encode()
+        .map_err(|e| {
+            let imports_wasi = e.chain().any(|c| c.to_string().contains("wasi_snapshot_preview1"));
+            if imports_wasi {
+                e.context(
+                    "the module imports WASI preview 1 (stdio, clocks…), which linecook sdk cannot adapt; \
+                     build it without WASI calls, or for wasm32-wasip2",
+                )
+            } else {
+                e.context("the module does not implement the linecook:handler world")
+            }
+        })
+}
+
+/// Whether the module has a `component-type` custom section (a world).
+fn has_world(core: &[u8]) -> anyhow::Result<bool> {
+    for payload in wasmparser::Parser::new(0).parse_all(core) {
+        if let wasmparser::Payload::CustomSection(section) =
+            payload.context("this is not a valid WebAssembly module")?
+            && section.name().starts_with("component-type")
+        {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn c_bindings_are_the_handler_world() {
+        let files = c_bindings().unwrap();
+        let names: Vec<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
+        assert!(names.contains(&"handler.h"), "{names:?}");
+        assert!(names.contains(&"handler.c"), "{names:?}");
+        assert!(names.contains(&"handler_component_type.o"), "{names:?}");
+        let header = &files.iter().find(|(n, _)| n == "handler.h").unwrap().1;
+        let header = String::from_utf8_lossy(header);
+        assert!(header.contains("exports_handler_handle"), "{header}");
+    }
+
+    #[test]
+    fn a_module_without_the_exports_is_refused_by_name() {
+        // The smallest valid core module: a header and nothing else.
+        let empty = b"\0asm\x01\0\0\0";
+        let err = format!("{:#}", componentize(empty).unwrap_err());
+        assert!(
+            err.contains("does not implement the linecook:handler world"),
+            "{err}"
+        );
+        let err = format!("{:#}", componentize(b"not wasm").unwrap_err());
+        assert!(err.contains("not a WebAssembly module"), "{err}");
+    }
+}
