@@ -101,7 +101,7 @@ fn run(store: &Store, batch: usize, mut make: impl FnMut(u32) -> Box<dyn BatchHa
                     next_offset: last + 1,
                     version: "bench",
                     effects: &effects,
-                    outbox: None,
+                    changelog: None,
                 })
                 .unwrap();
             commit_times.push(commit.elapsed().as_secs_f64() * 1e3);

@@ -50,7 +50,7 @@ pub struct BatchCommit<'a> {
     pub effects: &'a BatchEffects,
     /// Where outputs go: `None` appends them to the embedded log; `Some` puts
     /// them, and the state writes for the named changelog topic, in the outbox.
-    pub outbox: Option<&'a str>,
+    pub changelog: Option<&'a str>,
 }
 
 /// State entries as (key, value), in key order.
@@ -193,7 +193,7 @@ impl Store {
             next_offset,
             version,
             effects,
-            outbox,
+            changelog,
         } = batch;
         let txn = self.db.begin_write()?;
         {
@@ -226,7 +226,7 @@ impl Store {
                 };
             }
 
-            if let Some(changelog_topic) = outbox {
+            if let Some(changelog_topic) = changelog {
                 let entries = crate::outbox::entries_for_batch(
                     topic,
                     partition,
@@ -265,7 +265,7 @@ impl Store {
             }
         }
         txn.commit()?;
-        if outbox.is_some() {
+        if changelog.is_some() {
             if !effects.outputs.is_empty() || !effects.state.is_empty() {
                 self.notify_outboxed();
             }
@@ -313,7 +313,7 @@ mod tests {
                 next_offset: 5,
                 version: "v1",
                 effects: &fx,
-                outbox: None,
+                changelog: None,
             })
             .unwrap();
         assert_eq!(
@@ -338,7 +338,7 @@ mod tests {
                 next_offset: 6,
                 version: "v2",
                 effects: &fx,
-                outbox: None,
+                changelog: None,
             })
             .unwrap();
         let state = store.partition_state(&input, 1).unwrap();
@@ -365,7 +365,7 @@ mod tests {
                 next_offset: 4,
                 version: "v1",
                 effects: &fx,
-                outbox: None,
+                changelog: None,
             })
             .unwrap_err();
         assert!(
@@ -390,7 +390,7 @@ mod tests {
                 next_offset: 1,
                 version: "v1",
                 effects: &fx,
-                outbox: None,
+                changelog: None,
             })
             .unwrap_err();
         assert!(matches!(err, StoreError::UnknownTopic(_)), "{err}");
@@ -421,7 +421,7 @@ mod tests {
                 next_offset: 1,
                 version: "v",
                 effects: &fx,
-                outbox: None,
+                changelog: None,
             })
             .unwrap();
         let state = store.partition_state(&input, 0).unwrap();

@@ -184,8 +184,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
 
     let deliver_stop = CancellationToken::new();
     let mut deliverer = None;
-    let mut member = match &config.source {
-        Source::Embedded => Member::Embedded(EmbeddedMember::new(
+    let mut member: Box<dyn GroupMember> = match &config.source {
+        Source::Embedded => Box::new(EmbeddedMember::new(
             topics
                 .values()
                 .flat_map(|t| {
@@ -223,7 +223,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
                     .name("lc-outbox".into())
                     .spawn(move || d.run(stop, grace, rt))?,
             );
-            Member::Kafka(member)
+            Box::new(member)
         }
     };
     let mut workers: BTreeMap<TopicPartition, Running> = BTreeMap::new();
@@ -245,7 +245,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
                 if matches!(config.source, Source::Embedded) {
                     metrics.rebalances.inc();
                 }
-                for Assignment { tp, feed } in assignments {
+                for Assignment { tp, source } in assignments {
                     let route = config
                         .routes
                         .iter()
@@ -256,25 +256,27 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
                         .target(tp.partition)
                         .expect("the rollout covers every partition of its topic");
                     let cancel = shutdown.child_token();
-                    let thread = worker::spawn(WorkerSpec {
-                        store: store.clone(),
-                        topic: topics[&tp.topic].clone(),
-                        partition: tp.partition,
-                        plugin: route.plugin.clone(),
-                        config: route.plugin_config(),
-                        limits: route.limits,
-                        errors: route.errors.clone(),
-                        dead_letter_topic: route.dead_letter_topic(),
-                        resume: live.resume_signal(&tp.topic, tp.partition),
-                        metrics: metrics.clone(),
-                        versions,
-                        events: rollout.events(),
-                        max_batch: config.max_batch,
-                        live: live.clone(),
-                        cancel: cancel.clone(),
-                        rt: rt.clone(),
-                        feed,
-                    })?;
+                    let thread = worker::spawn(
+                        WorkerSpec {
+                            store: store.clone(),
+                            topic: topics[&tp.topic].clone(),
+                            partition: tp.partition,
+                            plugin: route.plugin.clone(),
+                            config: route.plugin_config(),
+                            limits: route.limits,
+                            errors: route.errors.clone(),
+                            dead_letter_topic: route.dead_letter_topic(),
+                            resume: live.resume_signal(&tp.topic, tp.partition),
+                            metrics: metrics.clone(),
+                            versions,
+                            events: rollout.events(),
+                            max_batch: config.max_batch,
+                            live: live.clone(),
+                            cancel: cancel.clone(),
+                            rt: rt.clone(),
+                        },
+                        source,
+                    )?;
                     workers.insert(tp, Running { cancel, thread });
                 }
                 info!(partitions = workers.len(), "partitions assigned");
@@ -462,28 +464,6 @@ pub fn admin_addr(data_dir: &std::path::Path) -> Option<String> {
     std::fs::read_to_string(path)
         .ok()
         .map(|s| s.trim().to_owned())
-}
-
-/// The member this process is: embedded, or one of a Kafka group.
-enum Member {
-    Embedded(EmbeddedMember),
-    Kafka(kafka::member::KafkaMember),
-}
-
-impl Member {
-    async fn next_event(&mut self) -> anyhow::Result<Option<GroupEvent>> {
-        match self {
-            Member::Embedded(m) => m.next_event().await,
-            Member::Kafka(m) => m.next_event().await,
-        }
-    }
-
-    fn leave(&mut self) {
-        match self {
-            Member::Embedded(m) => m.leave(),
-            Member::Kafka(m) => m.leave(),
-        }
-    }
 }
 
 #[cfg(test)]

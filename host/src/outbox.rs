@@ -440,7 +440,7 @@ mod tests {
                 next_offset: next,
                 version: "v1",
                 effects: fx,
-                outbox: Some("cl"),
+                changelog: Some("cl"),
             })
             .unwrap();
     }
@@ -546,7 +546,7 @@ mod tests {
                 next_offset: 1,
                 version: "v1",
                 effects: &effects(&[("keep", Some("1"))], &[]),
-                outbox: None,
+                changelog: None,
             })
             .unwrap();
         let restored: BTreeMap<Vec<u8>, Vec<u8>> = [(b"k".to_vec(), b"7".to_vec())].into();

@@ -24,17 +24,16 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use crate::checkpoint::{BatchCommit, BatchEffects};
-use crate::config::{ErrorPolicy, Limits, OnError};
-use crate::group::{Feed, KafkaFeed};
-use crate::kafka::fence::StartFrom;
-use crate::kafka::restore::Goal;
+use crate::config::{ErrorPolicy, Limits};
 use crate::log::TopicInfo;
 use crate::metrics::{ErrorLabels, Metrics, PartitionLabels, TopicLabels};
 use crate::plugins::{PluginVersion, short};
+use crate::policy::{self, Attempts, Decision, Failure};
 use crate::record::{LogRecord, OutputRecord};
 use crate::rollout::WorkerEvent;
 use crate::runtime::bindings::{Context, HandlerError, Header, StreamRecord};
 use crate::runtime::{BatchFailure, Instance, Labels};
+use crate::source::{PartitionCtx, Source};
 use crate::status::{Live, PartitionState};
 use crate::store::{Store, StoreError};
 
@@ -96,49 +95,52 @@ pub struct WorkerSpec {
     pub cancel: CancellationToken,
     /// Runtime to park on while waiting.
     pub rt: tokio::runtime::Handle,
-    /// Where records come from (and, for Kafka, where effects go).
-    pub feed: Feed,
 }
 
-/// Starts the worker on its own thread.
-pub fn spawn(spec: WorkerSpec) -> std::io::Result<std::thread::JoinHandle<()>> {
+/// Starts the worker on its own thread, reading from `source`.
+pub fn spawn(
+    spec: WorkerSpec,
+    source: Box<dyn Source>,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new()
         .name(format!("lc-{}-{}", spec.topic.name, spec.partition))
-        .spawn(move || Worker::new(spec).run())
+        .spawn(move || Worker::new(spec, source).run())
+}
+
+/// What the source may use of the worker's partition.
+fn ctx(spec: &WorkerSpec) -> PartitionCtx<'_> {
+    PartitionCtx {
+        store: &spec.store,
+        topic: &spec.topic,
+        partition: spec.partition,
+        live: &spec.live,
+        metrics: &spec.metrics,
+        cancel: &spec.cancel,
+        rt: &spec.rt,
+    }
 }
 
 struct Worker {
     spec: WorkerSpec,
+    source: Box<dyn Source>,
     labels: PartitionLabels,
     appends: watch::Receiver<u64>,
     instance: Option<(Instance, Arc<PluginVersion>)>,
     /// A version whose `init` failed here; not tried again until retargeted.
     refused: Option<String>,
     next_offset: u64,
-    /// Failed attempts at the current batch.
-    attempts: u32,
+    /// Failed attempts at the current batch, and the isolation window.
+    attempts: Attempts,
     /// Checkpoints refused in a row because of what the batch emitted.
     commit_failures: u32,
     /// The version of the last instance started, kept when a trap discards
     /// the instance: a fresh instance of another version is still a swap.
     last_started: Option<String>,
-    /// While isolating a failing record: the batch window and where the
-    /// failed batch ended.
-    isolating: Option<Isolation>,
     /// When the last batch committed, and how long the worker has since
     /// waited for records: what a swap pause is measured against.
     last_batch_end: Option<Instant>,
     idle_since_batch: Duration,
     swap_pending: bool,
-    /// Batches (`first..end`) a previous owner handled beyond the group's
-    /// commit, to be re-formed exactly (Kafka source, after a restore).
-    replay: std::collections::VecDeque<(u64, u64)>,
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Isolation {
-    window: u32,
-    end: u64,
 }
 
 #[derive(Clone, Copy)]
@@ -159,11 +161,8 @@ enum Outcome {
 }
 
 impl Worker {
-    fn new(spec: WorkerSpec) -> Worker {
-        let appends = match &spec.feed {
-            Feed::Embedded => spec.store.subscribe_appends(),
-            Feed::Kafka(k) => k.buffer.subscribe(),
-        };
+    fn new(spec: WorkerSpec, source: Box<dyn Source>) -> Worker {
+        let appends = source.subscribe(&ctx(&spec));
         let labels = PartitionLabels {
             topic: spec.topic.name.clone(),
             partition: spec.partition,
@@ -172,18 +171,17 @@ impl Worker {
         Worker {
             labels,
             spec,
+            source,
             appends,
             instance: None,
             refused: None,
             next_offset: 0,
-            attempts: 0,
+            attempts: Attempts::default(),
             commit_failures: 0,
             last_started: None,
-            isolating: None,
             last_batch_end: None,
             idle_since_batch: Duration::ZERO,
             swap_pending: false,
-            replay: Default::default(),
         }
     }
 
@@ -209,14 +207,9 @@ impl Worker {
         self.report(WorkerEvent::Owned {
             partition: self.spec.partition,
         });
-        if let Feed::Kafka(KafkaFeed { start, .. }) = &self.spec.feed {
-            let goal = match *start {
-                StartFrom::Restore(upto) => Goal::Restore { upto },
-                StartFrom::Local(_) | StartFrom::Reset(_) => Goal::Plan {
-                    from: self.next_offset,
-                },
-            };
-            if !self.restore(goal) {
+        match self.source.prepare(&ctx(&self.spec), self.next_offset) {
+            Some(offset) => self.next_offset = offset,
+            None => {
                 self.report(WorkerEvent::Released {
                     partition: self.spec.partition,
                 });
@@ -239,7 +232,7 @@ impl Worker {
                 if paused {
                     info!("resumed at offset {}", self.next_offset);
                     paused = false;
-                    self.attempts = 0;
+                    self.attempts = Attempts::default();
                     self.set_state(PartitionState::Running, None);
                 }
             }
@@ -257,7 +250,7 @@ impl Worker {
                 Outcome::Retry(reason, delay) => {
                     self.spec.metrics.retries.get_or_create(&self.labels).inc();
                     warn!(
-                        attempt = self.attempts,
+                        attempt = self.attempts.failed,
                         ?delay,
                         "batch at offset {} failed, will retry: {reason}",
                         self.next_offset
@@ -286,155 +279,6 @@ impl Worker {
         self.spec
             .live
             .remove(&self.spec.topic.name, self.spec.partition);
-    }
-
-    /// Claims the partition in its changelog, reads what it needs from there
-    /// — its state up to the group's committed offset, or only the batches a
-    /// previous owner handled past the local checkpoint — and takes the
-    /// delivery lease; retries until it succeeds or the partition is
-    /// released (false).
-    fn restore(&mut self, goal: Goal) -> bool {
-        let Feed::Kafka(feed) = self.spec.feed.clone() else {
-            return true;
-        };
-        let (from, restoring) = match goal {
-            Goal::Restore { upto } => (upto, true),
-            Goal::Plan { from } => (from, false),
-        };
-        let started = Instant::now();
-        let mut claimed = None;
-        loop {
-            self.set_state(
-                PartitionState::Restoring,
-                Some(if restoring {
-                    format!("restoring state up to offset {from}")
-                } else {
-                    format!("reading the changelog's recent batches from offset {from}")
-                }),
-            );
-            let (topic, partition) = (self.spec.topic.name.clone(), self.spec.partition);
-            let live = self.spec.live.clone();
-            // One claim per assignment: a retry reads up to the same one.
-            let claim = match claimed {
-                Some(offset) => Ok(offset),
-                None => crate::kafka::restore::claim(
-                    &feed.client,
-                    &feed.changelog_topic,
-                    partition,
-                    feed.epoch,
-                    &feed.member_id,
-                    &self.spec.rt,
-                ),
-            };
-            let restored = claim.and_then(|offset| {
-                claimed = Some(offset);
-                let r = crate::kafka::restore::read(
-                    &feed.client,
-                    &feed.group,
-                    (&feed.changelog_topic, partition),
-                    goal,
-                    offset,
-                    &self.spec.cancel,
-                    |read, total| {
-                        live.update(&topic, partition, |l| {
-                            l.detail = Some(format!(
-                                "restoring state up to offset {from}: {read} of {total} changelog records"
-                            ));
-                        });
-                    },
-                )?;
-                if restoring {
-                    self.spec.store.restore_partition(
-                        &self.spec.topic,
-                        self.spec.partition,
-                        from,
-                        &r.state,
-                    )?;
-                }
-                Ok((offset, r))
-            });
-            match restored {
-                Ok((claim, r)) => {
-                    self.spec.metrics.restored_records.inc_by(r.records);
-                    let took_ms = started.elapsed().as_millis() as u64;
-                    if restoring {
-                        info!(
-                            upto = from,
-                            keys = r.state.len(),
-                            changelog_records = r.records,
-                            fenced_records = r.fenced,
-                            replay_batches = r.plan.len(),
-                            epoch = feed.epoch,
-                            took_ms,
-                            "state restored from the changelog"
-                        );
-                    } else {
-                        info!(
-                            from,
-                            changelog_records = r.records,
-                            fenced_records = r.fenced,
-                            replay_batches = r.plan.len(),
-                            epoch = feed.epoch,
-                            took_ms,
-                            "local state is current; recent batches read from the changelog"
-                        );
-                    }
-                    feed.leases
-                        .take(self.spec.topic.id, partition, feed.epoch, claim);
-                    self.next_offset = from;
-                    self.replay = r.plan.into();
-                    self.set_state(PartitionState::Starting, None);
-                    return true;
-                }
-                Err(_) if self.spec.cancel.is_cancelled() => return false,
-                Err(e) => {
-                    error!("reading the changelog failed, retrying: {e:#}");
-                    self.set_state(
-                        PartitionState::Restoring,
-                        Some(format!("reading the changelog failed, retrying: {e:#}")),
-                    );
-                    let cancel = self.spec.cancel.clone();
-                    self.spec.rt.block_on(async {
-                        tokio::select! {
-                            _ = cancel.cancelled() => {}
-                            _ = tokio::time::sleep(HOST_RETRY * 4) => {}
-                        }
-                    });
-                    if cancel.is_cancelled() {
-                        return false;
-                    }
-                }
-            }
-        }
-    }
-
-    /// Reads the next batch: up to `window` records from the committed
-    /// offset. While replaying a previous owner's batches, exactly the next
-    /// one — or nothing until all of it has been fetched.
-    fn read_batch(&mut self, window: u32) -> Result<Vec<LogRecord>, StoreError> {
-        let from = self.next_offset;
-        while self.replay.front().is_some_and(|&(_, end)| end <= from) {
-            self.replay.pop_front();
-        }
-        let Feed::Kafka(feed) = &self.spec.feed else {
-            return self.spec.store.read(
-                &self.spec.topic,
-                self.spec.partition,
-                from,
-                window as usize,
-            );
-        };
-        match self.replay.front() {
-            Some(&(first, end)) if first <= from => {
-                // The previous owner's batch ended with the record at end - 1.
-                if feed.buffer.last_offset().is_none_or(|last| last + 1 < end) {
-                    return Ok(Vec::new());
-                }
-                Ok(feed.buffer.read(from, usize::MAX, Some(end)))
-            }
-            Some(&(first, _)) => Ok(feed.buffer.read(from, window as usize, Some(first))),
-            None => Ok(feed.buffer.read(from, window as usize, None)),
-        }
     }
 
     /// Swaps in the target version if it differs from the running one:
@@ -571,10 +415,14 @@ impl Worker {
         // still wakes the wait that follows an empty read.
         self.appends.borrow_and_update();
         let window = self
+            .attempts
             .isolating
             .map_or(self.spec.max_batch, |i| i.window)
             .max(1);
-        let records = match self.read_batch(window) {
+        let records = match self
+            .source
+            .read(&ctx(&self.spec), self.next_offset, window as usize)
+        {
             Ok(records) if records.is_empty() => return Outcome::Idle,
             Ok(records) => records,
             Err(e) => return Outcome::Retry(format!("reading the log failed: {e}"), HOST_RETRY),
@@ -643,10 +491,7 @@ impl Worker {
                         ?handle_time,
                         "batch committed"
                     );
-                    self.attempts = 0;
-                    if self.isolating.is_some_and(|i| next >= i.end) {
-                        self.isolating = None;
-                    }
+                    self.attempts = policy::committed(self.attempts, next);
                 }
                 outcome
             }
@@ -682,73 +527,22 @@ impl Worker {
             // starts from a fresh instance of the same version.
             self.instance = None;
         }
-        let policy = &self.spec.errors;
-        match &failure {
-            BatchFailure::Handler(HandlerError::Fatal(_)) => return Outcome::Pause(reason),
-            BatchFailure::Handler(HandlerError::Poison(p)) => {
-                let index = p.index as usize;
-                if index >= records.len() {
-                    return Outcome::Pause(format!(
-                        "{reason}, but the batch has only {} records",
-                        records.len()
-                    ));
-                }
-                if policy.on_error == OnError::Pause {
-                    return Outcome::Pause(reason);
-                }
-                if index > 0 {
-                    // Handle the records before it on their own; the poison
-                    // record then heads a batch and is named again.
-                    self.isolating = Some(Isolation {
-                        window: index as u32,
-                        end: records[index].offset + 1,
-                    });
-                    return Outcome::Retry(reason, Duration::ZERO);
-                }
-                return self.dead_letter(&records[0], version, &failure);
+        let kind = match &failure {
+            BatchFailure::Handler(HandlerError::Fatal(_)) => Failure::Fatal,
+            BatchFailure::Handler(HandlerError::Poison(p)) => Failure::Poison(p.index as usize),
+            _ => Failure::Other,
+        };
+        let offsets: Vec<u64> = records.iter().map(|r| r.offset).collect();
+        let was_isolating = self.attempts.isolating.is_some();
+        let (decision, attempts) = policy::decide(kind, &offsets, self.attempts, &self.spec.errors);
+        self.attempts = attempts;
+        match decision {
+            Decision::Retry { delay } if !was_isolating && attempts.isolating.is_some() => {
+                Outcome::Retry(format!("{reason}; isolating the failing record"), delay)
             }
-            _ => {}
-        }
-        if let Some(isolation) = self.isolating {
-            // Already isolating: halve at once rather than retry again.
-            if records.len() == 1 {
-                return self.dead_letter(&records[0], version, &failure);
-            }
-            self.isolating = Some(Isolation {
-                window: (records.len() as u32 / 2).max(1),
-                end: isolation.end,
-            });
-            return Outcome::Retry(reason, Duration::ZERO);
-        }
-        self.attempts += 1;
-        if self.attempts <= policy.retries {
-            let delay = Duration::from_millis(
-                policy
-                    .backoff_base_ms
-                    .saturating_mul(1 << (self.attempts - 1).min(20))
-                    .min(policy.backoff_max_ms),
-            );
-            return Outcome::Retry(reason, delay);
-        }
-        self.attempts = 0;
-        match policy.on_error {
-            OnError::Pause => {
-                Outcome::Pause(format!("{reason} (after {} retries)", policy.retries))
-            }
-            OnError::DeadLetter if records.len() == 1 => {
-                self.dead_letter(&records[0], version, &failure)
-            }
-            OnError::DeadLetter => {
-                let end = records.last().map_or(self.next_offset, |r| r.offset + 1);
-                self.isolating = Some(Isolation {
-                    window: (records.len() as u32 / 2).max(1),
-                    end,
-                });
-                Outcome::Retry(
-                    format!("{reason}; isolating the failing record"),
-                    Duration::ZERO,
-                )
-            }
+            Decision::Retry { delay } => Outcome::Retry(reason, delay),
+            Decision::DeadLetter { index } => self.dead_letter(&records[index], version, &failure),
+            Decision::Pause(cause) => Outcome::Pause(format!("{reason}{cause}")),
         }
     }
 
@@ -809,9 +603,7 @@ impl Worker {
                 .dead_letters
                 .get_or_create(&self.labels)
                 .inc();
-            if self.isolating.is_some_and(|i| record.offset + 1 >= i.end) {
-                self.isolating = None;
-            }
+            self.attempts = policy::committed(self.attempts, record.offset + 1);
         }
         outcome
     }
@@ -837,10 +629,7 @@ impl Worker {
             next_offset,
             version: &version.digest,
             effects,
-            outbox: match &spec.feed {
-                Feed::Embedded => None,
-                Feed::Kafka(k) => Some(k.changelog_topic.as_str()),
-            },
+            changelog: self.source.changelog(),
         });
         match commit {
             Ok(()) => {

@@ -29,11 +29,10 @@ use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 
 use super::fence::{Leases, StartFrom, start_from};
+use super::source::{PartitionBuffer, PartitionSource};
 use super::{ClientSettings, changelog_topic, group_generation};
 use crate::config::{Config, GroupProtocol, KafkaSource, OffsetReset};
-use crate::group::{
-    Assignment, Feed, GroupEvent, GroupMember, KafkaFeed, PartitionBuffer, TopicPartition,
-};
+use crate::group::{Assignment, BoxFuture, GroupEvent, GroupMember, TopicPartition};
 use crate::log::TopicInfo;
 use crate::metrics::Metrics;
 use crate::record::LogRecord;
@@ -282,7 +281,7 @@ impl Shared {
                 .expect("buffers lock")
                 .insert((tp.topic.clone(), tp.partition), buffer.clone());
             assignments.push(Assignment {
-                feed: Feed::Kafka(KafkaFeed {
+                source: Box::new(PartitionSource {
                     buffer,
                     changelog_topic: changelog_topic(&self.group, &tp.topic),
                     start,
@@ -291,6 +290,7 @@ impl Shared {
                     leases: self.leases.clone(),
                     client: self.settings.clone(),
                     group: self.group.clone(),
+                    replay: Default::default(),
                 }),
                 tp,
             });
@@ -653,8 +653,8 @@ impl KafkaMember {
 }
 
 impl GroupMember for KafkaMember {
-    async fn next_event(&mut self) -> anyhow::Result<Option<GroupEvent>> {
-        Ok(self.events.recv().await)
+    fn next_event(&mut self) -> BoxFuture<'_, anyhow::Result<Option<GroupEvent>>> {
+        Box::pin(async { Ok(self.events.recv().await) })
     }
 
     fn leave(&mut self) {

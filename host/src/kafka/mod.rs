@@ -18,6 +18,7 @@ pub mod deliver;
 pub mod fence;
 pub mod member;
 pub mod restore;
+pub mod source;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

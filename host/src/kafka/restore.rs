@@ -60,6 +60,18 @@ pub enum Goal {
 }
 
 impl Goal {
+    /// What the partition is doing, for `status`.
+    pub fn describe(self) -> String {
+        match self {
+            Goal::Restore { upto } => format!("restoring state up to offset {upto}"),
+            Goal::Plan { from } => {
+                format!("reading the changelog's recent batches from offset {from}")
+            }
+        }
+    }
+}
+
+impl Goal {
     /// The offset processing starts at.
     pub fn start(self) -> u64 {
         match self {

@@ -1,0 +1,86 @@
+//! Where a partition worker's records come from: the embedded log, or what a
+//! Kafka member fetched (`kafka::source`). The worker reads batches through
+//! this boundary and never asks which one it has.
+
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::log::TopicInfo;
+use crate::metrics::Metrics;
+use crate::record::LogRecord;
+use crate::status::{Live, PartitionState};
+use crate::store::{Store, StoreError};
+
+/// The partition a source serves, and what it may use while preparing.
+pub struct PartitionCtx<'a> {
+    /// The store: checkpoints, state, the embedded log.
+    pub store: &'a Store,
+    /// The partition's topic.
+    pub topic: &'a TopicInfo,
+    /// The partition.
+    pub partition: u32,
+    /// Status shared with the admin API.
+    pub live: &'a Live,
+    /// Metrics.
+    pub metrics: &'a Metrics,
+    /// Cancelled when the partition is released.
+    pub cancel: &'a CancellationToken,
+    /// Runtime to park on while waiting.
+    pub rt: &'a tokio::runtime::Handle,
+}
+
+impl PartitionCtx<'_> {
+    /// Shows what the partition is doing in `status`.
+    pub fn set_state(&self, state: PartitionState, detail: Option<String>) {
+        self.live.update(&self.topic.name, self.partition, |l| {
+            l.state = state;
+            l.detail = detail;
+        });
+    }
+}
+
+/// A partition's records, in offset order.
+pub trait Source: Send + std::fmt::Debug {
+    /// Changes whenever new records may have arrived.
+    fn subscribe(&self, ctx: &PartitionCtx<'_>) -> watch::Receiver<u64>;
+
+    /// Runs once, before the first batch, with the next offset of the local
+    /// checkpoint. Returns the offset to start from, or `None` when the
+    /// partition was released before it was ready.
+    fn prepare(&mut self, _ctx: &PartitionCtx<'_>, checkpoint: u64) -> Option<u64> {
+        Some(checkpoint)
+    }
+
+    /// Up to `max` records from offset `from`. Empty while nothing is ready.
+    fn read(
+        &mut self,
+        ctx: &PartitionCtx<'_>,
+        from: u64,
+        max: usize,
+    ) -> Result<Vec<LogRecord>, StoreError>;
+
+    /// The changelog topic the partition's state writes are delivered to
+    /// (through the outbox, in the batch's checkpoint), if the source has one.
+    fn changelog(&self) -> Option<&str> {
+        None
+    }
+}
+
+/// The embedded log in the store.
+#[derive(Debug, Default)]
+pub struct Embedded;
+
+impl Source for Embedded {
+    fn subscribe(&self, ctx: &PartitionCtx<'_>) -> watch::Receiver<u64> {
+        ctx.store.subscribe_appends()
+    }
+
+    fn read(
+        &mut self,
+        ctx: &PartitionCtx<'_>,
+        from: u64,
+        max: usize,
+    ) -> Result<Vec<LogRecord>, StoreError> {
+        ctx.store.read(ctx.topic, ctx.partition, from, max)
+    }
+}
