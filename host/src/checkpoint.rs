@@ -4,7 +4,9 @@
 //!
 //! **Architecture invariant:** a checkpoint only moves a partition forward
 //! from exactly where its previous checkpoint ended (`CheckpointConflict`
-//! otherwise), so a batch can never be committed twice or skipped.
+//! otherwise), so a batch can never be committed twice or skipped. Every
+//! checkpoint write is in this file; the one exception, a restore from the
+//! changelog (`restore_partition`), sets offset and state together.
 
 use std::collections::BTreeMap;
 
@@ -12,8 +14,12 @@ use redb::{ReadOnlyTable, ReadableDatabase, ReadableTable};
 
 use crate::log::{LogAppender, TopicInfo};
 use crate::partitioner::partition_for_key;
-use crate::record::{OutputRecord, now_ms};
-use crate::store::{CHECKPOINTS, STATE, Store, StoreError, VERSION_HISTORY};
+use crate::record::{BatchEffects, now_ms};
+use crate::store::{CHECKPOINTS, OUTBOX, STATE, Store, StoreError, VERSION_HISTORY, state_prefix};
+
+/// The version a restored checkpoint names: state came from the changelog,
+/// not from a batch handled here.
+pub const RESTORED_VERSION: &str = "restored";
 
 /// Where a partition's processing stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,15 +28,6 @@ pub struct Checkpoint {
     pub next_offset: u64,
     /// Plugin version (digest) that handled the last committed batch.
     pub version: String,
-}
-
-/// The effects of one successful `handle` call, not yet durable.
-#[derive(Debug, Default)]
-pub struct BatchEffects {
-    /// State writes by key: `Some(value)` sets, `None` deletes.
-    pub state: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
-    /// Records to append, in the order they were emitted.
-    pub outputs: Vec<OutputRecord>,
 }
 
 /// A batch ready to commit.
@@ -75,13 +72,6 @@ pub trait StateReader: Send {
 pub struct PartitionState {
     table: ReadOnlyTable<&'static [u8], &'static [u8]>,
     prefix: [u8; 8],
-}
-
-pub(crate) fn state_prefix(topic_id: u32, partition: u32) -> [u8; 8] {
-    let mut prefix = [0; 8];
-    prefix[..4].copy_from_slice(&topic_id.to_be_bytes());
-    prefix[4..].copy_from_slice(&partition.to_be_bytes());
-    prefix
 }
 
 fn prefixed(prefix: &[u8], key: &[u8]) -> Vec<u8> {
@@ -235,7 +225,7 @@ impl Store {
                     changelog_topic,
                     effects,
                 );
-                let mut table = txn.open_table(crate::outbox::OUTBOX)?;
+                let mut table = txn.open_table(OUTBOX)?;
                 for (index, entry) in entries.iter().enumerate() {
                     table.insert(
                         (topic.id, partition, first_offset, index as u32),
@@ -274,11 +264,53 @@ impl Store {
         }
         Ok(())
     }
+
+    /// Replaces the state of `topic`/`partition` with `state`, sets its
+    /// checkpoint to `next_offset` and drops its undelivered outbox entries,
+    /// in one transaction: what restoring from the changelog ends with.
+    /// Whatever this member did past the group's offset is redone from
+    /// there, so none of it may be delivered.
+    ///
+    /// The one checkpoint write that does not follow on from the previous
+    /// one: the group's committed offset may be behind (or ahead of) the
+    /// local checkpoint, and the state comes with it, so the pair stays
+    /// consistent. It names `RESTORED_VERSION` and no batch.
+    pub fn restore_partition(
+        &self,
+        topic: &TopicInfo,
+        partition: u32,
+        next_offset: u64,
+        state: &BTreeMap<Vec<u8>, Vec<u8>>,
+    ) -> Result<(), StoreError> {
+        let prefix = state_prefix(topic.id, partition);
+        let txn = self.db.begin_write()?;
+        {
+            let mut table = txn.open_table(STATE)?;
+            // Partitions are far below u32::MAX: the next partition's prefix
+            // bounds this one's keys.
+            let end = state_prefix(topic.id, partition + 1);
+            table.retain_in::<&[u8], _>(prefix.as_slice()..end.as_slice(), |_, _| false)?;
+            for (key, value) in state {
+                let mut full = prefix.to_vec();
+                full.extend_from_slice(key);
+                table.insert(full.as_slice(), value.as_slice())?;
+            }
+            txn.open_table(CHECKPOINTS)?
+                .insert((topic.id, partition), (next_offset, RESTORED_VERSION))?;
+            txn.open_table(OUTBOX)?.retain_in(
+                (topic.id, partition, 0, 0)..=(topic.id, partition, u64::MAX, u32::MAX),
+                |_, _| false,
+            )?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::record::OutputRecord;
 
     fn effects(writes: &[(&str, Option<&str>)], outputs: &[(&str, &str)]) -> BatchEffects {
         BatchEffects {

@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::log::{validate_partitions, validate_topic_name};
+
 /// Most records one `handle` call may receive; bounds host memory per batch.
 pub const MAX_BATCH_LIMIT: u32 = 100_000;
 /// librdkafka properties linecook sets from its own settings (or must own
@@ -27,8 +29,6 @@ pub const MANAGED_KAFKA_PROPERTIES: &[&str] = &[
     "enable.idempotence",
     "acks",
 ];
-/// Most partitions a topic may have.
-pub const MAX_PARTITIONS: u32 = 4096;
 
 /// Why a config file could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -533,27 +533,6 @@ impl Config {
 enum ParseError {
     Syntax(String),
     Invalid(String),
-}
-
-/// Checks a topic name: 1 to 249 characters of `[A-Za-z0-9._-]`, as in Kafka.
-pub fn validate_topic_name(name: &str) -> Result<(), String> {
-    let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
-    if name.is_empty() || name.len() > 249 || !name.chars().all(ok_char) || name == "." {
-        return Err(format!(
-            "topic name `{name}` is invalid: use 1 to 249 of A-Z a-z 0-9 . _ -"
-        ));
-    }
-    Ok(())
-}
-
-/// Checks a partition count.
-pub fn validate_partitions(partitions: u32) -> Result<(), String> {
-    if !(1..=MAX_PARTITIONS).contains(&partitions) {
-        return Err(format!(
-            "partitions is {partitions}; it must be between 1 and {MAX_PARTITIONS}"
-        ));
-    }
-    Ok(())
 }
 
 /// Checks a plugin name: the file stem of `<name>.wasm`.

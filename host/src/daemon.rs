@@ -381,7 +381,7 @@ async fn fall_back(
 fn last_good_version(versions: Vec<String>) -> Option<(String, usize)> {
     let mut counts: BTreeMap<String, usize> = BTreeMap::new();
     for v in versions {
-        if v != crate::outbox::RESTORED_VERSION {
+        if v != crate::checkpoint::RESTORED_VERSION {
             *counts.entry(v).or_default() += 1;
         }
     }

@@ -37,4 +37,5 @@ pub mod sdk;
 pub mod source;
 pub mod status;
 pub mod store;
+pub mod telemetry;
 pub mod worker;

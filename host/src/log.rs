@@ -7,10 +7,33 @@ use std::sync::atomic::Ordering;
 use redb::{ReadableDatabase, ReadableTable, Table, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
-use crate::config::{validate_partitions, validate_topic_name};
 use crate::partitioner::partition_for_key;
 use crate::record::{Header, LogRecord, NewRecord, StoredRecord, now_ms};
 use crate::store::{LOG_ENDS, RECORDS, Store, StoreError, TOPICS};
+
+/// Most partitions a topic may have.
+pub const MAX_PARTITIONS: u32 = 4096;
+
+/// Checks a topic name: 1 to 249 characters of `[A-Za-z0-9._-]`, as in Kafka.
+pub fn validate_topic_name(name: &str) -> Result<(), String> {
+    let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+    if name.is_empty() || name.len() > 249 || !name.chars().all(ok_char) || name == "." {
+        return Err(format!(
+            "topic name `{name}` is invalid: use 1 to 249 of A-Z a-z 0-9 . _ -"
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a partition count.
+pub fn validate_partitions(partitions: u32) -> Result<(), String> {
+    if !(1..=MAX_PARTITIONS).contains(&partitions) {
+        return Err(format!(
+            "partitions is {partitions}; it must be between 1 and {MAX_PARTITIONS}"
+        ));
+    }
+    Ok(())
+}
 
 /// A topic of the embedded log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

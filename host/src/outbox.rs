@@ -10,21 +10,13 @@
 //!
 //! Like `store`, this module knows nothing of Kafka or WebAssembly.
 
-use std::collections::BTreeMap;
-
-use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata};
 use serde::{Deserialize, Serialize};
 
-use crate::checkpoint::BatchEffects;
 use crate::log::TopicInfo;
-use crate::record::Header;
-use crate::store::{CHECKPOINTS, STATE, Store, StoreError};
-
-/// See the module docs.
-pub(crate) const OUTBOX: TableDefinition<OutboxKey, &[u8]> = TableDefinition::new("outbox");
-
-/// (source topic id, source partition, batch first offset, index).
-pub type OutboxKey = (u32, u32, u64, u32);
+use crate::record::{BatchEffects, Header};
+pub use crate::store::OutboxKey;
+use crate::store::{CHECKPOINTS, OUTBOX, STATE, Store, StoreError, state_prefix};
 
 /// Headers every output delivered to Kafka carries, naming where it came
 /// from, so consumers downstream can drop duplicates after a crash.
@@ -329,7 +321,7 @@ impl Store {
                 .next()
                 .transpose()?
                 .map_or(u32::MAX, |(k, _)| k.value().3 - 1);
-            let prefix = crate::checkpoint::state_prefix(topic_id, partition);
+            let prefix = state_prefix(topic_id, partition);
             let bounds = || {
                 vec![
                     (batch_headers::FIRST.to_owned(), at.to_string().into_bytes()),
@@ -361,54 +353,16 @@ impl Store {
         self.notify_outboxed();
         Ok(queued)
     }
-
-    /// Replaces the state of `topic`/`partition` with `state`, sets its
-    /// checkpoint to `next_offset` and drops its undelivered outbox entries,
-    /// in one transaction: what restoring from the changelog ends with.
-    /// Whatever this member did past the group's offset is redone from
-    /// there, so none of it may be delivered.
-    pub fn restore_partition(
-        &self,
-        topic: &TopicInfo,
-        partition: u32,
-        next_offset: u64,
-        state: &BTreeMap<Vec<u8>, Vec<u8>>,
-    ) -> Result<(), StoreError> {
-        let prefix = crate::checkpoint::state_prefix(topic.id, partition);
-        let txn = self.db.begin_write()?;
-        {
-            let mut table = txn.open_table(STATE)?;
-            // Partitions are far below u32::MAX: the next partition's prefix
-            // bounds this one's keys.
-            let end = crate::checkpoint::state_prefix(topic.id, partition + 1);
-            table.retain_in::<&[u8], _>(prefix.as_slice()..end.as_slice(), |_, _| false)?;
-            for (key, value) in state {
-                let mut full = prefix.to_vec();
-                full.extend_from_slice(key);
-                table.insert(full.as_slice(), value.as_slice())?;
-            }
-            txn.open_table(CHECKPOINTS)?
-                .insert((topic.id, partition), (next_offset, RESTORED_VERSION))?;
-            txn.open_table(OUTBOX)?.retain_in(
-                (topic.id, partition, 0, 0)..=(topic.id, partition, u64::MAX, u32::MAX),
-                |_, _| false,
-            )?;
-        }
-        txn.commit()?;
-        Ok(())
-    }
 }
 
 /// Outbox indexes from here on hold repairs (`Store::outbox_repair`), far
 /// above any batch's entry count.
 const REPAIR_INDEX: u32 = 1 << 31;
 
-/// The version a restored checkpoint names: state came from the changelog,
-/// not from a batch handled here.
-pub const RESTORED_VERSION: &str = "restored";
-
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
     use crate::checkpoint::BatchCommit;
     use crate::record::OutputRecord;

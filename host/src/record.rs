@@ -1,5 +1,7 @@
 //! Plain record types shared by the log, the checkpoint and the runtime.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 /// A record header: name and opaque bytes.
@@ -136,4 +138,13 @@ mod tests {
             }
         );
     }
+}
+
+/// The effects of one successful `handle` call, not yet durable.
+#[derive(Debug, Default)]
+pub struct BatchEffects {
+    /// State writes by key: `Some(value)` sets, `None` deletes.
+    pub state: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    /// Records to append, in the order they were emitted.
+    pub outputs: Vec<OutputRecord>,
 }

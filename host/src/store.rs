@@ -2,8 +2,12 @@
 //! checkpoints live together so that one write transaction can commit a
 //! batch's effects everywhere at once.
 //!
-//! **Architecture invariant:** this module and its siblings `log` and
-//! `checkpoint` know nothing about WebAssembly. They store bytes at positions.
+//! Every table is defined here; `log`, `checkpoint` and `outbox` read and
+//! write them, each through its own `impl Store`.
+//!
+//! **Architecture invariant:** this module and its siblings `log`,
+//! `checkpoint` and `outbox` know nothing about WebAssembly or Kafka. They
+//! store bytes at positions.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU32;
@@ -34,6 +38,20 @@ pub(crate) const VERSION_HISTORY: TableDefinition<(u32, u32, u64), &str> =
 pub(crate) const STATE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("state");
 /// Store-wide facts, e.g. the group the data directory belongs to.
 pub(crate) const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
+/// Kafka source: what checkpoints committed for delivery to the cluster, by
+/// `OutboxKey`, until the cluster acknowledged it (see `outbox`).
+pub(crate) const OUTBOX: TableDefinition<OutboxKey, &[u8]> = TableDefinition::new("outbox");
+
+/// (source topic id, source partition, batch first offset, index).
+pub type OutboxKey = (u32, u32, u64, u32);
+
+/// The `STATE` key prefix of a partition.
+pub(crate) fn state_prefix(topic_id: u32, partition: u32) -> [u8; 8] {
+    let mut prefix = [0; 8];
+    prefix[..4].copy_from_slice(&topic_id.to_be_bytes());
+    prefix[4..].copy_from_slice(&partition.to_be_bytes());
+    prefix
+}
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -175,7 +193,7 @@ impl Store {
             txn.open_table(VERSION_HISTORY)?;
             txn.open_table(STATE)?;
             txn.open_table(META)?;
-            txn.open_table(crate::outbox::OUTBOX)?;
+            txn.open_table(OUTBOX)?;
         }
         txn.commit()?;
         Ok(Store {

@@ -23,13 +23,13 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-use crate::checkpoint::{BatchCommit, BatchEffects};
+use crate::checkpoint::BatchCommit;
 use crate::config::{ErrorPolicy, Limits};
 use crate::log::TopicInfo;
 use crate::metrics::{ErrorLabels, Metrics, PartitionLabels, TopicLabels};
 use crate::plugins::{PluginVersion, short};
 use crate::policy::{self, Attempts, Decision, Failure};
-use crate::record::{LogRecord, OutputRecord};
+use crate::record::{BatchEffects, LogRecord, OutputRecord};
 use crate::rollout::WorkerEvent;
 use crate::runtime::bindings::{Context, HandlerError, Header, StreamRecord};
 use crate::runtime::{BatchFailure, Instance, Labels};

@@ -6,8 +6,9 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use linecook::checkpoint::{BatchEffects, Entries, StateReader};
+use linecook::checkpoint::{Entries, StateReader};
 use linecook::config::Limits;
+use linecook::record::BatchEffects;
 use linecook::record::OutputRecord;
 use linecook::runtime::bindings::{Context, StreamRecord};
 use linecook::runtime::{Instance, Labels, Prepared, Runtime};

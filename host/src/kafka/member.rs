@@ -90,6 +90,23 @@ struct CommitState {
     sent: Option<u64>,
 }
 
+impl CommitState {
+    /// The offset to commit, if any, for a partition delivered up to
+    /// `delivered`: only forward of what the group holds — a restored
+    /// partition may still hold undelivered entries of an older ownership,
+    /// which must not move the group back — and, for a periodic
+    /// (asynchronous) commit, not the one already in flight.
+    fn to_commit(self, delivered: u64, mode: CommitMode) -> Option<u64> {
+        if self.accepted.is_some_and(|a| delivered <= a) {
+            return None;
+        }
+        if matches!(mode, CommitMode::Async) && self.sent == Some(delivered) {
+            return None;
+        }
+        Some(delivered)
+    }
+}
+
 struct MemberContext(Arc<Shared>);
 
 impl ClientContext for MemberContext {
@@ -508,14 +525,9 @@ impl Shared {
                     continue;
                 };
                 let state = states.entry(tp.clone()).or_default();
-                // A restored partition may still hold undelivered entries of
-                // an older ownership: they must not move the group back.
-                if state.accepted.is_some_and(|a| offset <= a) {
+                let Some(offset) = state.to_commit(offset, mode) else {
                     continue;
-                }
-                if matches!(mode, CommitMode::Async) && state.sent == Some(offset) {
-                    continue;
-                }
+                };
                 state.sent = Some(offset);
                 let _ = tpl.add_partition_offset(
                     &tp.topic,
@@ -767,4 +779,30 @@ fn poll_loop(
     // rebalance callback on this thread.
     drop(consumer);
     info!("left the consumer group");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commits_only_move_the_group_forward_and_are_not_sent_twice() {
+        let state = |accepted, sent| CommitState { accepted, sent };
+        let (sync, periodic) = (CommitMode::Sync, CommitMode::Async);
+        let table = [
+            // nothing known of the group: commit what was delivered
+            (state(None, None), 10, periodic, Some(10)),
+            // behind or at what the group holds: never
+            (state(Some(10), None), 9, periodic, None),
+            (state(Some(10), None), 10, sync, None),
+            (state(Some(10), None), 11, sync, Some(11)),
+            // the same offset already in flight: not again, unless on revoke
+            (state(Some(10), Some(12)), 12, periodic, None),
+            (state(Some(10), Some(12)), 12, sync, Some(12)),
+            (state(Some(10), Some(12)), 13, periodic, Some(13)),
+        ];
+        for (i, (state, delivered, mode, want)) in table.into_iter().enumerate() {
+            assert_eq!(state.to_commit(delivered, mode), want, "row {i}");
+        }
+    }
 }

@@ -13,9 +13,10 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use super::bindings::linecook::handler::{emit, log, state, types};
 use super::bindings::{Level, OutputRecord};
 use super::stdio::{GuestOutput, LineBudget};
-use crate::checkpoint::{BatchEffects, Entries, StateReader};
+use crate::checkpoint::{Entries, StateReader};
 use crate::config::Limits;
 use crate::record;
+use crate::record::BatchEffects;
 
 /// Most entries one `state.scan` call returns, whatever the guest asks for:
 /// the guest never decides how much host memory a call allocates.

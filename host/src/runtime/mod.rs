@@ -21,8 +21,9 @@ use wasmtime::component::types::{ComponentExtern, ComponentItem};
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Engine, Trap};
 
-use crate::checkpoint::{BatchEffects, StateReader};
+use crate::checkpoint::StateReader;
 use crate::config::Limits;
+use crate::record::BatchEffects;
 use bindings::{Context, Handler, HandlerError, HandlerPre, StreamRecord};
 use host::BatchScope;
 pub use host::{HostState, Labels, MAX_SCAN_PAGE};

@@ -1,0 +1,160 @@
+//! The commands that move records: `run`, `produce`, `tail`.
+
+use std::io::{BufRead, Write};
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use tokio_util::sync::CancellationToken;
+
+use super::output::record_json;
+use crate::client::Access;
+use crate::config::Config;
+use crate::record::NewRecord;
+
+/// Records per produce transaction / request.
+const PRODUCE_CHUNK: usize = 1000;
+
+/// Records per read while tailing.
+const TAIL_CHUNK: usize = 1000;
+
+pub(super) fn produce(
+    config: &Config,
+    topic: &str,
+    key_separator: Option<&str>,
+) -> anyhow::Result<()> {
+    if key_separator == Some("") {
+        bail!("--key-separator must not be empty");
+    }
+    let access = Access::connect(config)?;
+    // Fail before reading stdin if the topic does not exist.
+    access.topic(topic)?;
+    let stdin = std::io::stdin().lock();
+    let mut chunk = Vec::with_capacity(PRODUCE_CHUNK);
+    let mut total = 0usize;
+    for line in stdin.split(b'\n') {
+        let mut line = line.context("reading standard input")?;
+        if line.last() == Some(&b'\r') {
+            line.pop();
+        }
+        chunk.push(split_line(line, key_separator));
+        if chunk.len() == PRODUCE_CHUNK {
+            total += access.produce(topic, std::mem::take(&mut chunk))?.len();
+        }
+    }
+    if !chunk.is_empty() {
+        total += access.produce(topic, chunk)?.len();
+    }
+    eprintln!("produced {total} records to `{topic}`");
+    Ok(())
+}
+
+fn split_line(line: Vec<u8>, separator: Option<&str>) -> NewRecord {
+    let split = separator.and_then(|sep| {
+        let sep = sep.as_bytes();
+        line.windows(sep.len())
+            .position(|w| w == sep)
+            .map(|at| (line[..at].to_vec(), line[at + sep.len()..].to_vec()))
+    });
+    let (key, value) = match split {
+        Some((key, value)) => (Some(key), value),
+        None => (None, line),
+    };
+    NewRecord {
+        key,
+        value,
+        headers: Vec::new(),
+        partition: None,
+    }
+}
+
+pub(super) fn tail(
+    config: &Config,
+    topic: &str,
+    from_beginning: bool,
+    max_records: Option<u64>,
+    follow: bool,
+) -> anyhow::Result<()> {
+    let info = Access::connect(config)?.topic(topic)?;
+    let mut positions: Vec<u64> = if from_beginning {
+        vec![0; info.partitions as usize]
+    } else {
+        info.end_offsets.clone()
+    };
+    let mut printed = 0u64;
+    let mut out = std::io::stdout().lock();
+    loop {
+        // Reconnect per round so a tail --follow without a host never keeps
+        // the store from a `linecook run` that starts meanwhile.
+        let access = Access::connect(config)?;
+        for partition in 0..info.partitions {
+            loop {
+                let records =
+                    access.read(topic, partition, positions[partition as usize], TAIL_CHUNK)?;
+                let Some(last) = records.last() else { break };
+                positions[partition as usize] = last.offset + 1;
+                for record in &records {
+                    if max_records.is_some_and(|max| printed >= max) {
+                        return Ok(());
+                    }
+                    writeln!(out, "{}", record_json(topic, record))?;
+                    printed += 1;
+                }
+                if records.len() < TAIL_CHUNK {
+                    break;
+                }
+            }
+        }
+        out.flush()?;
+        if !follow || max_records.is_some_and(|max| printed >= max) {
+            return Ok(());
+        }
+        drop(access);
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+pub(super) fn run(config: &Config) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .thread_name("linecook-io")
+        .build()?;
+    let shutdown = CancellationToken::new();
+    rt.block_on(async {
+        let signals = tokio::spawn({
+            let shutdown = shutdown.clone();
+            async move {
+                wait_for_signal().await;
+                tracing::info!("signal received");
+                shutdown.cancel();
+            }
+        });
+        let result = crate::daemon::run(config.clone(), shutdown).await;
+        signals.abort();
+        result
+    })
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("installing SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_separator_splits_at_the_first_occurrence() {
+        let r = split_line(b"k:v:w".to_vec(), Some(":"));
+        assert_eq!(r.key.as_deref(), Some(&b"k"[..]));
+        assert_eq!(r.value, b"v:w");
+        let r = split_line(b"novalue".to_vec(), Some(":"));
+        assert_eq!(r.key, None);
+        assert_eq!(r.value, b"novalue");
+    }
+}

@@ -1,0 +1,425 @@
+//! The `linecook` command line.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+
+use crate::client::Access;
+use crate::config::Config;
+
+/// `println!` for command output. A reader that went away (`| head`) ends
+/// the command quietly with success, as `cat` does, instead of a panic.
+macro_rules! outln {
+    () => { $crate::cli::output::write_out(format_args!("\n")) };
+    ($($arg:tt)*) => { $crate::cli::output::write_out(format_args!("{}\n", format_args!($($arg)*))) };
+}
+
+/// `print!` for command output; see `outln!`.
+macro_rules! out {
+    ($($arg:tt)*) => { $crate::cli::output::write_out(format_args!($($arg)*)) };
+}
+
+mod commands;
+mod output;
+
+pub use output::is_broken_pipe;
+
+use commands::{produce, run, tail};
+use output::{check_plugin, list_plugins, print_status};
+
+/// linecook runs stream handlers written as WebAssembly components.
+///
+/// It is a member of a consumer group: for every partition it owns of a
+/// routed topic it runs one instance of the routed plugin, hands it batches
+/// of records in offset order, and commits the handler's state writes, its
+/// output records and the partition's next offset in one transaction.
+#[derive(Debug, Parser)]
+#[command(
+    name = "linecook",
+    version,
+    after_help = "\
+Quick start:
+  linecook topics create words --partitions 4 --config linecook.toml
+  printf 'alice:hello\\nbob:world\\n' | linecook produce --topic words --key-separator : --config linecook.toml
+  linecook run --config linecook.toml          # Ctrl-C stops after the batch in flight
+  linecook tail --topic shouted --from-beginning --config linecook.toml
+  linecook status --config linecook.toml
+
+produce, tail and status work whether or not `linecook run` is running: when it
+holds the data directory they go through its admin API.
+
+Logging: RUST_LOG=debug (or e.g. RUST_LOG=linecook=debug,linecook::guest=trace)."
+)]
+pub struct Cli {
+    /// Log format on standard error: `pretty` for people, `json` for log
+    /// pipelines. The level comes from RUST_LOG (default info).
+    #[arg(long, global = true, value_enum, default_value_t = crate::telemetry::LogFormat::Pretty)]
+    log_format: crate::telemetry::LogFormat,
+    #[command(flatten)]
+    config: ConfigArg,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Args)]
+struct ConfigArg {
+    /// Path of the config file (TOML), before or after the command. See
+    /// `linecook config-help`.
+    #[arg(
+        long,
+        short,
+        global = true,
+        env = "LINECOOK_CONFIG",
+        default_value = "linecook.toml"
+    )]
+    config: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the host until SIGINT/SIGTERM; on a signal it finishes and
+    /// checkpoints the batch in flight on every partition, then exits.
+    Run,
+    /// Create and list topics of the embedded log.
+    Topics {
+        #[command(subcommand)]
+        command: TopicsCommand,
+    },
+    /// Append records to a topic: each line of standard input is one record's value.
+    ///
+    /// Keyed records go to the partition Kafka's default partitioner would
+    /// pick; keyless records are spread round-robin.
+    Produce {
+        /// Topic to append to.
+        #[arg(long)]
+        topic: String,
+        /// Split each line at the first SEP: the text before is the key, the rest the value.
+        #[arg(long, value_name = "SEP")]
+        key_separator: Option<String>,
+    },
+    /// Print a topic's records as JSON lines:
+    /// {"topic","partition","offset","key","value","timestamp_ms"}.
+    ///
+    /// Keys and values print as strings when they are UTF-8, else as
+    /// {"base64": "..."}; a missing key prints as null. Records are printed
+    /// partition by partition, each in offset order.
+    Tail {
+        /// Topic to read.
+        #[arg(long)]
+        topic: String,
+        /// Start at the first record instead of the end of each partition.
+        #[arg(long)]
+        from_beginning: bool,
+        /// Stop after this many records.
+        #[arg(long, value_name = "N")]
+        max_records: Option<u64>,
+        /// Keep waiting for new records instead of exiting after the last one.
+        #[arg(long)]
+        follow: bool,
+    },
+    /// Show each routed partition: committed offset, end offset, lag, plugin,
+    /// version and, while the host runs, what its worker is doing.
+    Status {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Redraw every second, like `top`, until interrupted.
+        #[arg(long, conflicts_with = "json")]
+        watch: bool,
+    },
+    /// Operate on partitions of a running host.
+    Partitions {
+        #[command(subcommand)]
+        command: PartitionsCommand,
+    },
+    /// Inspect plugin modules.
+    Plugins {
+        #[command(subcommand)]
+        command: PluginsCommand,
+    },
+    /// Print an annotated example config file.
+    ConfigHelp,
+    /// Start a handler project: `linecook new NAME --lang rust` writes NAME/
+    /// with a working handler (it upper-cases values to route config
+    /// `output`) and a build.sh that produces NAME.wasm, ready for
+    /// `linecook plugins check` and the plugins directory.
+    New {
+        /// Plugin name: the project directory and the NAME.wasm it builds.
+        name: String,
+        /// Language of the handler.
+        #[arg(long, value_enum, default_value_t = crate::scaffold::Lang::Rust)]
+        lang: crate::scaffold::Lang,
+        /// Directory to create the project in.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// Rust only: path of linecook's guest-sdk directory (defaults to
+        /// where it was when this binary was built).
+        #[arg(long)]
+        sdk: Option<PathBuf>,
+    },
+    /// What a handler build needs from the contract, with no other tool
+    /// installed: the WIT, C bindings, and core module -> component.
+    Sdk {
+        #[command(subcommand)]
+        command: SdkCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum SdkCommand {
+    /// Print the WIT contract (`linecook:handler`) this binary checks modules
+    /// against; with --out-dir, write it there as handler.wit.
+    Wit {
+        /// Directory to write handler.wit into.
+        #[arg(long, value_name = "DIR")]
+        out_dir: Option<PathBuf>,
+    },
+    /// Write C bindings for the handler world (handler.h, handler.c and
+    /// handler_component_type.o) into DIR: compile and link all three with
+    /// your handler, then `linecook sdk componentize`.
+    CBindings {
+        /// Directory to write the bindings into (created if missing).
+        #[arg(long, value_name = "DIR")]
+        out_dir: PathBuf,
+    },
+    /// Make a component of a core WebAssembly module (from clang, zig, asc…)
+    /// that exports the handler world's functions: embeds the world unless
+    /// the module carries it already, encodes and validates the component.
+    Componentize {
+        /// The core module.
+        core: PathBuf,
+        /// Where to write the component.
+        #[arg(short, long, value_name = "FILE")]
+        output: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TopicsCommand {
+    /// Create a topic with a fixed number of partitions (idempotent).
+    Create {
+        /// Topic name: 1 to 249 of A-Z a-z 0-9 . _ -
+        name: String,
+        /// Number of partitions, 1 to 4096. Fixed once created.
+        #[arg(long)]
+        partitions: u32,
+    },
+    /// List topics with their partitions and end offsets.
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+enum PartitionsCommand {
+    /// Resume a paused partition: it retries the batch it stopped at.
+    ///
+    /// A partition pauses when its handler returns `fatal`, or when a batch
+    /// keeps failing and the route's `errors.on_error` is "pause".
+    Resume {
+        /// Topic of the partition.
+        #[arg(long)]
+        topic: String,
+        /// Partition number.
+        #[arg(long)]
+        partition: u32,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum PluginsCommand {
+    /// Show each routed plugin: the version each partition runs, and every
+    /// version the running host has seen with its state (active, canary,
+    /// pending, rejected, rolled-back, retired), when it was seen and why it
+    /// was refused. Without a running host: the file on disk and the
+    /// versions recorded in checkpoints.
+    List {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check that FILE is a component of the linecook:handler world, without a
+    /// running host. Prints its digest, imports and exports; exits non-zero
+    /// with the reason if it is not usable.
+    Check {
+        /// The .wasm file.
+        file: PathBuf,
+    },
+}
+
+/// `config` if its source is the embedded log: commands that read or write
+/// the embedded log mean nothing against a Kafka cluster.
+fn embedded(config: Config, command: &str) -> anyhow::Result<Config> {
+    match &config.source {
+        crate::config::Source::Embedded => Ok(config),
+        crate::config::Source::Kafka(k) => anyhow::bail!(
+            "`linecook {command}` works on the embedded log, but this config's source is the Kafka cluster at {}; use Kafka's own tools (kafka-topics, kafka-console-producer/consumer)",
+            k.brokers
+        ),
+    }
+}
+
+/// Parses the command line and runs the command.
+pub fn main() -> anyhow::Result<()> {
+    let Cli {
+        log_format,
+        config,
+        command,
+    } = Cli::parse();
+    let _telemetry = crate::telemetry::init_tracing(log_format)?;
+    match command {
+        Command::Run => run(&load(&config)?),
+        Command::Topics {
+            command: TopicsCommand::Create { name, partitions },
+        } => {
+            let access = Access::connect(&embedded(load(&config)?, "topics create")?)?;
+            let topic = access.create_topic(&name, partitions)?;
+            eprintln!("topic `{}` has {} partitions", topic.name, topic.partitions);
+            Ok(())
+        }
+        Command::Topics {
+            command: TopicsCommand::List,
+        } => {
+            let access = Access::connect(&embedded(load(&config)?, "topics list")?)?;
+            outln!("{:<24} {:>10} {:>12}", "TOPIC", "PARTITIONS", "RECORDS");
+            for t in access.topics()? {
+                let total: u64 = t.end_offsets.iter().sum();
+                outln!("{:<24} {:>10} {:>12}", t.name, t.partitions, total);
+            }
+            Ok(())
+        }
+        Command::Produce {
+            topic,
+            key_separator,
+        } => produce(
+            &embedded(load(&config)?, "produce")?,
+            &topic,
+            key_separator.as_deref(),
+        ),
+        Command::Tail {
+            topic,
+            from_beginning,
+            max_records,
+            follow,
+        } => tail(
+            &embedded(load(&config)?, "tail")?,
+            &topic,
+            from_beginning,
+            max_records,
+            follow,
+        ),
+        Command::Status { json, watch } => {
+            let config = load(&config)?;
+            if watch {
+                loop {
+                    // Reconnect each round: the host may start or stop meanwhile.
+                    let report = Access::connect(&config)?.status(&config)?;
+                    out!("\x1b[2J\x1b[H");
+                    outln!(
+                        "{}",
+                        humantime::format_rfc3339_seconds(std::time::SystemTime::now())
+                    );
+                    print_status(&report);
+                    std::io::stdout().flush()?;
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+            }
+            let report = Access::connect(&config)?.status(&config)?;
+            if json {
+                outln!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print_status(&report);
+            }
+            Ok(())
+        }
+        Command::Partitions {
+            command: PartitionsCommand::Resume { topic, partition },
+        } => {
+            Access::connect(&load(&config)?)?.resume(&topic, partition)?;
+            eprintln!("asked {topic}/{partition} to resume");
+            Ok(())
+        }
+        Command::Plugins {
+            command: PluginsCommand::Check { file },
+        } => check_plugin(&file),
+        Command::Plugins {
+            command: PluginsCommand::List { json },
+        } => {
+            let config = load(&config)?;
+            let report = Access::connect(&config)?.status(&config)?;
+            list_plugins(&config, &report, json)
+        }
+        Command::ConfigHelp => {
+            out!("{}", EXAMPLE_CONFIG);
+            Ok(())
+        }
+        Command::New {
+            name,
+            lang,
+            dir,
+            sdk,
+        } => {
+            let root = crate::scaffold::new_project(&name, lang, &dir, sdk.as_deref())?;
+            eprintln!(
+                "created {root}; next:\n  cd {root} && ./build.sh && linecook plugins check {name}.wasm",
+                root = root.display()
+            );
+            Ok(())
+        }
+        Command::Sdk { command } => sdk(command),
+    }
+}
+
+fn sdk(command: SdkCommand) -> anyhow::Result<()> {
+    match command {
+        SdkCommand::Wit { out_dir: None } => {
+            out!("{}", crate::sdk::WIT);
+            Ok(())
+        }
+        SdkCommand::Wit { out_dir: Some(dir) } => {
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            let path = dir.join("handler.wit");
+            std::fs::write(&path, crate::sdk::WIT)
+                .with_context(|| format!("writing {}", path.display()))?;
+            eprintln!("wrote {}", path.display());
+            Ok(())
+        }
+        SdkCommand::CBindings { out_dir } => {
+            let names = crate::sdk::write_c_bindings(&out_dir)?;
+            eprintln!("wrote {} into {}", names.join(", "), out_dir.display());
+            Ok(())
+        }
+        SdkCommand::Componentize { core, output } => {
+            let bytes =
+                std::fs::read(&core).with_context(|| format!("reading {}", core.display()))?;
+            let component = crate::sdk::componentize(&bytes)
+                .with_context(|| format!("{} cannot be made a component", core.display()))?;
+            std::fs::write(&output, &component)
+                .with_context(|| format!("writing {}", output.display()))?;
+            eprintln!("wrote {} ({} bytes)", output.display(), component.len());
+            Ok(())
+        }
+    }
+}
+
+/// The annotated example config: `config-help` prints it, the README points
+/// at it, and a test parses it.
+const EXAMPLE_CONFIG: &str = include_str!("../../../docs/linecook.example.toml");
+
+fn load(arg: &ConfigArg) -> anyhow::Result<Config> {
+    Ok(Config::load(&arg.config)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_config_is_valid() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("linecook.toml");
+        std::fs::write(&path, EXAMPLE_CONFIG).unwrap();
+        Config::load(&path).unwrap();
+    }
+}

@@ -1,0 +1,303 @@
+//! How commands print: records as JSON lines, status and plugin tables, and
+//! what a closed standard output means (the end, quietly).
+
+use std::io::Write;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use base64::Engine as _;
+use serde_json::json;
+
+use crate::config::Config;
+use crate::plugins::short;
+use crate::record::LogRecord;
+use crate::runtime::Runtime;
+use crate::status::StatusReport;
+
+#[doc(hidden)]
+pub(crate) fn write_out(args: std::fmt::Arguments<'_>) {
+    if let Err(e) = std::io::stdout().lock().write_fmt(args) {
+        exit_on_write_error(&e);
+    }
+}
+
+/// Ends the process after a failed write to standard output: quietly with
+/// success when the reader closed the pipe, with the error otherwise.
+pub(super) fn exit_on_write_error(e: &std::io::Error) -> ! {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        std::process::exit(0);
+    }
+    eprintln!("error: writing to standard output: {e}");
+    std::process::exit(1);
+}
+
+/// Whether `error` comes from a reader that closed standard output.
+pub fn is_broken_pipe(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+fn bytes_json(bytes: &[u8]) -> serde_json::Value {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => json!(s),
+        Err(_) => json!({ "base64": base64::engine::general_purpose::STANDARD.encode(bytes) }),
+    }
+}
+
+/// One line of `tail` output; fields in the documented order.
+#[derive(serde::Serialize)]
+struct TailLine<'a> {
+    topic: &'a str,
+    partition: u32,
+    offset: u64,
+    key: Option<serde_json::Value>,
+    value: serde_json::Value,
+    timestamp_ms: i64,
+}
+
+pub(super) fn record_json(topic: &str, r: &LogRecord) -> String {
+    let line = TailLine {
+        topic,
+        partition: r.partition,
+        offset: r.offset,
+        key: r.key.as_deref().map(bytes_json),
+        value: bytes_json(&r.value),
+        timestamp_ms: r.timestamp_ms,
+    };
+    serde_json::to_string(&line).expect("JSON of plain values")
+}
+
+pub(super) fn print_status(report: &StatusReport) {
+    outln!(
+        "group {} · host {}",
+        report.group,
+        if report.running {
+            "running"
+        } else {
+            "not running"
+        }
+    );
+    if let Some(m) = &report.member {
+        outln!(
+            "kafka member {} · protocol {} · generation {} · {} rebalances · {} outbox entries undelivered · owns {} partitions (state `-`: owned by another member)",
+            m.member_id.as_deref().unwrap_or("-"),
+            m.protocol.as_deref().unwrap_or("-"),
+            m.generation.map_or("-".to_owned(), |g| g.to_string()),
+            m.rebalances,
+            m.outbox_pending,
+            report
+                .partitions
+                .iter()
+                .filter(|p| p.state.is_some())
+                .count(),
+        );
+    }
+    outln!(
+        "{:<20} {:>4} {:>10} {:>10} {:>8} {:>9}  {:<14} {:<12}  STATE",
+        "TOPIC",
+        "PART",
+        "COMMITTED",
+        "END",
+        "LAG",
+        "REC/S",
+        "PLUGIN",
+        "VERSION"
+    );
+    for p in &report.partitions {
+        let state = match (&p.state, &p.detail) {
+            (Some(s), Some(d)) => format!("{s}: {d}"),
+            (Some(s), None) => s.to_string(),
+            (None, _) => "-".to_owned(),
+        };
+        outln!(
+            "{:<20} {:>4} {:>10} {:>10} {:>8} {:>9.0}  {:<14} {:<12}  {}",
+            p.topic,
+            p.partition,
+            p.committed_offset,
+            p.end_offset,
+            p.lag,
+            p.records_per_sec,
+            p.plugin,
+            p.version.as_deref().map(short).unwrap_or("-"),
+            state
+        );
+    }
+    if let Some(b) = &report.broker
+        && !b.up
+    {
+        outln!(
+            "broker trouble for {:.0} s: cannot reach {}{}",
+            b.seconds_since_up,
+            b.unreachable.join(", "),
+            b.last_error
+                .as_deref()
+                .map(|e| format!(" (last error: {e})"))
+                .unwrap_or_default()
+        );
+    }
+    for plugin in &report.plugins {
+        if let Some(fallback) = &plugin.fallback {
+            outln!("plugin {}: {fallback}", plugin.name);
+        }
+        for v in &plugin.versions {
+            if let Some(reason) = &v.reason {
+                outln!(
+                    "plugin {} version {} {}: {reason}",
+                    plugin.name,
+                    short(&v.digest),
+                    v.state
+                );
+            }
+        }
+    }
+}
+
+pub(super) fn list_plugins(
+    config: &Config,
+    report: &StatusReport,
+    json: bool,
+) -> anyhow::Result<()> {
+    let partitions: Vec<serde_json::Value> = report
+        .partitions
+        .iter()
+        .map(|p| {
+            json!({
+                "topic": p.topic,
+                "partition": p.partition,
+                "plugin": p.plugin,
+                "version": p.version,
+                "swaps": p.swaps,
+                "last_swap_pause_us": p.last_swap_pause_us,
+            })
+        })
+        .collect();
+    // Without a host, say what is on disk for each routed plugin.
+    let on_disk: Vec<serde_json::Value> = if report.running {
+        Vec::new()
+    } else {
+        let mut names: Vec<&str> = config.routes.iter().map(|r| r.plugin.as_str()).collect();
+        names.sort_unstable();
+        names.dedup();
+        names
+            .into_iter()
+            .map(|name| {
+                let digest = std::fs::read(config.plugin_path(name))
+                    .ok()
+                    .map(|b| crate::plugins::digest(&b));
+                json!({ "name": name, "file_digest": digest })
+            })
+            .collect()
+    };
+    if json {
+        let out = json!({
+            "running": report.running,
+            "plugins": report.plugins,
+            "on_disk": on_disk,
+            "partitions": partitions,
+        });
+        outln!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(());
+    }
+    if !report.running {
+        outln!("host not running: showing files on disk and versions in checkpoints");
+        for p in &on_disk {
+            let digest = p["file_digest"].as_str().map(short).unwrap_or("(missing)");
+            outln!(
+                "plugin {}  file {digest}",
+                p["name"].as_str().unwrap_or("?")
+            );
+        }
+    }
+    for plugin in &report.plugins {
+        if let Some(fallback) = &plugin.fallback {
+            outln!("plugin {}: {fallback}", plugin.name);
+        }
+        outln!(
+            "plugin {}{}  (rejected {}, rolled back {})",
+            plugin.name,
+            if plugin.file_present {
+                ""
+            } else {
+                " [file deleted]"
+            },
+            plugin.rejected_total,
+            plugin.rolled_back_total
+        );
+        for v in &plugin.versions {
+            let seen = std::time::UNIX_EPOCH + Duration::from_millis(v.seen_at_ms.max(0) as u64);
+            outln!(
+                "  {:<12}  {:<11}  seen {}  {}{}",
+                short(&v.digest),
+                v.state.to_string(),
+                humantime::format_rfc3339_seconds(seen),
+                v.source
+                    .map(|s| format!(
+                        "{} in {} ms",
+                        if s == crate::plugins::Source::Cache {
+                            "from cache"
+                        } else {
+                            "compiled"
+                        },
+                        v.prepare_ms.unwrap_or(0)
+                    ))
+                    .unwrap_or_default(),
+                v.reason
+                    .as_deref()
+                    .map(|r| format!("  — {r}"))
+                    .unwrap_or_default()
+            );
+        }
+    }
+    outln!("partitions:");
+    for p in &report.partitions {
+        outln!(
+            "  {}/{}  {}  {}  swaps {}{}",
+            p.topic,
+            p.partition,
+            p.plugin,
+            p.version.as_deref().map(short).unwrap_or("-"),
+            p.swaps,
+            p.last_swap_pause_us
+                .map(|us| format!(", last swap pause {:.2} ms", us as f64 / 1000.0))
+                .unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
+pub(super) fn check_plugin(file: &std::path::Path) -> anyhow::Result<()> {
+    let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    let runtime = Runtime::new()?;
+    let (imports, exports) = runtime
+        .describe(&bytes)
+        .with_context(|| format!("{} is not a usable plugin", file.display()))?;
+    runtime
+        .prepare(&bytes)
+        .with_context(|| format!("{} is not a usable plugin", file.display()))?;
+    outln!("{}: ok, a linecook:handler component", file.display());
+    outln!("digest  {}", crate::plugins::digest(&bytes));
+    outln!("size    {} bytes", bytes.len());
+    outln!("imports:");
+    for i in imports {
+        outln!("  {i}");
+    }
+    outln!("exports:");
+    for e in exports {
+        outln!("  {e}");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn non_utf8_bytes_print_as_base64() {
+        assert_eq!(bytes_json(b"hi"), json!("hi"));
+        assert_eq!(bytes_json(&[0xff]), json!({"base64": "/w=="}));
+    }
+}
