@@ -26,10 +26,10 @@ use tracing::{debug, error, info, warn};
 use crate::checkpoint::BatchCommit;
 use crate::config::{ErrorPolicy, Limits};
 use crate::log::TopicInfo;
-use crate::metrics::{ErrorLabels, Metrics, PartitionLabels, TopicLabels};
+use crate::metrics::{Metrics, PartitionLabels};
 use crate::plugins::{PluginVersion, short};
 use crate::policy::{self, Attempts, Decision, Failure};
-use crate::record::{BatchEffects, LogRecord, OutputRecord};
+use crate::record::{BatchEffects, LogRecord};
 use crate::rollout::WorkerEvent;
 use crate::runtime::bindings::{Context, HandlerError, Header, StreamRecord};
 use crate::runtime::{BatchFailure, Instance, Labels};
@@ -41,24 +41,6 @@ use crate::store::{Store, StoreError};
 const IDLE_POLL: Duration = Duration::from_millis(500);
 /// Backoff for failures outside the handler (storage, missing topic).
 const HOST_RETRY: Duration = Duration::from_millis(500);
-
-/// Headers a dead-lettered record carries, besides its own.
-pub mod dead_letter_headers {
-    /// Source topic.
-    pub const TOPIC: &str = "linecook.source.topic";
-    /// Source partition (decimal).
-    pub const PARTITION: &str = "linecook.source.partition";
-    /// Source offset (decimal).
-    pub const OFFSET: &str = "linecook.source.offset";
-    /// Plugin name.
-    pub const PLUGIN: &str = "linecook.plugin";
-    /// Plugin version digest.
-    pub const VERSION: &str = "linecook.version";
-    /// `retry`, `poison`, `trap` or `limit`.
-    pub const ERROR_KIND: &str = "linecook.error.kind";
-    /// The error message.
-    pub const ERROR_MESSAGE: &str = "linecook.error.message";
-}
 
 /// Everything a worker needs.
 pub struct WorkerSpec {
@@ -120,10 +102,16 @@ fn ctx(spec: &WorkerSpec) -> PartitionCtx<'_> {
     }
 }
 
+mod dead_letter;
+mod report;
+
+pub use dead_letter::headers as dead_letter_headers;
+use report::{Event, Reporter};
+
 struct Worker {
     spec: WorkerSpec,
+    report: Reporter,
     source: Box<dyn Source>,
-    labels: PartitionLabels,
     appends: watch::Receiver<u64>,
     instance: Option<(Instance, Arc<PluginVersion>)>,
     /// A version whose `init` failed here; not tried again until retargeted.
@@ -168,8 +156,14 @@ impl Worker {
             partition: spec.partition,
             plugin: spec.plugin.clone(),
         };
-        Worker {
+        let report = Reporter::new(
             labels,
+            spec.live.clone(),
+            spec.metrics.clone(),
+            spec.events.clone(),
+        );
+        Worker {
+            report,
             spec,
             source,
             appends,
@@ -196,26 +190,19 @@ impl Worker {
             Ok(checkpoint) => self.next_offset = checkpoint.map_or(0, |c| c.next_offset),
             Err(e) => {
                 error!("cannot read checkpoint: {e}");
-                self.set_state(
+                self.report.emit(Event::State(
                     PartitionState::Paused,
                     Some(format!("cannot read checkpoint: {e}")),
-                );
+                ));
                 self.spec.rt.block_on(self.spec.cancel.cancelled());
                 return;
             }
         }
-        self.report(WorkerEvent::Owned {
-            partition: self.spec.partition,
-        });
+        self.report.emit(Event::Owned);
         match self.source.prepare(&ctx(&self.spec), self.next_offset) {
             Some(offset) => self.next_offset = offset,
             None => {
-                self.report(WorkerEvent::Released {
-                    partition: self.spec.partition,
-                });
-                self.spec
-                    .live
-                    .remove(&self.spec.topic.name, self.spec.partition);
+                self.report.emit(Event::Released);
                 return;
             }
         }
@@ -233,7 +220,8 @@ impl Worker {
                     info!("resumed at offset {}", self.next_offset);
                     paused = false;
                     self.attempts = Attempts::default();
-                    self.set_state(PartitionState::Running, None);
+                    self.report
+                        .emit(Event::State(PartitionState::Running, None));
                 }
             }
             if paused || self.instance.is_none() {
@@ -248,37 +236,31 @@ impl Worker {
                     self.idle_since_batch += idle.elapsed();
                 }
                 Outcome::Retry(reason, delay) => {
-                    self.spec.metrics.retries.get_or_create(&self.labels).inc();
                     warn!(
                         attempt = self.attempts.failed,
                         ?delay,
                         "batch at offset {} failed, will retry: {reason}",
                         self.next_offset
                     );
-                    self.set_state(PartitionState::Retrying, Some(reason));
+                    self.report.emit(Event::Retrying { reason });
                     if !delay.is_zero() {
                         self.wait(Some(delay), Wake::VersionOrCancel);
                     }
                 }
                 Outcome::Pause(reason) => {
                     error!("partition paused at offset {}: {reason}", self.next_offset);
-                    self.set_state(
+                    self.report.emit(Event::State(
                         PartitionState::Paused,
                         Some(format!(
                             "{reason} (`linecook partitions resume`, a new plugin version or a restart retries it)"
                         )),
-                    );
+                    ));
                     paused = true;
                 }
             }
         }
         debug!(offset = self.next_offset, "partition released");
-        self.report(WorkerEvent::Released {
-            partition: self.spec.partition,
-        });
-        self.spec
-            .live
-            .remove(&self.spec.topic.name, self.spec.partition);
+        self.report.emit(Event::Released);
     }
 
     /// Swaps in the target version if it differs from the running one:
@@ -294,9 +276,8 @@ impl Worker {
         let running = self.instance.as_ref().map(|(_, v)| v.digest.clone());
         if running.as_deref() == Some(newest.digest.as_str()) {
             if fresh {
-                self.report(WorkerEvent::Adopted {
-                    partition: self.spec.partition,
-                    digest: newest.digest.clone(),
+                self.report.emit(Event::Kept {
+                    digest: &newest.digest,
                 });
             }
             return false;
@@ -305,7 +286,8 @@ impl Worker {
             return false;
         }
         if running.is_none() {
-            self.set_state(PartitionState::Starting, None);
+            self.report
+                .emit(Event::State(PartitionState::Starting, None));
         }
         match self.start_instance(&newest) {
             Ok(instance) => {
@@ -325,26 +307,9 @@ impl Worker {
                 }
                 self.instance = Some((instance, newest.clone()));
                 self.commit_failures = 0;
-                let digest = newest.digest.clone();
-                let swapped = swapped_from.is_some();
-                if swapped {
-                    self.spec.metrics.swaps.get_or_create(&self.labels).inc();
-                }
-                self.spec
-                    .live
-                    .update(&self.spec.topic.name, self.spec.partition, |l| {
-                        l.version = Some(digest);
-                        if swapped {
-                            l.swaps += 1;
-                        }
-                        if l.state == PartitionState::Starting {
-                            l.state = PartitionState::Running;
-                            l.detail = None;
-                        }
-                    });
-                self.report(WorkerEvent::Adopted {
-                    partition: self.spec.partition,
-                    digest: newest.digest.clone(),
+                self.report.emit(Event::Started {
+                    digest: &newest.digest,
+                    swapped: swapped_from.is_some(),
                 });
                 true
             }
@@ -355,30 +320,14 @@ impl Worker {
                     newest.name
                 );
                 self.refused = Some(newest.digest.clone());
-                self.report(WorkerEvent::Refused {
-                    partition: self.spec.partition,
-                    digest: newest.digest.clone(),
-                    reason: reason.clone(),
+                self.report.emit(Event::Refused {
+                    digest: &newest.digest,
+                    reason: &reason,
+                    paused: self.instance.is_none(),
                 });
-                if self.instance.is_none() {
-                    self.set_state(
-                        PartitionState::Paused,
-                        Some(format!(
-                            "{} {}: {reason}",
-                            newest.name,
-                            newest.short_digest()
-                        )),
-                    );
-                }
                 false
             }
         }
-    }
-
-    fn report(&self, event: WorkerEvent) {
-        // The rollout outlives every worker; a send can only fail at
-        // shutdown, when nobody needs the event.
-        let _ = self.spec.events.send(event);
     }
 
     fn start_instance(&self, version: &PluginVersion) -> Result<Instance, String> {
@@ -431,16 +380,7 @@ impl Worker {
             && let Some(end) = self.last_batch_end
         {
             let pause = end.elapsed().saturating_sub(self.idle_since_batch);
-            self.spec
-                .metrics
-                .swap_pause_seconds
-                .get_or_create(&self.topic_labels())
-                .observe(pause.as_secs_f64());
-            self.spec
-                .live
-                .update(&self.spec.topic.name, self.spec.partition, |l| {
-                    l.last_swap_pause_us = Some(pause.as_micros() as u64);
-                });
+            self.report.emit(Event::SwapPause(pause));
         }
         let batch: Vec<StreamRecord> = records
             .into_iter()
@@ -468,18 +408,12 @@ impl Worker {
         let _batch = span.enter();
         let handled =
             tracing::debug_span!("handle").in_scope(|| instance.handle(&batch, Box::new(reader)));
-        self.spec
-            .metrics
-            .instance_memory
-            .get_or_create(&self.labels)
-            .set(instance.memory_bytes() as i64);
+        self.report.emit(Event::Handled {
+            memory_bytes: instance.memory_bytes(),
+            took: handled.as_ref().ok().map(|(_, took)| *took),
+        });
         match handled {
             Ok((effects, handle_time)) => {
-                self.spec
-                    .metrics
-                    .batch_seconds
-                    .get_or_create(&self.topic_labels())
-                    .observe(handle_time.as_secs_f64());
                 let next = last + 1;
                 let emitted = effects.outputs.len() as u64;
                 let outcome = self.commit(next, &version, &effects, batch.len() as u64, emitted);
@@ -507,20 +441,10 @@ impl Worker {
         version: &Arc<PluginVersion>,
     ) -> Outcome {
         let reason = failure.to_string();
-        self.spec
-            .metrics
-            .handler_errors
-            .get_or_create(&ErrorLabels {
-                topic: self.labels.topic.clone(),
-                partition: self.labels.partition,
-                plugin: self.labels.plugin.clone(),
-                kind: failure.kind().to_owned(),
-            })
-            .inc();
-        self.report(WorkerEvent::Failed {
-            partition: self.spec.partition,
-            digest: version.digest.clone(),
-            reason: reason.clone(),
+        self.report.emit(Event::Failed {
+            digest: &version.digest,
+            kind: failure.kind(),
+            reason: &reason,
         });
         if failure.discards_instance() {
             // Guest memory may be corrupt after a trap: the next attempt
@@ -554,36 +478,19 @@ impl Worker {
         version: &Arc<PluginVersion>,
         failure: &BatchFailure,
     ) -> Outcome {
-        use dead_letter_headers as h;
-        let spec = &self.spec;
-        let mut headers: Vec<(String, Vec<u8>)> = record
-            .headers
-            .iter()
-            .map(|h| (h.key.clone(), h.value.clone()))
-            .collect();
-        headers.extend([
-            (h::TOPIC.to_owned(), spec.topic.name.clone().into_bytes()),
-            (
-                h::PARTITION.to_owned(),
-                spec.partition.to_string().into_bytes(),
-            ),
-            (h::OFFSET.to_owned(), record.offset.to_string().into_bytes()),
-            (h::PLUGIN.to_owned(), spec.plugin.clone().into_bytes()),
-            (h::VERSION.to_owned(), version.digest.clone().into_bytes()),
-            (h::ERROR_KIND.to_owned(), failure.kind().as_bytes().to_vec()),
-            (
-                h::ERROR_MESSAGE.to_owned(),
-                failure.to_string().into_bytes(),
-            ),
-        ]);
+        let origin = dead_letter::Origin {
+            plugin: &self.spec.plugin,
+            version: &version.digest,
+            kind: failure.kind(),
+            message: &failure.to_string(),
+        };
         let effects = BatchEffects {
             state: Default::default(),
-            outputs: vec![OutputRecord {
-                topic: spec.dead_letter_topic.clone(),
-                key: record.key.clone(),
-                value: record.value.clone(),
-                headers,
-            }],
+            outputs: vec![dead_letter::dead_letter(
+                record,
+                &self.spec.dead_letter_topic,
+                &origin,
+            )],
         };
         // The record was consumed (one in) but the handler emitted nothing.
         let outcome = self.commit(record.offset + 1, version, &effects, 1, 0);
@@ -593,16 +500,7 @@ impl Worker {
                 topic = %self.spec.dead_letter_topic,
                 "record dead-lettered: {failure}"
             );
-            self.spec
-                .live
-                .update(&self.spec.topic.name, self.spec.partition, |l| {
-                    l.dead_letters += 1
-                });
-            self.spec
-                .metrics
-                .dead_letters
-                .get_or_create(&self.labels)
-                .inc();
+            self.report.emit(Event::DeadLettered);
             self.attempts = policy::committed(self.attempts, record.offset + 1);
         }
         outcome
@@ -633,31 +531,16 @@ impl Worker {
         });
         match commit {
             Ok(()) => {
-                let m = &spec.metrics;
-                m.commit_seconds
-                    .get_or_create(&TopicLabels {
-                        topic: spec.topic.name.clone(),
-                    })
-                    .observe(started.elapsed().as_secs_f64());
-                m.records_in.get_or_create(&self.labels).inc_by(handled);
-                m.records_out.get_or_create(&self.labels).inc_by(emitted);
-                m.batches.get_or_create(&self.labels).inc();
+                self.report.emit(Event::Committed {
+                    digest: &version.digest,
+                    handled,
+                    emitted,
+                    took: started.elapsed(),
+                });
                 self.next_offset = next_offset;
                 self.commit_failures = 0;
                 self.last_batch_end = Some(Instant::now());
                 self.idle_since_batch = Duration::ZERO;
-                let _ = spec.events.send(WorkerEvent::Committed {
-                    partition: spec.partition,
-                    digest: version.digest.clone(),
-                });
-                let digest = version.digest.clone();
-                spec.live.update(&spec.topic.name, spec.partition, |l| {
-                    l.state = PartitionState::Running;
-                    l.detail = None;
-                    l.version = Some(digest);
-                    l.batches += 1;
-                    l.records += handled;
-                });
                 Outcome::Committed
             }
             Err(StoreError::UnknownTopic(topic)) => {
@@ -666,9 +549,8 @@ impl Worker {
                 );
                 self.commit_failures += 1;
                 if self.commit_failures == spec.errors.commit_retries.max(1) {
-                    let _ = spec.events.send(WorkerEvent::CannotCommit {
-                        partition: spec.partition,
-                        digest: version.digest.clone(),
+                    self.report.emit(Event::CannotCommit {
+                        digest: &version.digest,
                         reason: format!("{} checkpoints failed: {reason}", self.commit_failures),
                     });
                 }
@@ -711,21 +593,6 @@ impl Worker {
                 _ = sleep => {}
             }
         });
-    }
-
-    fn topic_labels(&self) -> TopicLabels {
-        TopicLabels {
-            topic: self.spec.topic.name.clone(),
-        }
-    }
-
-    fn set_state(&self, state: PartitionState, detail: Option<String>) {
-        self.spec
-            .live
-            .update(&self.spec.topic.name, self.spec.partition, |l| {
-                l.state = state;
-                l.detail = detail;
-            });
     }
 }
 

@@ -1,0 +1,233 @@
+//! What a worker tells the rest of the host, in one place: every `Event`
+//! updates the metrics, the partition's line in `status` and the route's
+//! rollout controller together, so the three never disagree.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use crate::metrics::{ErrorLabels, Metrics, PartitionLabels, TopicLabels};
+use crate::plugins::short;
+use crate::rollout::WorkerEvent;
+use crate::status::{Live, PartitionState};
+
+/// Something that happened on a partition.
+#[derive(Debug)]
+pub(super) enum Event<'a> {
+    /// The worker owns the partition (before its source is prepared).
+    Owned,
+    /// The worker gave the partition back.
+    Released,
+    /// What the partition is doing now, and why.
+    State(PartitionState, Option<String>),
+    /// An instance of `digest` runs; `swapped` when it replaced another
+    /// version's.
+    Started { digest: &'a str, swapped: bool },
+    /// The target was set again to the version already running.
+    Kept { digest: &'a str },
+    /// `init` refused `digest`; `paused` when no instance runs at all.
+    Refused {
+        digest: &'a str,
+        reason: &'a str,
+        paused: bool,
+    },
+    /// `handle` returned; the time when it succeeded.
+    Handled {
+        memory_bytes: usize,
+        took: Option<Duration>,
+    },
+    /// A batch failed in the handler.
+    Failed {
+        digest: &'a str,
+        kind: &'static str,
+        reason: &'a str,
+    },
+    /// The batch will be read again.
+    Retrying { reason: String },
+    /// The time between the old version's last batch and the new one's first.
+    SwapPause(Duration),
+    /// A checkpoint committed.
+    Committed {
+        digest: &'a str,
+        handled: u64,
+        emitted: u64,
+        took: Duration,
+    },
+    /// A record went to the dead-letter topic (in a committed checkpoint).
+    DeadLettered,
+    /// `digest`'s batches cannot be committed (what they emit is refused).
+    CannotCommit { digest: &'a str, reason: String },
+}
+
+/// Where a worker's events go.
+pub(super) struct Reporter {
+    labels: PartitionLabels,
+    topic_labels: TopicLabels,
+    live: Arc<Live>,
+    metrics: Arc<Metrics>,
+    rollout: mpsc::UnboundedSender<WorkerEvent>,
+}
+
+impl Reporter {
+    pub(super) fn new(
+        labels: PartitionLabels,
+        live: Arc<Live>,
+        metrics: Arc<Metrics>,
+        rollout: mpsc::UnboundedSender<WorkerEvent>,
+    ) -> Reporter {
+        Reporter {
+            topic_labels: TopicLabels {
+                topic: labels.topic.clone(),
+            },
+            labels,
+            live,
+            metrics,
+            rollout,
+        }
+    }
+
+    pub(super) fn emit(&self, event: Event<'_>) {
+        let partition = self.labels.partition;
+        let m = &*self.metrics;
+        match event {
+            Event::Owned => self.tell(WorkerEvent::Owned { partition }),
+            Event::Released => {
+                self.tell(WorkerEvent::Released { partition });
+                self.live.remove(&self.labels.topic, partition);
+            }
+            Event::State(state, detail) => self.update(|l| {
+                l.state = state;
+                l.detail = detail;
+            }),
+            Event::Started { digest, swapped } => {
+                if swapped {
+                    m.swaps.get_or_create(&self.labels).inc();
+                }
+                self.update(|l| {
+                    l.version = Some(digest.to_owned());
+                    if swapped {
+                        l.swaps += 1;
+                    }
+                    if l.state == PartitionState::Starting {
+                        l.state = PartitionState::Running;
+                        l.detail = None;
+                    }
+                });
+                self.adopted(digest);
+            }
+            Event::Kept { digest } => self.adopted(digest),
+            Event::Refused {
+                digest,
+                reason,
+                paused,
+            } => {
+                self.tell(WorkerEvent::Refused {
+                    partition,
+                    digest: digest.to_owned(),
+                    reason: reason.to_owned(),
+                });
+                if paused {
+                    let detail = format!("{} {}: {reason}", self.labels.plugin, short(digest));
+                    self.update(|l| {
+                        l.state = PartitionState::Paused;
+                        l.detail = Some(detail);
+                    });
+                }
+            }
+            Event::Handled { memory_bytes, took } => {
+                m.instance_memory
+                    .get_or_create(&self.labels)
+                    .set(memory_bytes as i64);
+                if let Some(took) = took {
+                    m.batch_seconds
+                        .get_or_create(&self.topic_labels)
+                        .observe(took.as_secs_f64());
+                }
+            }
+            Event::Failed {
+                digest,
+                kind,
+                reason,
+            } => {
+                m.handler_errors
+                    .get_or_create(&ErrorLabels {
+                        topic: self.labels.topic.clone(),
+                        partition,
+                        plugin: self.labels.plugin.clone(),
+                        kind: kind.to_owned(),
+                    })
+                    .inc();
+                self.tell(WorkerEvent::Failed {
+                    partition,
+                    digest: digest.to_owned(),
+                    reason: reason.to_owned(),
+                });
+            }
+            Event::Retrying { reason } => {
+                m.retries.get_or_create(&self.labels).inc();
+                self.update(|l| {
+                    l.state = PartitionState::Retrying;
+                    l.detail = Some(reason);
+                });
+            }
+            Event::SwapPause(pause) => {
+                m.swap_pause_seconds
+                    .get_or_create(&self.topic_labels)
+                    .observe(pause.as_secs_f64());
+                self.update(|l| l.last_swap_pause_us = Some(pause.as_micros() as u64));
+            }
+            Event::Committed {
+                digest,
+                handled,
+                emitted,
+                took,
+            } => {
+                m.commit_seconds
+                    .get_or_create(&self.topic_labels)
+                    .observe(took.as_secs_f64());
+                m.records_in.get_or_create(&self.labels).inc_by(handled);
+                m.records_out.get_or_create(&self.labels).inc_by(emitted);
+                m.batches.get_or_create(&self.labels).inc();
+                self.tell(WorkerEvent::Committed {
+                    partition,
+                    digest: digest.to_owned(),
+                });
+                self.update(|l| {
+                    l.state = PartitionState::Running;
+                    l.detail = None;
+                    l.version = Some(digest.to_owned());
+                    l.batches += 1;
+                    l.records += handled;
+                });
+            }
+            Event::DeadLettered => {
+                m.dead_letters.get_or_create(&self.labels).inc();
+                self.update(|l| l.dead_letters += 1);
+            }
+            Event::CannotCommit { digest, reason } => self.tell(WorkerEvent::CannotCommit {
+                partition,
+                digest: digest.to_owned(),
+                reason,
+            }),
+        }
+    }
+
+    fn adopted(&self, digest: &str) {
+        self.tell(WorkerEvent::Adopted {
+            partition: self.labels.partition,
+            digest: digest.to_owned(),
+        });
+    }
+
+    fn update(&self, f: impl FnOnce(&mut crate::status::LivePartition)) {
+        self.live
+            .update(&self.labels.topic, self.labels.partition, f);
+    }
+
+    fn tell(&self, event: WorkerEvent) {
+        // The rollout outlives every worker; a send can only fail at
+        // shutdown, when nobody needs the event.
+        let _ = self.rollout.send(event);
+    }
+}
