@@ -1,7 +1,7 @@
 // Canonical-ABI glue between the linecook:handler world and AssemblyScript,
 // written by hand: AssemblyScript has no WIT bindings generator.
-// `wasm-tools component embed` attaches the world to the core module and
-// `component new` wraps it; the names and layouts here must match
+// `linecook sdk componentize` attaches the world to the core module and
+// makes the component; the names and layouts here must match
 // wit/handler.wit (linecook:handler@0.1.0) under the canonical ABI — the
 // same layouts plugins/zig/glue.zig documents:
 //

@@ -1,7 +1,7 @@
 //! Canonical-ABI glue between the linecook:handler world and Zig, written by
-//! hand: Zig has no WIT bindings generator. `wasm-tools component embed`
-//! attaches the world to the core module this builds and `component new`
-//! wraps it; the names and layouts below must match wit/handler.wit
+//! hand: Zig has no WIT bindings generator. `linecook sdk componentize`
+//! attaches the world to the core module this builds and makes the
+//! component; the names and layouts below must match wit/handler.wit
 //! (linecook:handler@0.1.0) under the canonical ABI:
 //!
 //! - `init(context)`: the context record flattens to 9 i32 parameters

@@ -2,7 +2,7 @@
 // same key, to the topic named by route config `output` — byte for byte what
 // the Rust `uppercase` plugin emits.
 //
-// Bindings come from `wit-bindgen c` (gen/handler.h). The canonical ABI hands
+// Bindings come from `linecook sdk c-bindings` (gen/handler.h). The canonical ABI hands
 // exported functions their arguments to own: each export frees them.
 
 #include <string.h>
