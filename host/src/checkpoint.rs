@@ -312,6 +312,194 @@ mod tests {
     use super::*;
     use crate::record::OutputRecord;
 
+    /// A disk that loses power: writes land in `live`; only `sync_data`
+    /// makes them `durable`; after `writes_left` writes every call fails, as
+    /// if the machine stopped there, and what survives is `durable`.
+    #[derive(Debug, Default)]
+    struct Disk {
+        live: Vec<u8>,
+        durable: Vec<u8>,
+        writes_left: Option<u64>,
+    }
+
+    #[derive(Debug, Clone, Default)]
+    struct PowerLoss(std::sync::Arc<std::sync::Mutex<Disk>>);
+
+    impl PowerLoss {
+        fn after(durable: Vec<u8>, writes: Option<u64>) -> PowerLoss {
+            PowerLoss(std::sync::Arc::new(std::sync::Mutex::new(Disk {
+                live: durable.clone(),
+                durable,
+                writes_left: writes,
+            })))
+        }
+
+        fn disk(&self) -> std::sync::MutexGuard<'_, Disk> {
+            self.0.lock().unwrap()
+        }
+
+        /// Counts a write; fails once the power is gone.
+        fn spend(disk: &mut Disk) -> std::io::Result<()> {
+            match &mut disk.writes_left {
+                Some(0) => Err(std::io::Error::other("power lost")),
+                Some(n) => {
+                    *n -= 1;
+                    Ok(())
+                }
+                None => Ok(()),
+            }
+        }
+    }
+
+    impl redb::StorageBackend for PowerLoss {
+        fn len(&self) -> std::io::Result<u64> {
+            Ok(self.disk().live.len() as u64)
+        }
+
+        fn read(&self, offset: u64, out: &mut [u8]) -> std::io::Result<()> {
+            let disk = self.disk();
+            let start = offset as usize;
+            let data = disk
+                .live
+                .get(start..start + out.len())
+                .ok_or_else(|| std::io::Error::other("read past the end"))?;
+            out.copy_from_slice(data);
+            Ok(())
+        }
+
+        fn set_len(&self, len: u64) -> std::io::Result<()> {
+            let mut disk = self.disk();
+            PowerLoss::spend(&mut disk)?;
+            disk.live.resize(len as usize, 0);
+            Ok(())
+        }
+
+        fn sync_data(&self) -> std::io::Result<()> {
+            let mut disk = self.disk();
+            PowerLoss::spend(&mut disk)?;
+            disk.durable = disk.live.clone();
+            Ok(())
+        }
+
+        fn write(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
+            let mut disk = self.disk();
+            PowerLoss::spend(&mut disk)?;
+            let start = offset as usize;
+            disk.live[start..start + data.len()].copy_from_slice(data);
+            Ok(())
+        }
+    }
+
+    /// Commits batches of 3 records (a count in state, one output per
+    /// record) until the power goes; returns how many committed.
+    fn run_until_power_loss(store: &Store, batches: u64) -> u64 {
+        let input = store.topic("in").unwrap();
+        let from = store
+            .checkpoint(&input, 0)
+            .unwrap()
+            .map_or(0, |c| c.next_offset);
+        let mut next = from;
+        for _ in 0..batches {
+            let end = next + 3;
+            let outputs: Vec<(String, String)> = (next..end)
+                .map(|o| ("k".to_owned(), o.to_string()))
+                .collect();
+            let outputs: Vec<(&str, &str)> = outputs
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            let count = end.to_string();
+            let fx = effects(&[("count", Some(&count))], &outputs);
+            let commit = store.commit_batch(BatchCommit {
+                topic: &input,
+                partition: 0,
+                first_offset: next,
+                next_offset: end,
+                version: "v1",
+                effects: &fx,
+                changelog: None,
+            });
+            if commit.is_err() {
+                break;
+            }
+            next = end;
+        }
+        next
+    }
+
+    #[test]
+    fn power_lost_at_any_write_leaves_whole_batches_only() {
+        // The store with its topics, as it is on disk before any batch.
+        let setup = PowerLoss::default();
+        {
+            let store = Store::with_backend(setup.clone(), "setup".into()).unwrap();
+            store.create_topic("in", 1).unwrap();
+            store.create_topic("out", 1).unwrap();
+        }
+        let image = setup.disk().durable.clone();
+        // Count the writes of an uninterrupted run, then cut the power at
+        // each of them in turn.
+        {
+            let full = PowerLoss::after(image.clone(), None);
+            let store = Store::with_backend(full, "full".into()).unwrap();
+            assert_eq!(run_until_power_loss(&store, 4), 12);
+        }
+        let mut writes = 0;
+        loop {
+            let disk = PowerLoss::after(image.clone(), Some(writes));
+            let committed = match Store::with_backend(disk.clone(), "cut".into()) {
+                Ok(store) => run_until_power_loss(&store, 4),
+                Err(_) => 0,
+            };
+            let survived = disk.disk().durable.clone();
+            let store = Store::with_backend(PowerLoss::after(survived, None), "after".into())
+                .unwrap_or_else(|e| panic!("write {writes}: the store does not open: {e}"));
+            let input = store.topic("in").unwrap();
+            let out = store.topic("out").unwrap();
+            let next = store
+                .checkpoint(&input, 0)
+                .unwrap()
+                .map_or(0, |c| c.next_offset);
+            assert_eq!(next % 3, 0, "write {writes}: half a batch committed");
+            // An acknowledged batch survives; at most the one in flight may
+            // have made it without its acknowledgement.
+            assert!(
+                (committed..=committed + 3).contains(&next),
+                "write {writes}: {committed} acknowledged, {next} survived"
+            );
+            let state = store.state_entries(&input, 0).unwrap();
+            let count = state
+                .iter()
+                .find(|(k, _)| k == b"count")
+                .map(|(_, v)| v.clone());
+            assert_eq!(
+                count,
+                (next > 0).then(|| next.to_string().into_bytes()),
+                "write {writes}: state and offset disagree"
+            );
+            let outputs: Vec<Vec<u8>> = store
+                .read(&out, 0, 0, 100)
+                .unwrap()
+                .into_iter()
+                .map(|r| r.value)
+                .collect();
+            let expected: Vec<Vec<u8>> = (0..next).map(|o| o.to_string().into_bytes()).collect();
+            assert_eq!(
+                outputs, expected,
+                "write {writes}: outputs and offset disagree"
+            );
+            // Work goes on from the checkpoint and ends where it would have.
+            let finished = run_until_power_loss(&store, (12 - next) / 3);
+            assert_eq!(finished, 12, "write {writes}");
+            if committed == 12 {
+                break;
+            }
+            writes += 1;
+        }
+        eprintln!("power cut at each of {writes} writes");
+        assert!(writes > 4, "the run made {writes} writes");
+    }
+
     fn effects(writes: &[(&str, Option<&str>)], outputs: &[(&str, &str)]) -> BatchEffects {
         BatchEffects {
             state: writes

@@ -33,7 +33,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::config::Rollout;
-use crate::plugins::{PluginVersion, Registry, VersionState};
+use crate::plugins::{PluginVersion, Registry, VersionState, short};
 
 /// What a partition worker tells its route's rollout.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -131,13 +131,9 @@ pub fn start(
     }
     let (events_tx, events_rx) = mpsc::unbounded_channel();
     let controller = Controller {
-        topic: topic.to_owned(),
-        policy,
+        plan: Plan::new(topic, policy, partitions, stable),
         registry,
         targets: senders,
-        owned: BTreeSet::new(),
-        stable,
-        rollout: None,
     };
     tokio::spawn(controller.run(versions, events_rx, cancel));
     RouteRollout {
@@ -146,23 +142,12 @@ pub fn start(
     }
 }
 
-struct InFlight {
-    candidate: Arc<PluginVersion>,
-    /// Canary partitions, while still in the canary phase.
-    canaries: Option<BTreeSet<u32>>,
-    canary_batches: u64,
-    adopted: BTreeSet<u32>,
-}
-
+/// Carries out the plan: moves the partitions' targets and records version
+/// states in the registry.
 struct Controller {
-    topic: String,
-    policy: Rollout,
+    plan: Plan<Arc<PluginVersion>>,
     registry: Arc<Registry>,
     targets: BTreeMap<u32, watch::Sender<Arc<PluginVersion>>>,
-    /// Partitions with a running worker.
-    owned: BTreeSet<u32>,
-    stable: Arc<PluginVersion>,
-    rollout: Option<InFlight>,
 }
 
 impl Controller {
@@ -173,35 +158,119 @@ impl Controller {
         cancel: CancellationToken,
     ) {
         loop {
-            tokio::select! {
+            let actions = tokio::select! {
                 _ = cancel.cancelled() => return,
                 changed = versions.changed() => {
                     if changed.is_err() {
                         return;
                     }
                     let newest = versions.borrow_and_update().clone();
-                    self.on_published(newest);
+                    self.plan.on_published(newest)
                 }
-                Some(event) = events.recv() => self.on_event(event),
+                Some(event) = events.recv() => self.plan.on_event(event),
+            };
+            for action in actions {
+                match action {
+                    Action::Retarget(partitions, version) => {
+                        for p in partitions {
+                            match self.targets.get(&p) {
+                                Some(tx) => {
+                                    tx.send_replace(version.clone());
+                                }
+                                None => warn!(partition = p, "no such partition in rollout"),
+                            }
+                        }
+                    }
+                    Action::SetState(version, state, reason) => {
+                        self.registry
+                            .set_state(&version.name, &version.digest, state, reason);
+                    }
+                }
             }
         }
     }
+}
 
-    fn on_published(&mut self, version: Arc<PluginVersion>) {
-        if let Some(previous) = self.rollout.take()
-            && previous.candidate.digest != version.digest
-        {
-            self.set_state(
-                &previous.candidate,
-                VersionState::Retired,
-                Some(format!("superseded by {}", version.short_digest())),
-            );
+/// What the plan needs to know of a version.
+pub trait Version: Clone {
+    /// The version's identity.
+    fn digest(&self) -> &str;
+    /// Plugin name and short digest, for the log.
+    fn label(&self) -> String;
+}
+
+impl Version for Arc<PluginVersion> {
+    fn digest(&self) -> &str {
+        &self.digest
+    }
+
+    fn label(&self) -> String {
+        format!("{} {}", self.name, self.short_digest())
+    }
+}
+
+/// What the controller is to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action<V> {
+    /// These partitions now target this version.
+    Retarget(BTreeSet<u32>, V),
+    /// The registry records this state of the version, and why.
+    SetState(V, VersionState, Option<String>),
+}
+
+#[derive(Debug)]
+struct InFlight<V> {
+    candidate: V,
+    /// Canary partitions, while still in the canary phase.
+    canaries: Option<BTreeSet<u32>>,
+    canary_batches: u64,
+    adopted: BTreeSet<u32>,
+}
+
+/// A route's rollout decisions, pure: given what the registry published and
+/// what the workers reported, which partitions target which version and
+/// which state each version is in.
+#[derive(Debug)]
+pub struct Plan<V> {
+    topic: String,
+    policy: Rollout,
+    /// Every partition of the route (each has a target).
+    partitions: BTreeSet<u32>,
+    /// Partitions with a running worker.
+    owned: BTreeSet<u32>,
+    stable: V,
+    rollout: Option<InFlight<V>>,
+    actions: Vec<Action<V>>,
+}
+
+impl<V: Version> Plan<V> {
+    /// A plan whose every partition runs `stable`.
+    pub fn new(topic: &str, policy: Rollout, partitions: &[u32], stable: V) -> Plan<V> {
+        Plan {
+            topic: topic.to_owned(),
+            policy,
+            partitions: partitions.iter().copied().collect(),
+            owned: BTreeSet::new(),
+            stable,
+            rollout: None,
+            actions: Vec::new(),
         }
-        if version.digest == self.stable.digest {
+    }
+
+    /// The registry published `version` as the newest.
+    pub fn on_published(&mut self, version: V) -> Vec<Action<V>> {
+        if let Some(previous) = self.rollout.take()
+            && previous.candidate.digest() != version.digest()
+        {
+            let reason = format!("superseded by {}", short(version.digest()));
+            self.set_state(&previous.candidate, VersionState::Retired, Some(reason));
+        }
+        if version.digest() == self.stable.digest() {
             // Back to the version that was serving: every partition returns.
-            self.retarget(self.targets.keys().copied().collect(), &self.stable.clone());
-            self.set_state(&self.stable.clone(), VersionState::Active, None);
-            return;
+            let stable = self.stable.clone();
+            self.retarget(self.partitions.clone(), &stable);
+            self.set_state(&stable, VersionState::Active, None);
+            return self.take();
         }
         match self.policy {
             Rollout::All => self.roll_out_to_all(version, BTreeSet::new()),
@@ -212,47 +281,35 @@ impl Controller {
                     // Nothing owned to try it on: it becomes the version
                     // partitions start with.
                     self.roll_out_to_all(version, BTreeSet::new());
-                    return;
+                } else {
+                    info!(
+                        topic = %self.topic,
+                        version = %version.label(),
+                        ?canaries,
+                        "canary rollout started"
+                    );
+                    self.retarget(canaries.clone(), &version);
+                    self.set_state(&version, VersionState::Canary, None);
+                    self.rollout = Some(InFlight {
+                        candidate: version,
+                        canaries: Some(canaries),
+                        canary_batches: 0,
+                        adopted: BTreeSet::new(),
+                    });
                 }
-                info!(
-                    topic = %self.topic,
-                    plugin = %version.name,
-                    version = version.short_digest(),
-                    ?canaries,
-                    "canary rollout started"
-                );
-                self.retarget(canaries.clone(), &version);
-                self.set_state(&version, VersionState::Canary, None);
-                self.rollout = Some(InFlight {
-                    candidate: version,
-                    canaries: Some(canaries),
-                    canary_batches: 0,
-                    adopted: BTreeSet::new(),
-                });
             }
         }
+        self.take()
     }
 
-    fn roll_out_to_all(&mut self, version: Arc<PluginVersion>, adopted: BTreeSet<u32>) {
-        info!(
-            topic = %self.topic,
-            plugin = %version.name,
-            version = version.short_digest(),
-            "rolling out to every partition"
-        );
-        self.retarget(self.targets.keys().copied().collect(), &version);
-        self.set_state(&version, VersionState::Active, None);
-        self.rollout = Some(InFlight {
-            candidate: version,
-            canaries: None,
-            canary_batches: 0,
-            adopted,
-        });
-        self.finish_if_done();
-    }
-
-    fn on_event(&mut self, event: WorkerEvent) {
+    /// A worker reported `event`.
+    pub fn on_event(&mut self, event: WorkerEvent) -> Vec<Action<V>> {
         tracing::trace!(topic = %self.topic, ?event, "rollout event");
+        self.apply(event);
+        self.take()
+    }
+
+    fn apply(&mut self, event: WorkerEvent) {
         match event {
             WorkerEvent::Owned { partition } => {
                 self.owned.insert(partition);
@@ -262,20 +319,15 @@ impl Controller {
                 self.owned.remove(&partition);
                 if let Some(flight) = self.rollout.as_mut() {
                     flight.adopted.remove(&partition);
-                    if flight
-                        .canaries
-                        .as_ref()
-                        .is_some_and(|c| c.contains(&partition))
+                    if let Some(canaries) = flight.canaries.as_mut()
+                        && canaries.remove(&partition)
+                        && canaries.is_empty()
                     {
-                        // A canary left with the partition: judge the version
-                        // on the canaries still owned, or on all if none is.
-                        let canaries = flight.canaries.as_mut().expect("checked");
-                        canaries.remove(&partition);
-                        if canaries.is_empty() {
-                            let flight = self.rollout.take().expect("in flight");
-                            self.roll_out_to_all(flight.candidate, flight.adopted);
-                            return;
-                        }
+                        // The last canary left with its partition: judge the
+                        // version on every partition instead.
+                        let flight = self.rollout.take().expect("in flight");
+                        self.roll_out_to_all(flight.candidate, flight.adopted);
+                        return;
                     }
                 }
                 self.finish_if_done();
@@ -285,19 +337,20 @@ impl Controller {
         }
         let Some(flight) = self.rollout.as_mut() else {
             if let WorkerEvent::Refused { digest, reason, .. } = &event
-                && *digest == self.stable.digest
+                && digest == self.stable.digest()
             {
                 let stable = self.stable.clone();
                 self.set_state(&stable, VersionState::Rejected, Some(reason.clone()));
             }
             return;
         };
+        let candidate = flight.candidate.digest().to_owned();
         match event {
-            WorkerEvent::Adopted { partition, digest } if digest == flight.candidate.digest => {
+            WorkerEvent::Adopted { partition, digest } if digest == candidate => {
                 flight.adopted.insert(partition);
                 self.finish_if_done();
             }
-            WorkerEvent::Committed { partition, digest } if digest == flight.candidate.digest => {
+            WorkerEvent::Committed { partition, digest } if digest == candidate => {
                 let Rollout::Canary {
                     promote_after_batches,
                     ..
@@ -305,28 +358,30 @@ impl Controller {
                 else {
                     return;
                 };
-                let Some(canaries) = &flight.canaries else {
+                if !flight
+                    .canaries
+                    .as_ref()
+                    .is_some_and(|c| c.contains(&partition))
+                {
                     return;
-                };
-                if canaries.contains(&partition) {
-                    flight.canary_batches += 1;
-                    if flight.canary_batches >= promote_after_batches {
-                        let flight = self.rollout.take().expect("in flight");
-                        info!(
-                            topic = %self.topic,
-                            version = flight.candidate.short_digest(),
-                            batches = flight.canary_batches,
-                            "canaries healthy: promoting"
-                        );
-                        self.roll_out_to_all(flight.candidate, flight.adopted);
-                    }
+                }
+                flight.canary_batches += 1;
+                if flight.canary_batches >= promote_after_batches {
+                    let flight = self.rollout.take().expect("in flight");
+                    info!(
+                        topic = %self.topic,
+                        version = %flight.candidate.label(),
+                        batches = flight.canary_batches,
+                        "canaries healthy: promoting"
+                    );
+                    self.roll_out_to_all(flight.candidate, flight.adopted);
                 }
             }
             WorkerEvent::Failed {
                 partition,
                 digest,
                 reason,
-            } if digest == flight.candidate.digest
+            } if digest == candidate
                 && flight
                     .canaries
                     .as_ref()
@@ -341,7 +396,7 @@ impl Controller {
                 partition,
                 digest,
                 reason,
-            } if digest == flight.candidate.digest => {
+            } if digest == candidate => {
                 self.abort(
                     VersionState::RolledBack,
                     format!("cannot commit on partition {partition}: {reason}"),
@@ -351,7 +406,7 @@ impl Controller {
                 partition,
                 digest,
                 reason,
-            } if digest == flight.candidate.digest => {
+            } if digest == candidate => {
                 // It never handled a batch: rejected, at any stage.
                 self.abort(
                     VersionState::Rejected,
@@ -362,20 +417,36 @@ impl Controller {
         }
     }
 
+    fn roll_out_to_all(&mut self, version: V, adopted: BTreeSet<u32>) {
+        info!(
+            topic = %self.topic,
+            version = %version.label(),
+            "rolling out to every partition"
+        );
+        self.retarget(self.partitions.clone(), &version);
+        self.set_state(&version, VersionState::Active, None);
+        self.rollout = Some(InFlight {
+            candidate: version,
+            canaries: None,
+            canary_batches: 0,
+            adopted,
+        });
+        self.finish_if_done();
+    }
+
     /// Sends every partition back to the stable version.
     fn abort(&mut self, state: VersionState, reason: String) {
         let flight = self.rollout.take().expect("in flight");
         error!(
             topic = %self.topic,
-            plugin = %flight.candidate.name,
-            version = flight.candidate.short_digest(),
-            back_to = self.stable.short_digest(),
+            version = %flight.candidate.label(),
+            back_to = short(self.stable.digest()),
             "version {}: {reason}",
             if state == VersionState::RolledBack { "rolled back" } else { "rejected" }
         );
         self.set_state(&flight.candidate, state, Some(reason));
         let stable = self.stable.clone();
-        self.retarget(self.targets.keys().copied().collect(), &stable);
+        self.retarget(self.partitions.clone(), &stable);
         self.set_state(&stable, VersionState::Active, None);
     }
 
@@ -386,29 +457,263 @@ impl Controller {
         }
         let flight = self.rollout.take().expect("in flight");
         let old = std::mem::replace(&mut self.stable, flight.candidate);
-        if old.digest != self.stable.digest {
+        if old.digest() != self.stable.digest() {
             self.set_state(&old, VersionState::Retired, None);
         }
         info!(
             topic = %self.topic,
-            plugin = %self.stable.name,
-            version = self.stable.short_digest(),
+            version = %self.stable.label(),
             "every partition runs the new version"
         );
     }
 
-    fn retarget(&self, partitions: BTreeSet<u32>, version: &Arc<PluginVersion>) {
-        for p in partitions {
-            if let Some(tx) = self.targets.get(&p) {
-                tx.send_replace(version.clone());
-            } else {
-                warn!(partition = p, "no such partition in rollout");
-            }
+    fn retarget(&mut self, partitions: BTreeSet<u32>, version: &V) {
+        self.actions
+            .push(Action::Retarget(partitions, version.clone()));
+    }
+
+    fn set_state(&mut self, version: &V, state: VersionState, reason: Option<String>) {
+        self.actions
+            .push(Action::SetState(version.clone(), state, reason));
+    }
+
+    fn take(&mut self) -> Vec<Action<V>> {
+        std::mem::take(&mut self.actions)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use Action::{Retarget, SetState};
+    use VersionState::*;
+
+    /// A version is its digest.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    struct V(&'static str);
+
+    impl Version for V {
+        fn digest(&self) -> &str {
+            self.0
+        }
+        fn label(&self) -> String {
+            self.0.to_owned()
         }
     }
 
-    fn set_state(&self, version: &PluginVersion, state: VersionState, reason: Option<String>) {
-        self.registry
-            .set_state(&version.name, &version.digest, state, reason);
+    const ALL: [u32; 4] = [0, 1, 2, 3];
+
+    fn set(partitions: &[u32]) -> BTreeSet<u32> {
+        partitions.iter().copied().collect()
+    }
+
+    /// A plan over four partitions, all owned, running v1.
+    fn plan(policy: Rollout) -> Plan<V> {
+        let mut plan = Plan::new("t", policy, &ALL, V("v1"));
+        for partition in ALL {
+            assert!(plan.on_event(WorkerEvent::Owned { partition }).is_empty());
+        }
+        plan
+    }
+
+    fn canary(canary: u32, promote_after_batches: u64) -> Rollout {
+        Rollout::Canary {
+            canary,
+            promote_after_batches,
+        }
+    }
+
+    fn adopted(partition: u32, digest: &str) -> WorkerEvent {
+        WorkerEvent::Adopted {
+            partition,
+            digest: digest.into(),
+        }
+    }
+
+    fn committed(partition: u32, digest: &str) -> WorkerEvent {
+        WorkerEvent::Committed {
+            partition,
+            digest: digest.into(),
+        }
+    }
+
+    fn failed(partition: u32, digest: &str) -> WorkerEvent {
+        WorkerEvent::Failed {
+            partition,
+            digest: digest.into(),
+            reason: "trap".into(),
+        }
+    }
+
+    fn back_to_v1(state: VersionState, reason: &str) -> Vec<Action<V>> {
+        vec![
+            SetState(V("v2"), state, Some(reason.into())),
+            Retarget(set(&ALL), V("v1")),
+            SetState(V("v1"), Active, None),
+        ]
+    }
+
+    #[test]
+    fn all_moves_every_partition_and_retires_the_old_version_once_all_adopted() {
+        let mut plan = plan(Rollout::All);
+        assert_eq!(
+            plan.on_published(V("v2")),
+            [
+                Retarget(set(&ALL), V("v2")),
+                SetState(V("v2"), Active, None)
+            ]
+        );
+        for partition in [0, 1, 2] {
+            assert_eq!(plan.on_event(adopted(partition, "v2")), []);
+        }
+        assert_eq!(
+            plan.on_event(adopted(3, "v2")),
+            [SetState(V("v1"), Retired, None)]
+        );
+    }
+
+    #[test]
+    fn canaries_go_first_and_are_promoted_after_their_batches() {
+        let mut plan = plan(canary(1, 2));
+        assert_eq!(
+            plan.on_published(V("v2")),
+            [
+                Retarget(set(&[0]), V("v2")),
+                SetState(V("v2"), Canary, None)
+            ]
+        );
+        assert_eq!(plan.on_event(adopted(0, "v2")), []);
+        // Batches of other partitions, or of the old version, do not count.
+        assert_eq!(plan.on_event(committed(1, "v2")), []);
+        assert_eq!(plan.on_event(committed(0, "v1")), []);
+        assert_eq!(plan.on_event(committed(0, "v2")), []);
+        assert_eq!(
+            plan.on_event(committed(0, "v2")),
+            [
+                Retarget(set(&ALL), V("v2")),
+                SetState(V("v2"), Active, None)
+            ]
+        );
+        for partition in [1, 2] {
+            assert_eq!(plan.on_event(adopted(partition, "v2")), []);
+        }
+        assert_eq!(
+            plan.on_event(adopted(3, "v2")),
+            [SetState(V("v1"), Retired, None)]
+        );
+    }
+
+    #[test]
+    fn a_failing_canary_rolls_back_and_a_failure_elsewhere_does_not() {
+        let mut plan = plan(canary(2, 10));
+        plan.on_published(V("v2"));
+        assert_eq!(plan.on_event(failed(3, "v2")), [], "not a canary");
+        assert_eq!(plan.on_event(failed(1, "v1")), [], "not the candidate");
+        assert_eq!(
+            plan.on_event(failed(1, "v2")),
+            back_to_v1(RolledBack, "failed on canary partition 1: trap")
+        );
+    }
+
+    #[test]
+    fn a_refused_init_rejects_and_a_commit_that_cannot_happen_rolls_back_at_any_stage() {
+        let mut plan = plan(Rollout::All);
+        plan.on_published(V("v2"));
+        let refused = WorkerEvent::Refused {
+            partition: 2,
+            digest: "v2".into(),
+            reason: "init: no config".into(),
+        };
+        assert_eq!(
+            plan.on_event(refused),
+            back_to_v1(Rejected, "init failed on partition 2: init: no config")
+        );
+        plan.on_published(V("v3"));
+        let stuck = WorkerEvent::CannotCommit {
+            partition: 0,
+            digest: "v3".into(),
+            reason: "no topic".into(),
+        };
+        let mut want = back_to_v1(RolledBack, "cannot commit on partition 0: no topic");
+        want[0] = SetState(V("v3"), RolledBack, want[0].reason());
+        assert_eq!(plan.on_event(stuck), want);
+    }
+
+    #[test]
+    fn a_newer_version_supersedes_the_candidate_and_the_old_one_brings_everyone_back() {
+        let mut plan = plan(canary(1, 5));
+        plan.on_published(V("v2"));
+        assert_eq!(
+            plan.on_published(V("v3")),
+            [
+                SetState(V("v2"), Retired, Some("superseded by v3".into())),
+                Retarget(set(&[0]), V("v3")),
+                SetState(V("v3"), Canary, None),
+            ]
+        );
+        assert_eq!(
+            plan.on_published(V("v1")),
+            [
+                SetState(V("v3"), Retired, Some("superseded by v1".into())),
+                Retarget(set(&ALL), V("v1")),
+                SetState(V("v1"), Active, None),
+            ]
+        );
+    }
+
+    #[test]
+    fn when_the_last_canary_leaves_the_version_is_judged_on_every_partition() {
+        let mut plan = plan(canary(1, 5));
+        plan.on_published(V("v2"));
+        assert_eq!(
+            plan.on_event(WorkerEvent::Released { partition: 0 }),
+            [
+                Retarget(set(&ALL), V("v2")),
+                SetState(V("v2"), Active, None)
+            ]
+        );
+        for partition in [1, 2] {
+            assert_eq!(plan.on_event(adopted(partition, "v2")), []);
+        }
+        assert_eq!(
+            plan.on_event(adopted(3, "v2")),
+            [SetState(V("v1"), Retired, None)]
+        );
+    }
+
+    #[test]
+    fn with_nothing_owned_a_canary_version_becomes_the_start_version() {
+        let mut plan = Plan::new("t", canary(1, 5), &ALL, V("v1"));
+        assert_eq!(
+            plan.on_published(V("v2")),
+            [
+                Retarget(set(&ALL), V("v2")),
+                SetState(V("v2"), Active, None),
+                SetState(V("v1"), Retired, None),
+            ]
+        );
+    }
+
+    #[test]
+    fn the_serving_version_refused_on_a_new_partition_is_marked_rejected() {
+        let mut plan = plan(Rollout::All);
+        let refused = WorkerEvent::Refused {
+            partition: 1,
+            digest: "v1".into(),
+            reason: "init: bad".into(),
+        };
+        assert_eq!(
+            plan.on_event(refused),
+            [SetState(V("v1"), Rejected, Some("init: bad".into()))]
+        );
+    }
+
+    impl Action<V> {
+        fn reason(&self) -> Option<String> {
+            match self {
+                SetState(_, _, reason) => reason.clone(),
+                Retarget(..) => None,
+            }
+        }
     }
 }

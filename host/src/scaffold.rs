@@ -65,6 +65,8 @@ pub fn new_project(
         .unwrap_or_else(|| "linecook".to_owned());
     let fill = |template: &str| {
         template
+            .replace(EXAMPLE.0, &EXAMPLE.0.replace("uppercase", "{{name}}"))
+            .replace(EXAMPLE.1, &EXAMPLE.1.replace("uppercase", "{{name}}"))
             .replace(
                 "LINECOOK_SDK",
                 &LINECOOK_SDK.replace("{{linecook}}", &linecook),
@@ -119,9 +121,11 @@ fn set_executable(_: &Path) -> anyhow::Result<()> {
 }
 
 /// The files of each language's project, with `{{name}}`, `{{crate}}`,
-/// `{{lang}}`, `{{sdk}}` and `LINECOOK_SDK` filled in. The glue of Zig and
-/// AssemblyScript (no WIT bindings generator exists for them) is the
-/// examples' own file.
+/// `{{lang}}`, `{{sdk}}` and `LINECOOK_SDK` filled in. The handler is the
+/// language's `uppercase` example itself (`EXAMPLE` becomes the name), and
+/// the glue of Zig and AssemblyScript (no WIT bindings generator exists for
+/// them) the examples' own file: what `new` writes is what the conformance
+/// suite tests.
 fn templates(lang: Lang) -> &'static [(&'static str, &'static str)] {
     match lang {
         Lang::Rust => &[
@@ -129,30 +133,42 @@ fn templates(lang: Lang) -> &'static [(&'static str, &'static str)] {
                 "Cargo.toml",
                 include_str!("../templates/rust/Cargo.toml.in"),
             ),
-            ("src/lib.rs", include_str!("../templates/rust/src/lib.rs")),
+            (
+                "src/lib.rs",
+                include_str!("../../plugins/uppercase/src/lib.rs"),
+            ),
             ("build.sh", include_str!("../templates/rust/build.sh")),
         ],
         Lang::Python => &[
-            ("app.py", include_str!("../templates/python/app.py")),
+            (
+                "app.py",
+                include_str!("../../plugins/python/uppercase/app.py"),
+            ),
             ("build.sh", include_str!("../templates/python/build.sh")),
         ],
         Lang::C => &[
-            ("app.c", include_str!("../templates/c/app.c")),
+            (
+                "app.c",
+                include_str!("../../plugins/c/uppercase/uppercase.c"),
+            ),
             ("build.sh", include_str!("../templates/c/build.sh")),
         ],
         Lang::Js => &[
-            ("app.js", include_str!("../templates/js/app.js")),
+            ("app.js", include_str!("../../plugins/js/uppercase.js")),
             ("build.mjs", include_str!("../templates/js/build.mjs")),
             ("package.json", include_str!("../templates/js/package.json")),
             ("build.sh", include_str!("../templates/js/build.sh")),
         ],
         Lang::Zig => &[
-            ("app.zig", include_str!("../templates/zig/app.zig")),
+            ("app.zig", include_str!("../../plugins/zig/uppercase.zig")),
             ("glue.zig", include_str!("../../plugins/zig/glue.zig")),
             ("build.sh", include_str!("../templates/zig/build.sh")),
         ],
         Lang::Assemblyscript => &[
-            ("app.ts", include_str!("../templates/assemblyscript/app.ts")),
+            (
+                "app.ts",
+                include_str!("../../plugins/assemblyscript/uppercase.ts"),
+            ),
             (
                 "glue.ts",
                 include_str!("../../plugins/assemblyscript/glue.ts"),
@@ -171,8 +187,38 @@ fn templates(lang: Lang) -> &'static [(&'static str, &'static str)] {
 
 const README: &str = include_str!("../templates/README.md");
 
+/// The two places the examples' handler names itself: its first comment
+/// line and the error of a missing `output`.
+const EXAMPLE: (&str, &str) = ("uppercase: emits", "uppercase needs route config");
+
 /// How a build script finds the `linecook` whose `sdk` commands make the
 /// bindings and the component: $LINECOOK, else the binary that wrote the
 /// project, else the one on PATH.
 const LINECOOK_SDK: &str = r#"linecook="${LINECOOK:-{{linecook}}}"
 [ -x "$linecook" ] || linecook=linecook"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_example_handler_names_itself_where_new_puts_the_name() {
+        for lang in [
+            Lang::Rust,
+            Lang::Python,
+            Lang::C,
+            Lang::Js,
+            Lang::Zig,
+            Lang::Assemblyscript,
+        ] {
+            let handler = templates(lang)
+                .iter()
+                .find(|(path, _)| path.starts_with("app.") || *path == "src/lib.rs")
+                .map(|(_, text)| *text)
+                .unwrap();
+            for marker in [EXAMPLE.0, EXAMPLE.1] {
+                assert_eq!(handler.matches(marker).count(), 1, "{lang:?}: `{marker}`");
+            }
+        }
+    }
+}

@@ -183,6 +183,22 @@ impl Store {
             }
             Err(e) => return Err(StoreError::Storage(e.into())),
         };
+        Store::init(db, path)
+    }
+
+    /// Opens (creating if needed) a store on another redb storage backend,
+    /// named `name` in messages: the crash tests' power-loss simulation.
+    pub fn with_backend(
+        backend: impl redb::StorageBackend,
+        name: PathBuf,
+    ) -> Result<Store, StoreError> {
+        let db = Database::builder()
+            .create_with_backend(backend)
+            .map_err(|e| StoreError::Storage(e.into()))?;
+        Store::init(db, name)
+    }
+
+    fn init(db: Database, path: PathBuf) -> Result<Store, StoreError> {
         let txn = db.begin_write()?;
         {
             // Create every table up front so readers never meet a missing one.

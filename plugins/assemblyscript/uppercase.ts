@@ -1,7 +1,11 @@
-// uppercase, in AssemblyScript: emits each record's value ASCII-upper-cased,
-// with the same key, to the topic named by route config `output` — byte for
-// byte what the Rust `uppercase` plugin emits. The canonical-ABI glue is
-// glue.ts.
+// uppercase: emits each record's value ASCII-upper-cased, with the same key,
+// to the topic named by the route config `output`.
+//
+// glue.ts is the canonical-ABI glue (AssemblyScript has no WIT bindings
+// generator): records are addresses (see its field accessors), bytes are
+// (pointer, length) pairs. Do not use the managed heap (`new`, runtime
+// strings): the build uses the stub runtime, and batch memory is an arena
+// emptied after every batch.
 
 import {
   RECORD_SIZE, bytesEqualAscii, emitWithKeyOf, handleOk, initErr, initOk, valueLen, valuePtr,
@@ -18,7 +22,6 @@ export function init(
   for (let i: usize = 0; i < configLen; i++) {
     const pair = config + i * 16;
     if (bytesEqualAscii(load<usize>(pair), load<usize>(pair, 4), "output")) {
-      // Host-allocated, and kept: cabi_post_init keeps what init received.
       outputPtr = load<usize>(pair, 8);
       outputLen = load<usize>(pair, 12);
       return initOk();
@@ -32,7 +35,6 @@ export function handle(batch: usize, batchLen: usize): usize {
     const r = batch + i * RECORD_SIZE;
     const v = valuePtr(r);
     const n = valueLen(r);
-    // ASCII letters only, like Rust's make_ascii_uppercase.
     for (let j: usize = 0; j < n; j++) {
       const c = load<u8>(v + j);
       if (c >= 0x61 && c <= 0x7a) store<u8>(v + j, c - 0x20);

@@ -1,21 +1,22 @@
-// uppercase, in JavaScript: emits each record's value ASCII-upper-cased, with
-// the same key, to the topic named by route config `output` — byte for byte
-// what the Rust `uppercase` plugin emits.
+// uppercase: emits each record's value ASCII-upper-cased, with the same key,
+// to the topic named by the route config `output`.
 //
 // componentize-js maps the world: exports are this module's `init` and
-// `handle`; imported interfaces are modules named by their WIT path; list<u8>
-// is a Uint8Array, option<T> is T or undefined, records are objects with
-// camelCase fields.
+// `handle`; imported interfaces are modules named by their WIT path
+// ('linecook:handler/state@0.1.0': get, set, delete, scan; '.../emit@0.1.0':
+// send; '.../log@0.1.0': write). list<u8> is a Uint8Array, option<T> is T or
+// undefined, records are objects with camelCase fields. Throw a string to
+// fail `init`; throw { tag: 'retry' | 'fatal', val: 'why' } or
+// { tag: 'poison', val: { index, message } } to fail a batch. Module state is
+// dropped at every swap: keep durable data in `state`.
 
 import { send } from 'linecook:handler/emit@0.1.0';
 
-// One instance serves one partition; `init` runs once, before any batch.
 let output;
 
 export function init(context) {
   const entry = context.config.find(([key]) => key === 'output');
   if (entry === undefined) {
-    // A thrown value becomes the `err` of init's result.
     throw 'uppercase needs route config `output`: the topic to write to';
   }
   output = entry[1];
@@ -24,7 +25,6 @@ export function init(context) {
 export function handle(batch) {
   for (const record of batch) {
     const value = Uint8Array.from(record.value);
-    // ASCII letters only, like Rust's make_ascii_uppercase.
     for (let i = 0; i < value.length; i++) {
       if (value[i] >= 0x61 && value[i] <= 0x7a) value[i] -= 0x20;
     }

@@ -1,6 +1,11 @@
-//! uppercase, in Zig: emits each record's value ASCII-upper-cased, with the
-//! same key, to the topic named by route config `output` — byte for byte what
-//! the Rust `uppercase` plugin emits. The canonical-ABI glue is glue.zig.
+//! uppercase: emits each record's value ASCII-upper-cased, with the same key,
+//! to the topic named by the route config `output`.
+//!
+//! glue.zig is the canonical-ABI glue (Zig has no WIT bindings generator):
+//! implement `onInit` and `onHandle`; read records with glue.key/glue.value,
+//! use glue.state and glue.emit. Memory allocated during a batch
+//! (glue.alloc) is dropped after it; keep what must last with glue.keep in
+//! onInit, and durable data in state.
 
 const glue = @import("glue.zig");
 
@@ -12,7 +17,10 @@ var output: glue.Bytes = "";
 
 pub fn onInit(config: []const glue.Pair) ?[]const u8 {
     for (config) |*pair| {
-        if (eql(glue.pairKey(pair), "output")) {
+        const key = glue.pairKey(pair);
+        if (key.len == 6 and for (key, "output") |a, b| {
+            if (a != b) break false;
+        } else true) {
             output = glue.keep(glue.pairValue(pair));
             return null;
         }
@@ -23,17 +31,10 @@ pub fn onInit(config: []const glue.Pair) ?[]const u8 {
 pub fn onHandle(batch: []const glue.Record) ?glue.HandlerError {
     for (batch) |*record| {
         const value = glue.value(record);
-        // ASCII letters only, like Rust's make_ascii_uppercase.
         for (value) |*c| {
             if (c.* >= 'a' and c.* <= 'z') c.* -= 'a' - 'A';
         }
         glue.emit(output, glue.key(record), value);
     }
     return null;
-}
-
-fn eql(a: []const u8, b: []const u8) bool {
-    if (a.len != b.len) return false;
-    for (a, b) |x, y| if (x != y) return false;
-    return true;
 }

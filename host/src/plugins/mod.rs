@@ -203,9 +203,80 @@ impl Plugin {
             },
         }
     }
+}
 
+/// The history of a plugin's versions, as `plugins list` and `status` show it.
+impl PluginReport {
     fn version_mut(&mut self, digest: &str) -> Option<&mut VersionReport> {
-        self.report.versions.iter_mut().find(|v| v.digest == digest)
+        self.versions.iter_mut().find(|v| v.digest == digest)
+    }
+
+    /// `version` was accepted. The first version a host loads is active from
+    /// the start; later ones are pending until their rollout moves them.
+    fn accepted(
+        &mut self,
+        digest: &str,
+        size: u64,
+        source: Source,
+        prepare_time: Duration,
+        first: bool,
+        now_ms: i64,
+    ) {
+        match self.version_mut(digest) {
+            Some(v) => {
+                if !first {
+                    v.state = VersionState::Pending;
+                }
+                v.reason = None;
+                v.source = Some(source);
+            }
+            None => self.versions.push(VersionReport {
+                digest: digest.to_owned(),
+                state: if first {
+                    VersionState::Active
+                } else {
+                    VersionState::Pending
+                },
+                reason: None,
+                seen_at_ms: now_ms,
+                size,
+                source: Some(source),
+                prepare_ms: Some(prepare_time.as_millis() as u64),
+            }),
+        }
+    }
+
+    /// The bytes with `digest` are not a usable handler.
+    fn refused(&mut self, digest: &str, size: u64, reason: &str, now_ms: i64) {
+        self.rejected_total += 1;
+        match self.version_mut(digest) {
+            Some(v) => {
+                v.state = VersionState::Rejected;
+                v.reason = Some(reason.to_owned());
+            }
+            None => self.versions.push(VersionReport {
+                digest: digest.to_owned(),
+                state: VersionState::Rejected,
+                reason: Some(reason.to_owned()),
+                seen_at_ms: now_ms,
+                size,
+                source: None,
+                prepare_ms: None,
+            }),
+        }
+    }
+
+    /// A rollout moved `digest` to `state`.
+    fn moved(&mut self, digest: &str, state: VersionState, reason: Option<String>) {
+        match state {
+            VersionState::Rejected => self.rejected_total += 1,
+            VersionState::RolledBack => self.rolled_back_total += 1,
+            _ => {}
+        }
+        if let Some(v) = self.version_mut(digest) {
+            v.state = state;
+            v.reason = reason;
+        }
     }
 }
 
@@ -465,30 +536,14 @@ impl Registry {
             .accepted
             .insert(version.digest.clone(), version.clone());
         let first = plugin.newest.is_none();
-        match plugin.version_mut(&version.digest) {
-            Some(v) => {
-                if !first {
-                    v.state = VersionState::Pending;
-                }
-                v.reason = None;
-                v.source = Some(version.source);
-            }
-            None => plugin.report.versions.push(VersionReport {
-                digest: version.digest.clone(),
-                // The first version a host loads is active from the start;
-                // later ones become active (or canary) through a rollout.
-                state: if first {
-                    VersionState::Active
-                } else {
-                    VersionState::Pending
-                },
-                reason: None,
-                seen_at_ms: now_ms(),
-                size: version.size,
-                source: Some(version.source),
-                prepare_ms: Some(version.prepare_time.as_millis() as u64),
-            }),
-        }
+        plugin.report.accepted(
+            &version.digest,
+            version.size,
+            version.source,
+            version.prepare_time,
+            first,
+            now_ms(),
+        );
         match &plugin.newest {
             Some(tx) => {
                 tx.send_replace(version.clone());
@@ -500,42 +555,17 @@ impl Registry {
 
     /// Records that the bytes with `digest` were refused as a plugin.
     pub fn reject(&self, name: &str, digest: &str, size: u64, reason: &str) {
-        self.with_plugin(name, |p| {
-            p.report.rejected_total += 1;
-            match p.version_mut(digest) {
-                Some(v) => {
-                    v.state = VersionState::Rejected;
-                    v.reason = Some(reason.to_owned());
-                }
-                None => p.report.versions.push(VersionReport {
-                    digest: digest.to_owned(),
-                    state: VersionState::Rejected,
-                    reason: Some(reason.to_owned()),
-                    seen_at_ms: now_ms(),
-                    size,
-                    source: None,
-                    prepare_ms: None,
-                }),
-            }
-        });
+        self.with_plugin(name, |p| p.report.refused(digest, size, reason, now_ms()));
     }
 
     /// Records where a version stands, as decided by a route's rollout.
     pub fn set_state(&self, name: &str, digest: &str, state: VersionState, reason: Option<String>) {
         self.with_plugin(name, |p| {
-            match state {
-                VersionState::Rejected => p.report.rejected_total += 1,
-                VersionState::RolledBack => p.report.rolled_back_total += 1,
-                _ => {}
-            }
             if matches!(state, VersionState::Rejected | VersionState::RolledBack) {
                 // Never offered again until its file is written again.
                 p.accepted.remove(digest);
             }
-            if let Some(v) = p.version_mut(digest) {
-                v.state = state;
-                v.reason = reason;
-            }
+            p.report.moved(digest, state, reason);
         });
     }
 
@@ -606,4 +636,74 @@ fn read_stable(path: &Path) -> Option<(Vec<u8>, bool)> {
     let after = std::fs::metadata(path).ok()?;
     let stable = stamp(&before) == stamp(&after) && after.len() == bytes.len() as u64;
     Some((bytes, stable))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn states(report: &PluginReport) -> Vec<(&str, VersionState, Option<&str>)> {
+        report
+            .versions
+            .iter()
+            .map(|v| (v.digest.as_str(), v.state, v.reason.as_deref()))
+            .collect()
+    }
+
+    #[test]
+    fn a_plugins_versions_move_through_their_states() {
+        use VersionState::*;
+        let mut report = Plugin::new("p").report;
+        let accept = |r: &mut PluginReport, digest, first| {
+            r.accepted(digest, 10, Source::Compiled, Duration::ZERO, first, 1)
+        };
+        accept(&mut report, "a", true);
+        assert_eq!(
+            states(&report),
+            [("a", Active, None)],
+            "the first is active at once"
+        );
+        accept(&mut report, "b", false);
+        assert_eq!(states(&report)[1], ("b", Pending, None));
+        report.moved("b", RolledBack, Some("trap".into()));
+        report.refused("c", 3, "not a component", 2);
+        assert_eq!(
+            states(&report),
+            [
+                ("a", Active, None),
+                ("b", RolledBack, Some("trap")),
+                ("c", Rejected, Some("not a component")),
+            ]
+        );
+        assert_eq!((report.rejected_total, report.rolled_back_total), (1, 1));
+        // Deployed again, a rolled-back version is pending once more, its
+        // reason gone; the counters keep the history.
+        accept(&mut report, "b", false);
+        assert_eq!(states(&report)[1], ("b", Pending, None));
+        assert_eq!(report.versions.len(), 3, "one entry per digest");
+        report.moved("b", Rejected, Some("init failed".into()));
+        assert_eq!((report.rejected_total, report.rolled_back_total), (2, 1));
+    }
+
+    #[test]
+    fn prune_keeps_the_newest_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = SystemTime::now() - Duration::from_secs(100);
+        for (i, name) in ["a", "b", "c", "d"].iter().enumerate() {
+            let path = dir.path().join(format!("{name}.wasm"));
+            std::fs::write(&path, name).unwrap();
+            let file = std::fs::File::options().write(true).open(&path).unwrap();
+            file.set_modified(base + Duration::from_secs(i as u64 * 10))
+                .unwrap();
+        }
+        std::fs::write(dir.path().join("notes.txt"), "kept: not a module").unwrap();
+        prune(dir.path(), 2);
+        let mut left: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["c.wasm", "d.wasm", "notes.txt"]);
+        assert_eq!(newest_file(dir.path()), Some(dir.path().join("d.wasm")));
+    }
 }

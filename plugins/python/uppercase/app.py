@@ -1,12 +1,15 @@
-"""uppercase, in Python: emits each record's value ASCII-upper-cased, with the
-same key, to the topic named by route config `output` — byte for byte what
-the Rust `uppercase` plugin emits."""
+"""uppercase: emits each record's value ASCII-upper-cased, with the same key,
+to the topic named by the route config `output`.
+
+`init` runs once per partition before any batch; `handle` gets consecutive
+records of that partition. Keep durable data in `state` (wit_world.imports.state):
+module globals are dropped at every swap. Fail a batch by raising
+componentize_py_types.Err(types.HandlerError_Retry("why"))."""
 
 import wit_world
 from componentize_py_types import Err
 from wit_world.imports import emit, types
 
-# One instance serves one partition; `init` runs once, before any batch.
 OUTPUT = None
 
 
@@ -20,6 +23,4 @@ class WitWorld(wit_world.WitWorld):
 
     def handle(self, batch: list[types.StreamRecord]) -> None:
         for record in batch:
-            # bytes.upper() changes ASCII letters only, like Rust's
-            # make_ascii_uppercase.
             emit.send(types.OutputRecord(OUTPUT, record.key, record.value.upper(), []))

@@ -1,18 +1,22 @@
-//! Emits each record's value ASCII-upper-cased, with the same key, to the topic
-//! named by the route config key `output`.
+//! uppercase: emits each record's value ASCII-upper-cased, with the same key,
+//! to the topic named by the route config `output`.
+//!
+//! `init` runs once per partition before any batch; `handle` gets consecutive
+//! records of that partition. Keep durable data in `state`: guest memory is
+//! dropped at every swap.
 
 use linecook_guest::{Context, Error, Handler, Record, emit, export_handler};
 
-struct Uppercase {
+struct App {
     output: String,
 }
 
-impl Handler for Uppercase {
+impl Handler for App {
     fn init(ctx: &Context) -> Result<Self, String> {
         let output = ctx
             .config("output")
             .ok_or("uppercase needs route config `output`: the topic to write to")?;
-        Ok(Uppercase {
+        Ok(App {
             output: output.to_owned(),
         })
     }
@@ -26,4 +30,4 @@ impl Handler for Uppercase {
     }
 }
 
-export_handler!(Uppercase);
+export_handler!(App);
