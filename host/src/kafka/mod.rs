@@ -17,6 +17,7 @@
 pub mod deliver;
 pub mod fence;
 pub mod member;
+mod ownership;
 pub mod restore;
 pub mod source;
 
