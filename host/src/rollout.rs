@@ -545,6 +545,18 @@ mod tests {
         }
     }
 
+    /// `partitions` adopt v2 in turn; with the last, v1 is retired.
+    fn every_partition_adopts_v2(plan: &mut Plan<V>, partitions: &[u32]) {
+        let (last, first) = partitions.split_last().unwrap();
+        for &partition in first {
+            assert_eq!(plan.on_event(adopted(partition, "v2")), []);
+        }
+        assert_eq!(
+            plan.on_event(adopted(*last, "v2")),
+            [SetState(V("v1"), Retired, None)]
+        );
+    }
+
     fn back_to_v1(state: VersionState, reason: &str) -> Vec<Action<V>> {
         vec![
             SetState(V("v2"), state, Some(reason.into())),
@@ -563,13 +575,7 @@ mod tests {
                 SetState(V("v2"), Active, None)
             ]
         );
-        for partition in [0, 1, 2] {
-            assert_eq!(plan.on_event(adopted(partition, "v2")), []);
-        }
-        assert_eq!(
-            plan.on_event(adopted(3, "v2")),
-            [SetState(V("v1"), Retired, None)]
-        );
+        every_partition_adopts_v2(&mut plan, &ALL);
     }
 
     #[test]
@@ -594,13 +600,7 @@ mod tests {
                 SetState(V("v2"), Active, None)
             ]
         );
-        for partition in [1, 2] {
-            assert_eq!(plan.on_event(adopted(partition, "v2")), []);
-        }
-        assert_eq!(
-            plan.on_event(adopted(3, "v2")),
-            [SetState(V("v1"), Retired, None)]
-        );
+        every_partition_adopts_v2(&mut plan, &[1, 2, 3]);
     }
 
     #[test]
@@ -672,13 +672,7 @@ mod tests {
                 SetState(V("v2"), Active, None)
             ]
         );
-        for partition in [1, 2] {
-            assert_eq!(plan.on_event(adopted(partition, "v2")), []);
-        }
-        assert_eq!(
-            plan.on_event(adopted(3, "v2")),
-            [SetState(V("v1"), Retired, None)]
-        );
+        every_partition_adopts_v2(&mut plan, &[1, 2, 3]);
     }
 
     #[test]

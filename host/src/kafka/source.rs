@@ -118,28 +118,21 @@ impl Source for PartitionSource {
                 Ok((claim, r)) => {
                     ctx.metrics.restored_records.inc_by(r.records);
                     let took_ms = started.elapsed().as_millis() as u64;
-                    if restoring {
-                        info!(
-                            upto = from,
-                            keys = r.state.len(),
-                            changelog_records = r.records,
-                            fenced_records = r.fenced,
-                            replay_batches = r.plan.len(),
-                            epoch = self.epoch,
-                            took_ms,
+                    info!(
+                        from,
+                        keys = restoring.then_some(r.state.len()),
+                        changelog_records = r.records,
+                        fenced_records = r.fenced,
+                        replay_batches = r.plan.len(),
+                        epoch = self.epoch,
+                        took_ms,
+                        "{}",
+                        if restoring {
                             "state restored from the changelog"
-                        );
-                    } else {
-                        info!(
-                            from,
-                            changelog_records = r.records,
-                            fenced_records = r.fenced,
-                            replay_batches = r.plan.len(),
-                            epoch = self.epoch,
-                            took_ms,
+                        } else {
                             "local state is current; recent batches read from the changelog"
-                        );
-                    }
+                        }
+                    );
                     self.leases
                         .take(ctx.topic.id, ctx.partition, self.epoch, claim);
                     self.replay = r.plan.into();

@@ -10,6 +10,8 @@
 //! run; `init` is each worker's last check before it swaps.
 
 mod cache;
+mod files;
+mod report;
 pub mod watcher;
 
 use std::collections::HashMap;
@@ -22,6 +24,9 @@ use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
 pub use cache::ArtifactCache;
+pub use report::{PluginReport, VersionReport, VersionState};
+
+use files::{newest_file, prune, read_stable};
 
 use crate::record::now_ms;
 use crate::runtime::{PrepareError, Prepared, Runtime};
@@ -109,77 +114,6 @@ pub enum PluginError {
     },
 }
 
-/// Where a version stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum VersionState {
-    /// Accepted; its route's rollout has not started it yet.
-    Pending,
-    /// Serving (or being adopted by) every partition of its routes.
-    Active,
-    /// Serving the canary partitions, waiting to be promoted.
-    Canary,
-    /// Never handled a batch: not a usable component, or its `init` failed.
-    Rejected,
-    /// Handled batches and failed: on a canary partition, or its batches
-    /// could not be committed while it was rolled out. The previous version
-    /// was restored.
-    RolledBack,
-    /// Was active, replaced by a newer version.
-    Retired,
-}
-
-impl std::fmt::Display for VersionState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            VersionState::Pending => "pending",
-            VersionState::Active => "active",
-            VersionState::Canary => "canary",
-            VersionState::Rejected => "rejected",
-            VersionState::RolledBack => "rolled-back",
-            VersionState::Retired => "retired",
-        })
-    }
-}
-
-/// One version of a plugin as the host has seen it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct VersionReport {
-    /// Full hex digest.
-    pub digest: String,
-    /// Where it stands.
-    pub state: VersionState,
-    /// Why it was rejected or rolled back.
-    pub reason: Option<String>,
-    /// When the host first saw it, ms since the Unix epoch.
-    pub seen_at_ms: i64,
-    /// Module size in bytes.
-    pub size: u64,
-    /// Compiled now or loaded from cache (absent for rejected modules).
-    pub source: Option<Source>,
-    /// Time to compile or load and check, in milliseconds.
-    pub prepare_ms: Option<u64>,
-}
-
-/// A plugin and every version the host has seen of it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct PluginReport {
-    /// Plugin name.
-    pub name: String,
-    /// Whether `<name>.wasm` is currently in the plugins directory.
-    pub file_present: bool,
-    /// Versions, oldest first.
-    pub versions: Vec<VersionReport>,
-    /// Versions rejected so far (metric-ready counter).
-    pub rejected_total: u64,
-    /// Versions rolled back so far (metric-ready counter).
-    pub rolled_back_total: u64,
-    /// Set while the host serves an earlier version because the file could
-    /// not be used at start: which version, and why.
-    #[serde(default)]
-    pub fallback: Option<String>,
-}
-
 struct Plugin {
     newest: Option<watch::Sender<Arc<PluginVersion>>>,
     /// Accepted versions by digest: a re-deploy of a known version neither
@@ -201,81 +135,6 @@ impl Plugin {
                 rolled_back_total: 0,
                 fallback: None,
             },
-        }
-    }
-}
-
-/// The history of a plugin's versions, as `plugins list` and `status` show it.
-impl PluginReport {
-    fn version_mut(&mut self, digest: &str) -> Option<&mut VersionReport> {
-        self.versions.iter_mut().find(|v| v.digest == digest)
-    }
-
-    /// `version` was accepted. The first version a host loads is active from
-    /// the start; later ones are pending until their rollout moves them.
-    fn accepted(
-        &mut self,
-        digest: &str,
-        size: u64,
-        source: Source,
-        prepare_time: Duration,
-        first: bool,
-        now_ms: i64,
-    ) {
-        match self.version_mut(digest) {
-            Some(v) => {
-                if !first {
-                    v.state = VersionState::Pending;
-                }
-                v.reason = None;
-                v.source = Some(source);
-            }
-            None => self.versions.push(VersionReport {
-                digest: digest.to_owned(),
-                state: if first {
-                    VersionState::Active
-                } else {
-                    VersionState::Pending
-                },
-                reason: None,
-                seen_at_ms: now_ms,
-                size,
-                source: Some(source),
-                prepare_ms: Some(prepare_time.as_millis() as u64),
-            }),
-        }
-    }
-
-    /// The bytes with `digest` are not a usable handler.
-    fn refused(&mut self, digest: &str, size: u64, reason: &str, now_ms: i64) {
-        self.rejected_total += 1;
-        match self.version_mut(digest) {
-            Some(v) => {
-                v.state = VersionState::Rejected;
-                v.reason = Some(reason.to_owned());
-            }
-            None => self.versions.push(VersionReport {
-                digest: digest.to_owned(),
-                state: VersionState::Rejected,
-                reason: Some(reason.to_owned()),
-                seen_at_ms: now_ms,
-                size,
-                source: None,
-                prepare_ms: None,
-            }),
-        }
-    }
-
-    /// A rollout moved `digest` to `state`.
-    fn moved(&mut self, digest: &str, state: VersionState, reason: Option<String>) {
-        match state {
-            VersionState::Rejected => self.rejected_total += 1,
-            VersionState::RolledBack => self.rolled_back_total += 1,
-            _ => {}
-        }
-        if let Some(v) = self.version_mut(digest) {
-            v.state = state;
-            v.reason = reason;
         }
     }
 }
@@ -596,114 +455,3 @@ impl Registry {
 
 /// Accepted versions kept per plugin for a start to fall back to.
 const KEPT_VERSIONS: usize = 8;
-
-/// The most recently modified `.wasm` file in `dir`.
-fn newest_file(dir: &Path) -> Option<PathBuf> {
-    wasm_files(dir)
-        .into_iter()
-        .max_by_key(|(t, _)| *t)
-        .map(|(_, p)| p)
-}
-
-fn wasm_files(dir: &Path) -> Vec<(SystemTime, PathBuf)> {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(|e| {
-            let path = e.ok()?.path();
-            let modified = path.metadata().ok()?.modified().ok()?;
-            (path.extension()? == "wasm").then_some((modified, path))
-        })
-        .collect()
-}
-
-/// Removes all but the `keep` most recently modified `.wasm` files of `dir`.
-fn prune(dir: &Path, keep: usize) {
-    let mut files = wasm_files(dir);
-    files.sort_by_key(|f| std::cmp::Reverse(f.0));
-    for (_, path) in files.into_iter().skip(keep) {
-        let _ = std::fs::remove_file(path);
-    }
-}
-
-/// Reads `path` and tells whether it held still while being read (same
-/// length and modification time before and after). `None` if it is gone.
-fn read_stable(path: &Path) -> Option<(Vec<u8>, bool)> {
-    let stamp = |m: &std::fs::Metadata| (m.len(), m.modified().ok());
-    let before = std::fs::metadata(path).ok()?;
-    let bytes = std::fs::read(path).ok()?;
-    let after = std::fs::metadata(path).ok()?;
-    let stable = stamp(&before) == stamp(&after) && after.len() == bytes.len() as u64;
-    Some((bytes, stable))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn states(report: &PluginReport) -> Vec<(&str, VersionState, Option<&str>)> {
-        report
-            .versions
-            .iter()
-            .map(|v| (v.digest.as_str(), v.state, v.reason.as_deref()))
-            .collect()
-    }
-
-    #[test]
-    fn a_plugins_versions_move_through_their_states() {
-        use VersionState::*;
-        let mut report = Plugin::new("p").report;
-        let accept = |r: &mut PluginReport, digest, first| {
-            r.accepted(digest, 10, Source::Compiled, Duration::ZERO, first, 1)
-        };
-        accept(&mut report, "a", true);
-        assert_eq!(
-            states(&report),
-            [("a", Active, None)],
-            "the first is active at once"
-        );
-        accept(&mut report, "b", false);
-        assert_eq!(states(&report)[1], ("b", Pending, None));
-        report.moved("b", RolledBack, Some("trap".into()));
-        report.refused("c", 3, "not a component", 2);
-        assert_eq!(
-            states(&report),
-            [
-                ("a", Active, None),
-                ("b", RolledBack, Some("trap")),
-                ("c", Rejected, Some("not a component")),
-            ]
-        );
-        assert_eq!((report.rejected_total, report.rolled_back_total), (1, 1));
-        // Deployed again, a rolled-back version is pending once more, its
-        // reason gone; the counters keep the history.
-        accept(&mut report, "b", false);
-        assert_eq!(states(&report)[1], ("b", Pending, None));
-        assert_eq!(report.versions.len(), 3, "one entry per digest");
-        report.moved("b", Rejected, Some("init failed".into()));
-        assert_eq!((report.rejected_total, report.rolled_back_total), (2, 1));
-    }
-
-    #[test]
-    fn prune_keeps_the_newest_files() {
-        let dir = tempfile::tempdir().unwrap();
-        let base = SystemTime::now() - Duration::from_secs(100);
-        for (i, name) in ["a", "b", "c", "d"].iter().enumerate() {
-            let path = dir.path().join(format!("{name}.wasm"));
-            std::fs::write(&path, name).unwrap();
-            let file = std::fs::File::options().write(true).open(&path).unwrap();
-            file.set_modified(base + Duration::from_secs(i as u64 * 10))
-                .unwrap();
-        }
-        std::fs::write(dir.path().join("notes.txt"), "kept: not a module").unwrap();
-        prune(dir.path(), 2);
-        let mut left: Vec<String> = std::fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .collect();
-        left.sort();
-        assert_eq!(left, ["c.wasm", "d.wasm", "notes.txt"]);
-        assert_eq!(newest_file(dir.path()), Some(dir.path().join("d.wasm")));
-    }
-}
