@@ -118,6 +118,33 @@ mod tests {
     }
 
     #[test]
+    fn the_0_2_0_design_is_valid_wit_with_the_worlds_it_describes() {
+        let mut resolve = Resolve::default();
+        let package = resolve
+            .push_str(
+                "0.2.0/handler.wit",
+                include_str!("../../wit/0.2.0/handler.wit"),
+            )
+            .unwrap();
+        assert_eq!(
+            resolve.packages[package].name.to_string(),
+            "linecook:handler@0.2.0"
+        );
+        let guest = resolve.packages[package].interfaces["guest"];
+        let functions: Vec<&str> = resolve.interfaces[guest]
+            .functions
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(functions, ["init", "handle", "on-timers"]);
+        for (name, exports) in [("handler", 1), ("packed-handler", 2)] {
+            let world = resolve.select_world(&[package], Some(name)).unwrap();
+            assert_eq!(resolve.worlds[world].exports.len(), exports, "{name}");
+            assert_eq!(resolve.worlds[world].imports.len(), 5, "{name}: types + 4");
+        }
+    }
+
+    #[test]
     fn a_module_without_the_exports_is_refused_by_name() {
         // The smallest valid core module: a header and nothing else.
         let empty = b"\0asm\x01\0\0\0";
