@@ -127,14 +127,7 @@ impl Plugin {
         Plugin {
             newest: None,
             accepted: HashMap::new(),
-            report: PluginReport {
-                name: name.to_owned(),
-                file_present: true,
-                versions: Vec::new(),
-                rejected_total: 0,
-                rolled_back_total: 0,
-                fallback: None,
-            },
+            report: PluginReport::new(name),
         }
     }
 }

@@ -80,6 +80,18 @@ pub struct PluginReport {
 
 /// The history of a plugin's versions, as `plugins list` and `status` show it.
 impl PluginReport {
+    /// A plugin with no version seen yet, its file present.
+    pub(super) fn new(name: &str) -> PluginReport {
+        PluginReport {
+            name: name.to_owned(),
+            file_present: true,
+            versions: Vec::new(),
+            rejected_total: 0,
+            rolled_back_total: 0,
+            fallback: None,
+        }
+    }
+
     pub(super) fn version_mut(&mut self, digest: &str) -> Option<&mut VersionReport> {
         self.versions.iter_mut().find(|v| v.digest == digest)
     }
@@ -157,17 +169,6 @@ impl PluginReport {
 mod tests {
     use super::*;
 
-    fn report(name: &str) -> PluginReport {
-        PluginReport {
-            name: name.to_owned(),
-            file_present: true,
-            versions: Vec::new(),
-            rejected_total: 0,
-            rolled_back_total: 0,
-            fallback: None,
-        }
-    }
-
     fn states(report: &PluginReport) -> Vec<(&str, VersionState, Option<&str>)> {
         report
             .versions
@@ -179,7 +180,7 @@ mod tests {
     #[test]
     fn a_plugins_versions_move_through_their_states() {
         use VersionState::*;
-        let mut report = report("p");
+        let mut report = PluginReport::new("p");
         let accept = |r: &mut PluginReport, digest, first| {
             r.accepted(digest, 10, Source::Compiled, Duration::ZERO, first, 1)
         };
