@@ -256,6 +256,15 @@ fn poison_traps_and_floods_dead_letter_exactly_those_records() {
     );
     let flood = text(header(&dlq[2], dlh::ERROR_MESSAGE).unwrap());
     assert!(flood.contains("output limit exceeded"), "{flood}");
+    // A trap is one line in the guest's own words, not a wasm backtrace.
+    let trap = text(header(&dlq[1], dlh::ERROR_MESSAGE).unwrap());
+    assert!(
+        trap.contains("hostile traps on purpose")
+            && trap.contains("unreachable")
+            && !trap.contains('\n')
+            && !trap.contains("wasm function"),
+        "{trap}"
+    );
     let store = setup.store();
     let input = store.topic("in").unwrap();
     assert_eq!(store.checkpoint(&input, 0).unwrap().unwrap().next_offset, 8);

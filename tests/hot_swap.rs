@@ -276,7 +276,12 @@ fn bad_modules_are_rejected_and_the_old_version_keeps_serving() {
             bad_file("fail_init.wasm"),
             "fail-init refuses to start",
         ),
-        ("init trap", bad_file("trap_init.wasm"), "init trapped"),
+        // One line, in the guest's own words: its panic message.
+        (
+            "init trap",
+            bad_file("trap_init.wasm"),
+            "init trapped: panicked at",
+        ),
     ];
     let mut host = setup.start();
     host.wait_ready();
@@ -302,6 +307,14 @@ fn bad_modules_are_rejected_and_the_old_version_keeps_serving() {
             why.contains(reason),
             "{kind}: reason {why:?} does not say {reason:?}"
         );
+        if *kind == "init trap" {
+            assert!(
+                why.contains("trap-init traps in init")
+                    && !why.contains('\n')
+                    && !why.contains("wasm function"),
+                "{kind}: {why:?} is not one line with the guest's message"
+            );
+        }
         assert!(
             status
                 .partitions

@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
+use std::sync::{Arc, Mutex};
 
 use wasmtime::bail;
 use wasmtime::component::ResourceTable;
@@ -12,7 +13,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::linecook::handler::{emit, log, state, types};
 use super::bindings::{Level, OutputRecord};
-use super::stdio::{GuestOutput, LineBudget};
+use super::stdio::{GuestOutput, LastWords, LineBudget};
 use crate::checkpoint::{Entries, StateReader};
 use crate::config::Limits;
 use crate::record;
@@ -70,18 +71,31 @@ pub struct HostState {
     pub(crate) limit_hit: Option<String>,
     /// Current size of the instance's linear memory.
     pub(crate) memory_bytes: usize,
+    /// What the guest wrote to stderr during the current call.
+    pub(crate) last_words: Arc<Mutex<LastWords>>,
 }
 
 impl HostState {
     pub(crate) fn new(labels: Labels, limits: Limits) -> HostState {
         let budget = LineBudget::shared();
+        let last_words = Arc::new(Mutex::new(LastWords::default()));
         HostState {
             // No preopened directories, no environment, no arguments, no
             // sockets, no inherited stdio: the guest reaches nothing of the
             // host through WASI. Its stdout and stderr become log lines.
             wasi: WasiCtx::builder()
-                .stdout(GuestOutput::new("stdout", labels.clone(), budget.clone()))
-                .stderr(GuestOutput::new("stderr", labels.clone(), budget))
+                .stdout(GuestOutput::new(
+                    "stdout",
+                    labels.clone(),
+                    budget.clone(),
+                    None,
+                ))
+                .stderr(GuestOutput::new(
+                    "stderr",
+                    labels.clone(),
+                    budget,
+                    Some(last_words.clone()),
+                ))
                 .build(),
             table: ResourceTable::new(),
             limits,
@@ -89,6 +103,7 @@ impl HostState {
             scope: None,
             limit_hit: None,
             memory_bytes: 0,
+            last_words,
         }
     }
 

@@ -63,8 +63,8 @@ pub enum InstanceError {
     #[error("init failed: {0}")]
     Init(String),
     /// `init` trapped.
-    #[error("init trapped: {0:#}")]
-    InitTrap(wasmtime::Error),
+    #[error("init trapped: {0}")]
+    InitTrap(TrapReport),
     /// `init` exceeded a limit.
     #[error("init exceeded a limit: {0}")]
     InitLimit(String),
@@ -77,7 +77,7 @@ pub enum BatchFailure {
     Handler(HandlerError),
     /// The guest trapped: its memory may be corrupt, so the instance must be
     /// discarded.
-    Trap(wasmtime::Error),
+    Trap(TrapReport),
     /// The guest exceeded a limit (CPU time, memory, outputs, state value
     /// size) and was stopped: which, and by how much. Discard the instance.
     Limit(String),
@@ -117,9 +117,56 @@ impl std::fmt::Display for BatchFailure {
                     p.index, p.message
                 )
             }
-            BatchFailure::Trap(e) => write!(f, "handler trapped: {e:#}"),
+            BatchFailure::Trap(trap) => write!(f, "handler trapped: {trap}"),
             BatchFailure::Limit(what) => write!(f, "handler stopped: {what}"),
         }
+    }
+}
+
+/// A trap, for people: one line with what the guest said last on stderr
+/// (a panic message, say) and the kind of trap. The whole error, with its
+/// wasm backtrace, goes to the debug log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrapReport {
+    /// The one line.
+    pub summary: String,
+}
+
+impl std::fmt::Display for TrapReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.summary)
+    }
+}
+
+/// Longest guest message a trap's summary quotes.
+const MAX_SAID: usize = 400;
+
+/// The one line for a trap of `kind` after the guest wrote `said` to stderr
+/// (oldest first): the guest's last meaningful lines — without Rust's
+/// "thread … panicked" prefix and backtrace hint — then the kind.
+fn trap_summary<'a>(kind: &str, said: impl Iterator<Item = &'a str>) -> String {
+    let lines: Vec<&str> = said
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("note: run with `RUST_BACKTRACE"))
+        .collect();
+    let mut message = lines[lines.len().saturating_sub(3)..].join(" ");
+    if let Some(at) = message.find("panicked at ")
+        && message.starts_with("thread ")
+    {
+        message.drain(..at);
+    }
+    if message.len() > MAX_SAID {
+        let mut cut = MAX_SAID;
+        while !message.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        message.truncate(cut);
+        message.push('…');
+    }
+    if message.is_empty() {
+        kind.to_owned()
+    } else {
+        format!("{message} ({kind})")
     }
 }
 
@@ -264,6 +311,7 @@ impl Instance {
             }
         };
         store.data_mut().scope = Some(BatchScope::new(reader, false));
+        store.data().last_words.lock().expect("last words").clear();
         store.set_epoch_deadline(deadline_ticks(&limits));
         let started = Instant::now();
         let result = bindings.call_init(&mut store, context);
@@ -295,7 +343,17 @@ impl Instance {
                 (ran.as_millis() as u64).saturating_sub(ms)
             ));
         }
-        BatchFailure::Trap(trap)
+        let kind = match trap.downcast_ref::<Trap>() {
+            Some(code) => code.to_string(),
+            None => trap.root_cause().to_string(),
+        };
+        let kind = kind.lines().next().unwrap_or("trap").to_owned();
+        let words = self.store.data().last_words.clone();
+        let summary = trap_summary(&kind, words.lock().expect("last words").lines());
+        let l = &self.store.data().labels;
+        tracing::debug!(plugin = %l.plugin, topic = %l.topic, partition = l.partition,
+            "trap in full: {trap:?}");
+        BatchFailure::Trap(TrapReport { summary })
     }
 
     /// Size of the instance's linear memory, in bytes.
@@ -310,6 +368,12 @@ impl Instance {
         reader: Box<dyn StateReader>,
     ) -> Result<(BatchEffects, std::time::Duration), BatchFailure> {
         self.store.data_mut().scope = Some(BatchScope::new(reader, true));
+        self.store
+            .data()
+            .last_words
+            .lock()
+            .expect("last words")
+            .clear();
         let limits = self.store.data().limits;
         self.store.set_epoch_deadline(deadline_ticks(&limits));
         let started = Instant::now();
@@ -327,4 +391,38 @@ impl Instance {
 /// The epoch deadline for one call under `limits`, in ticks.
 fn deadline_ticks(limits: &Limits) -> u64 {
     limits.cpu_ms.div_ceil(EPOCH_TICK.as_millis() as u64) + 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_trap_is_one_line_with_the_guests_own_words() {
+        let kind = "wasm `unreachable` instruction executed";
+        let rust_panic = [
+            "",
+            "thread '<unnamed>' panicked at src/lib.rs:20:13:",
+            "bad record at offset 7",
+            "note: run with `RUST_BACKTRACE=1` environment variable to display a backtrace",
+        ];
+        assert_eq!(
+            trap_summary(kind, rust_panic.into_iter()),
+            "panicked at src/lib.rs:20:13: bad record at offset 7 (wasm `unreachable` instruction executed)"
+        );
+        assert_eq!(trap_summary(kind, std::iter::empty()), kind);
+        // Only the last three lines of a long traceback.
+        let traceback = ["Traceback:", "  a", "  b", "  c", "ValueError: no"];
+        assert_eq!(
+            trap_summary("unreachable", traceback.into_iter()),
+            "b c ValueError: no (unreachable)"
+        );
+        let long = "x".repeat(1000);
+        let summary = trap_summary("k", [long.as_str()].into_iter());
+        assert!(
+            summary.len() < 420 && summary.ends_with("… (k)"),
+            "{summary}"
+        );
+        assert!(!summary.contains('\n'));
+    }
 }

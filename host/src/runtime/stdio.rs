@@ -18,6 +18,36 @@ const LINES_PER_SEC: f64 = 20.0;
 /// Longest line kept; the rest is cut.
 const MAX_LINE: usize = 4096;
 
+/// Lines of the guest's stderr kept for a trap's one-line reason.
+const LAST_WORDS: usize = 8;
+
+/// The last lines a guest wrote to stderr during the current call: a trap's
+/// reason quotes them (a panic message is written there just before the
+/// trap). Kept even when the rate limit drops them from the log.
+#[derive(Debug, Default)]
+pub(crate) struct LastWords {
+    lines: std::collections::VecDeque<String>,
+}
+
+impl LastWords {
+    fn push(&mut self, line: String) {
+        if self.lines.len() == LAST_WORDS {
+            self.lines.pop_front();
+        }
+        self.lines.push_back(line);
+    }
+
+    /// Forgets what was said before this call.
+    pub(crate) fn clear(&mut self) {
+        self.lines.clear();
+    }
+
+    /// What was said, oldest first.
+    pub(crate) fn lines(&self) -> impl Iterator<Item = &str> {
+        self.lines.iter().map(String::as_str)
+    }
+}
+
 /// A token bucket shared by an instance's stdout and stderr.
 #[derive(Debug)]
 pub(crate) struct LineBudget {
@@ -58,6 +88,8 @@ pub(crate) struct GuestOutput {
     stream: &'static str,
     labels: Labels,
     budget: Arc<Mutex<LineBudget>>,
+    /// Where stderr's lines are also kept (none for stdout).
+    last_words: Option<Arc<Mutex<LastWords>>>,
 }
 
 impl GuestOutput {
@@ -65,15 +97,21 @@ impl GuestOutput {
         stream: &'static str,
         labels: Labels,
         budget: Arc<Mutex<LineBudget>>,
+        last_words: Option<Arc<Mutex<LastWords>>>,
     ) -> GuestOutput {
         GuestOutput {
             stream,
             labels,
             budget,
+            last_words,
         }
     }
 
     fn log(&self, line: &[u8]) {
+        if let Some(words) = &self.last_words {
+            let line = String::from_utf8_lossy(line).into_owned();
+            words.lock().expect("last words").push(line);
+        }
         let Some(dropped) = self.budget.lock().expect("line budget").take() else {
             return;
         };
