@@ -218,6 +218,7 @@ errors = { retries = 1, backoff_base_ms = 10, backoff_max_ms = 10 }
             inputs
                 .into_iter()
                 .map(|(key, value)| NewRecord {
+                    timestamp_ms: None,
                     key,
                     value,
                     headers: vec![],

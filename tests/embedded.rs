@@ -469,3 +469,124 @@ fn config_goes_before_or_after_the_command() {
         );
     }
 }
+
+#[test]
+fn tail_piped_into_produce_json_copies_a_topic_exactly() {
+    let setup = Setup::new(PIPELINE, &["uppercase", "counter"]);
+    let store = setup.store();
+    store.create_topic("a", 3).unwrap();
+    store.create_topic("b", 3).unwrap();
+    let record = |key: Option<&[u8]>, value: &[u8], headers: &[(&str, &[u8])], ts, partition| {
+        linecook::record::NewRecord {
+            key: key.map(<[u8]>::to_vec),
+            value: value.to_vec(),
+            headers: headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_vec()))
+                .collect(),
+            partition,
+            timestamp_ms: Some(ts),
+        }
+    };
+    store
+        .produce(
+            "a",
+            &[
+                record(Some(b"k1"), b"plain", &[], 1_000, None),
+                record(
+                    Some(&[0xff, 0x00]),
+                    &[0x80, 0x81, 0x00],
+                    &[("bin", &[0xfe])],
+                    2_000,
+                    None,
+                ),
+                record(
+                    None,
+                    "café".as_bytes(),
+                    &[("t", b"1"), ("t", b"2")],
+                    3_000,
+                    Some(2),
+                ),
+                record(None, b"", &[("empty", b"")], -5, Some(0)),
+                record(Some(b""), b"{\"json\": \"inside\"}\n", &[], 4_000, Some(1)),
+            ],
+        )
+        .unwrap();
+    drop(store);
+    // Both ends of the pipe use the data directory at once: through the
+    // running host's admin API.
+    let mut host = setup.start();
+    host.wait_ready();
+    let config = setup.config.display().to_string();
+    let bin = support::BIN;
+    let out = std::process::Command::new("bash")
+        .args([
+            "-c",
+            &format!(
+                "set -o pipefail; {bin} tail --topic a --from-beginning --headers --config {config} \
+                 | {bin} produce --topic b --format json --config {config}"
+            ),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    host.stop();
+    let store = setup.store();
+    let fields = |topic| {
+        read_all(&store, topic)
+            .into_iter()
+            .map(|r| {
+                (
+                    r.partition,
+                    r.offset,
+                    r.key,
+                    r.value,
+                    r.headers,
+                    r.timestamp_ms,
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(fields("b"), fields("a"));
+    assert_eq!(fields("a").len(), 5);
+}
+
+#[test]
+fn produce_json_names_the_bad_line_and_keeps_what_came_before() {
+    let setup = Setup::new(PIPELINE, &["uppercase", "counter"]);
+    setup.store().create_topic("b", 1).unwrap();
+    let config = setup.config.display().to_string();
+    let out = std::process::Command::new("bash")
+        .args([
+            "-c",
+            &format!(
+                "printf '{{\"value\": \"ok\"}}\\n{{\"value\": 3}}\\n' | {} produce --topic b --format json --config {config}",
+                support::BIN
+            ),
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("line 2 of standard input") && stderr.contains("value must be a string"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("the 1 record before it went to `b`"),
+        "{stderr}"
+    );
+    let produced: Vec<Vec<u8>> = read_all(&setup.store(), "b")
+        .into_iter()
+        .map(|r| r.value)
+        .collect();
+    assert_eq!(
+        produced,
+        [b"ok".to_vec()],
+        "what came before the bad line is in"
+    );
+}

@@ -38,6 +38,7 @@ fn records(partition: u32, values: &[&str]) -> Vec<NewRecord> {
     values
         .iter()
         .map(|v| NewRecord {
+            timestamp_ms: None,
             key: Some(format!("p{partition}").into_bytes()),
             value: v.as_bytes().to_vec(),
             headers: vec![("origin".into(), b"test".to_vec())],

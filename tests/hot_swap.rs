@@ -673,6 +673,7 @@ fn a_canary_that_traps_returns_to_the_old_version_and_both_swaps_count() {
             .produce(
                 "in",
                 vec![linecook::record::NewRecord {
+                    timestamp_ms: None,
                     key: Some(b"k".to_vec()),
                     value: value.as_bytes().to_vec(),
                     headers: vec![],

@@ -48,6 +48,7 @@ fn store_with_input(n: usize) -> (tempfile::TempDir, Store) {
         let records: Vec<NewRecord> = chunk
             .iter()
             .map(|&i| NewRecord {
+                timestamp_ms: None,
                 key: Some(format!("key-{}", i % 1000).into_bytes()),
                 value: common::value(i),
                 headers: vec![],

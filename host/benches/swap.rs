@@ -64,6 +64,7 @@ fn measure(v1: &Path, v2: &Path, swaps: usize, partitions: u32) -> Figures {
             while !stop.load(Ordering::Relaxed) {
                 let records = (i..i + 64)
                     .map(|n| NewRecord {
+                        timestamp_ms: None,
                         key: Some(format!("k{}", n % 64).into_bytes()),
                         value: vec![b'x'; 100],
                         headers: vec![],

@@ -46,6 +46,12 @@ pub struct WireNewRecord {
     /// Explicit partition.
     #[serde(default)]
     pub partition: Option<u32>,
+    /// Headers, in order.
+    #[serde(default)]
+    pub headers: Vec<(String, B64)>,
+    /// Timestamp; absent: the append time.
+    #[serde(default)]
+    pub timestamp_ms: Option<i64>,
 }
 
 /// `POST /topics/{topic}/records`
@@ -104,6 +110,8 @@ impl From<NewRecord> for WireNewRecord {
             key: r.key.map(B64),
             value: B64(r.value),
             partition: r.partition,
+            headers: r.headers.into_iter().map(|(k, v)| (k, B64(v))).collect(),
+            timestamp_ms: r.timestamp_ms,
         }
     }
 }
@@ -113,8 +121,9 @@ impl From<WireNewRecord> for NewRecord {
         NewRecord {
             key: r.key.map(|k| k.0),
             value: r.value.0,
-            headers: Vec::new(),
+            headers: r.headers.into_iter().map(|(k, v)| (k, v.0)).collect(),
             partition: r.partition,
+            timestamp_ms: r.timestamp_ms,
         }
     }
 }

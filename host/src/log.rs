@@ -150,7 +150,7 @@ impl Store {
                 let offset = log.append(
                     &info,
                     partition,
-                    now,
+                    record.timestamp_ms.unwrap_or(now),
                     record.key.as_deref(),
                     &record.value,
                     &record.headers,
@@ -272,6 +272,7 @@ mod tests {
         let (_dir, store) = store();
         let topic = store.create_topic("t", 3).unwrap();
         let rec = |k: &str, v: &str| NewRecord {
+            timestamp_ms: None,
             key: Some(k.into()),
             value: v.into(),
             headers: vec![],
@@ -309,6 +310,7 @@ mod tests {
         store.create_topic("t", 4).unwrap();
         let recs: Vec<_> = (0..8)
             .map(|i| NewRecord {
+                timestamp_ms: None,
                 key: None,
                 value: vec![i],
                 headers: vec![],

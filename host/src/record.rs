@@ -35,6 +35,8 @@ pub struct NewRecord {
     pub headers: Vec<Header>,
     /// Explicit partition, overriding the partitioner.
     pub partition: Option<u32>,
+    /// Timestamp, milliseconds since the Unix epoch; `None`: the append time.
+    pub timestamp_ms: Option<i64>,
 }
 
 /// A record a handler emitted, bound for `topic`.

@@ -155,6 +155,7 @@ impl Setup {
         let records: Vec<NewRecord> = records
             .iter()
             .map(|(k, v)| NewRecord {
+                timestamp_ms: None,
                 key: k.map(|k| k.as_bytes().to_vec()),
                 value: v.as_bytes().to_vec(),
                 headers: vec![],
@@ -297,6 +298,7 @@ impl Producer {
                 while !stop.load(Ordering::Relaxed) {
                     let records: Vec<NewRecord> = (next..next + 16)
                         .map(|i| NewRecord {
+                            timestamp_ms: None,
                             key: Some(format!("k{}", i % 16).into_bytes()),
                             value: format!("{prefix}{i}").into_bytes(),
                             headers: vec![],

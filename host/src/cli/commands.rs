@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use tokio_util::sync::CancellationToken;
 
-use super::output::record_json;
+use super::json_lines::{parse_record_json, record_json};
 use crate::client::Access;
 use crate::config::Config;
 use crate::record::NewRecord;
@@ -17,13 +17,28 @@ const PRODUCE_CHUNK: usize = 1000;
 /// Records per read while tailing.
 const TAIL_CHUNK: usize = 1000;
 
+/// How `produce` reads standard input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(super) enum InputFormat {
+    /// One record per line: the line is the value (or `KEY<SEP>VALUE` with
+    /// --key-separator).
+    Lines,
+    /// One record per line as `tail` prints it: key, value, headers,
+    /// timestamp_ms and partition kept exactly.
+    Json,
+}
+
 pub(super) fn produce(
     config: &Config,
     topic: &str,
     key_separator: Option<&str>,
+    format: InputFormat,
 ) -> anyhow::Result<()> {
     if key_separator == Some("") {
         bail!("--key-separator must not be empty");
+    }
+    if key_separator.is_some() && format == InputFormat::Json {
+        bail!("--key-separator applies to --format lines; JSON lines carry their key");
     }
     let access = Access::connect(config)?;
     // Fail before reading stdin if the topic does not exist.
@@ -31,12 +46,36 @@ pub(super) fn produce(
     let stdin = std::io::stdin().lock();
     let mut chunk = Vec::with_capacity(PRODUCE_CHUNK);
     let mut total = 0usize;
-    for line in stdin.split(b'\n') {
+    for (number, line) in stdin.split(b'\n').enumerate() {
         let mut line = line.context("reading standard input")?;
         if line.last() == Some(&b'\r') {
             line.pop();
         }
-        chunk.push(split_line(line, key_separator));
+        let record = match format {
+            InputFormat::Lines => split_line(line, key_separator),
+            InputFormat::Json if line.iter().all(u8::is_ascii_whitespace) => continue,
+            InputFormat::Json => {
+                match std::str::from_utf8(&line)
+                    .context("not UTF-8")
+                    .and_then(parse_record_json)
+                {
+                    Ok(record) => record,
+                    Err(e) => {
+                        // Everything before the bad line goes in; the rest
+                        // does not, so a rerun from that line is exact.
+                        if !chunk.is_empty() {
+                            total += access.produce(topic, std::mem::take(&mut chunk))?.len();
+                        }
+                        return Err(e.context(format!(
+                            "line {} of standard input; the {} before it went to `{topic}`, none after",
+                            number + 1,
+                            records(total)
+                        )));
+                    }
+                }
+            }
+        };
+        chunk.push(record);
         if chunk.len() == PRODUCE_CHUNK {
             total += access.produce(topic, std::mem::take(&mut chunk))?.len();
         }
@@ -44,8 +83,17 @@ pub(super) fn produce(
     if !chunk.is_empty() {
         total += access.produce(topic, chunk)?.len();
     }
-    eprintln!("produced {total} records to `{topic}`");
+    eprintln!("produced {} to `{topic}`", records(total));
     Ok(())
+}
+
+/// "1 record", "2 records".
+fn records(n: usize) -> String {
+    if n == 1 {
+        "1 record".to_owned()
+    } else {
+        format!("{n} records")
+    }
 }
 
 fn split_line(line: Vec<u8>, separator: Option<&str>) -> NewRecord {
@@ -60,6 +108,7 @@ fn split_line(line: Vec<u8>, separator: Option<&str>) -> NewRecord {
         None => (None, line),
     };
     NewRecord {
+        timestamp_ms: None,
         key,
         value,
         headers: Vec::new(),
@@ -73,6 +122,7 @@ pub(super) fn tail(
     from_beginning: bool,
     max_records: Option<u64>,
     follow: bool,
+    headers: bool,
 ) -> anyhow::Result<()> {
     let info = Access::connect(config)?.topic(topic)?;
     let mut positions: Vec<u64> = if from_beginning {
@@ -96,7 +146,7 @@ pub(super) fn tail(
                     if max_records.is_some_and(|max| printed >= max) {
                         return Ok(());
                     }
-                    writeln!(out, "{}", record_json(topic, record))?;
+                    writeln!(out, "{}", record_json(topic, record, headers))?;
                     printed += 1;
                 }
                 if records.len() < TAIL_CHUNK {

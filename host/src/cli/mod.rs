@@ -23,6 +23,7 @@ macro_rules! out {
 }
 
 mod commands;
+mod json_lines;
 mod output;
 
 pub use output::is_broken_pipe;
@@ -88,10 +89,16 @@ enum Command {
         #[command(subcommand)]
         command: TopicsCommand,
     },
-    /// Append records to a topic: each line of standard input is one record's value.
+    /// Append records to a topic: each line of standard input is one record's
+    /// value, or with --format json one record as `tail` prints it.
     ///
     /// Keyed records go to the partition Kafka's default partitioner would
-    /// pick; keyless records are spread round-robin.
+    /// pick; keyless records are spread round-robin; a JSON line's
+    /// "partition" is kept. A bad JSON line stops the command: the records
+    /// before it are in, none after, and the error names the line. To copy
+    /// a topic while no host runs, go through a file (`tail … > f; produce …
+    /// < f`): only a running host lets two commands use the data directory
+    /// at once.
     Produce {
         /// Topic to append to.
         #[arg(long)]
@@ -99,13 +106,22 @@ enum Command {
         /// Split each line at the first SEP: the text before is the key, the rest the value.
         #[arg(long, value_name = "SEP")]
         key_separator: Option<String>,
+        /// `lines`: each line is a value. `json`: each line is a record as
+        /// `tail --headers` prints it, so `linecook tail --topic a
+        /// --from-beginning --headers | linecook produce --topic b --format
+        /// json` copies keys, values, headers, timestamps and partitions
+        /// exactly.
+        #[arg(long, value_enum, default_value = "lines")]
+        format: commands::InputFormat,
     },
     /// Print a topic's records as JSON lines:
-    /// {"topic","partition","offset","key","value","timestamp_ms"}.
+    /// {"topic","partition","offset","key","value","timestamp_ms"}, and
+    /// "headers" with --headers.
     ///
     /// Keys and values print as strings when they are UTF-8, else as
     /// {"base64": "..."}; a missing key prints as null. Records are printed
-    /// partition by partition, each in offset order.
+    /// partition by partition, each in offset order. `produce --format json`
+    /// reads these lines back.
     Tail {
         /// Topic to read.
         #[arg(long)]
@@ -119,6 +135,11 @@ enum Command {
         /// Keep waiting for new records instead of exiting after the last one.
         #[arg(long)]
         follow: bool,
+        /// Print each record's headers too, as "headers": [[name, value], …]
+        /// (values like keys: a string, or {"base64": "..."}): a dead
+        /// letter's `linecook.error.*` and `linecook.source.*` among them.
+        #[arg(long)]
+        headers: bool,
     },
     /// Show each routed partition: committed offset, end offset, lag, plugin,
     /// version and, while the host runs, what its worker is doing.
@@ -292,22 +313,26 @@ pub fn main() -> anyhow::Result<()> {
         Command::Produce {
             topic,
             key_separator,
+            format,
         } => produce(
             &embedded(load(&config)?, "produce")?,
             &topic,
             key_separator.as_deref(),
+            format,
         ),
         Command::Tail {
             topic,
             from_beginning,
             max_records,
             follow,
+            headers,
         } => tail(
             &embedded(load(&config)?, "tail")?,
             &topic,
             from_beginning,
             max_records,
             follow,
+            headers,
         ),
         Command::Status { json, watch } => {
             let config = load(&config)?;

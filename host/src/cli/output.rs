@@ -5,12 +5,10 @@ use std::io::Write;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use base64::Engine as _;
 use serde_json::json;
 
 use crate::config::Config;
 use crate::plugins::short;
-use crate::record::LogRecord;
 use crate::runtime::Runtime;
 use crate::status::StatusReport;
 
@@ -38,36 +36,6 @@ pub fn is_broken_pipe(error: &anyhow::Error) -> bool {
             .downcast_ref::<std::io::Error>()
             .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
     })
-}
-
-fn bytes_json(bytes: &[u8]) -> serde_json::Value {
-    match std::str::from_utf8(bytes) {
-        Ok(s) => json!(s),
-        Err(_) => json!({ "base64": base64::engine::general_purpose::STANDARD.encode(bytes) }),
-    }
-}
-
-/// One line of `tail` output; fields in the documented order.
-#[derive(serde::Serialize)]
-struct TailLine<'a> {
-    topic: &'a str,
-    partition: u32,
-    offset: u64,
-    key: Option<serde_json::Value>,
-    value: serde_json::Value,
-    timestamp_ms: i64,
-}
-
-pub(super) fn record_json(topic: &str, r: &LogRecord) -> String {
-    let line = TailLine {
-        topic,
-        partition: r.partition,
-        offset: r.offset,
-        key: r.key.as_deref().map(bytes_json),
-        value: bytes_json(&r.value),
-        timestamp_ms: r.timestamp_ms,
-    };
-    serde_json::to_string(&line).expect("JSON of plain values")
 }
 
 pub(super) fn print_status(report: &StatusReport) {
@@ -289,15 +257,4 @@ pub(super) fn check_plugin(file: &std::path::Path) -> anyhow::Result<()> {
         outln!("  {e}");
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn non_utf8_bytes_print_as_base64() {
-        assert_eq!(bytes_json(b"hi"), json!("hi"));
-        assert_eq!(bytes_json(&[0xff]), json!({"base64": "/w=="}));
-    }
 }
