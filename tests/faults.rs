@@ -306,6 +306,13 @@ fn a_paused_partition_resumes_on_request() {
         String::from_utf8_lossy(&out.stderr)
     );
     wait_lag_zero(&setup);
+    // Partition 1 never paused: resuming it says so and changes nothing.
+    let out = setup.cli(&["partitions", "resume", "--topic", "in", "--partition", "1"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("in/1 is running, not paused: nothing to resume"),
+        "{stderr}"
+    );
     host.stop();
     assert_eq!(outputs(&setup)[&0], ["ok:a", "ok:retry-once", "ok:b"]);
     assert!(read_all(&setup.store(), "in.dlq").is_empty());

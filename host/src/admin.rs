@@ -25,7 +25,7 @@ use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::plugins::Registry;
 use crate::record::NewRecord;
-use crate::status::{self, Live};
+use crate::status::{self, Live, Resume};
 use crate::store::{Store, StoreError};
 
 /// Most records one read request returns.
@@ -156,13 +156,16 @@ async fn resume(
     State(s): State<AdminState>,
     Path((topic, partition)): Path<(String, u32)>,
 ) -> Result<impl IntoResponse, Failure> {
-    if s.live.resume(&topic, partition) {
-        Ok(Json(serde_json::json!({ "resumed": true })))
-    } else {
-        Err(Failure(
+    match s.live.resume(&topic, partition) {
+        Resume::Asked => Ok(Json(serde_json::json!({ "resumed": true }))),
+        Resume::NotPaused(state) => Err(Failure(
+            StatusCode::CONFLICT,
+            format!("{topic}/{partition} is {state}, not paused: nothing to resume"),
+        )),
+        Resume::NotOwned => Err(Failure(
             StatusCode::NOT_FOUND,
             format!("this host does not own {topic}/{partition}"),
-        ))
+        )),
     }
 }
 

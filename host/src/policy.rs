@@ -134,14 +134,13 @@ pub fn decide(
     }
     let failed = attempts.failed + 1;
     if failed <= policy.retries {
-        let delay = Duration::from_millis(
-            policy
-                .backoff_base_ms
-                .saturating_mul(1 << (failed - 1).min(20))
-                .min(policy.backoff_max_ms),
-        );
         let next = Attempts { failed, ..attempts };
-        return (Decision::Retry { delay }, next);
+        return (
+            Decision::Retry {
+                delay: backoff(failed, policy),
+            },
+            next,
+        );
     }
     match policy.on_error {
         OnError::Pause => (
@@ -162,6 +161,17 @@ pub fn decide(
             (retry_now(), isolate(isolating))
         }
     }
+}
+
+/// The wait before try number `attempt` + 1 (from 1): the route's base
+/// delay, doubled per attempt, capped.
+pub fn backoff(attempt: u32, policy: &ErrorPolicy) -> Duration {
+    Duration::from_millis(
+        policy
+            .backoff_base_ms
+            .saturating_mul(1 << attempt.saturating_sub(1).min(20))
+            .min(policy.backoff_max_ms),
+    )
 }
 
 /// The attempts after the partition committed up to `next_offset`.
@@ -323,6 +333,15 @@ mod tests {
         }
         assert_eq!(dead, [13]);
         assert_eq!(attempts, Attempts::default());
+    }
+
+    #[test]
+    fn backoff_doubles_from_the_base_up_to_the_cap() {
+        let p = policy(OnError::DeadLetter, 3);
+        let delays: Vec<u64> = (1..=5).map(|a| backoff(a, &p).as_millis() as u64).collect();
+        assert_eq!(delays, [100, 200, 250, 250, 250]);
+        assert_eq!(backoff(0, &p).as_millis(), 100);
+        assert_eq!(backoff(u32::MAX, &p).as_millis(), 250, "no overflow");
     }
 
     #[test]

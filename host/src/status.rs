@@ -144,6 +144,17 @@ pub struct GroupReport {
     pub producer_restarts: u64,
 }
 
+/// What asking a partition to resume did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resume {
+    /// It was paused; its worker retries the batch it stopped at.
+    Asked,
+    /// It is not paused: nothing to resume.
+    NotPaused(PartitionState),
+    /// This host does not run it.
+    NotOwned,
+}
+
 /// What the running workers report about themselves, and the resume
 /// signals of paused partitions.
 #[derive(Debug, Default)]
@@ -269,15 +280,24 @@ impl Live {
             .subscribe()
     }
 
-    /// Asks a paused partition to resume. False if the host does not own it.
-    pub fn resume(&self, topic: &str, partition: u32) -> bool {
+    /// Asks a paused partition to resume; a partition this host does not
+    /// own, or one that is not paused, is left alone and said to be so.
+    pub fn resume(&self, topic: &str, partition: u32) -> Resume {
+        let key = (topic.to_owned(), partition);
+        let state = self
+            .partitions
+            .lock()
+            .expect("status lock")
+            .get(&key)
+            .map(|p| p.state);
         let resumes = self.resumes.lock().expect("status lock");
-        match resumes.get(&(topic.to_owned(), partition)) {
-            Some(tx) => {
+        match (resumes.get(&key), state) {
+            (Some(tx), Some(PartitionState::Paused)) => {
                 tx.send_modify(|n| *n += 1);
-                true
+                Resume::Asked
             }
-            None => false,
+            (Some(_), Some(state)) => Resume::NotPaused(state),
+            _ => Resume::NotOwned,
         }
     }
 

@@ -228,7 +228,8 @@ enum TopicsCommand {
         #[arg(long)]
         partitions: u32,
     },
-    /// List topics with their partitions and end offsets.
+    /// List topics with their partition counts and the records each holds
+    /// (the sum of its partitions' end offsets).
     List,
 }
 
@@ -296,7 +297,12 @@ pub fn main() -> anyhow::Result<()> {
         } => {
             let access = Access::connect(&embedded(load(&config)?, "topics create")?)?;
             let topic = access.create_topic(&name, partitions)?;
-            eprintln!("topic `{}` has {} partitions", topic.name, topic.partitions);
+            eprintln!(
+                "topic `{}` has {} partition{}",
+                topic.name,
+                topic.partitions,
+                if topic.partitions == 1 { "" } else { "s" }
+            );
             Ok(())
         }
         Command::Topics {
@@ -362,7 +368,7 @@ pub fn main() -> anyhow::Result<()> {
             command: PartitionsCommand::Resume { topic, partition },
         } => {
             Access::connect(&load(&config)?)?.resume(&topic, partition)?;
-            eprintln!("asked {topic}/{partition} to resume");
+            eprintln!("{topic}/{partition} resumes: it retries the batch it stopped at");
             Ok(())
         }
         Command::Plugins {

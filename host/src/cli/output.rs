@@ -10,7 +10,7 @@ use serde_json::json;
 use crate::config::Config;
 use crate::plugins::short;
 use crate::runtime::Runtime;
-use crate::status::StatusReport;
+use crate::status::{PartitionReport, StatusReport};
 
 #[doc(hidden)]
 pub(crate) fn write_out(args: std::fmt::Arguments<'_>) {
@@ -36,6 +36,29 @@ pub fn is_broken_pipe(error: &anyhow::Error) -> bool {
             .downcast_ref::<std::io::Error>()
             .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
     })
+}
+
+/// One partition's line of the `status` table.
+fn status_row(p: &PartitionReport) -> String {
+    let state = match (&p.state, &p.detail) {
+        (Some(s), Some(d)) => format!("{s}: {d}"),
+        (Some(s), None) => s.to_string(),
+        (None, _) => "-".to_owned(),
+    };
+    format!(
+        "{:<20} {:>4} {:>10} {:>10} {:>8} {:>9.1} {:>5} {:>5}  {:<14} {:<12}  {}",
+        p.topic,
+        p.partition,
+        p.committed_offset,
+        p.end_offset,
+        p.lag,
+        p.records_per_sec,
+        p.swaps,
+        p.dead_letters,
+        p.plugin,
+        p.version.as_deref().map(short).unwrap_or("-"),
+        state
+    )
 }
 
 pub(super) fn print_status(report: &StatusReport) {
@@ -64,34 +87,20 @@ pub(super) fn print_status(report: &StatusReport) {
         );
     }
     outln!(
-        "{:<20} {:>4} {:>10} {:>10} {:>8} {:>9}  {:<14} {:<12}  STATE",
+        "{:<20} {:>4} {:>10} {:>10} {:>8} {:>9} {:>5} {:>5}  {:<14} {:<12}  STATE",
         "TOPIC",
         "PART",
         "COMMITTED",
         "END",
         "LAG",
         "REC/S",
+        "SWAPS",
+        "DLQ",
         "PLUGIN",
         "VERSION"
     );
     for p in &report.partitions {
-        let state = match (&p.state, &p.detail) {
-            (Some(s), Some(d)) => format!("{s}: {d}"),
-            (Some(s), None) => s.to_string(),
-            (None, _) => "-".to_owned(),
-        };
-        outln!(
-            "{:<20} {:>4} {:>10} {:>10} {:>8} {:>9.0}  {:<14} {:<12}  {}",
-            p.topic,
-            p.partition,
-            p.committed_offset,
-            p.end_offset,
-            p.lag,
-            p.records_per_sec,
-            p.plugin,
-            p.version.as_deref().map(short).unwrap_or("-"),
-            state
-        );
+        outln!("{}", status_row(p));
     }
     if let Some(b) = &report.broker
         && !b.up
@@ -257,4 +266,48 @@ pub(super) fn check_plugin(file: &std::path::Path) -> anyhow::Result<()> {
         outln!("  {e}");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::status::PartitionState;
+
+    #[test]
+    fn a_status_row_shows_rate_swaps_and_dead_letters() {
+        let row = status_row(&PartitionReport {
+            topic: "words".into(),
+            partition: 2,
+            committed_offset: 90,
+            end_offset: 100,
+            lag: 10,
+            plugin: "uppercase".into(),
+            version: Some("0123456789abcdef".into()),
+            state: Some(PartitionState::Running),
+            detail: None,
+            batches: 4,
+            records: 90,
+            swaps: 3,
+            dead_letters: 1,
+            records_per_sec: 12.34,
+            last_swap_pause_us: None,
+        });
+        let cells: Vec<&str> = row.split_whitespace().collect();
+        assert_eq!(
+            cells,
+            [
+                "words",
+                "2",
+                "90",
+                "100",
+                "10",
+                "12.3",
+                "3",
+                "1",
+                "uppercase",
+                "0123456789ab",
+                "running"
+            ]
+        );
+    }
 }

@@ -238,7 +238,7 @@ impl Worker {
                 }
                 Outcome::Retry(reason, delay) => {
                     warn!(
-                        attempt = self.attempts.failed,
+                        attempt = self.attempts.failed.max(self.commit_failures),
                         ?delay,
                         "batch at offset {} failed, will retry: {reason}",
                         self.next_offset
@@ -459,7 +459,10 @@ impl Worker {
                         reason: format!("{} checkpoints failed: {reason}", self.commit_failures),
                     });
                 }
-                Outcome::Retry(reason, HOST_RETRY)
+                // Backs off like a failing batch: until someone creates the
+                // topic, this repeats.
+                let delay = policy::backoff(self.commit_failures, &spec.errors).max(HOST_RETRY);
+                Outcome::Retry(reason, delay)
             }
             Err(e @ StoreError::CheckpointConflict { .. }) => Outcome::Pause(e.to_string()),
             Err(e) => {
