@@ -160,7 +160,60 @@ fn metrics_parse_and_move_as_records_flow() {
         assert_eq!(s.1.get("plugin").map(String::as_str), Some("uppercase"));
         assert!(s.1.contains_key("partition"));
     }
+    readme_names_the_metrics_as_scraped(&text);
     host.stop();
+}
+
+/// Every family the host exports is in the README under the name a scrape
+/// shows (counters with `_total`), and every name the README's "Observing
+/// it" list gives is exported.
+fn readme_names_the_metrics_as_scraped(exposition: &str) {
+    let scraped: std::collections::BTreeSet<String> = exposition
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .map(|l| {
+            let (name, ty) = l.split_once(' ').unwrap();
+            if ty == "counter" {
+                format!("{name}_total")
+            } else {
+                name.to_owned()
+            }
+        })
+        .collect();
+    let readme = std::fs::read_to_string(support::workspace_root().join("README.md")).unwrap();
+    let names = |text: &str| -> std::collections::BTreeSet<String> {
+        text.split('`')
+            .skip(1)
+            .step_by(2)
+            .filter_map(|code| {
+                let name: String = code
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                name.starts_with("linecook_").then_some(name)
+            })
+            .collect()
+    };
+    let everywhere = names(&readme);
+    let missing: Vec<&String> = scraped
+        .iter()
+        .filter(|n| !everywhere.contains(*n))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "exported but not in the README: {missing:?}"
+    );
+    let start = readme.find("## Observing it").unwrap();
+    let end = readme[start + 3..]
+        .find("\n## ")
+        .map_or(readme.len(), |i| start + 3 + i);
+    let listed = names(&readme[start..end]);
+    let unknown: Vec<&String> = listed.iter().filter(|n| !scraped.contains(*n)).collect();
+    assert!(
+        unknown.is_empty(),
+        "in the README's list but not exported: {unknown:?}"
+    );
+    assert!(listed.len() >= 15, "{listed:?}");
 }
 
 #[test]

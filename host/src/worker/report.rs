@@ -91,7 +91,10 @@ impl Reporter {
         let partition = self.labels.partition;
         let m = &*self.metrics;
         match event {
-            Event::Owned => self.tell(WorkerEvent::Owned { partition }),
+            Event::Owned => {
+                self.zero_series();
+                self.tell(WorkerEvent::Owned { partition });
+            }
             Event::Released => {
                 self.tell(WorkerEvent::Released { partition });
                 self.live.remove(&self.labels.topic, partition);
@@ -210,6 +213,34 @@ impl Reporter {
                 digest: digest.to_owned(),
                 reason,
             }),
+        }
+    }
+
+    /// Creates the partition's series at zero, so a scrape shows them (and
+    /// `rate()` and `increase()` work) before the first record, error,
+    /// dead letter or swap.
+    fn zero_series(&self) {
+        let m = &*self.metrics;
+        for family in [
+            &m.records_in,
+            &m.records_out,
+            &m.batches,
+            &m.retries,
+            &m.dead_letters,
+            &m.swaps,
+        ] {
+            drop(family.get_or_create(&self.labels));
+        }
+        for kind in ["retry", "poison", "fatal", "trap", "limit"] {
+            drop(m.handler_errors.get_or_create(&ErrorLabels {
+                topic: self.labels.topic.clone(),
+                partition: self.labels.partition,
+                plugin: self.labels.plugin.clone(),
+                kind: kind.to_owned(),
+            }));
+        }
+        for family in [&m.batch_seconds, &m.commit_seconds, &m.swap_pause_seconds] {
+            drop(family.get_or_create(&self.topic_labels));
         }
     }
 
