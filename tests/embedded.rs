@@ -349,11 +349,11 @@ fn bad_config_fails_fast_naming_the_problem() {
         ),
         (
             "[[topic]]\nname = \"t\"\npartitions = 1\n[[route]]\ntopic = \"t\"\nplugin = \"nosuch\"\n",
-            "plugin `nosuch` not found",
+            "plugin `nosuch` has no file at",
         ),
         (
             "[[route]]\ntopic = \"missing\"\nplugin = \"uppercase\"\n",
-            "topic `missing` does not exist",
+            "route for topic `missing`: no such topic; declare it in a [[topic]] table",
         ),
         ("max_batch = 0\n", "`max_batch` is 0"),
         ("group = 3\n", "group"),
@@ -367,7 +367,33 @@ fn bad_config_fails_fast_naming_the_problem() {
             err.contains(expected),
             "config {body:?}: error does not name the problem: {err}"
         );
+        // Nothing was created for a config that cannot run.
+        assert!(
+            !setup.data_dir().exists(),
+            "config {body:?}: the data directory was created"
+        );
     }
+    // With a data directory already there: no dead-letter or declared topic
+    // is created for a route that cannot run.
+    let setup = Setup::new(
+        "[[topic]]\nname = \"declared\"\npartitions = 1\n[[route]]\ntopic = \"missing\"\nplugin = \"uppercase\"\n",
+        &["uppercase"],
+    );
+    setup.store().create_topic("other", 1).unwrap();
+    let out = setup.cli(&["run"]);
+    assert!(!out.status.success());
+    let topics: Vec<String> = setup
+        .store()
+        .topics()
+        .unwrap()
+        .into_iter()
+        .map(|t| t.name)
+        .collect();
+    assert_eq!(
+        topics,
+        ["other"],
+        "nothing created by a config that cannot run"
+    );
 }
 
 #[test]

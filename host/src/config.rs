@@ -30,12 +30,20 @@ pub const MANAGED_KAFKA_PROPERTIES: &[&str] = &[
     "acks",
 ];
 
+/// The least `limits.cpu_ms`: the CPU limit is enforced by an epoch timer
+/// that ticks every few milliseconds, so a smaller limit would be noise.
+pub const MIN_CPU_MS: u64 = 10;
+
 /// Why a config file could not be used.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("cannot read config {path}: {error}")]
+    #[error("cannot read config {path}: {error}{hint}", hint = if error.kind() == std::io::ErrorKind::NotFound {
+        " (write an annotated one with `linecook config-help > linecook.toml`, or name another with --config)"
+    } else {
+        ""
+    })]
     Read {
         /// The config file.
         path: PathBuf,
@@ -235,7 +243,7 @@ pub struct RouteConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
     /// Wall-clock time one `handle` or `init` call may run, in milliseconds
-    /// (enforced by epoch interruption at 10 ms granularity).
+    /// (enforced by epoch interruption at 10 ms granularity; at least 10).
     pub cpu_ms: u64,
     /// Linear memory one instance may grow to, in MiB.
     pub memory_mib: u64,
@@ -498,9 +506,21 @@ impl Config {
                 ));
             }
             let l = &route.limits;
-            if l.cpu_ms < 10 || l.memory_mib == 0 || l.max_outputs == 0 {
+            for (field, value, least) in [
+                ("cpu_ms", l.cpu_ms, MIN_CPU_MS),
+                ("memory_mib", l.memory_mib, 1),
+                ("max_outputs", l.max_outputs, 1),
+            ] {
+                if value < least {
+                    return Err(format!(
+                        "[[route]] for topic `{}`: limits.{field} is {value}; it must be at least {least}",
+                        route.topic
+                    ));
+                }
+            }
+            if route.errors.on_error == OnError::Pause && route.errors.dead_letter_topic.is_some() {
                 return Err(format!(
-                    "[[route]] for topic `{}`: limits need cpu_ms >= 10, memory_mib >= 1, max_outputs >= 1",
+                    "[[route]] for topic `{}`: errors.dead_letter_topic is set, but errors.on_error is \"pause\", which never dead-letters; remove one",
                     route.topic
                 ));
             }
@@ -673,6 +693,36 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.contains("cpu_secs"), "{err}");
+    }
+
+    #[test]
+    fn an_invalid_setting_is_named_with_its_value() {
+        let route = |extra: &str| {
+            parse(&format!(
+                "group = \"g\"\n[[route]]\ntopic = \"a\"\nplugin = \"p\"\n{extra}"
+            ))
+            .unwrap_err()
+        };
+        assert!(
+            route("limits = { cpu_ms = 5 }").contains("limits.cpu_ms is 5; it must be at least 10")
+        );
+        assert!(route("limits = { memory_mib = 0 }").contains("limits.memory_mib is 0"));
+        assert!(route("limits = { max_outputs = 0 }").contains("limits.max_outputs is 0"));
+        let both = route("errors = { on_error = \"pause\", dead_letter_topic = \"x\" }");
+        assert!(
+            both.contains("dead_letter_topic is set, but errors.on_error is \"pause\""),
+            "{both}"
+        );
+    }
+
+    #[test]
+    fn a_missing_config_file_points_at_config_help() {
+        let err = Config::load(Path::new("/nonexistent/linecook.toml")).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("linecook config-help > linecook.toml"),
+            "{err}"
+        );
     }
 
     #[test]

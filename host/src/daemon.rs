@@ -46,7 +46,29 @@ struct Running {
 /// after its batch in flight is checkpointed.
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     let config = Arc::new(config);
+    // Nothing is created — data directory, topics — before the routes are
+    // known to be runnable.
+    let fresh = !config.data_dir.join(crate::store::STORE_FILE).exists();
+    let kept = |plugin: &str| {
+        std::fs::read_dir(config.data_dir.join(KEPT_DIR).join(plugin))
+            .is_ok_and(|mut entries| entries.next().is_some())
+    };
+    let plugins_present: HashSet<String> = config
+        .routes
+        .iter()
+        .map(|r| r.plugin.clone())
+        .filter(|p| config.plugin_path(p).exists() || kept(p))
+        .collect();
+    if let Some(problem) = unrunnable_route(&config, fresh.then_some(&[][..]), &plugins_present) {
+        anyhow::bail!(problem);
+    }
     let store = Arc::new(open_store(&config).await?);
+    if matches!(config.source, Source::Embedded) {
+        let existing: Vec<String> = store.topics()?.into_iter().map(|t| t.name).collect();
+        if let Some(problem) = unrunnable_route(&config, Some(&existing), &plugins_present) {
+            anyhow::bail!(problem);
+        }
+    }
     // A host killed without cleanup leaves its address behind; holding the
     // store proves that host is gone.
     let addr_file = config.data_dir.join(ADMIN_ADDR_FILE);
@@ -119,6 +141,15 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     for route in &config.routes {
         let topic = &topics[&route.topic];
         let partitions: Vec<u32> = (0..topic.partitions).collect();
+        if let crate::config::Rollout::Canary { canary, .. } = route.rollout
+            && canary >= topic.partitions
+        {
+            warn!(
+                topic = %route.topic,
+                "rollout canary = {canary}, but the topic has {} partition(s): every partition is a canary, so a new version goes everywhere at once",
+                topic.partitions
+            );
+        }
         let versions = registry
             .subscribe(&route.plugin)
             .expect("every routed plugin was published above");
@@ -434,6 +465,37 @@ async fn join_all(workers: Vec<Running>) {
     }
 }
 
+/// Why the config's routes cannot run, if they cannot: a routed plugin with
+/// neither a file nor a kept version, or (embedded, when the store's topics
+/// are known) a routed topic that neither exists nor is declared.
+fn unrunnable_route(
+    config: &Config,
+    existing_topics: Option<&[String]>,
+    plugins_present: &HashSet<String>,
+) -> Option<String> {
+    for route in &config.routes {
+        if !plugins_present.contains(&route.plugin) {
+            return Some(format!(
+                "route for topic `{}`: plugin `{}` has no file at {} and no earlier version kept in the data directory",
+                route.topic,
+                route.plugin,
+                config.plugin_path(&route.plugin).display()
+            ));
+        }
+        let declared = config.topics.iter().any(|t| t.name == route.topic);
+        if let (Source::Embedded, Some(existing)) = (&config.source, existing_topics)
+            && !declared
+            && !existing.contains(&route.topic)
+        {
+            return Some(format!(
+                "route for topic `{}`: no such topic; declare it in a [[topic]] table or create it with `linecook topics create`",
+                route.topic
+            ));
+        }
+    }
+    None
+}
+
 async fn open_store(config: &Config) -> anyhow::Result<Store> {
     let deadline = tokio::time::Instant::now() + OPEN_RETRY;
     loop {
@@ -469,6 +531,34 @@ pub fn admin_addr(data_dir: &std::path::Path) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_route_without_its_plugin_or_topic_cannot_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("linecook.toml");
+        std::fs::write(
+            &path,
+            "group = \"g\"\n[[topic]]\nname = \"d\"\npartitions = 1\n\
+             [[route]]\ntopic = \"d\"\nplugin = \"p\"\n[[route]]\ntopic = \"e\"\nplugin = \"p\"\n",
+        )
+        .unwrap();
+        let config = Config::load(&path).unwrap();
+        let present: HashSet<String> = ["p".to_owned()].into();
+        let none = HashSet::new();
+        let problem = unrunnable_route(&config, None, &none).unwrap();
+        assert!(problem.contains("plugin `p` has no file"), "{problem}");
+        // Topics unknown yet (store not opened): only plugins are judged.
+        assert_eq!(unrunnable_route(&config, None, &present), None);
+        let problem = unrunnable_route(&config, Some(&[]), &present).unwrap();
+        assert!(
+            problem.contains("route for topic `e`: no such topic"),
+            "{problem}"
+        );
+        assert_eq!(
+            unrunnable_route(&config, Some(&["e".to_owned()]), &present),
+            None
+        );
+    }
 
     #[test]
     fn the_last_good_version_is_the_one_most_partitions_committed_with() {
