@@ -280,3 +280,63 @@ fn status_json_is_complete_and_matches_the_log() {
         "status end offsets are the log's"
     );
 }
+
+#[test]
+fn each_batch_is_a_trace_of_its_own() {
+    let setup = Setup::new(ROUTE, &["uppercase"]);
+    let log_path = setup.dir.path().join("json.log");
+    let mut child = std::process::Command::new(support::BIN)
+        .args(["run", "--log-format", "json", "--config"])
+        .arg(&setup.config)
+        .env("RUST_LOG", "linecook=debug")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .unwrap();
+    support::wait_until(
+        std::time::Duration::from_secs(30),
+        "the host to start",
+        || setup.data_dir().join("admin.addr").exists(),
+    );
+    let input: String = (0..20).map(|i| format!("k{i}:v\n")).collect();
+    let out = setup.cli_with_stdin(
+        &["produce", "--topic", "words", "--key-separator", ":"],
+        &input,
+    );
+    assert!(out.status.success());
+    wait_drained(&setup, "shouted", 20);
+    let term = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    assert!(child.wait().unwrap().success());
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    let committed: Vec<serde_json::Value> = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|l| l["fields"]["message"] == "batch committed")
+        .collect();
+    assert!(!committed.is_empty(), "{log}");
+    for line in &committed {
+        let spans = line["spans"].as_array().unwrap();
+        assert_eq!(
+            spans[0]["name"], "batch",
+            "the batch span is a root: {line}"
+        );
+        assert_eq!(spans[0]["topic"], "words", "{line}");
+        assert!(spans[0]["partition"].is_u64(), "{line}");
+    }
+
+    // An endpoint set for a build that cannot export is said, not ignored.
+    let out = std::process::Command::new(support::BIN)
+        .args(["config-help"])
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("built without the `otlp` feature"),
+        "{stderr}"
+    );
+}

@@ -62,11 +62,22 @@ pub fn init_tracing(format: LogFormat) -> anyhow::Result<Telemetry> {
             None => (None, None),
         };
         registry.with(layer).init();
+        if let Some(endpoint) = std::env::var_os("OTEL_EXPORTER_OTLP_ENDPOINT") {
+            tracing::info!(
+                endpoint = %endpoint.to_string_lossy(),
+                "exporting spans over OTLP/HTTP (a root span per batch)"
+            );
+        }
         Ok(Telemetry { provider })
     }
     #[cfg(not(feature = "otlp"))]
     {
         registry.init();
+        if std::env::var_os("OTEL_EXPORTER_OTLP_ENDPOINT").is_some() {
+            tracing::warn!(
+                "OTEL_EXPORTER_OTLP_ENDPOINT is set, but this linecook was built without the `otlp` feature: no spans are exported (cargo build -p linecook --features otlp)"
+            );
+        }
         Ok(Telemetry {})
     }
 }

@@ -303,13 +303,20 @@ impl Worker {
         let version = version.clone();
         let first = batch[0].offset;
         let last = batch.last().map_or(first, |r| r.offset);
+        // A root of its own, linked to the partition's span: a trace per
+        // batch, complete when the batch is, instead of children of a span
+        // that lasts as long as the partition is owned.
         let span = tracing::info_span!(
+            parent: None,
             "batch",
+            topic = %self.spec.topic.name,
+            partition = self.spec.partition,
             first_offset = first,
             last_offset = last,
             plugin = %self.spec.plugin,
             version = version.short_digest()
         );
+        span.follows_from(tracing::Span::current());
         let _batch = span.enter();
         let handled =
             tracing::debug_span!("handle").in_scope(|| instance.handle(&batch, Box::new(reader)));
