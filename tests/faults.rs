@@ -471,3 +471,87 @@ fn free_bytes(dir: &std::path::Path) -> u64 {
         .and_then(|l| l.trim().parse().ok())
         .unwrap()
 }
+
+#[test]
+fn a_fixed_dead_letter_is_replayed_exactly_once() {
+    let setup = Setup::new(
+        &hostile_route("errors = { retries = 0, dead_letter_partitions = 2 }"),
+        &["hostile"],
+    );
+    produce_offline(&setup, &[(0, &["r0", "trap", "r2"])]);
+    let mut host = setup.start();
+    host.wait_ready();
+    wait_lag_zero(&setup);
+
+    // The operator sees the letter, where it came from and why.
+    let out = setup.cli(&["dlq", "list", "--topic", "in"]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let row = table.lines().nth(1).unwrap_or_default();
+    for cell in ["0/1", "trap", "hostile", "hostile traps on purpose"] {
+        assert!(row.contains(cell), "`{cell}` missing from: {table}");
+    }
+
+    // The fix: a version that handles the record (uppercase, same `output`).
+    let fixed = std::fs::read(support::plugins().join("uppercase.wasm")).unwrap();
+    let tmp = setup.dir.path().join("plugins/hostile.wasm.partial");
+    std::fs::write(&tmp, &fixed).unwrap();
+    std::fs::rename(&tmp, setup.dir.path().join("plugins/hostile.wasm")).unwrap();
+    let digest = linecook::plugins::digest(&fixed);
+    wait_until(Duration::from_secs(60), "the fixed version to run", || {
+        setup
+            .status()
+            .partitions
+            .iter()
+            .all(|p| p.version.as_deref() == Some(digest.as_str()))
+    });
+
+    let dry = setup.cli(&[
+        "dlq",
+        "replay",
+        "--topic",
+        "in",
+        "--where",
+        "kind=trap",
+        "--dry-run",
+    ]);
+    assert!(
+        String::from_utf8_lossy(&dry.stdout).contains("in.dlq/"),
+        "{dry:?}"
+    );
+    let out = setup.cli(&["dlq", "replay", "--topic", "in", "--where", "kind=trap"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let again = setup.cli(&["dlq", "replay", "--topic", "in.dlq"]);
+    let said = String::from_utf8_lossy(&again.stderr);
+    assert!(
+        said.contains("replayed 0 dead letter(s)") && said.contains("1 replayed before"),
+        "{said}"
+    );
+    wait_until(
+        Duration::from_secs(30),
+        "the replayed record to be handled",
+        || setup.status().partitions[0].committed_offset == 4,
+    );
+    host.stop();
+    assert_eq!(
+        outputs(&setup)[&0],
+        ["ok:r0", "ok:r2", "TRAP"],
+        "once, by the fixed version"
+    );
+    let store = setup.store();
+    assert_eq!(store.topic("in.dlq").unwrap().partitions, 2);
+    let list = store.dead_letters("in.dlq").unwrap();
+    assert_eq!(list.len(), 1);
+    assert_eq!(
+        list[0].replayed_to.as_ref().map(|t| t.0.as_str()),
+        Some("in")
+    );
+}

@@ -20,7 +20,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 
-use crate::api::{ApiError, CreateTopic, Produce, Produced, TopicReport, WireRecord};
+use crate::api::{ApiError, CreateTopic, Produce, Produced, Replay, TopicReport, WireRecord};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::plugins::Registry;
@@ -54,6 +54,8 @@ pub fn router(state: AdminState) -> Router {
         .route("/metrics", get(get_metrics))
         .route("/topics", get(list_topics).post(create_topic))
         .route("/topics/{topic}/records", post(produce))
+        .route("/topics/{topic}/dead-letters", get(dead_letters))
+        .route("/topics/{topic}/replay", post(replay))
         .route("/topics/{topic}/partitions/{partition}/records", get(read))
         .route(
             "/topics/{topic}/partitions/{partition}/resume",
@@ -150,6 +152,26 @@ async fn produce(
     let records: Vec<NewRecord> = req.records.into_iter().map(Into::into).collect();
     let positions = blocking(move || s.store.produce(&topic, &records)).await?;
     Ok(Json(Produced { positions }))
+}
+
+async fn dead_letters(
+    State(s): State<AdminState>,
+    Path(topic): Path<String>,
+) -> Result<impl IntoResponse, Failure> {
+    Ok(Json(blocking(move || s.store.dead_letters(&topic)).await?))
+}
+
+async fn replay(
+    State(s): State<AdminState>,
+    Path(topic): Path<String>,
+    Json(req): Json<Replay>,
+) -> Result<impl IntoResponse, Failure> {
+    let report = blocking(move || {
+        s.store
+            .replay_dead_letters(&topic, req.to.as_deref(), &req.filter, req.dry_run)
+    })
+    .await?;
+    Ok(Json(report))
 }
 
 async fn resume(

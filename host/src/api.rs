@@ -61,6 +61,20 @@ pub struct Produce {
     pub records: Vec<WireNewRecord>,
 }
 
+/// `POST /topics/{dlq}/replay`
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Replay {
+    /// Topic to send the letters to; default: each one's source topic.
+    #[serde(default)]
+    pub to: Option<String>,
+    /// `name=value` conditions every replayed letter meets.
+    #[serde(default)]
+    pub filter: Vec<(String, String)>,
+    /// Say what would be replayed; replay nothing.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
 /// Answer to a produce request.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Produced {

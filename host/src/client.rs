@@ -10,9 +10,10 @@ use anyhow::{Context as _, anyhow, bail};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::api::{ApiError, CreateTopic, Produce, Produced, TopicReport, WireRecord};
+use crate::api::{ApiError, CreateTopic, Produce, Produced, Replay, TopicReport, WireRecord};
 use crate::config::Config;
 use crate::daemon::admin_addr;
+use crate::dlq::{DeadLetter, ReplayReport};
 use crate::log::TopicInfo;
 use crate::record::{LogRecord, NewRecord};
 use crate::status::{self, StatusReport};
@@ -98,6 +99,36 @@ impl Access {
             .into_iter()
             .find(|t| t.name == name)
             .ok_or_else(|| anyhow!(StoreError::UnknownTopic(name.to_owned())))
+    }
+
+    /// The dead letters of `dlq`.
+    pub fn dead_letters(&self, dlq: &str) -> anyhow::Result<Vec<DeadLetter>> {
+        match self {
+            Access::Direct(store) => Ok(store.dead_letters(dlq)?),
+            Access::Remote(r) => r.get(&format!("/topics/{dlq}/dead-letters")),
+        }
+    }
+
+    /// Sends the matching dead letters of `dlq` to `to` (default: their
+    /// source topics), each at most once.
+    pub fn replay(
+        &self,
+        dlq: &str,
+        to: Option<&str>,
+        filter: Vec<(String, String)>,
+        dry_run: bool,
+    ) -> anyhow::Result<ReplayReport> {
+        match self {
+            Access::Direct(store) => Ok(store.replay_dead_letters(dlq, to, &filter, dry_run)?),
+            Access::Remote(r) => r.post(
+                &format!("/topics/{dlq}/replay"),
+                &Replay {
+                    to: to.map(str::to_owned),
+                    filter,
+                    dry_run,
+                },
+            ),
+        }
     }
 
     /// Appends records to `topic`; returns their (partition, offset).

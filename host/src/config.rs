@@ -283,9 +283,12 @@ pub struct ErrorPolicy {
     pub backoff_base_ms: u64,
     /// Longest retry delay in milliseconds.
     pub backoff_max_ms: u64,
-    /// Dead-letter topic; default `<topic>.dlq`, created with one partition
-    /// if it does not exist.
+    /// Dead-letter topic; default `<topic>.dlq`, created with
+    /// `dead_letter_partitions` partitions if it does not exist.
     pub dead_letter_topic: Option<String>,
+    /// Partitions of the dead-letter topic when linecook creates it
+    /// (default 1); letters go to the partition their key leads to.
+    pub dead_letter_partitions: u32,
     /// Failed checkpoints of one batch because of what the handler emitted
     /// (an output topic that does not exist) before the version that handled
     /// it counts as failing: a version being rolled out is rolled back, like
@@ -302,6 +305,7 @@ impl Default for ErrorPolicy {
             backoff_base_ms: 100,
             backoff_max_ms: 10_000,
             dead_letter_topic: None,
+            dead_letter_partitions: 1,
             commit_retries: 5,
         }
     }
@@ -530,6 +534,12 @@ impl Config {
                     route.topic
                 ));
             }
+            validate_partitions(route.errors.dead_letter_partitions).map_err(|e| {
+                format!(
+                    "[[route]] for topic `{}`: errors.dead_letter_partitions: {e}",
+                    route.topic
+                )
+            })?;
             validate_topic_name(&route.dead_letter_topic())
                 .map_err(|e| format!("[[route]] for topic `{}`: dead-letter {e}", route.topic))?;
             for (key, value) in &route.config {

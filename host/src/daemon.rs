@@ -87,7 +87,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
                 let dlq = route.dead_letter_topic();
                 if matches!(store.topic(&dlq), Err(StoreError::UnknownTopic(_))) {
                     store
-                        .create_topic(&dlq, 1)
+                        .create_topic(&dlq, route.errors.dead_letter_partitions)
                         .with_context(|| format!("creating dead-letter topic `{dlq}`"))?;
                     info!(topic = %dlq, "dead-letter topic created");
                 }

@@ -21,6 +21,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod daemon;
+pub mod dlq;
 pub mod group;
 pub mod kafka;
 pub mod log;

@@ -255,6 +255,15 @@ impl<'txn> LogAppender<'txn> {
         self.ends.insert(end_key, offset + 1)?;
         Ok(offset)
     }
+
+    /// The offset the next record of `topic`/`partition` gets.
+    pub(crate) fn end(&self, topic: &TopicInfo, partition: u32) -> Result<u64, StoreError> {
+        Ok(self
+            .ends
+            .get((topic.id, partition))?
+            .map(|v| v.value())
+            .unwrap_or(0))
+    }
 }
 
 #[cfg(test)]

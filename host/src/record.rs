@@ -150,3 +150,21 @@ pub struct BatchEffects {
     /// Records to append, in the order they were emitted.
     pub outputs: Vec<OutputRecord>,
 }
+
+/// Headers a dead-lettered record carries, besides its own.
+pub mod dead_letter_headers {
+    /// Source topic.
+    pub const TOPIC: &str = "linecook.source.topic";
+    /// Source partition (decimal).
+    pub const PARTITION: &str = "linecook.source.partition";
+    /// Source offset (decimal).
+    pub const OFFSET: &str = "linecook.source.offset";
+    /// Plugin name.
+    pub const PLUGIN: &str = "linecook.plugin";
+    /// Plugin version digest.
+    pub const VERSION: &str = "linecook.version";
+    /// `retry`, `poison`, `trap` or `limit`.
+    pub const ERROR_KIND: &str = "linecook.error.kind";
+    /// The error message.
+    pub const ERROR_MESSAGE: &str = "linecook.error.message";
+}

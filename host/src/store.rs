@@ -44,6 +44,10 @@ pub(crate) const OUTBOX: TableDefinition<OutboxKey, &[u8]> = TableDefinition::ne
 
 /// (source topic id, source partition, batch first offset, index).
 pub type OutboxKey = (u32, u32, u64, u32);
+/// (dead-letter topic id, partition, offset) → (topic id, partition, offset)
+/// it was replayed to: a letter is replayed at most once (`dlq`).
+pub(crate) const REPLAYED: TableDefinition<(u32, u32, u64), (u32, u32, u64)> =
+    TableDefinition::new("replayed");
 
 /// The `STATE` key prefix of a partition.
 pub(crate) fn state_prefix(topic_id: u32, partition: u32) -> [u8; 8] {
@@ -210,6 +214,7 @@ impl Store {
             txn.open_table(STATE)?;
             txn.open_table(META)?;
             txn.open_table(OUTBOX)?;
+            txn.open_table(REPLAYED)?;
         }
         txn.commit()?;
         Ok(Store {

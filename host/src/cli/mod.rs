@@ -151,6 +151,12 @@ enum Command {
         #[arg(long, conflicts_with = "json")]
         watch: bool,
     },
+    /// See and replay dead letters: the records a route set aside, with
+    /// where they came from and why.
+    Dlq {
+        #[command(subcommand)]
+        command: DlqCommand,
+    },
     /// Operate on partitions of a running host.
     Partitions {
         #[command(subcommand)]
@@ -231,6 +237,43 @@ enum TopicsCommand {
     /// List topics with their partition counts and the records each holds
     /// (the sum of its partitions' end offsets).
     List,
+}
+
+#[derive(Debug, Subcommand)]
+enum DlqCommand {
+    /// A table of a topic's dead letters: where each is, its source
+    /// partition and offset, plugin, version, error kind and message, and
+    /// where it was replayed to.
+    List {
+        /// A routed topic (its route's dead-letter topic is listed) or a
+        /// dead-letter topic.
+        #[arg(long)]
+        topic: String,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send dead letters back — once the cause is fixed — to their source
+    /// topic (or --to another), with their own key, value and headers and a
+    /// `linecook.replay.of` header. Each letter is replayed at most once:
+    /// a second replay skips it.
+    Replay {
+        /// A routed topic (its route's dead-letter topic is replayed) or a
+        /// dead-letter topic.
+        #[arg(long)]
+        topic: String,
+        /// Topic to send them to, instead of each one's source topic.
+        #[arg(long)]
+        to: Option<String>,
+        /// Only letters with NAME=VALUE, NAME one of kind, plugin, version
+        /// (a prefix), partition, offset (of the source record). Repeat to
+        /// require several.
+        #[arg(long = "where", value_name = "NAME=VALUE")]
+        filter: Vec<String>,
+        /// Say what would be replayed; replay nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -399,6 +442,63 @@ pub fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Sdk { command } => sdk(command),
+        Command::Dlq { command } => dlq(&embedded(load(&config)?, "dlq")?, command),
+    }
+}
+
+/// The dead-letter topic `topic` names: its route's, if it is routed.
+fn dead_letter_topic(config: &Config, topic: &str) -> String {
+    config
+        .routes
+        .iter()
+        .find(|r| r.topic == topic)
+        .map_or_else(|| topic.to_owned(), |r| r.dead_letter_topic())
+}
+
+fn dlq(config: &Config, command: DlqCommand) -> anyhow::Result<()> {
+    let access = Access::connect(config)?;
+    match command {
+        DlqCommand::List { topic, json } => {
+            let dlq = dead_letter_topic(config, &topic);
+            let letters = access.dead_letters(&dlq)?;
+            if json {
+                outln!("{}", serde_json::to_string_pretty(&letters)?);
+            } else {
+                output::print_dead_letters(&dlq, &letters);
+            }
+            Ok(())
+        }
+        DlqCommand::Replay {
+            topic,
+            to,
+            filter,
+            dry_run,
+        } => {
+            let dlq = dead_letter_topic(config, &topic);
+            let filter = filter
+                .iter()
+                .map(|f| {
+                    f.split_once('=')
+                        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                        .with_context(|| format!("--where {f}: expected NAME=VALUE"))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let report = access.replay(&dlq, to.as_deref(), filter, dry_run)?;
+            for ((p, o), (topic, tp, to)) in &report.replayed {
+                outln!(
+                    "{dlq}/{p}/{o} -> {topic}/{tp}/{to}{}",
+                    if dry_run { " (dry run)" } else { "" }
+                );
+            }
+            eprintln!(
+                "{} {} dead letter(s) of `{dlq}`; {} replayed before, {} not matching",
+                if dry_run { "would replay" } else { "replayed" },
+                report.replayed.len(),
+                report.already_replayed,
+                report.not_matching
+            );
+            Ok(())
+        }
     }
 }
 

@@ -38,6 +38,46 @@ pub fn is_broken_pipe(error: &anyhow::Error) -> bool {
     })
 }
 
+/// The `dlq list` table.
+pub(super) fn print_dead_letters(dlq: &str, letters: &[crate::dlq::DeadLetter]) {
+    outln!(
+        "{:<12} {:<16} {:<7} {:<14} {:<12} {:<24} REPLAYED TO / MESSAGE",
+        "AT",
+        "SOURCE",
+        "KIND",
+        "PLUGIN",
+        "VERSION",
+        "TIME"
+    );
+    for l in letters {
+        let or = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".to_owned());
+        let source = match (l.source_partition, l.source_offset) {
+            (Some(p), Some(o)) => format!("{p}/{o}"),
+            _ => "-".to_owned(),
+        };
+        let time = humantime::format_rfc3339_millis(
+            std::time::UNIX_EPOCH + Duration::from_millis(l.timestamp_ms.max(0) as u64),
+        );
+        let last = match &l.replayed_to {
+            Some((t, p, o)) => format!("replayed to {t}/{p}/{o}; {}", or(&l.message)),
+            None => or(&l.message),
+        };
+        outln!(
+            "{:<12} {:<16} {:<7} {:<14} {:<12} {:<24} {}",
+            format!("{}/{}", l.partition, l.offset),
+            source,
+            or(&l.kind),
+            or(&l.plugin),
+            l.version.as_deref().map(short).unwrap_or("-"),
+            time,
+            last
+        );
+    }
+    if letters.is_empty() {
+        eprintln!("`{dlq}` holds no dead letters");
+    }
+}
+
 /// One partition's line of the `status` table.
 fn status_row(p: &PartitionReport) -> String {
     let state = match (&p.state, &p.detail) {

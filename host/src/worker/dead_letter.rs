@@ -3,25 +3,8 @@
 //! failed.
 
 use crate::record::OutputRecord;
+pub use crate::record::dead_letter_headers as headers;
 use crate::runtime::bindings::StreamRecord;
-
-/// Headers a dead-lettered record carries, besides its own.
-pub mod headers {
-    /// Source topic.
-    pub const TOPIC: &str = "linecook.source.topic";
-    /// Source partition (decimal).
-    pub const PARTITION: &str = "linecook.source.partition";
-    /// Source offset (decimal).
-    pub const OFFSET: &str = "linecook.source.offset";
-    /// Plugin name.
-    pub const PLUGIN: &str = "linecook.plugin";
-    /// Plugin version digest.
-    pub const VERSION: &str = "linecook.version";
-    /// `retry`, `poison`, `trap` or `limit`.
-    pub const ERROR_KIND: &str = "linecook.error.kind";
-    /// The error message.
-    pub const ERROR_MESSAGE: &str = "linecook.error.message";
-}
 
 /// Where the record failed.
 pub(super) struct Origin<'a> {
