@@ -12,6 +12,27 @@ pub enum LogFormat {
     Json,
 }
 
+/// When pretty logs are coloured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Color {
+    /// At a terminal, unless NO_COLOR is set.
+    Auto,
+    /// Always, even into a file or a pipe.
+    Always,
+    /// Never.
+    Never,
+}
+
+/// Whether to colour: `auto` means a person at a terminal, and `NO_COLOR`
+/// (any value) turns it off.
+fn colour(choice: Color, terminal: bool, no_color: bool) -> bool {
+    match choice {
+        Color::Always => true,
+        Color::Never => false,
+        Color::Auto => terminal && !no_color,
+    }
+}
+
 /// Flushes exported spans when dropped, at exit.
 pub struct Telemetry {
     #[cfg(feature = "otlp")]
@@ -28,14 +49,15 @@ impl Drop for Telemetry {
 }
 
 /// Installs the global subscriber; keep the result until exit.
-pub fn init_tracing(format: LogFormat) -> anyhow::Result<Telemetry> {
+pub fn init_tracing(format: LogFormat, color: Color) -> anyhow::Result<Telemetry> {
     use tracing_subscriber::prelude::*;
     use tracing_subscriber::{EnvFilter, fmt};
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    // Colour only for a person at a terminal: a log file or a pipe gets
-    // plain text, and NO_COLOR (any value) turns it off everywhere.
-    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr())
-        && std::env::var_os("NO_COLOR").is_none();
+    let colour = colour(
+        color,
+        std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        std::env::var_os("NO_COLOR").is_some(),
+    );
     let log = match format {
         LogFormat::Pretty => fmt::layer()
             .with_writer(std::io::stderr)
@@ -107,4 +129,18 @@ where
         .build();
     let layer = tracing_opentelemetry::layer().with_tracer(provider.tracer("linecook"));
     Ok((layer, provider))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn colour_only_for_a_terminal_unless_asked() {
+        assert!(colour(Color::Auto, true, false));
+        assert!(!colour(Color::Auto, false, false), "a file or a pipe");
+        assert!(!colour(Color::Auto, true, true), "NO_COLOR");
+        assert!(colour(Color::Always, false, true));
+        assert!(!colour(Color::Never, true, false));
+    }
 }

@@ -59,6 +59,10 @@ pub struct Cli {
     /// pipelines. The level comes from RUST_LOG (default info).
     #[arg(long, global = true, value_enum, default_value_t = crate::telemetry::LogFormat::Pretty)]
     log_format: crate::telemetry::LogFormat,
+    /// Colour in pretty logs: `auto` (at a terminal, unless NO_COLOR is
+    /// set), `always` or `never`.
+    #[arg(long, global = true, value_enum, default_value_t = crate::telemetry::Color::Auto)]
+    color: crate::telemetry::Color,
     #[command(flatten)]
     config: ConfigArg,
     #[command(subcommand)]
@@ -329,10 +333,11 @@ fn embedded(config: Config, command: &str) -> anyhow::Result<Config> {
 pub fn main() -> anyhow::Result<()> {
     let Cli {
         log_format,
+        color,
         config,
         command,
     } = Cli::parse();
-    let _telemetry = crate::telemetry::init_tracing(log_format)?;
+    let _telemetry = crate::telemetry::init_tracing(log_format, color)?;
     match command {
         Command::Run => run(&load(&config)?),
         Command::Topics {
