@@ -616,3 +616,39 @@ fn produce_json_names_the_bad_line_and_keeps_what_came_before() {
         "what came before the bad line is in"
     );
 }
+
+#[test]
+fn produce_sends_records_as_they_are_read() {
+    use std::io::Write;
+    let setup = Setup::new(PIPELINE, &["uppercase", "counter"]);
+    setup.store().create_topic("live", 1).unwrap();
+    let mut host = setup.start();
+    host.wait_ready();
+    // A slow writer that keeps its end open, like `tail -f log | linecook produce`.
+    let mut producer = std::process::Command::new(support::BIN)
+        .args(["produce", "--topic", "live", "--config"])
+        .arg(&setup.config)
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = producer.stdin.take().unwrap();
+    let end = || {
+        let out = setup.cli(&["topics", "list"]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.lines()
+            .find(|l| l.starts_with("live "))
+            .and_then(|l| l.split_whitespace().last().map(str::to_owned))
+            .unwrap_or_default()
+    };
+    for (i, line) in ["one", "two", "three"].iter().enumerate() {
+        writeln!(stdin, "{line}").unwrap();
+        stdin.flush().unwrap();
+        wait_until(Duration::from_secs(10), "the line to be produced", || {
+            end() == (i + 1).to_string()
+        });
+    }
+    drop(stdin);
+    assert!(producer.wait().unwrap().success());
+    host.stop();
+}

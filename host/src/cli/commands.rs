@@ -14,6 +14,9 @@ use crate::record::NewRecord;
 /// Records per produce transaction / request.
 const PRODUCE_CHUNK: usize = 1000;
 
+/// How long `produce` holds an unfilled chunk while no line arrives.
+const PRODUCE_LINGER: Duration = Duration::from_millis(50);
+
 /// Records per read while tailing.
 const TAIL_CHUNK: usize = 1000;
 
@@ -43,10 +46,32 @@ pub(super) fn produce(
     let access = Access::connect(config)?;
     // Fail before reading stdin if the topic does not exist.
     access.topic(topic)?;
-    let stdin = std::io::stdin().lock();
+    // Lines arrive from a reader thread, so a slow stream (`tail -f … |`)
+    // is produced as it is read: a chunk goes when it is full, or as soon as
+    // no line has come for a moment.
+    let (lines, arrived) = std::sync::mpsc::sync_channel(PRODUCE_CHUNK);
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lock().split(b'\n') {
+            if lines.send(line).is_err() {
+                return;
+            }
+        }
+    });
     let mut chunk = Vec::with_capacity(PRODUCE_CHUNK);
     let mut total = 0usize;
-    for (number, line) in stdin.split(b'\n').enumerate() {
+    let mut number = 0;
+    loop {
+        let line = match arrived.recv_timeout(PRODUCE_LINGER) {
+            Ok(line) => line,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                if !chunk.is_empty() {
+                    total += access.produce(topic, std::mem::take(&mut chunk))?.len();
+                }
+                continue;
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+        };
+        number += 1;
         let mut line = line.context("reading standard input")?;
         if line.last() == Some(&b'\r') {
             line.pop();
@@ -67,8 +92,7 @@ pub(super) fn produce(
                             total += access.produce(topic, std::mem::take(&mut chunk))?.len();
                         }
                         return Err(e.context(format!(
-                            "line {} of standard input; the {} before it went to `{topic}`, none after",
-                            number + 1,
+                            "line {number} of standard input; the {} before it went to `{topic}`, none after",
                             records(total)
                         )));
                     }
