@@ -652,3 +652,49 @@ fn produce_sends_records_as_they_are_read() {
     assert!(producer.wait().unwrap().success());
     host.stop();
 }
+
+#[test]
+fn plugins_check_runs_init_as_a_partition_would() {
+    let check = |file: &str, extra: &[&str]| {
+        std::process::Command::new(support::BIN)
+            .args(["plugins", "check"])
+            .arg(support::plugins().join(file))
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let text = |out: &std::process::Output| {
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    };
+    // A module whose init traps is not usable, whatever the config.
+    let out = check("trap_init.wasm", &[]);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("init trapped"), "{}", text(&out));
+    // One that needs its route's config says so, and passes with it.
+    let out = check("uppercase.wasm", &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out)
+            .contains("refused without the route's config: uppercase needs route config `output`"),
+        "{}",
+        text(&out)
+    );
+    let out = check("uppercase.wasm", &["--set", "output=out"]);
+    assert!(
+        out.status.success() && text(&out).contains("init    ok"),
+        "{}",
+        text(&out)
+    );
+    // A refusal with the config given fails the check.
+    let out = check("fail_init.wasm", &["--set", "output=out"]);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("fail-init refuses to start"),
+        "{}",
+        text(&out)
+    );
+}

@@ -68,6 +68,21 @@ pub trait StateReader: Send {
     ) -> Result<Entries, StoreError>;
 }
 
+/// The state of a partition that has none: what `plugins check` gives
+/// `init`.
+#[derive(Debug, Default)]
+pub struct NoState;
+
+impl StateReader for NoState {
+    fn get(&self, _: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(None)
+    }
+
+    fn scan(&self, _: &[u8], _: Option<&[u8]>, _: usize) -> Result<Entries, StoreError> {
+        Ok(Vec::new())
+    }
+}
+
 /// A snapshot of one partition's committed state.
 pub struct PartitionState {
     table: ReadOnlyTable<&'static [u8], &'static [u8]>,

@@ -309,11 +309,20 @@ enum PluginsCommand {
         json: bool,
     },
     /// Check that FILE is a component of the linecook:handler world, without a
-    /// running host. Prints its digest, imports and exports; exits non-zero
-    /// with the reason if it is not usable.
+    /// running host: compiles it, links it, and starts one instance — `init`
+    /// included — as a partition would. Prints its digest, imports and
+    /// exports; exits non-zero with the reason if it is not usable (a trap
+    /// or exceeded limit in `init` included).
     Check {
         /// The .wasm file.
         file: PathBuf,
+        /// A route config entry for `init`, KEY=VALUE; repeat for several.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        /// Take `init`'s config and the limits from this topic's route in
+        /// the config file.
+        #[arg(long, value_name = "TOPIC")]
+        route: Option<String>,
     },
 }
 
@@ -420,8 +429,32 @@ pub fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Plugins {
-            command: PluginsCommand::Check { file },
-        } => check_plugin(&file),
+            command: PluginsCommand::Check { file, set, route },
+        } => {
+            let mut init = output::CheckInit {
+                config: Vec::new(),
+                limits: crate::config::Limits::default(),
+                given: !set.is_empty() || route.is_some(),
+            };
+            if let Some(topic) = route {
+                let config = load(&config)?;
+                let route = config
+                    .routes
+                    .iter()
+                    .find(|r| r.topic == topic)
+                    .with_context(|| format!("the config routes no topic `{topic}`"))?;
+                init.config = route.plugin_config();
+                init.limits = route.limits;
+            }
+            for entry in set {
+                let (k, v) = entry
+                    .split_once('=')
+                    .with_context(|| format!("--set {entry}: expected KEY=VALUE"))?;
+                init.config.retain(|(key, _)| key != k);
+                init.config.push((k.to_owned(), v.to_owned()));
+            }
+            check_plugin(&file, init)
+        }
         Command::Plugins {
             command: PluginsCommand::List { json },
         } => {

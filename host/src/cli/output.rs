@@ -285,17 +285,62 @@ pub(super) fn list_plugins(
     Ok(())
 }
 
-pub(super) fn check_plugin(file: &std::path::Path) -> anyhow::Result<()> {
+/// What `plugins check` runs `init` with.
+pub(super) struct CheckInit {
+    /// The route config, as `init` receives it.
+    pub config: Vec<(String, String)>,
+    /// The route's limits.
+    pub limits: crate::config::Limits,
+    /// Whether the config came from the user (`--set`, `--route`): then a
+    /// refusal fails the check; without, it is reported.
+    pub given: bool,
+}
+
+/// Compiles `file` once, checks it against the world, and starts one
+/// instance of it — `init` included — as a partition would.
+pub(super) fn check_plugin(file: &std::path::Path, init: CheckInit) -> anyhow::Result<()> {
+    use crate::runtime::{Instance, InstanceError, Labels};
     let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    let unusable = || format!("{} is not a usable plugin", file.display());
     let runtime = Runtime::new()?;
-    let (imports, exports) = runtime
-        .describe(&bytes)
-        .with_context(|| format!("{} is not a usable plugin", file.display()))?;
-    runtime
-        .prepare(&bytes)
-        .with_context(|| format!("{} is not a usable plugin", file.display()))?;
+    let component = runtime.compile(&bytes).with_context(unusable)?;
+    let (imports, exports) = runtime.describe(&component);
+    let prepared = runtime.link(&component).with_context(unusable)?;
+    let name = file
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("plugin")
+        .to_owned();
+    let digest = crate::plugins::digest(&bytes);
+    let context = crate::runtime::bindings::Context {
+        plugin: name.clone(),
+        version: digest.clone(),
+        topic: "check".into(),
+        partition: 0,
+        config: init.config,
+    };
+    let labels = Labels {
+        plugin: name,
+        version: short(&digest).to_owned(),
+        topic: "check".into(),
+        partition: 0,
+    };
+    let init_line = match Instance::start(
+        &prepared,
+        labels,
+        init.limits,
+        &context,
+        Box::new(crate::checkpoint::NoState),
+    ) {
+        Ok(_) => "ok".to_owned(),
+        Err(InstanceError::Init(why)) if !init.given => format!(
+            "refused without the route's config: {why} (check again with --set KEY=VALUE or --route TOPIC)"
+        ),
+        Err(e) => return Err(anyhow::Error::new(e)).with_context(unusable),
+    };
     outln!("{}: ok, a linecook:handler component", file.display());
-    outln!("digest  {}", crate::plugins::digest(&bytes));
+    outln!("init    {init_line}");
+    outln!("digest  {digest}");
     outln!("size    {} bytes", bytes.len());
     outln!("imports:");
     for i in imports {

@@ -246,10 +246,9 @@ impl Runtime {
         Ok(Prepared { pre })
     }
 
-    /// The imports and exports of a component, by name, for `plugins check`.
-    pub fn describe(&self, bytes: &[u8]) -> Result<(Vec<String>, Vec<String>), PrepareError> {
-        check_header(bytes)?;
-        let component = Component::new(&self.engine, bytes).map_err(PrepareError::Compile)?;
+    /// The imports and exports of a compiled component, by name, for
+    /// `plugins check`.
+    pub fn describe(&self, component: &Component) -> (Vec<String>, Vec<String>) {
         let ty = component.component_type();
         let name = |(n, item): (&str, ComponentExtern<'_>)| match item.ty {
             ComponentItem::ComponentFunc(_) => format!("{n} (func)"),
@@ -258,7 +257,7 @@ impl Runtime {
         };
         let imports = ty.imports(&self.engine).map(name).collect();
         let exports = ty.exports(&self.engine).map(name).collect();
-        Ok((imports, exports))
+        (imports, exports)
     }
 }
 
