@@ -11,8 +11,9 @@ use anyhow::{Context as _, bail};
 
 use crate::sdk::WIT;
 
-/// Where the Rust SDK was when this binary was built.
-const SDK_AT_BUILD: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../guest-sdk");
+/// The Rust SDK, written into each Rust project.
+const SDK_CARGO: &str = include_str!("../templates/rust/linecook-guest.Cargo.toml.in");
+const SDK_LIB: &str = include_str!("../../guest-sdk/src/lib.rs");
 
 /// Languages `linecook new` scaffolds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -81,19 +82,26 @@ pub fn new_project(
         .collect();
     files.push(("README.md", fill(README)));
     if lang == Lang::Rust {
+        // The SDK goes into the project (with the contract it generates
+        // from), so the project builds anywhere; --sdk points at another.
         let sdk = match sdk {
-            Some(path) => path.to_owned(),
-            None => PathBuf::from(SDK_AT_BUILD),
+            Some(path) => {
+                let path = path
+                    .canonicalize()
+                    .with_context(|| format!("the Rust SDK is not at {}", path.display()))?;
+                path.to_str()
+                    .context("the SDK path is not UTF-8")?
+                    .to_owned()
+            }
+            None => {
+                files.push(("linecook-guest/Cargo.toml", SDK_CARGO.to_owned()));
+                files.push(("linecook-guest/src/lib.rs", SDK_LIB.to_owned()));
+                files.push(("wit/handler.wit", WIT.to_owned()));
+                "linecook-guest".to_owned()
+            }
         };
-        let sdk = sdk.canonicalize().with_context(|| {
-            format!(
-                "the Rust SDK (linecook's guest-sdk directory) is not at {}; pass --sdk PATH",
-                sdk.display()
-            )
-        })?;
-        let sdk = sdk.to_str().context("the SDK path is not UTF-8")?;
         for (_, text) in &mut files {
-            *text = text.replace("{{sdk}}", sdk);
+            *text = text.replace("{{sdk}}", &sdk);
         }
     } else {
         files.push(("wit/handler.wit", WIT.to_owned()));
@@ -200,6 +208,18 @@ const LINECOOK_SDK: &str = r#"linecook="${LINECOOK:-{{linecook}}}"
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_vendored_sdk_pins_the_workspaces_wit_bindgen() {
+        let workspace = include_str!("../../Cargo.toml");
+        let pin = |text: &str| {
+            text.lines()
+                .find(|l| l.starts_with("wit-bindgen ="))
+                .map(str::to_owned)
+        };
+        assert!(pin(workspace).is_some());
+        assert_eq!(pin(SDK_CARGO), pin(workspace));
+    }
 
     #[test]
     fn every_example_handler_names_itself_where_new_puts_the_name() {

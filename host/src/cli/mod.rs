@@ -186,8 +186,8 @@ enum Command {
         /// Directory to create the project in.
         #[arg(long, default_value = ".")]
         dir: PathBuf,
-        /// Rust only: path of linecook's guest-sdk directory (defaults to
-        /// where it was when this binary was built).
+        /// Rust only: use the SDK at this path (a linecook checkout's
+        /// guest-sdk) instead of the copy written into the project.
         #[arg(long)]
         sdk: Option<PathBuf>,
     },
@@ -474,7 +474,7 @@ pub fn main() -> anyhow::Result<()> {
         } => {
             let root = crate::scaffold::new_project(&name, lang, &dir, sdk.as_deref())?;
             eprintln!(
-                "created {root}; next:\n  cd {root} && ./build.sh && linecook plugins check {name}.wasm",
+                "created {root}; next:\n  cd {root} && ./build.sh && linecook plugins check {name}.wasm --set output=out",
                 root = root.display()
             );
             Ok(())
