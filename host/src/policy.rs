@@ -47,12 +47,10 @@ pub enum Decision {
         /// How long to wait first.
         delay: Duration,
     },
-    /// Dead-letter the batch's record at `index` in the checkpoint that
-    /// moves past it.
-    DeadLetter {
-        /// Index of the record in the batch.
-        index: usize,
-    },
+    /// Dead-letter the batch's first record in the checkpoint that moves
+    /// past it: isolation (or the handler's `poison`) has brought the
+    /// failing record to the head of the batch.
+    DeadLetter,
     /// Stop the partition until it is resumed or gets a new version.
     Pause(PauseCause),
 }
@@ -204,7 +202,7 @@ fn dead_letter(attempts: Attempts) -> (Decision, Attempts) {
         failed: 0,
         isolating: attempts.isolating,
     };
-    (Decision::DeadLetter { index: 0 }, next)
+    (Decision::DeadLetter, next)
 }
 
 fn halve(len: usize) -> u32 {
@@ -262,7 +260,7 @@ mod tests {
             (Poison(4), &BATCH, none, Dlq, pause(PauseCause::PoisonOutOfRange { len: 4 }), none),
             (Poison(2), &BATCH, none, Pause, pause(PauseCause::Poison), none),
             // poison at 0 is dead-lettered; later, the records before it go first
-            (Poison(0), &BATCH, failed(2), Dlq, Decision::DeadLetter { index: 0 }, none),
+            (Poison(0), &BATCH, failed(2), Dlq, Decision::DeadLetter, none),
             (Poison(2), &BATCH, failed(1), Dlq, ms(0), iso(0, 2, 14)),
             // retries with doubling backoff, capped
             (Other, &BATCH, none, Dlq, ms(100), failed(1)),
@@ -275,9 +273,9 @@ mod tests {
             (Other, &BATCH[..2], iso(0, 2, 15), Dlq, ms(0), iso(0, 1, 15)),
             // one record left: retried like a batch before it is dead-lettered
             (Other, &BATCH[..1], iso(0, 1, 15), Dlq, ms(100), iso(1, 1, 15)),
-            (Other, &BATCH[..1], iso(3, 1, 15), Dlq, Decision::DeadLetter { index: 0 }, iso(0, 1, 15)),
+            (Other, &BATCH[..1], iso(3, 1, 15), Dlq, Decision::DeadLetter, iso(0, 1, 15)),
             // a one-record batch outside isolation: the same
-            (Other, &BATCH[..1], failed(3), Dlq, Decision::DeadLetter { index: 0 }, none),
+            (Other, &BATCH[..1], failed(3), Dlq, Decision::DeadLetter, none),
         ];
         for (i, (failure, offsets, attempts, on_error, want, want_attempts)) in
             table.into_iter().enumerate()
@@ -322,10 +320,10 @@ mod tests {
             }
             transient_left -= transient as i32;
             match decide(Failure::Other, batch, attempts, &policy) {
-                (Decision::DeadLetter { index }, a) => {
-                    dead.push(batch[index]);
-                    next += index + 1;
-                    attempts = committed(a, batch[index] + 1);
+                (Decision::DeadLetter, a) => {
+                    dead.push(batch[0]);
+                    next += 1;
+                    attempts = committed(a, batch[0] + 1);
                 }
                 (Decision::Retry { .. }, a) => attempts = a,
                 (Decision::Pause(c), _) => panic!("paused: {c:?}"),

@@ -377,7 +377,7 @@ impl Worker {
                 Outcome::Retry(format!("{reason}; isolating the failing record"), delay)
             }
             Decision::Retry { delay } => Outcome::Retry(reason, delay),
-            Decision::DeadLetter { index } => self.dead_letter(&records[index], version, &failure),
+            Decision::DeadLetter => self.dead_letter(&records[0], version, &failure),
             Decision::Pause(cause) => Outcome::Pause(format!("{reason}{cause}")),
         }
     }
