@@ -437,8 +437,29 @@ fn plugins_check_lists_the_world_of_a_good_component() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // The Rust SDK builds contract 0.2.0 components: the `guest` interface.
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("linecook:handler/state@0.1.0"), "{text}");
+    assert!(
+        text.contains("a linecook:handler@0.2.0 component"),
+        "{text}"
+    );
+    assert!(text.contains("linecook:handler/state@0.2.0"), "{text}");
+    assert!(
+        text.contains("linecook:handler/guest@0.2.0 (interface)"),
+        "{text}"
+    );
+    // The C example is still 0.1.0: bare functions.
+    let out = std::process::Command::new(support::BIN)
+        .args(["plugins", "check"])
+        .arg(support::c_plugins().join("counter.wasm"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("a linecook:handler@0.1.0 component"),
+        "{text}"
+    );
     assert!(text.contains("handle (func)"), "{text}");
 }
 

@@ -269,7 +269,7 @@ fn bad_modules_are_rejected_and_the_old_version_keeps_serving() {
         (
             "wrong world",
             bad_file("not_a_handler.wasm"),
-            "does not match the linecook:handler world",
+            "exports neither linecook:handler 0.1.0's `init`/`handle` nor 0.2.0's",
         ),
         (
             "init error",

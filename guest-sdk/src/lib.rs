@@ -3,8 +3,10 @@
 //! A handler is a type that implements [`Handler`]. The host creates one
 //! instance per partition it owns: it calls [`Handler::init`] once, then
 //! [`Handler::handle`] with consecutive batches of that partition's records, in
-//! offset order. Build the crate as a `cdylib` for `wasm32-wasip2` and drop the
-//! `.wasm` file into the host's plugins directory.
+//! offset order, and [`Handler::on_timers`] between batches with the
+//! [`timers`] that came due. Build the crate as a `cdylib` for
+//! `wasm32-wasip2` and drop the `.wasm` file into the host's plugins
+//! directory. The component implements contract `linecook:handler@0.2.0`.
 //!
 //! ```no_run
 //! use linecook_guest::{emit, export_handler, state, Context, Error, Handler, Record};
@@ -39,10 +41,13 @@
 //! ```
 //!
 //! # What the host guarantees
-//! - Everything one `handle` call does — [`state`] writes and [`emit`]ted
-//!   records — becomes durable together with the partition's offset, or not at
-//!   all. Returning an [`Error`] (or panicking) discards all of it.
-//! - [`state`] reads see the batch's own earlier writes.
+//! - Everything one `handle` (or `on_timers`) call does — [`state`] writes,
+//!   [`emit`]ted records, [`timers`] set or cancelled — becomes durable
+//!   together with the partition's offset, or not at all. Returning an
+//!   [`Error`] (or panicking) discards all of it.
+//! - A timer fires exactly once: its removal commits with what `on_timers`
+//!   did.
+//! - [`state`] reads see the call's own earlier writes.
 //! - Your instance's memory may be dropped between any two batches (a new
 //!   version, a trap, a restart): keep anything that must survive in [`state`].
 
@@ -61,7 +66,7 @@ use std::collections::BTreeMap;
 pub mod wit {
     wit_bindgen::generate!({
         world: "handler",
-        path: "../wit",
+        path: "../wit/0.2.0",
         pub_export_macro: true,
         export_macro_name: "__linecook_export_world",
         default_bindings_module: "::linecook_guest::wit",
@@ -75,6 +80,7 @@ pub mod wit {
 #[doc(hidden)]
 pub use wit_bindgen as __wit_bindgen;
 
+use wit::exports::linecook::handler::guest as wit_guest;
 use wit::linecook::handler::{log as wit_log, types as wit_types};
 
 /// A record read from the partition this instance serves.
@@ -143,7 +149,89 @@ pub trait Handler: Sized + 'static {
 
     /// Processes one batch of consecutive records of the partition.
     fn handle(&mut self, batch: Vec<Record>) -> Result<(), Error>;
+
+    /// Processes timers that came due (see [`timers`]), between batches,
+    /// earliest first. `Error::Poison { index }` names a timer of `due`.
+    /// The default does nothing: a handler that sets no timers needs none.
+    fn on_timers(&mut self, due: Vec<DueTimer>) -> Result<(), Error> {
+        let _ = due;
+        Ok(())
+    }
 }
+
+/// Which clock a timer follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum TimeDomain {
+    /// The host's wall clock: fires once the clock reaches the due time,
+    /// whether or not records arrive.
+    Processing,
+    /// The partition's watermark ([`timers::watermark`]): fires once records
+    /// have moved it to the due time.
+    Event,
+}
+
+/// A timer whose time has come.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DueTimer {
+    /// The key it was set for.
+    pub key: Vec<u8>,
+    /// Its clock.
+    pub domain: TimeDomain,
+    /// When it was due, ms since the Unix epoch.
+    pub due_ms: i64,
+}
+
+/// Timers: ask the host to call [`Handler::on_timers`] when a time comes.
+///
+/// A key has at most one timer per domain; setting it again moves it.
+/// Timers are partition state: they exist once the call that set them
+/// commits, survive restarts and new versions, and fire exactly once.
+pub mod timers {
+    use crate::TimeDomain;
+    use crate::wit::linecook::handler::{timers as wit_timers, types::TimeDomain as D};
+
+    fn domain(d: TimeDomain) -> D {
+        match d {
+            TimeDomain::Processing => D::Processing,
+            TimeDomain::Event => D::Event,
+        }
+    }
+
+    /// Sets (or moves) the timer of `key` in `domain` to `due_ms`.
+    pub fn set(key: &[u8], d: TimeDomain, due_ms: i64) {
+        wit_timers::set(key, domain(d), due_ms)
+    }
+
+    /// Removes the timer of `key` in `domain`, if any.
+    pub fn cancel(key: &[u8], d: TimeDomain) {
+        wit_timers::cancel(key, domain(d))
+    }
+
+    /// When the timer of `key` in `domain` is due, if set.
+    pub fn get(key: &[u8], d: TimeDomain) -> Option<i64> {
+        wit_timers::get(key, domain(d))
+    }
+
+    /// The partition's watermark as committed before this call: the
+    /// highest record timestamp handled minus the route's allowed lateness.
+    /// Use [`crate::window::Watermark`] to follow it record by record.
+    pub fn watermark() -> Option<i64> {
+        wit_timers::watermark()
+    }
+
+    /// The route's `allowed_lateness_ms`.
+    pub fn allowed_lateness_ms() -> u64 {
+        wit_timers::allowed_lateness_ms()
+    }
+
+    /// The host's clock for this call (the same for the whole call), ms
+    /// since the Unix epoch.
+    pub fn now_ms() -> i64 {
+        wit_timers::now_ms()
+    }
+}
+
+pub mod window;
 
 /// Durable key-value state of the partition this instance serves.
 pub mod state {
@@ -160,6 +248,13 @@ pub mod state {
     /// Stores `value` under `key`; durable with the batch's checkpoint.
     pub fn set(key: &[u8], value: &[u8]) {
         wit_state::set(key, value)
+    }
+
+    /// Stores `value` under `key` until `ttl_ms` milliseconds after the
+    /// batch's checkpoint; then it is gone. Setting the key again restarts
+    /// the time.
+    pub fn set_with_ttl(key: &[u8], value: &[u8], ttl_ms: u64) {
+        wit_state::set_with_ttl(key, value, ttl_ms)
     }
 
     /// Removes `key`; durable with the batch's checkpoint.
@@ -220,6 +315,19 @@ pub mod emit {
             key,
             value,
             headers: &[],
+            timestamp_ms: None,
+        })
+    }
+
+    /// Like [`send`], with the output's timestamp (a window's end, say)
+    /// instead of the commit time.
+    pub fn send_at(topic: &str, key: Option<&[u8]>, value: &[u8], timestamp_ms: i64) {
+        wit_emit::send(OutputRecord {
+            topic,
+            key,
+            value,
+            headers: &[],
+            timestamp_ms: Some(timestamp_ms),
         })
     }
 
@@ -239,6 +347,7 @@ pub mod emit {
             key,
             value,
             headers: &headers,
+            timestamp_ms: None,
         })
     }
 }
@@ -271,11 +380,16 @@ pub mod log {
 
 trait ErasedHandler {
     fn handle(&mut self, batch: Vec<Record>) -> Result<(), Error>;
+    fn on_timers(&mut self, due: Vec<DueTimer>) -> Result<(), Error>;
 }
 
 impl<H: Handler> ErasedHandler for H {
     fn handle(&mut self, batch: Vec<Record>) -> Result<(), Error> {
         Handler::handle(self, batch)
+    }
+
+    fn on_timers(&mut self, due: Vec<DueTimer>) -> Result<(), Error> {
+        Handler::on_timers(self, due)
     }
 }
 
@@ -299,6 +413,29 @@ pub fn __init<H: Handler>(ctx: wit_types::Context) -> Result<(), String> {
     Ok(())
 }
 
+fn wit_error(e: Error) -> wit_types::HandlerError {
+    match e {
+        Error::Retry(m) => wit_types::HandlerError::Retry(m),
+        Error::Poison { index, message } => {
+            wit_types::HandlerError::Poison(wit_types::PoisonRecord { index, message })
+        }
+        Error::Fatal(m) => wit_types::HandlerError::Fatal(m),
+    }
+}
+
+fn with_instance(
+    call: &str,
+    f: impl FnOnce(&mut dyn ErasedHandler) -> Result<(), Error>,
+) -> Result<(), wit_types::HandlerError> {
+    INSTANCE.with(|slot| {
+        let mut slot = slot.borrow_mut();
+        let handler = slot
+            .as_mut()
+            .ok_or_else(|| wit_types::HandlerError::Fatal(format!("{call} called before init")))?;
+        f(handler.as_mut()).map_err(wit_error)
+    })
+}
+
 #[doc(hidden)]
 pub fn __handle(batch: Vec<wit_types::StreamRecord>) -> Result<(), wit_types::HandlerError> {
     let batch = batch
@@ -313,22 +450,30 @@ pub fn __handle(batch: Vec<wit_types::StreamRecord>) -> Result<(), wit_types::Ha
             headers: r.headers.into_iter().map(|h| (h.key, h.value)).collect(),
         })
         .collect();
-    INSTANCE.with(|slot| {
-        let mut slot = slot.borrow_mut();
-        let handler = slot
-            .as_mut()
-            .ok_or_else(|| wit_types::HandlerError::Fatal("handle called before init".into()))?;
-        handler.handle(batch).map_err(|e| match e {
-            Error::Retry(m) => wit_types::HandlerError::Retry(m),
-            Error::Poison { index, message } => {
-                wit_types::HandlerError::Poison(wit_types::PoisonRecord { index, message })
-            }
-            Error::Fatal(m) => wit_types::HandlerError::Fatal(m),
-        })
-    })
+    with_instance("handle", |h| h.handle(batch))
 }
 
-/// Exports a [`Handler`] type as the component's `handler` world.
+#[doc(hidden)]
+pub fn __on_timers(due: Vec<wit_types::DueTimer>) -> Result<(), wit_types::HandlerError> {
+    let due = due
+        .into_iter()
+        .map(|t| DueTimer {
+            key: t.key,
+            domain: match t.domain {
+                wit_types::TimeDomain::Processing => TimeDomain::Processing,
+                wit_types::TimeDomain::Event => TimeDomain::Event,
+            },
+            due_ms: t.due_ms,
+        })
+        .collect();
+    with_instance("on-timers", |h| h.on_timers(due))
+}
+
+#[doc(hidden)]
+pub use wit_guest::Guest as __Guest;
+
+/// Exports a [`Handler`] type as the component's `handler` world
+/// (`linecook:handler@0.2.0`).
 ///
 /// Call it once, at the top level of the crate.
 #[macro_export]
@@ -337,7 +482,7 @@ macro_rules! export_handler {
         const _: () = {
             struct __LinecookHandler;
 
-            impl $crate::wit::Guest for __LinecookHandler {
+            impl $crate::__Guest for __LinecookHandler {
                 fn init(
                     context: $crate::wit::linecook::handler::types::Context,
                 ) -> ::core::result::Result<(), ::std::string::String> {
@@ -349,6 +494,13 @@ macro_rules! export_handler {
                 ) -> ::core::result::Result<(), $crate::wit::linecook::handler::types::HandlerError>
                 {
                     $crate::__handle(batch)
+                }
+
+                fn on_timers(
+                    due: ::std::vec::Vec<$crate::wit::linecook::handler::types::DueTimer>,
+                ) -> ::core::result::Result<(), $crate::wit::linecook::handler::types::HandlerError>
+                {
+                    $crate::__on_timers(due)
                 }
             }
 

@@ -20,9 +20,7 @@ use linecook::checkpoint::BatchCommit;
 use linecook::plugins::ArtifactCache;
 use linecook::record::NewRecord;
 use linecook::runtime::Runtime;
-use linecook::runtime::bindings::StreamRecord;
 use linecook::store::Store;
-use linecook::worker::to_stream_record;
 
 const PARTITIONS: u32 = 4;
 
@@ -87,10 +85,7 @@ fn run(store: &Store, batch: usize, mut make: impl FnMut(u32) -> Box<dyn BatchHa
             let first = read[0].offset;
             let last = read.last().unwrap().offset;
             // The worker's own conversion, so the bench measures its path.
-            let batch: Vec<StreamRecord> = read
-                .into_iter()
-                .map(|r| to_stream_record("in", r))
-                .collect();
+            let batch = handlers[p as usize].batch(read);
             let reader = store.partition_state(&input, p).unwrap();
             let effects = handlers[p as usize].handle(&batch, Box::new(reader));
             let commit = Instant::now();

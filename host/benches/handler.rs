@@ -37,13 +37,14 @@ fn main() {
         let prepared = common::prepare(&runtime, plugins, name);
         let mut group = c.benchmark_group(name);
         for batch in BATCHES {
-            let records = common::records(batch);
             let mut wasm = Wasm(common::instance(&prepared, name));
             let mut native = Native::new(name);
             for (kind, handler) in [
                 ("wasm", &mut wasm as &mut dyn BatchHandler),
                 ("native", &mut native as &mut dyn BatchHandler),
             ] {
+                // Each in its own record type, built once, outside the timing.
+                let records = handler.batch(common::records(batch));
                 let samples = samples.clone();
                 group.bench_with_input(BenchmarkId::new(kind, batch), &batch, |b, _| {
                     b.iter_custom(|iters| {

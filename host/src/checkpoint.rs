@@ -14,8 +14,11 @@ use redb::{ReadOnlyTable, ReadableDatabase, ReadableTable};
 
 use crate::log::{LogAppender, TopicInfo};
 use crate::partitioner::partition_for_key;
-use crate::record::{BatchEffects, now_ms};
-use crate::store::{CHECKPOINTS, OUTBOX, STATE, Store, StoreError, VERSION_HISTORY, state_prefix};
+use crate::record::{BatchEffects, TimeDomain, now_ms};
+use crate::store::{
+    CHECKPOINTS, EXPIRY, EXPIRY_ORDER, OUTBOX, STATE, Store, StoreError, TIMER_COUNTS, TIMER_KEYS,
+    TIMERS, VERSION_HISTORY, WATERMARKS, state_prefix,
+};
 
 /// The version a restored checkpoint names: state came from the changelog,
 /// not from a batch handled here.
@@ -66,6 +69,11 @@ pub trait StateReader: Send {
         start_after: Option<&[u8]>,
         limit: usize,
     ) -> Result<Entries, StoreError>;
+
+    /// When the committed timer of `key` in `domain` is due, if it is set.
+    fn timer(&self, _domain: TimeDomain, _key: &[u8]) -> Result<Option<i64>, StoreError> {
+        Ok(None)
+    }
 }
 
 /// The state of a partition that has none: what `plugins check` gives
@@ -83,10 +91,29 @@ impl StateReader for NoState {
     }
 }
 
-/// A snapshot of one partition's committed state.
+/// A snapshot of one partition's committed state, as of `now`: entries
+/// whose time to live ran out are gone.
 pub struct PartitionState {
     table: ReadOnlyTable<&'static [u8], &'static [u8]>,
     prefix: [u8; 8],
+    topic_id: u32,
+    partition: u32,
+    /// Only when the partition has entries that expire: most have none, and
+    /// their reads then cost no second lookup.
+    expiry: Option<ReadOnlyTable<&'static [u8], i64>>,
+    timer_keys: ReadOnlyTable<(u32, u32, u8, &'static [u8]), i64>,
+    now: i64,
+}
+
+impl PartitionState {
+    fn expired(&self, full_key: &[u8]) -> Result<bool, StoreError> {
+        Ok(match &self.expiry {
+            Some(expiry) => expiry
+                .get(full_key)?
+                .is_some_and(|at| at.value() <= self.now),
+            None => false,
+        })
+    }
 }
 
 fn prefixed(prefix: &[u8], key: &[u8]) -> Vec<u8> {
@@ -99,7 +126,20 @@ fn prefixed(prefix: &[u8], key: &[u8]) -> Vec<u8> {
 impl StateReader for PartitionState {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         let full = prefixed(&self.prefix, key);
-        Ok(self.table.get(full.as_slice())?.map(|v| v.value().to_vec()))
+        let Some(value) = self.table.get(full.as_slice())? else {
+            return Ok(None);
+        };
+        if self.expired(&full)? {
+            return Ok(None);
+        }
+        Ok(Some(value.value().to_vec()))
+    }
+
+    fn timer(&self, domain: TimeDomain, key: &[u8]) -> Result<Option<i64>, StoreError> {
+        Ok(self
+            .timer_keys
+            .get((self.topic_id, self.partition, domain.tag(), key))?
+            .map(|due| due.value()))
     }
 
     fn scan(
@@ -115,15 +155,15 @@ impl StateReader for PartitionState {
         let lower = prefixed(&self.prefix, from);
         let mut out = Vec::new();
         for entry in self.table.range(lower.as_slice()..)? {
-            let (key, value) = entry?;
+            let (full, value) = entry?;
             // Keys past this partition's prefix, or past `prefix`, end the scan.
-            let Some(key) = key.value().strip_prefix(self.prefix.as_slice()) else {
+            let Some(key) = full.value().strip_prefix(self.prefix.as_slice()) else {
                 break;
             };
             if !key.starts_with(prefix) {
                 break;
             }
-            if start_after == Some(key) {
+            if start_after == Some(key) || self.expired(full.value())? {
                 continue;
             }
             out.push((key.to_vec(), value.value().to_vec()));
@@ -133,6 +173,86 @@ impl StateReader for PartitionState {
         }
         Ok(out)
     }
+}
+
+/// The expiry rows of the keys `effects` writes: a key set with a time to
+/// live expires `ttl` after now; any other write clears its expiry.
+fn write_expiries(
+    txn: &redb::WriteTransaction,
+    topic_id: u32,
+    partition: u32,
+    effects: &BatchEffects,
+) -> Result<(), StoreError> {
+    let mut order = txn.open_table(EXPIRY_ORDER)?;
+    let had_any = order
+        .range((topic_id, partition, i64::MIN, &[][..])..)?
+        .next()
+        .transpose()?
+        .is_some_and(|(k, _)| (k.value().0, k.value().1) == (topic_id, partition));
+    // The common case: nothing of the partition expires, nor will.
+    if !had_any && effects.ttl.is_empty() {
+        return Ok(());
+    }
+    let now = now_ms();
+    let prefix = state_prefix(topic_id, partition);
+    let mut expiry = txn.open_table(EXPIRY)?;
+    for (key, value) in &effects.state {
+        let full = prefixed(&prefix, key);
+        if had_any && let Some(old) = expiry.remove(full.as_slice())? {
+            order.remove((topic_id, partition, old.value(), key.as_slice()))?;
+        }
+        if let (Some(_), Some(ttl)) = (value, effects.ttl.get(key)) {
+            let at = now.saturating_add(i64::try_from(*ttl).unwrap_or(i64::MAX));
+            expiry.insert(full.as_slice(), at)?;
+            order.insert((topic_id, partition, at, key.as_slice()), ())?;
+        }
+    }
+    Ok(())
+}
+
+/// Removes the timers `effects` fired, then applies its timer changes: a
+/// timer the call fired and set again stays, at its new time.
+fn write_timers(
+    txn: &redb::WriteTransaction,
+    topic_id: u32,
+    partition: u32,
+    effects: &BatchEffects,
+) -> Result<(), StoreError> {
+    if effects.fired.is_empty() && effects.timers.is_empty() {
+        return Ok(());
+    }
+    let mut timers = txn.open_table(TIMERS)?;
+    let mut keys = txn.open_table(TIMER_KEYS)?;
+    let mut pending: i64 = 0;
+    for fired in &effects.fired {
+        let tag = fired.domain.tag();
+        timers.remove((topic_id, partition, tag, fired.due_ms, fired.key.as_slice()))?;
+        let id = (topic_id, partition, tag, fired.key.as_slice());
+        if keys.get(id)?.map(|d| d.value()) == Some(fired.due_ms) {
+            keys.remove(id)?;
+            pending -= 1;
+        }
+    }
+    for ((domain, key), due) in &effects.timers {
+        let tag = domain.tag();
+        if let Some(old) = keys.remove((topic_id, partition, tag, key.as_slice()))? {
+            let old = old.value();
+            timers.remove((topic_id, partition, tag, old, key.as_slice()))?;
+            pending -= 1;
+        }
+        if let Some(due) = due {
+            keys.insert((topic_id, partition, tag, key.as_slice()), *due)?;
+            timers.insert((topic_id, partition, tag, *due, key.as_slice()), ())?;
+            pending += 1;
+        }
+    }
+    if pending != 0 {
+        let mut counts = txn.open_table(TIMER_COUNTS)?;
+        let count = counts.get((topic_id, partition))?.map_or(0, |c| c.value());
+        let count = count.saturating_add_signed(pending);
+        counts.insert((topic_id, partition), count)?;
+    }
+    Ok(())
 }
 
 impl Store {
@@ -153,16 +273,45 @@ impl Store {
         }))
     }
 
-    /// A snapshot of the committed state of `topic`/`partition`.
+    /// A snapshot of the committed state of `topic`/`partition`, now.
     pub fn partition_state(
         &self,
         topic: &TopicInfo,
         partition: u32,
     ) -> Result<PartitionState, StoreError> {
+        self.partition_state_at(topic, partition, now_ms())
+    }
+
+    /// A snapshot of the committed state of `topic`/`partition` as of `now`
+    /// (ms since the Unix epoch), the time entries expire by.
+    pub fn partition_state_at(
+        &self,
+        topic: &TopicInfo,
+        partition: u32,
+        now: i64,
+    ) -> Result<PartitionState, StoreError> {
         let txn = self.db.begin_read()?;
+        let order = txn.open_table(EXPIRY_ORDER)?;
+        let expiring = order
+            .range((topic.id, partition, i64::MIN, &[][..])..)?
+            .next()
+            .transpose()?
+            .is_some_and(|(k, _)| {
+                let (t, p, _, _) = k.value();
+                (t, p) == (topic.id, partition)
+            });
         Ok(PartitionState {
             table: txn.open_table(STATE)?,
             prefix: state_prefix(topic.id, partition),
+            topic_id: topic.id,
+            partition,
+            expiry: if expiring {
+                Some(txn.open_table(EXPIRY)?)
+            } else {
+                None
+            },
+            timer_keys: txn.open_table(TIMER_KEYS)?,
+            now,
         })
     }
 
@@ -200,6 +349,7 @@ impl Store {
             effects,
             changelog,
         } = batch;
+        let now = now_ms();
         let txn = self.db.begin_write()?;
         {
             let mut checkpoints = txn.open_table(CHECKPOINTS)?;
@@ -230,6 +380,15 @@ impl Store {
                     None => state.remove(full.as_slice())?,
                 };
             }
+            write_expiries(&txn, topic.id, partition, effects)?;
+            write_timers(&txn, topic.id, partition, effects)?;
+            if let Some(watermark) = effects.watermark {
+                let mut table = txn.open_table(WATERMARKS)?;
+                let stored = table.get((topic.id, partition))?.map(|w| w.value());
+                if stored.is_none_or(|w| watermark > w) {
+                    table.insert((topic.id, partition), watermark)?;
+                }
+            }
 
             if let Some(changelog_topic) = changelog {
                 let entries = crate::outbox::entries_for_batch(
@@ -252,7 +411,6 @@ impl Store {
                 // from the batch's position so a replay after a crash puts
                 // them exactly where the first attempt would have.
                 let sticky_seed = format!("{}/{partition}/{first_offset}", topic.id);
-                let now = now_ms();
                 let mut log = LogAppender::new(&txn)?;
                 for output in &effects.outputs {
                     let dest = log.topic(&output.topic)?;
@@ -261,7 +419,7 @@ impl Store {
                     log.append(
                         &dest,
                         dest_partition,
-                        now,
+                        output.timestamp_ms.unwrap_or(now),
                         output.key.as_deref(),
                         &output.value,
                         &output.headers,
@@ -528,8 +686,10 @@ mod tests {
                     key: Some(k.as_bytes().to_vec()),
                     value: v.as_bytes().to_vec(),
                     headers: vec![],
+                    timestamp_ms: None,
                 })
                 .collect(),
+            ..Default::default()
         }
     }
 

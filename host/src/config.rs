@@ -235,6 +235,33 @@ pub struct RouteConfig {
     /// What happens when a batch fails.
     #[serde(default)]
     pub errors: ErrorPolicy,
+    /// How far the partition's event-time watermark trails the highest
+    /// record timestamp handled, in milliseconds (contract 0.2.0 timers).
+    #[serde(default)]
+    pub allowed_lateness_ms: u64,
+    /// Time to live of state written with plain `state.set`, in
+    /// milliseconds from the batch's commit; unset: forever.
+    #[serde(default)]
+    pub state_ttl_ms: Option<u64>,
+}
+
+impl RouteConfig {
+    /// The route's time settings, as a worker needs them.
+    pub fn time(&self) -> TimeSettings {
+        TimeSettings {
+            allowed_lateness_ms: self.allowed_lateness_ms,
+            state_ttl_ms: self.state_ttl_ms,
+        }
+    }
+}
+
+/// A route's settings for time: watermark and default state TTL.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TimeSettings {
+    /// See `RouteConfig::allowed_lateness_ms`.
+    pub allowed_lateness_ms: u64,
+    /// See `RouteConfig::state_ttl_ms`.
+    pub state_ttl_ms: Option<u64>,
 }
 
 /// Resource limits of a route's instances. Exceeding one fails the batch,
@@ -492,6 +519,18 @@ impl Config {
             validate_topic_name(&route.topic).map_err(|e| format!("[[route]] {e}"))?;
             validate_plugin_name(&route.plugin)
                 .map_err(|e| format!("[[route]] for topic `{}`: {e}", route.topic))?;
+            if route.state_ttl_ms == Some(0) {
+                return Err(format!(
+                    "[[route]] for topic `{}`: `state_ttl_ms` is 0; leave it out for state that never expires",
+                    route.topic
+                ));
+            }
+            if route.state_ttl_ms.is_some() && matches!(self.source, Source::Kafka(_)) {
+                return Err(format!(
+                    "[[route]] for topic `{}`: `state_ttl_ms` needs the embedded source; Kafka mode does not carry expiries in the changelog yet",
+                    route.topic
+                ));
+            }
             if !routed.insert(route.topic.as_str()) {
                 return Err(format!(
                     "[[route]] topic `{}` is routed twice; a topic has one plugin",

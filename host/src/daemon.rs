@@ -296,6 +296,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
                             config: route.plugin_config(),
                             limits: route.limits,
                             errors: route.errors.clone(),
+                            time: route.time(),
                             dead_letter_topic: route.dead_letter_topic(),
                             resume: live.resume_signal(&tp.topic, tp.partition),
                             metrics: metrics.clone(),

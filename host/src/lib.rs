@@ -39,4 +39,5 @@ pub mod source;
 pub mod status;
 pub mod store;
 pub mod telemetry;
+pub mod timers;
 pub mod worker;

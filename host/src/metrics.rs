@@ -87,6 +87,12 @@ pub struct Metrics {
     pub swaps: Family<PartitionLabels, Counter>,
     /// Swap pauses.
     pub swap_pause_seconds: Seconds,
+    /// Timers fired by committed `on-timers` calls.
+    pub timers_fired: Family<PartitionLabels, Counter>,
+    /// Timers set and not yet fired.
+    pub timers_pending: Family<PartitionLabels, Gauge>,
+    /// The partition's event-time watermark, ms since the Unix epoch.
+    pub watermark: Family<PartitionLabels, Gauge>,
     /// Linear memory of each partition's instance.
     pub instance_memory: Family<PartitionLabels, Gauge>,
     /// Group rebalances (assignment changes) seen by this member.
@@ -143,6 +149,9 @@ impl Metrics {
             dead_letters: Family::default(),
             swaps: Family::default(),
             swap_pause_seconds: Family::new_with_constructor(latency),
+            timers_fired: Family::default(),
+            timers_pending: Family::default(),
+            watermark: Family::default(),
             instance_memory: Family::default(),
             rebalances: Counter::default(),
             group_generation: Gauge::default(),
@@ -201,6 +210,21 @@ impl Metrics {
             "Time between the last batch of the old version and the first of the new",
             Unit::Seconds,
             m.swap_pause_seconds.clone(),
+        );
+        r.register(
+            "timers_fired",
+            "Timers fired by committed on-timers calls (contract 0.2.0)",
+            m.timers_fired.clone(),
+        );
+        r.register(
+            "timers_pending",
+            "Timers set and not yet fired",
+            m.timers_pending.clone(),
+        );
+        r.register(
+            "watermark_ms",
+            "Event-time watermark of the partition, milliseconds since the Unix epoch",
+            m.watermark.clone(),
         );
         r.register_with_unit(
             "instance_memory",

@@ -380,8 +380,10 @@ mod tests {
                     key: None,
                     value: v.as_bytes().to_vec(),
                     headers: vec![("h".into(), b"1".to_vec())],
+                    timestamp_ms: None,
                 })
                 .collect(),
+            ..Default::default()
         }
     }
 

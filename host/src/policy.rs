@@ -180,6 +180,58 @@ pub fn committed(attempts: Attempts, next_offset: u64) -> Attempts {
     }
 }
 
+/// What a failed `on-timers` call leads to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TimerDecision {
+    /// Call again with the due timers after `delay`.
+    Retry {
+        /// How long to wait first.
+        delay: Duration,
+    },
+    /// Dead-letter the timer at this index of the list and remove it; the
+    /// rest fire in the next call.
+    DeadLetter(usize),
+    /// Stop the partition until it is resumed or gets a new version.
+    Pause(PauseCause),
+}
+
+/// The decision for an `on-timers` call with `count` timers that failed
+/// with `failure` after `failed` earlier failures of the same list, and the
+/// failures counted after it. Timers are not isolated by halving: `poison`
+/// names one, and once the retries are spent the earliest is set aside, so
+/// a timer a handler cannot fire never blocks the others (or the records).
+pub fn decide_timers(
+    failure: Failure,
+    count: usize,
+    failed: u32,
+    policy: &ErrorPolicy,
+) -> (TimerDecision, u32) {
+    match failure {
+        Failure::Fatal => (TimerDecision::Pause(PauseCause::Fatal), failed),
+        Failure::Poison(index) if index >= count => (
+            TimerDecision::Pause(PauseCause::PoisonOutOfRange { len: count }),
+            failed,
+        ),
+        Failure::Poison(_) if policy.on_error == OnError::Pause => {
+            (TimerDecision::Pause(PauseCause::Poison), failed)
+        }
+        Failure::Poison(index) => (TimerDecision::DeadLetter(index), 0),
+        Failure::Other if failed < policy.retries => (
+            TimerDecision::Retry {
+                delay: backoff(failed + 1, policy),
+            },
+            failed + 1,
+        ),
+        Failure::Other if policy.on_error == OnError::Pause => (
+            TimerDecision::Pause(PauseCause::RetriesExhausted {
+                retries: policy.retries,
+            }),
+            failed,
+        ),
+        Failure::Other => (TimerDecision::DeadLetter(0), 0),
+    }
+}
+
 fn retry_now() -> Decision {
     Decision::Retry {
         delay: Duration::ZERO,
@@ -351,5 +403,46 @@ mod tests {
         assert_eq!(committed(a, 14).isolating, isolating(1, 15));
         assert_eq!(committed(a, 14).failed, 0);
         assert_eq!(committed(a, 15), Attempts::default());
+    }
+
+    #[test]
+    fn failed_timers_retry_then_set_the_earliest_aside() {
+        let policy = ErrorPolicy {
+            retries: 2,
+            ..ErrorPolicy::default()
+        };
+        let (d, f) = decide_timers(Failure::Other, 3, 0, &policy);
+        assert!(matches!(d, TimerDecision::Retry { .. }) && f == 1);
+        let (d, f) = decide_timers(Failure::Other, 3, 1, &policy);
+        assert!(matches!(d, TimerDecision::Retry { .. }) && f == 2);
+        assert_eq!(
+            decide_timers(Failure::Other, 3, 2, &policy),
+            (TimerDecision::DeadLetter(0), 0)
+        );
+        assert_eq!(
+            decide_timers(Failure::Poison(2), 3, 1, &policy),
+            (TimerDecision::DeadLetter(2), 0)
+        );
+        assert_eq!(
+            decide_timers(Failure::Poison(3), 3, 0, &policy).0,
+            TimerDecision::Pause(PauseCause::PoisonOutOfRange { len: 3 })
+        );
+        assert_eq!(
+            decide_timers(Failure::Fatal, 3, 0, &policy).0,
+            TimerDecision::Pause(PauseCause::Fatal)
+        );
+        let pause = ErrorPolicy {
+            retries: 0,
+            on_error: OnError::Pause,
+            ..ErrorPolicy::default()
+        };
+        assert_eq!(
+            decide_timers(Failure::Other, 3, 0, &pause).0,
+            TimerDecision::Pause(PauseCause::RetriesExhausted { retries: 0 })
+        );
+        assert_eq!(
+            decide_timers(Failure::Poison(0), 3, 0, &pause).0,
+            TimerDecision::Pause(PauseCause::Poison)
+        );
     }
 }

@@ -50,6 +50,8 @@ pub struct OutputRecord {
     pub value: Vec<u8>,
     /// Headers in order.
     pub headers: Vec<Header>,
+    /// Timestamp, milliseconds since the Unix epoch; `None`: the commit time.
+    pub timestamp_ms: Option<i64>,
 }
 
 /// How a record is stored in the log table: everything but its position,
@@ -112,7 +114,7 @@ impl StoredRecord {
 }
 
 /// Milliseconds since the Unix epoch, now.
-pub(crate) fn now_ms() -> i64 {
+pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
@@ -142,13 +144,83 @@ mod tests {
     }
 }
 
-/// The effects of one successful `handle` call, not yet durable.
+/// The effects of one successful `handle` (or `on-timers`) call, not yet
+/// durable.
 #[derive(Debug, Default)]
 pub struct BatchEffects {
     /// State writes by key: `Some(value)` sets, `None` deletes.
     pub state: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    /// Time to live, in milliseconds from the commit, of the keys of `state`
+    /// set with one. A key set without one (or deleted) never expires.
+    pub ttl: BTreeMap<Vec<u8>, u64>,
     /// Records to append, in the order they were emitted.
     pub outputs: Vec<OutputRecord>,
+    /// Timer changes by (domain, key): `Some(due_ms)` sets or moves,
+    /// `None` cancels.
+    pub timers: BTreeMap<(TimeDomain, Vec<u8>), Option<i64>>,
+    /// Timers this call fired, removed by its commit — unless the call set
+    /// the same timer again (`timers` wins).
+    pub fired: Vec<Timer>,
+    /// The partition's watermark after the call, when it moved.
+    pub watermark: Option<i64>,
+}
+
+impl BatchEffects {
+    /// Whether committing these effects writes nothing but the offset.
+    pub fn is_empty(&self) -> bool {
+        self.state.is_empty()
+            && self.outputs.is_empty()
+            && self.timers.is_empty()
+            && self.fired.is_empty()
+            && self.watermark.is_none()
+    }
+}
+
+/// Which clock a timer follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum TimeDomain {
+    /// The host's wall clock.
+    Processing,
+    /// The partition's watermark.
+    Event,
+}
+
+impl TimeDomain {
+    /// The byte that stands for the domain in table keys.
+    pub fn tag(self) -> u8 {
+        match self {
+            TimeDomain::Processing => 0,
+            TimeDomain::Event => 1,
+        }
+    }
+
+    /// The domain a table key's byte stands for.
+    pub fn from_tag(tag: u8) -> Option<TimeDomain> {
+        match tag {
+            0 => Some(TimeDomain::Processing),
+            1 => Some(TimeDomain::Event),
+            _ => None,
+        }
+    }
+
+    /// The domain's name, for status, metrics and headers.
+    pub fn name(self) -> &'static str {
+        match self {
+            TimeDomain::Processing => "processing",
+            TimeDomain::Event => "event",
+        }
+    }
+}
+
+/// A pending timer of a partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Timer {
+    /// The key it was set for.
+    pub key: Vec<u8>,
+    /// Its clock.
+    pub domain: TimeDomain,
+    /// When it is due, milliseconds since the Unix epoch.
+    pub due_ms: i64,
 }
 
 /// Headers a dead-lettered record carries, besides its own.
@@ -167,4 +239,9 @@ pub mod dead_letter_headers {
     pub const ERROR_KIND: &str = "linecook.error.kind";
     /// The error message.
     pub const ERROR_MESSAGE: &str = "linecook.error.message";
+    /// A dead-lettered timer's domain (`processing`, `event`); such a
+    /// letter has no source offset.
+    pub const TIMER_DOMAIN: &str = "linecook.timer.domain";
+    /// A dead-lettered timer's due time (decimal ms).
+    pub const TIMER_DUE_MS: &str = "linecook.timer.due_ms";
 }

@@ -9,11 +9,12 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
 
-use crate::sdk::WIT;
+use crate::sdk::{WIT, WIT_0_2};
 
 /// The Rust SDK, written into each Rust project.
 const SDK_CARGO: &str = include_str!("../templates/rust/linecook-guest.Cargo.toml.in");
 const SDK_LIB: &str = include_str!("../../guest-sdk/src/lib.rs");
+const SDK_WINDOW: &str = include_str!("../../guest-sdk/src/window.rs");
 
 /// Languages `linecook new` scaffolds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -96,7 +97,9 @@ pub fn new_project(
             None => {
                 files.push(("linecook-guest/Cargo.toml", SDK_CARGO.to_owned()));
                 files.push(("linecook-guest/src/lib.rs", SDK_LIB.to_owned()));
-                files.push(("wit/handler.wit", WIT.to_owned()));
+                files.push(("linecook-guest/src/window.rs", SDK_WINDOW.to_owned()));
+                // The SDK builds contract 0.2.0 components.
+                files.push(("wit/0.2.0/handler.wit", WIT_0_2.to_owned()));
                 "linecook-guest".to_owned()
             }
         };

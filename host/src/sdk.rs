@@ -14,8 +14,12 @@ use anyhow::{Context as _, bail};
 use wit_component::{ComponentEncoder, StringEncoding, embed_component_metadata};
 use wit_parser::Resolve;
 
-/// The contract, as this binary checks modules against it.
+/// Contract 0.1.0, what `sdk wit`, `sdk c-bindings` and `sdk componentize`
+/// serve (the C, Zig and AssemblyScript builds).
 pub const WIT: &str = include_str!("../../wit/handler.wit");
+
+/// Contract 0.2.0, what the Rust SDK builds against.
+pub const WIT_0_2: &str = include_str!("../../wit/0.2.0/handler.wit");
 
 /// The world a handler implements.
 const WORLD: &str = "handler";

@@ -83,6 +83,18 @@ pub struct PartitionReport {
     /// version's first, excluding time waiting for records (microseconds).
     #[serde(default)]
     pub last_swap_pause_us: Option<u64>,
+    /// Contract of the running version (`0.1.0`, `0.2.0`).
+    #[serde(default)]
+    pub contract: Option<String>,
+    /// Timers set and not yet fired.
+    #[serde(default)]
+    pub timers_pending: u64,
+    /// Timers fired since the host started.
+    #[serde(default)]
+    pub timers_fired: u64,
+    /// The event-time watermark, ms since the Unix epoch.
+    #[serde(default)]
+    pub watermark_ms: Option<i64>,
 }
 
 /// The whole status.
@@ -216,6 +228,10 @@ pub struct LivePartition {
     pub swaps: u64,
     /// Records written to the dead-letter topic since start.
     pub dead_letters: u64,
+    /// Contract of the running version.
+    pub contract: Option<crate::runtime::Contract>,
+    /// Timers fired since start.
+    pub timers_fired: u64,
     /// (when, records) samples for the throughput, oldest first.
     pub samples: VecDeque<(Instant, u64)>,
     /// Time between the last batch of the old version and the first batch of
@@ -253,6 +269,8 @@ impl Live {
                 records: 0,
                 swaps: 0,
                 dead_letters: 0,
+                contract: None,
+                timers_fired: 0,
                 samples: VecDeque::new(),
                 last_swap_pause_us: None,
             });
@@ -411,6 +429,20 @@ pub fn report(
                 .and_then(|l| l.end(&topic.name, partition))
                 .map_or(end_offset, |e| e.max(end_offset));
             let live = live.and_then(|l| l.get(&topic.name, partition));
+            let pending = store.pending_timers(&topic, partition)?;
+            let contract = live.as_ref().and_then(|l| l.contract);
+            let version = live
+                .as_ref()
+                .and_then(|l| l.version.clone())
+                .or(checkpoint.map(|c| c.version));
+            let stranded = (contract == Some(crate::runtime::Contract::V0_1) && pending.timers > 0)
+                .then(|| {
+                    format!(
+                        "{} timers pending; version {} is 0.1.0 and cannot fire them",
+                        pending.timers,
+                        version.as_deref().map(crate::plugins::short).unwrap_or("-")
+                    )
+                });
             partitions.push(PartitionReport {
                 topic: topic.name.clone(),
                 partition,
@@ -418,10 +450,7 @@ pub fn report(
                 end_offset,
                 lag: end_offset.saturating_sub(committed_offset),
                 plugin: route.plugin.clone(),
-                version: live
-                    .as_ref()
-                    .and_then(|l| l.version.clone())
-                    .or(checkpoint.map(|c| c.version)),
+                version,
                 state: live
                     .as_ref()
                     .map(|l| shown_state(l.state, broker.as_ref())),
@@ -431,7 +460,7 @@ pub fn report(
                         b.unreachable.join(", "),
                         b.seconds_since_up
                     )),
-                    _ => live.as_ref().and_then(|l| l.detail.clone()),
+                    _ => live.as_ref().and_then(|l| l.detail.clone()).or(stranded),
                 },
                 batches: live.as_ref().map_or(0, |l| l.batches),
                 records: live.as_ref().map_or(0, |l| l.records),
@@ -439,6 +468,10 @@ pub fn report(
                 dead_letters: live.as_ref().map_or(0, |l| l.dead_letters),
                 records_per_sec: live.as_ref().map_or(0.0, LivePartition::rate),
                 last_swap_pause_us: live.as_ref().and_then(|l| l.last_swap_pause_us),
+                contract: contract.map(|c| c.version().to_owned()),
+                timers_pending: pending.timers,
+                timers_fired: live.as_ref().map_or(0, |l| l.timers_fired),
+                watermark_ms: store.watermark(&topic, partition)?,
             });
         }
     }

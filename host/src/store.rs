@@ -49,6 +49,29 @@ pub type OutboxKey = (u32, u32, u64, u32);
 pub(crate) const REPLAYED: TableDefinition<(u32, u32, u64), (u32, u32, u64)> =
     TableDefinition::new("replayed");
 
+/// Pending timers in firing order: (topic id, partition, domain tag, due ms,
+/// key) → (). See `record::TimeDomain::tag`.
+pub(crate) const TIMERS: TableDefinition<(u32, u32, u8, i64, &[u8]), ()> =
+    TableDefinition::new("timers");
+/// The same timers by key: (topic id, partition, domain tag, key) → due ms.
+/// A key has one timer per domain; setting it again moves it.
+pub(crate) const TIMER_KEYS: TableDefinition<(u32, u32, u8, &[u8]), i64> =
+    TableDefinition::new("timer_keys");
+/// (topic id, partition) → how many timers the partition has pending: kept
+/// by the checkpoints that change them, so status never counts a million.
+pub(crate) const TIMER_COUNTS: TableDefinition<(u32, u32), u64> =
+    TableDefinition::new("timer_counts");
+/// (topic id, partition) → the partition's event-time watermark, ms. Only
+/// moves forward.
+pub(crate) const WATERMARKS: TableDefinition<(u32, u32), i64> = TableDefinition::new("watermarks");
+/// `STATE` key → when the entry expires, ms since the Unix epoch. Only keys
+/// written with a time to live have a row.
+pub(crate) const EXPIRY: TableDefinition<&[u8], i64> = TableDefinition::new("state_expiry");
+/// The same expiries in time order, for the sweep: (topic id, partition,
+/// expires ms, handler key) → ().
+pub(crate) const EXPIRY_ORDER: TableDefinition<(u32, u32, i64, &[u8]), ()> =
+    TableDefinition::new("state_expiry_order");
+
 /// The `STATE` key prefix of a partition.
 pub(crate) fn state_prefix(topic_id: u32, partition: u32) -> [u8; 8] {
     let mut prefix = [0; 8];
@@ -215,6 +238,12 @@ impl Store {
             txn.open_table(META)?;
             txn.open_table(OUTBOX)?;
             txn.open_table(REPLAYED)?;
+            txn.open_table(TIMERS)?;
+            txn.open_table(TIMER_KEYS)?;
+            txn.open_table(TIMER_COUNTS)?;
+            txn.open_table(WATERMARKS)?;
+            txn.open_table(EXPIRY)?;
+            txn.open_table(EXPIRY_ORDER)?;
         }
         txn.commit()?;
         Ok(Store {

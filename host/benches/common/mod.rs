@@ -8,10 +8,10 @@ use std::path::Path;
 
 use linecook::checkpoint::{Entries, StateReader};
 use linecook::config::Limits;
-use linecook::record::BatchEffects;
 use linecook::record::OutputRecord;
-use linecook::runtime::bindings::{Context, StreamRecord};
-use linecook::runtime::{Instance, Labels, Prepared, Runtime};
+use linecook::record::{BatchEffects, LogRecord};
+use linecook::runtime::bindings::Context;
+use linecook::runtime::{Batch, CallTime, Instance, Labels, Prepared, Runtime};
 use linecook::store::StoreError;
 
 /// The handlers measured, by plugin name.
@@ -19,16 +19,23 @@ pub const HANDLERS: [&str; 3] = ["identity", "uppercase", "counter"];
 
 /// One batch call: the contract the worker drives.
 pub trait BatchHandler {
-    fn handle(&mut self, batch: &[StreamRecord], reader: Box<dyn StateReader>) -> BatchEffects;
+    /// Records read from the log, in the form this handler takes (moved,
+    /// as the worker does).
+    fn batch(&self, records: Vec<LogRecord>) -> Batch;
+    fn handle(&mut self, batch: &Batch, reader: Box<dyn StateReader>) -> BatchEffects;
 }
 
 /// A WASM component instance.
 pub struct Wasm(pub Instance);
 
 impl BatchHandler for Wasm {
-    fn handle(&mut self, batch: &[StreamRecord], reader: Box<dyn StateReader>) -> BatchEffects {
+    fn batch(&self, records: Vec<LogRecord>) -> Batch {
+        Batch::new(self.0.contract(), "in", records)
+    }
+
+    fn handle(&mut self, batch: &Batch, reader: Box<dyn StateReader>) -> BatchEffects {
         self.0
-            .handle(batch, reader)
+            .handle(batch, reader, CallTime::default())
             .expect("the handler succeeds")
             .0
     }
@@ -50,7 +57,14 @@ impl Native {
 }
 
 impl BatchHandler for Native {
-    fn handle(&mut self, batch: &[StreamRecord], reader: Box<dyn StateReader>) -> BatchEffects {
+    fn batch(&self, records: Vec<LogRecord>) -> Batch {
+        Batch::new(linecook::runtime::Contract::V0_1, "in", records)
+    }
+
+    fn handle(&mut self, batch: &Batch, reader: Box<dyn StateReader>) -> BatchEffects {
+        let Batch::V1(batch) = batch else {
+            panic!("native handlers take the host's record type")
+        };
         let mut effects = BatchEffects::default();
         for record in batch {
             match self.kind {
@@ -63,12 +77,14 @@ impl BatchHandler for Native {
                         .iter()
                         .map(|h| (h.key.clone(), h.value.clone()))
                         .collect(),
+                    timestamp_ms: None,
                 }),
                 "uppercase" => effects.outputs.push(OutputRecord {
                     topic: self.output.clone(),
                     key: record.key.clone(),
                     value: record.value.to_ascii_uppercase(),
                     headers: Vec::new(),
+                    timestamp_ms: None,
                 }),
                 "counter" => {
                     let key = record.key.clone().unwrap_or_default();
@@ -89,6 +105,7 @@ impl BatchHandler for Native {
                         key: record.key.clone(),
                         value: line.into_bytes(),
                         headers: Vec::new(),
+                        timestamp_ms: None,
                     });
                 }
                 other => panic!("no native {other}"),
@@ -124,10 +141,9 @@ impl StateReader for MemState {
 }
 
 /// `n` records of 100-byte values, keyed over 1000 keys.
-pub fn records(n: usize) -> Vec<StreamRecord> {
+pub fn records(n: usize) -> Vec<LogRecord> {
     (0..n)
-        .map(|i| StreamRecord {
-            topic: "in".into(),
+        .map(|i| LogRecord {
             partition: 0,
             offset: i as u64,
             timestamp_ms: 0,

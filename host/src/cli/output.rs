@@ -86,7 +86,7 @@ fn status_row(p: &PartitionReport) -> String {
         (None, _) => "-".to_owned(),
     };
     format!(
-        "{:<20} {:>4} {:>10} {:>10} {:>8} {:>9.1} {:>5} {:>5}  {:<14} {:<12}  {}",
+        "{:<20} {:>4} {:>10} {:>10} {:>8} {:>9.1} {:>5} {:>5} {:>6}  {:<14} {:<12} {:<8}  {}",
         p.topic,
         p.partition,
         p.committed_offset,
@@ -95,8 +95,10 @@ fn status_row(p: &PartitionReport) -> String {
         p.records_per_sec,
         p.swaps,
         p.dead_letters,
+        p.timers_pending,
         p.plugin,
         p.version.as_deref().map(short).unwrap_or("-"),
+        p.contract.as_deref().unwrap_or("-"),
         state
     )
 }
@@ -127,7 +129,7 @@ pub(super) fn print_status(report: &StatusReport) {
         );
     }
     outln!(
-        "{:<20} {:>4} {:>10} {:>10} {:>8} {:>9} {:>5} {:>5}  {:<14} {:<12}  STATE",
+        "{:<20} {:>4} {:>10} {:>10} {:>8} {:>9} {:>5} {:>5} {:>6}  {:<14} {:<12} {:<8}  STATE",
         "TOPIC",
         "PART",
         "COMMITTED",
@@ -136,8 +138,10 @@ pub(super) fn print_status(report: &StatusReport) {
         "REC/S",
         "SWAPS",
         "DLQ",
+        "TIMERS",
         "PLUGIN",
-        "VERSION"
+        "VERSION",
+        "CONTRACT"
     );
     for p in &report.partitions {
         outln!("{}", status_row(p));
@@ -246,9 +250,13 @@ pub(super) fn list_plugins(
         for v in &plugin.versions {
             let seen = std::time::UNIX_EPOCH + Duration::from_millis(v.seen_at_ms.max(0) as u64);
             outln!(
-                "  {:<12}  {:<11}  seen {}  {}{}",
+                "  {:<12}  {:<11}  {:<14}  seen {}  {}{}",
                 short(&v.digest),
                 v.state.to_string(),
+                v.contract
+                    .as_deref()
+                    .map(|c| format!("contract {c}{}", if v.packed { "+packed" } else { "" }))
+                    .unwrap_or_default(),
                 humantime::format_rfc3339_seconds(seen),
                 v.source
                     .map(|s| format!(
@@ -338,7 +346,16 @@ pub(super) fn check_plugin(file: &std::path::Path, init: CheckInit) -> anyhow::R
         ),
         Err(e) => return Err(anyhow::Error::new(e)).with_context(unusable),
     };
-    outln!("{}: ok, a linecook:handler component", file.display());
+    outln!(
+        "{}: ok, a linecook:handler@{} component{}",
+        file.display(),
+        prepared.contract(),
+        if prepared.packed() {
+            " (exports the packed path; this host calls guest.handle)"
+        } else {
+            ""
+        }
+    );
     outln!("init    {init_line}");
     outln!("digest  {digest}");
     outln!("size    {} bytes", bytes.len());
@@ -359,7 +376,7 @@ mod tests {
     use crate::status::PartitionState;
 
     #[test]
-    fn a_status_row_shows_rate_swaps_and_dead_letters() {
+    fn a_status_row_shows_rate_swaps_dead_letters_timers_and_contract() {
         let row = status_row(&PartitionReport {
             topic: "words".into(),
             partition: 2,
@@ -376,6 +393,10 @@ mod tests {
             dead_letters: 1,
             records_per_sec: 12.34,
             last_swap_pause_us: None,
+            contract: Some("0.2.0".into()),
+            timers_pending: 7,
+            timers_fired: 0,
+            watermark_ms: None,
         });
         let cells: Vec<&str> = row.split_whitespace().collect();
         assert_eq!(
@@ -389,8 +410,10 @@ mod tests {
                 "12.3",
                 "3",
                 "1",
+                "7",
                 "uppercase",
                 "0123456789ab",
+                "0.2.0",
                 "running"
             ]
         );

@@ -396,6 +396,11 @@ impl Registry {
             first,
             now_ms(),
         );
+        plugin.report.implements(
+            &version.digest,
+            version.prepared.contract().version(),
+            version.prepared.packed(),
+        );
         match &plugin.newest {
             Some(tx) => {
                 tx.send_replace(version.clone());

@@ -57,6 +57,13 @@ pub struct VersionReport {
     pub source: Option<Source>,
     /// Time to compile or load and check, in milliseconds.
     pub prepare_ms: Option<u64>,
+    /// The contract it implements (`0.1.0`, `0.2.0`); absent for rejected
+    /// modules.
+    #[serde(default)]
+    pub contract: Option<String>,
+    /// Whether it exports 0.2.0's packed batch path.
+    #[serde(default)]
+    pub packed: bool,
 }
 
 /// A plugin and every version the host has seen of it.
@@ -96,6 +103,14 @@ impl PluginReport {
         self.versions.iter_mut().find(|v| v.digest == digest)
     }
 
+    /// What an accepted version implements.
+    pub(super) fn implements(&mut self, digest: &str, contract: &str, packed: bool) {
+        if let Some(v) = self.version_mut(digest) {
+            v.contract = Some(contract.to_owned());
+            v.packed = packed;
+        }
+    }
+
     /// `version` was accepted. The first version a host loads is active from
     /// the start; later ones are pending until their rollout moves them.
     pub(super) fn accepted(
@@ -127,6 +142,8 @@ impl PluginReport {
                 size,
                 source: Some(source),
                 prepare_ms: Some(prepare_time.as_millis() as u64),
+                contract: None,
+                packed: false,
             }),
         }
     }
@@ -147,6 +164,8 @@ impl PluginReport {
                 size,
                 source: None,
                 prepare_ms: None,
+                contract: None,
+                packed: false,
             }),
         }
     }

@@ -1,7 +1,10 @@
-//! The host side of the `linecook:handler` imports: `state`, `emit`, `log`.
+//! The host side of the `linecook:handler` imports: `state`, `emit`, `log`
+//! for both contracts, and 0.2.0's `timers`.
 //!
-//! Each returns `wasmtime::Result<T>`: an `Err` traps the guest (the batch
-//! fails and is rolled back); an `Ok` is an answer the guest can use.
+//! The logic lives once, in `HostState`'s methods; each contract's traits
+//! only convert its types. Each returns `wasmtime::Result<T>`: an `Err` traps
+//! the guest (the call fails and is rolled back); an `Ok` is an answer the
+//! guest can use.
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
@@ -11,13 +14,13 @@ use wasmtime::bail;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use super::bindings::linecook::handler::{emit, log, state, types};
-use super::bindings::{Level, OutputRecord};
+use super::bindings::v1::linecook::handler as v1;
+use super::bindings::v2::linecook::handler as v2;
 use super::stdio::{GuestOutput, LastWords, LineBudget};
 use crate::checkpoint::{Entries, StateReader};
 use crate::config::Limits;
 use crate::record;
-use crate::record::BatchEffects;
+use crate::record::{BatchEffects, TimeDomain};
 
 /// Most entries one `state.scan` call returns, whatever the guest asks for:
 /// the guest never decides how much host memory a call allocates.
@@ -38,7 +41,23 @@ pub struct Labels {
     pub partition: u32,
 }
 
-/// What one batch sees and does while `handle` runs.
+/// The time a call runs at, as the partition's worker sees it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CallTime {
+    /// The wall clock for the whole call, ms since the Unix epoch.
+    pub now_ms: i64,
+    /// The partition's committed watermark, before this call's records.
+    pub watermark: Option<i64>,
+    /// The route's allowed lateness.
+    pub allowed_lateness_ms: u64,
+    /// The route's default time to live for `state.set`.
+    pub state_ttl_ms: Option<u64>,
+    /// Why timers and state TTL cannot be used here, if they cannot (Kafka
+    /// mode does not carry them in the changelog yet).
+    pub no_timers: Option<&'static str>,
+}
+
+/// What one call sees and does while `init`, `handle` or `on-timers` runs.
 pub(crate) struct BatchScope {
     pub reader: Box<dyn StateReader>,
     pub effects: BatchEffects,
@@ -46,15 +65,17 @@ pub(crate) struct BatchScope {
     pub writable: bool,
     /// Bytes emitted so far in this batch.
     pub output_bytes: u64,
+    pub time: CallTime,
 }
 
 impl BatchScope {
-    pub(crate) fn new(reader: Box<dyn StateReader>, writable: bool) -> BatchScope {
+    pub(crate) fn new(reader: Box<dyn StateReader>, writable: bool, time: CallTime) -> BatchScope {
         BatchScope {
             reader,
             effects: BatchEffects::default(),
             writable,
             output_bytes: 0,
+            time,
         }
     }
 }
@@ -116,7 +137,7 @@ impl HostState {
     fn scope(&mut self, call: &str) -> wasmtime::Result<&mut BatchScope> {
         match self.scope.as_mut() {
             Some(scope) => Ok(scope),
-            None => bail!("{call} called outside init or handle"),
+            None => bail!("{call} called outside init, handle or on-timers"),
         }
     }
 
@@ -124,7 +145,7 @@ impl HostState {
         let scope = self.scope(call)?;
         if !scope.writable {
             bail!(
-                "{call} is only allowed in handle: writes outside a batch would never be committed"
+                "{call} is not allowed in init: it has no checkpoint, so the write would never be committed"
             );
         }
         Ok(scope)
@@ -140,7 +161,8 @@ impl WasiView for HostState {
     }
 }
 
-impl types::Host for HostState {}
+impl v1::types::Host for HostState {}
+impl v2::types::Host for HostState {}
 
 /// The memory limit's message, in exact bytes: an excess of a few KiB must
 /// show, and a rounded MiB would hide it.
@@ -189,16 +211,23 @@ impl wasmtime::ResourceLimiter for HostState {
     }
 }
 
-impl state::Host for HostState {
-    fn get(&mut self, key: Vec<u8>) -> wasmtime::Result<Option<Vec<u8>>> {
+impl HostState {
+    fn state_get(&mut self, key: &[u8]) -> wasmtime::Result<Option<Vec<u8>>> {
         let scope = self.scope("state.get")?;
-        if let Some(written) = scope.effects.state.get(&key) {
+        if let Some(written) = scope.effects.state.get(key) {
             return Ok(written.clone());
         }
-        Ok(scope.reader.get(&key)?)
+        Ok(scope.reader.get(key)?)
     }
 
-    fn set(&mut self, key: Vec<u8>, value: Vec<u8>) -> wasmtime::Result<()> {
+    /// Stores `value`; it expires `ttl_ms` after the commit, or after the
+    /// route's default when `ttl_ms` is `None`.
+    fn state_set(
+        &mut self,
+        key: Vec<u8>,
+        value: Vec<u8>,
+        ttl_ms: Option<u64>,
+    ) -> wasmtime::Result<()> {
         let max = self.limits.max_state_value_bytes;
         if value.len() as u64 > max {
             return Err(self.exceeded(format!(
@@ -206,22 +235,29 @@ impl state::Host for HostState {
                 value.len()
             )));
         }
-        self.writable_scope("state.set")?
-            .effects
-            .state
-            .insert(key, Some(value));
+        let scope = self.writable_scope("state.set")?;
+        let ttl = ttl_ms.or(scope.time.state_ttl_ms);
+        if ttl_ms.is_some()
+            && let Some(why) = scope.time.no_timers
+        {
+            bail!("state.set-with-ttl: {why}");
+        }
+        match ttl {
+            Some(ttl) => scope.effects.ttl.insert(key.clone(), ttl),
+            None => scope.effects.ttl.remove(&key),
+        };
+        scope.effects.state.insert(key, Some(value));
         Ok(())
     }
 
-    fn delete(&mut self, key: Vec<u8>) -> wasmtime::Result<()> {
-        self.writable_scope("state.delete")?
-            .effects
-            .state
-            .insert(key, None);
+    fn state_delete(&mut self, key: Vec<u8>) -> wasmtime::Result<()> {
+        let scope = self.writable_scope("state.delete")?;
+        scope.effects.ttl.remove(&key);
+        scope.effects.state.insert(key, None);
         Ok(())
     }
 
-    fn scan(
+    fn state_scan(
         &mut self,
         prefix: Vec<u8>,
         start_after: Option<Vec<u8>>,
@@ -236,6 +272,194 @@ impl state::Host for HostState {
             start_after,
             limit,
         )?)
+    }
+
+    fn emit_send(&mut self, output: record::OutputRecord) -> wasmtime::Result<()> {
+        let limits = self.limits;
+        let bytes = (output.key.as_ref().map_or(0, Vec::len)
+            + output.value.len()
+            + output
+                .headers
+                .iter()
+                .map(|(k, v)| k.len() + v.len())
+                .sum::<usize>()) as u64;
+        let scope = self.writable_scope("emit.send")?;
+        let count = scope.effects.outputs.len() as u64 + 1;
+        let total = scope.output_bytes + bytes;
+        if count > limits.max_outputs {
+            return Err(self.exceeded(format!(
+                "output limit exceeded: more than {} records emitted in one batch",
+                limits.max_outputs
+            )));
+        }
+        if total > limits.max_output_bytes {
+            return Err(self.exceeded(format!(
+                "output limit exceeded: {total} bytes emitted in one batch, the limit is {}",
+                limits.max_output_bytes
+            )));
+        }
+        scope.output_bytes = total;
+        scope.effects.outputs.push(output);
+        Ok(())
+    }
+
+    fn log_write(&mut self, level: tracing::Level, message: String) {
+        let mut message = message;
+        if message.len() > MAX_LOG_LINE {
+            let mut cut = MAX_LOG_LINE;
+            while !message.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            message.truncate(cut);
+            message.push('…');
+        }
+        let l = &self.labels;
+        macro_rules! event {
+            ($lvl:expr) => {
+                tracing::event!(target: "linecook::guest", $lvl, plugin = %l.plugin, version = %l.version, topic = %l.topic, partition = l.partition, "{message}")
+            };
+        }
+        match level {
+            tracing::Level::TRACE => event!(tracing::Level::TRACE),
+            tracing::Level::DEBUG => event!(tracing::Level::DEBUG),
+            tracing::Level::INFO => event!(tracing::Level::INFO),
+            tracing::Level::WARN => event!(tracing::Level::WARN),
+            _ => event!(tracing::Level::ERROR),
+        }
+    }
+
+    fn timer_change(
+        &mut self,
+        call: &str,
+        key: Vec<u8>,
+        domain: TimeDomain,
+        due: Option<i64>,
+    ) -> wasmtime::Result<()> {
+        let scope = self.writable_scope(call)?;
+        if let Some(why) = scope.time.no_timers {
+            bail!("{call}: {why}");
+        }
+        scope.effects.timers.insert((domain, key), due);
+        Ok(())
+    }
+
+    fn timer_get(&mut self, key: Vec<u8>, domain: TimeDomain) -> wasmtime::Result<Option<i64>> {
+        let scope = self.scope("timers.get")?;
+        if let Some(change) = scope.effects.timers.get(&(domain, key.clone())) {
+            return Ok(*change);
+        }
+        // A timer this call fired is gone unless set again (above).
+        if scope
+            .effects
+            .fired
+            .iter()
+            .any(|t| t.domain == domain && t.key == key)
+        {
+            return Ok(None);
+        }
+        Ok(scope.reader.timer(domain, &key)?)
+    }
+}
+
+impl v1::state::Host for HostState {
+    fn get(&mut self, key: Vec<u8>) -> wasmtime::Result<Option<Vec<u8>>> {
+        self.state_get(&key)
+    }
+
+    fn set(&mut self, key: Vec<u8>, value: Vec<u8>) -> wasmtime::Result<()> {
+        self.state_set(key, value, None)
+    }
+
+    fn delete(&mut self, key: Vec<u8>) -> wasmtime::Result<()> {
+        self.state_delete(key)
+    }
+
+    fn scan(
+        &mut self,
+        prefix: Vec<u8>,
+        start_after: Option<Vec<u8>>,
+        limit: u32,
+    ) -> wasmtime::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        self.state_scan(prefix, start_after, limit)
+    }
+}
+
+impl v2::state::Host for HostState {
+    fn get(&mut self, key: Vec<u8>) -> wasmtime::Result<Option<Vec<u8>>> {
+        self.state_get(&key)
+    }
+
+    fn get_many(&mut self, keys: Vec<Vec<u8>>) -> wasmtime::Result<Vec<Option<Vec<u8>>>> {
+        keys.iter().map(|k| self.state_get(k)).collect()
+    }
+
+    fn set(&mut self, key: Vec<u8>, value: Vec<u8>) -> wasmtime::Result<()> {
+        self.state_set(key, value, None)
+    }
+
+    fn set_with_ttl(&mut self, key: Vec<u8>, value: Vec<u8>, ttl_ms: u64) -> wasmtime::Result<()> {
+        self.state_set(key, value, Some(ttl_ms))
+    }
+
+    fn delete(&mut self, key: Vec<u8>) -> wasmtime::Result<()> {
+        self.state_delete(key)
+    }
+
+    fn write_many(&mut self, writes: Vec<v2::types::StateWrite>) -> wasmtime::Result<()> {
+        use v2::types::StateWrite;
+        for write in writes {
+            match write {
+                StateWrite::Set((k, v)) => self.state_set(k, v, None)?,
+                StateWrite::SetWithTtl((k, v, ttl)) => self.state_set(k, v, Some(ttl))?,
+                StateWrite::Delete(k) => self.state_delete(k)?,
+            }
+        }
+        Ok(())
+    }
+
+    fn scan(
+        &mut self,
+        prefix: Vec<u8>,
+        start_after: Option<Vec<u8>>,
+        limit: u32,
+    ) -> wasmtime::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        self.state_scan(prefix, start_after, limit)
+    }
+}
+
+fn domain(d: v2::types::TimeDomain) -> TimeDomain {
+    match d {
+        v2::types::TimeDomain::Processing => TimeDomain::Processing,
+        v2::types::TimeDomain::Event => TimeDomain::Event,
+    }
+}
+
+impl v2::timers::Host for HostState {
+    fn set(&mut self, key: Vec<u8>, d: v2::types::TimeDomain, due_ms: i64) -> wasmtime::Result<()> {
+        self.timer_change("timers.set", key, domain(d), Some(due_ms))
+    }
+
+    fn cancel(&mut self, key: Vec<u8>, d: v2::types::TimeDomain) -> wasmtime::Result<()> {
+        self.timer_change("timers.cancel", key, domain(d), None)
+    }
+
+    fn get(&mut self, key: Vec<u8>, d: v2::types::TimeDomain) -> wasmtime::Result<Option<i64>> {
+        self.timer_get(key, domain(d))
+    }
+
+    fn watermark(&mut self) -> wasmtime::Result<Option<i64>> {
+        Ok(self.scope("timers.watermark")?.time.watermark)
+    }
+
+    fn allowed_lateness_ms(&mut self) -> wasmtime::Result<u64> {
+        Ok(self
+            .scope("timers.allowed-lateness-ms")?
+            .time
+            .allowed_lateness_ms)
+    }
+
+    fn now_ms(&mut self) -> wasmtime::Result<i64> {
+        Ok(self.scope("timers.now-ms")?.time.now_ms)
     }
 }
 
@@ -300,33 +524,9 @@ fn merged_scan(
     Ok(out)
 }
 
-impl emit::Host for HostState {
-    fn send(&mut self, output: OutputRecord) -> wasmtime::Result<()> {
-        let limits = self.limits;
-        let bytes = (output.key.as_ref().map_or(0, Vec::len)
-            + output.value.len()
-            + output
-                .headers
-                .iter()
-                .map(|h| h.key.len() + h.value.len())
-                .sum::<usize>()) as u64;
-        let scope = self.writable_scope("emit.send")?;
-        let count = scope.effects.outputs.len() as u64 + 1;
-        let total = scope.output_bytes + bytes;
-        if count > limits.max_outputs {
-            return Err(self.exceeded(format!(
-                "output limit exceeded: more than {} records emitted in one batch",
-                limits.max_outputs
-            )));
-        }
-        if total > limits.max_output_bytes {
-            return Err(self.exceeded(format!(
-                "output limit exceeded: {total} bytes emitted in one batch, the limit is {}",
-                limits.max_output_bytes
-            )));
-        }
-        scope.output_bytes = total;
-        scope.effects.outputs.push(record::OutputRecord {
+impl v1::emit::Host for HostState {
+    fn send(&mut self, output: v1::types::OutputRecord) -> wasmtime::Result<()> {
+        self.emit_send(record::OutputRecord {
             topic: output.topic,
             key: output.key,
             value: output.value,
@@ -335,38 +535,64 @@ impl emit::Host for HostState {
                 .into_iter()
                 .map(|h| (h.key, h.value))
                 .collect(),
-        });
+            timestamp_ms: None,
+        })
+    }
+}
+
+fn v2_output(output: v2::types::OutputRecord) -> record::OutputRecord {
+    record::OutputRecord {
+        topic: output.topic,
+        key: output.key,
+        value: output.value,
+        headers: output
+            .headers
+            .into_iter()
+            .map(|h| (h.key, h.value))
+            .collect(),
+        timestamp_ms: output.timestamp_ms,
+    }
+}
+
+impl v2::emit::Host for HostState {
+    fn send(&mut self, output: v2::types::OutputRecord) -> wasmtime::Result<()> {
+        self.emit_send(v2_output(output))
+    }
+
+    fn send_many(&mut self, outputs: Vec<v2::types::OutputRecord>) -> wasmtime::Result<()> {
+        for output in outputs {
+            self.emit_send(v2_output(output))?;
+        }
         Ok(())
     }
 }
 
-impl log::Host for HostState {
-    fn write(&mut self, level: Level, message: String) -> wasmtime::Result<()> {
-        let mut message = message;
-        if message.len() > MAX_LOG_LINE {
-            let mut cut = MAX_LOG_LINE;
-            while !message.is_char_boundary(cut) {
-                cut -= 1;
+/// Both contracts' `log.write`: the same levels under two generated types.
+macro_rules! log_host {
+    ($contract:ident) => {
+        impl $contract::log::Host for HostState {
+            fn write(
+                &mut self,
+                level: $contract::log::Level,
+                message: String,
+            ) -> wasmtime::Result<()> {
+                use $contract::log::Level as L;
+                let level = match level {
+                    L::Trace => tracing::Level::TRACE,
+                    L::Debug => tracing::Level::DEBUG,
+                    L::Info => tracing::Level::INFO,
+                    L::Warn => tracing::Level::WARN,
+                    L::Error => tracing::Level::ERROR,
+                };
+                self.log_write(level, message);
+                Ok(())
             }
-            message.truncate(cut);
-            message.push('…');
         }
-        let l = &self.labels;
-        macro_rules! event {
-            ($lvl:expr) => {
-                tracing::event!(target: "linecook::guest", $lvl, plugin = %l.plugin, version = %l.version, topic = %l.topic, partition = l.partition, "{message}")
-            };
-        }
-        match level {
-            Level::Trace => event!(tracing::Level::TRACE),
-            Level::Debug => event!(tracing::Level::DEBUG),
-            Level::Info => event!(tracing::Level::INFO),
-            Level::Warn => event!(tracing::Level::WARN),
-            Level::Error => event!(tracing::Level::ERROR),
-        }
-        Ok(())
-    }
+    };
 }
+
+log_host!(v1);
+log_host!(v2);
 
 #[cfg(test)]
 mod tests {

@@ -23,10 +23,10 @@ use wasmtime::{Engine, Trap};
 
 use crate::checkpoint::StateReader;
 use crate::config::Limits;
-use crate::record::BatchEffects;
-use bindings::{Context, Handler, HandlerError, HandlerPre, StreamRecord};
+use crate::record::{BatchEffects, LogRecord, TimeDomain, Timer};
+use bindings::{Context, HandlerError, StreamRecord, v1, v2};
 use host::BatchScope;
-pub use host::{HostState, Labels, MAX_SCAN_PAGE};
+pub use host::{CallTime, HostState, Labels, MAX_SCAN_PAGE};
 
 /// How often the engine's epoch advances: the granularity of CPU-time limits.
 pub const EPOCH_TICK: std::time::Duration = std::time::Duration::from_millis(10);
@@ -50,6 +50,58 @@ pub enum PrepareError {
     /// the world's exports.
     #[error("does not match the linecook:handler world: {0:#}")]
     World(wasmtime::Error),
+    /// The component exports neither contract's functions.
+    #[error(
+        "exports neither linecook:handler 0.1.0's `init`/`handle` nor 0.2.0's `{GUEST_0_2}` interface (it exports: {0})"
+    )]
+    NoContract(String),
+}
+
+/// The export that says a component implements 0.2.0.
+pub const GUEST_0_2: &str = "linecook:handler/guest@0.2.0";
+/// The optional export of 0.2.0's packed batch path.
+pub const PACKED_0_2: &str = "linecook:handler/packed@0.2.0";
+
+/// The contract a component implements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+pub enum Contract {
+    /// `linecook:handler@0.1.0`: records in, state and outputs.
+    #[serde(rename = "0.1.0")]
+    V0_1,
+    /// `linecook:handler@0.2.0`: adds timers, output timestamps, state TTL.
+    #[serde(rename = "0.2.0")]
+    V0_2,
+}
+
+impl Contract {
+    /// The contract's version, as users see it.
+    pub fn version(self) -> &'static str {
+        match self {
+            Contract::V0_1 => "0.1.0",
+            Contract::V0_2 => "0.2.0",
+        }
+    }
+
+    /// Which contract a component with these export names implements: the
+    /// `guest` interface names 0.2.0; bare `init` and `handle`, 0.1.0.
+    pub fn of_exports<'a>(exports: impl IntoIterator<Item = &'a str>) -> Option<Contract> {
+        let (mut init, mut handle) = (false, false);
+        for name in exports {
+            match name {
+                GUEST_0_2 => return Some(Contract::V0_2),
+                "init" => init = true,
+                "handle" => handle = true,
+                _ => {}
+            }
+        }
+        (init && handle).then_some(Contract::V0_1)
+    }
+}
+
+impl std::fmt::Display for Contract {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.version())
+    }
 }
 
 /// Why an instance could not be created for a partition.
@@ -185,7 +237,37 @@ impl std::fmt::Debug for Runtime {
 /// A compiled, type-checked plugin version, ready to instantiate cheaply.
 #[derive(Clone)]
 pub struct Prepared {
-    pre: HandlerPre<HostState>,
+    pre: Pre,
+    packed: bool,
+}
+
+#[derive(Clone)]
+enum Pre {
+    V1(v1::HandlerPre<HostState>),
+    V2(v2::HandlerPre<HostState>),
+}
+
+impl Prepared {
+    /// The contract the version implements.
+    pub fn contract(&self) -> Contract {
+        match self.pre {
+            Pre::V1(_) => Contract::V0_1,
+            Pre::V2(_) => Contract::V0_2,
+        }
+    }
+
+    /// Whether it exports 0.2.0's packed batch path (not called yet: the
+    /// host uses `guest.handle` for every component).
+    pub fn packed(&self) -> bool {
+        self.packed
+    }
+
+    fn engine(&self) -> &Engine {
+        match &self.pre {
+            Pre::V1(pre) => pre.engine(),
+            Pre::V2(pre) => pre.engine(),
+        }
+    }
 }
 
 impl std::fmt::Debug for Prepared {
@@ -215,7 +297,10 @@ impl Runtime {
             })?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
-        Handler::add_to_linker::<_, HasSelf<HostState>>(&mut linker, |s| s)?;
+        // Both contracts' imports: their names carry their versions, so one
+        // linker serves 0.1.0 and 0.2.0 components side by side.
+        v1::Handler::add_to_linker::<_, HasSelf<HostState>>(&mut linker, |s| s)?;
+        v2::Handler::add_to_linker::<_, HasSelf<HostState>>(&mut linker, |s| s)?;
         Ok(Runtime { engine, linker })
     }
 
@@ -236,14 +321,27 @@ impl Runtime {
         Component::new(&self.engine, bytes).map_err(PrepareError::Compile)
     }
 
-    /// Checks a compiled component against the world and pre-instantiates it.
+    /// Checks a compiled component against its contract's world and
+    /// pre-instantiates it.
     pub fn link(&self, component: &Component) -> Result<Prepared, PrepareError> {
+        let ty = component.component_type();
+        let exports: Vec<&str> = ty.exports(&self.engine).map(|(name, _)| name).collect();
+        let contract = Contract::of_exports(exports.iter().copied())
+            .ok_or_else(|| PrepareError::NoContract(list_or_nothing(&exports)))?;
+        let packed = exports.contains(&PACKED_0_2);
         let instance_pre = self
             .linker
             .instantiate_pre(component)
             .map_err(PrepareError::World)?;
-        let pre = HandlerPre::new(instance_pre).map_err(PrepareError::World)?;
-        Ok(Prepared { pre })
+        let pre = match contract {
+            Contract::V0_1 => {
+                Pre::V1(v1::HandlerPre::new(instance_pre).map_err(PrepareError::World)?)
+            }
+            Contract::V0_2 => {
+                Pre::V2(v2::HandlerPre::new(instance_pre).map_err(PrepareError::World)?)
+            }
+        };
+        Ok(Prepared { pre, packed })
     }
 
     /// The imports and exports of a compiled component, by name, for
@@ -261,6 +359,14 @@ impl Runtime {
     }
 }
 
+fn list_or_nothing(names: &[&str]) -> String {
+    if names.is_empty() {
+        "nothing".to_owned()
+    } else {
+        names.join(", ")
+    }
+}
+
 fn check_header(bytes: &[u8]) -> Result<(), PrepareError> {
     if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
         return Err(PrepareError::NotWasm);
@@ -272,10 +378,124 @@ fn check_header(bytes: &[u8]) -> Result<(), PrepareError> {
     Ok(())
 }
 
+/// A batch, in the record type of the contract of the instance that will
+/// handle it: records are moved in, never copied.
+#[derive(Debug)]
+pub enum Batch {
+    /// For a 0.1.0 instance.
+    V1(Vec<StreamRecord>),
+    /// For a 0.2.0 instance.
+    V2(Vec<v2::linecook::handler::types::StreamRecord>),
+}
+
+impl Batch {
+    /// `records` of `topic` for an instance of `contract`.
+    pub fn new(contract: Contract, topic: &str, records: Vec<LogRecord>) -> Batch {
+        match contract {
+            Contract::V0_1 => Batch::V1(
+                records
+                    .into_iter()
+                    .map(|r| crate::worker::to_stream_record(topic, r))
+                    .collect(),
+            ),
+            Contract::V0_2 => Batch::V2(
+                records
+                    .into_iter()
+                    .map(|r| v2::linecook::handler::types::StreamRecord {
+                        topic: topic.to_owned(),
+                        partition: r.partition,
+                        offset: r.offset,
+                        timestamp_ms: r.timestamp_ms,
+                        key: r.key,
+                        value: r.value,
+                        headers: r
+                            .headers
+                            .into_iter()
+                            .map(|(key, value)| v2::linecook::handler::types::Header { key, value })
+                            .collect(),
+                    })
+                    .collect(),
+            ),
+        }
+    }
+
+    /// Number of records.
+    pub fn len(&self) -> usize {
+        match self {
+            Batch::V1(b) => b.len(),
+            Batch::V2(b) => b.len(),
+        }
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The records' offsets, in order.
+    pub fn offsets(&self) -> Vec<u64> {
+        match self {
+            Batch::V1(b) => b.iter().map(|r| r.offset).collect(),
+            Batch::V2(b) => b.iter().map(|r| r.offset).collect(),
+        }
+    }
+
+    /// The records' timestamps, in order.
+    pub fn timestamps(&self) -> Vec<i64> {
+        match self {
+            Batch::V1(b) => b.iter().map(|r| r.timestamp_ms).collect(),
+            Batch::V2(b) => b.iter().map(|r| r.timestamp_ms).collect(),
+        }
+    }
+
+    /// Record `index`, as the host's own type.
+    pub fn record(&self, index: usize) -> StreamRecord {
+        match self {
+            Batch::V1(b) => b[index].clone(),
+            Batch::V2(b) => {
+                let r = &b[index];
+                StreamRecord {
+                    topic: r.topic.clone(),
+                    partition: r.partition,
+                    offset: r.offset,
+                    timestamp_ms: r.timestamp_ms,
+                    key: r.key.clone(),
+                    value: r.value.clone(),
+                    headers: r
+                        .headers
+                        .iter()
+                        .map(|h| bindings::Header {
+                            key: h.key.clone(),
+                            value: h.value.clone(),
+                        })
+                        .collect(),
+                }
+            }
+        }
+    }
+}
+
+fn v1_error(e: v2::linecook::handler::types::HandlerError) -> HandlerError {
+    use v2::linecook::handler::types::HandlerError as E;
+    match e {
+        E::Retry(m) => HandlerError::Retry(m),
+        E::Fatal(m) => HandlerError::Fatal(m),
+        E::Poison(p) => HandlerError::Poison(bindings::PoisonRecord {
+            index: p.index,
+            message: p.message,
+        }),
+    }
+}
+
+enum Bindings {
+    V1(v1::Handler),
+    V2(v2::Handler),
+}
+
 /// A live handler instance serving one partition.
 pub struct Instance {
     store: wasmtime::Store<HostState>,
-    bindings: Handler,
+    bindings: Bindings,
 }
 
 impl std::fmt::Debug for Instance {
@@ -296,11 +516,15 @@ impl Instance {
         context: &Context,
         reader: Box<dyn StateReader>,
     ) -> Result<Instance, InstanceError> {
-        let mut store = wasmtime::Store::new(prepared.pre.engine(), HostState::new(labels, limits));
+        let mut store = wasmtime::Store::new(prepared.engine(), HostState::new(labels, limits));
         store.limiter(|s| s as &mut dyn wasmtime::ResourceLimiter);
         store.epoch_deadline_trap();
         store.set_epoch_deadline(deadline_ticks(&limits));
-        let bindings = match prepared.pre.instantiate(&mut store) {
+        let instantiated = match &prepared.pre {
+            Pre::V1(pre) => pre.instantiate(&mut store).map(Bindings::V1),
+            Pre::V2(pre) => pre.instantiate(&mut store).map(Bindings::V2),
+        };
+        let bindings = match instantiated {
             Ok(bindings) => bindings,
             Err(e) => {
                 return Err(match store.data_mut().limit_hit.take() {
@@ -309,11 +533,27 @@ impl Instance {
                 });
             }
         };
-        store.data_mut().scope = Some(BatchScope::new(reader, false));
+        let time = CallTime {
+            now_ms: crate::record::now_ms(),
+            ..CallTime::default()
+        };
+        store.data_mut().scope = Some(BatchScope::new(reader, false, time));
         store.data().last_words.lock().expect("last words").clear();
         store.set_epoch_deadline(deadline_ticks(&limits));
         let started = Instant::now();
-        let result = bindings.call_init(&mut store, context);
+        let result = match &bindings {
+            Bindings::V1(b) => b.call_init(&mut store, context),
+            Bindings::V2(b) => b.linecook_handler_guest().call_init(
+                &mut store,
+                &v2::linecook::handler::types::Context {
+                    plugin: context.plugin.clone(),
+                    version: context.version.clone(),
+                    topic: context.topic.clone(),
+                    partition: context.partition,
+                    config: context.config.clone(),
+                },
+            ),
+        };
         let ran = started.elapsed();
         store.data_mut().scope = None;
         let mut instance = Instance { store, bindings };
@@ -325,6 +565,14 @@ impl Instance {
                 BatchFailure::Trap(trap) => InstanceError::InitTrap(trap),
                 BatchFailure::Handler(_) => unreachable!("classify only sees traps"),
             }),
+        }
+    }
+
+    /// The contract the instance implements.
+    pub fn contract(&self) -> Contract {
+        match self.bindings {
+            Bindings::V1(_) => Contract::V0_1,
+            Bindings::V2(_) => Contract::V0_2,
         }
     }
 
@@ -360,13 +608,21 @@ impl Instance {
         self.store.data().memory_bytes
     }
 
-    /// Calls `handle(batch)` and returns what the batch did, to be committed.
-    pub fn handle(
+    /// Runs one call with a fresh scope and returns its effects; `fired`:
+    /// the timers it is called with.
+    fn call(
         &mut self,
-        batch: &[StreamRecord],
         reader: Box<dyn StateReader>,
+        time: CallTime,
+        fired: Vec<Timer>,
+        call: impl FnOnce(
+            &Bindings,
+            &mut wasmtime::Store<HostState>,
+        ) -> wasmtime::Result<Result<(), HandlerError>>,
     ) -> Result<(BatchEffects, std::time::Duration), BatchFailure> {
-        self.store.data_mut().scope = Some(BatchScope::new(reader, true));
+        let mut scope = BatchScope::new(reader, true, time);
+        scope.effects.fired = fired;
+        self.store.data_mut().scope = Some(scope);
         self.store
             .data()
             .last_words
@@ -376,7 +632,7 @@ impl Instance {
         let limits = self.store.data().limits;
         self.store.set_epoch_deadline(deadline_ticks(&limits));
         let started = Instant::now();
-        let result = self.bindings.call_handle(&mut self.store, batch);
+        let result = call(&self.bindings, &mut self.store);
         let elapsed = started.elapsed();
         let scope = self.store.data_mut().scope.take();
         match result {
@@ -384,6 +640,63 @@ impl Instance {
             Ok(Err(error)) => Err(BatchFailure::Handler(error)),
             Err(trap) => Err(self.classify(trap, elapsed)),
         }
+    }
+
+    /// Calls `handle(batch)` and returns what the batch did, to be committed.
+    /// `batch` must be of the instance's contract (`Batch::new`).
+    pub fn handle(
+        &mut self,
+        batch: &Batch,
+        reader: Box<dyn StateReader>,
+        time: CallTime,
+    ) -> Result<(BatchEffects, std::time::Duration), BatchFailure> {
+        self.call(reader, time, Vec::new(), |bindings, store| {
+            match (bindings, batch) {
+                (Bindings::V1(b), Batch::V1(records)) => b.call_handle(store, records),
+                (Bindings::V2(b), Batch::V2(records)) => b
+                    .linecook_handler_guest()
+                    .call_handle(store, records)
+                    .map(|r| r.map_err(v1_error)),
+                _ => Err(wasmtime::Error::msg(
+                    "host bug: a batch built for another contract",
+                )),
+            }
+        })
+    }
+
+    /// Calls `on-timers(due)` (0.2.0 only) and returns what it did; the
+    /// effects name the fired timers (`fired`), so their commit removes
+    /// them.
+    pub fn on_timers(
+        &mut self,
+        due: &[Timer],
+        reader: Box<dyn StateReader>,
+        time: CallTime,
+    ) -> Result<(BatchEffects, std::time::Duration), BatchFailure> {
+        use v2::linecook::handler::types::{DueTimer, TimeDomain as D};
+        let list: Vec<DueTimer> = due
+            .iter()
+            .map(|t| DueTimer {
+                key: t.key.clone(),
+                domain: match t.domain {
+                    TimeDomain::Processing => D::Processing,
+                    TimeDomain::Event => D::Event,
+                },
+                due_ms: t.due_ms,
+            })
+            .collect();
+        self.call(
+            reader,
+            time,
+            due.to_vec(),
+            |bindings, store| match bindings {
+                Bindings::V2(b) => b
+                    .linecook_handler_guest()
+                    .call_on_timers(store, &list)
+                    .map(|r| r.map_err(v1_error)),
+                Bindings::V1(_) => Ok(Ok(())),
+            },
+        )
     }
 }
 
@@ -395,6 +708,21 @@ fn deadline_ticks(limits: &Limits) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_exports_name_the_contract() {
+        assert_eq!(
+            Contract::of_exports(["init", "handle"]),
+            Some(Contract::V0_1)
+        );
+        assert_eq!(
+            Contract::of_exports([GUEST_0_2, PACKED_0_2]),
+            Some(Contract::V0_2)
+        );
+        assert_eq!(Contract::of_exports(["handle"]), None);
+        assert_eq!(Contract::of_exports(["linecook:handler/guest@0.3.0"]), None);
+        assert_eq!(Contract::of_exports([]), None);
+    }
 
     #[test]
     fn a_trap_is_one_line_with_the_guests_own_words() {

@@ -2,8 +2,8 @@
 //! value and headers, plus headers that say where it came from and why it
 //! failed.
 
-use crate::record::OutputRecord;
 pub use crate::record::dead_letter_headers as headers;
+use crate::record::{OutputRecord, Timer};
 use crate::runtime::bindings::StreamRecord;
 
 /// Where the record failed.
@@ -40,6 +40,35 @@ pub(super) fn dead_letter(
         key: record.key.clone(),
         value: record.value.clone(),
         headers: out,
+        timestamp_ms: None,
+    }
+}
+
+/// A timer `on-timers` could not fire, as it goes to `dead_letter_topic`:
+/// its key, an empty value, and headers naming the timer and the failure.
+pub(super) fn dead_timer(
+    timer: &Timer,
+    topic: &str,
+    partition: u32,
+    dead_letter_topic: &str,
+    origin: &Origin<'_>,
+) -> OutputRecord {
+    let text = |name: &str, value: String| (name.to_owned(), value.into_bytes());
+    OutputRecord {
+        topic: dead_letter_topic.to_owned(),
+        key: Some(timer.key.clone()),
+        value: Vec::new(),
+        headers: vec![
+            text(headers::TOPIC, topic.to_owned()),
+            text(headers::PARTITION, partition.to_string()),
+            text(headers::TIMER_DOMAIN, timer.domain.name().to_owned()),
+            text(headers::TIMER_DUE_MS, timer.due_ms.to_string()),
+            text(headers::PLUGIN, origin.plugin.to_owned()),
+            text(headers::VERSION, origin.version.to_owned()),
+            text(headers::ERROR_KIND, origin.kind.to_owned()),
+            text(headers::ERROR_MESSAGE, origin.message.to_owned()),
+        ],
+        timestamp_ms: None,
     }
 }
 

@@ -24,15 +24,15 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use crate::checkpoint::BatchCommit;
-use crate::config::{ErrorPolicy, Limits};
+use crate::config::{ErrorPolicy, Limits, TimeSettings};
 use crate::log::TopicInfo;
 use crate::metrics::{Metrics, PartitionLabels};
 use crate::plugins::PluginVersion;
-use crate::policy::{self, Attempts, Decision, Failure};
-use crate::record::{BatchEffects, LogRecord};
+use crate::policy::{self, Attempts, Decision, Failure, TimerDecision};
+use crate::record::{BatchEffects, LogRecord, TimeDomain, Timer, now_ms};
 use crate::rollout::WorkerEvent;
 use crate::runtime::bindings::{HandlerError, Header, StreamRecord};
-use crate::runtime::{BatchFailure, Instance};
+use crate::runtime::{Batch, BatchFailure, CallTime, Contract, Instance};
 use crate::source::{PartitionCtx, Source};
 use crate::status::{Live, PartitionState};
 use crate::store::{Store, StoreError};
@@ -41,6 +41,10 @@ use crate::store::{Store, StoreError};
 const IDLE_POLL: Duration = Duration::from_millis(500);
 /// Backoff for failures outside the handler (storage, missing topic).
 const HOST_RETRY: Duration = Duration::from_millis(500);
+/// How often a busy partition removes state whose time to live ran out,
+/// and how many entries at most per transaction.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+const SWEEP_LIMIT: usize = 1000;
 
 /// Everything a worker needs.
 pub struct WorkerSpec {
@@ -58,6 +62,8 @@ pub struct WorkerSpec {
     pub limits: Limits,
     /// What to do with failed batches.
     pub errors: ErrorPolicy,
+    /// Watermark lateness and default state TTL.
+    pub time: TimeSettings,
     /// Where isolated records go.
     pub dead_letter_topic: String,
     /// The version this partition should run, set by the route's rollout.
@@ -130,6 +136,12 @@ struct Worker {
     last_batch_end: Option<Instant>,
     idle_since_batch: Duration,
     swap_pending: bool,
+    /// The committed event-time watermark.
+    watermark: Option<i64>,
+    /// Failed calls of `on-timers` with the current due list.
+    timer_failures: u32,
+    /// When expired state was last swept.
+    last_sweep: Instant,
 }
 
 #[derive(Clone, Copy)]
@@ -177,6 +189,9 @@ impl Worker {
             last_batch_end: None,
             idle_since_batch: Duration::ZERO,
             swap_pending: false,
+            watermark: None,
+            timer_failures: 0,
+            last_sweep: Instant::now(),
         }
     }
 
@@ -198,6 +213,14 @@ impl Worker {
                 self.spec.rt.block_on(self.spec.cancel.cancelled());
                 return;
             }
+        }
+        match self
+            .spec
+            .store
+            .watermark(&self.spec.topic, self.spec.partition)
+        {
+            Ok(watermark) => self.watermark = watermark,
+            Err(e) => warn!("cannot read the watermark, starting without one: {e}"),
         }
         self.report.emit(Event::Owned);
         match self.source.prepare(&ctx(&self.spec), self.next_offset) {
@@ -229,11 +252,19 @@ impl Worker {
                 self.wait(None, Wake::VersionOrCancel);
                 continue;
             }
-            match self.process_batch() {
+            // Due timers fire between batches, before the next one.
+            let outcome = match self.fire_timers() {
+                Some(outcome) => outcome,
+                None => self.process_batch(),
+            };
+            if self.last_sweep.elapsed() >= SWEEP_EVERY {
+                self.sweep_expired();
+            }
+            match outcome {
                 Outcome::Committed => {}
                 Outcome::Idle => {
                     let idle = Instant::now();
-                    self.wait(Some(IDLE_POLL), Wake::AnyChange);
+                    self.wait(Some(self.idle_timeout()), Wake::AnyChange);
                     self.idle_since_batch += idle.elapsed();
                 }
                 Outcome::Retry(reason, delay) => {
@@ -287,22 +318,28 @@ impl Worker {
             let pause = end.elapsed().saturating_sub(self.idle_since_batch);
             self.report.emit(Event::SwapPause(pause));
         }
-        let batch: Vec<StreamRecord> = records
-            .into_iter()
-            .map(|r| to_stream_record(&self.spec.topic.name, r))
-            .collect();
-        let reader = match self
-            .spec
-            .store
-            .partition_state(&self.spec.topic, self.spec.partition)
-        {
-            Ok(reader) => reader,
-            Err(e) => return Outcome::Retry(format!("reading state failed: {e}"), HOST_RETRY),
-        };
+        let now = now_ms();
+        let reader =
+            match self
+                .spec
+                .store
+                .partition_state_at(&self.spec.topic, self.spec.partition, now)
+            {
+                Ok(reader) => reader,
+                Err(e) => return Outcome::Retry(format!("reading state failed: {e}"), HOST_RETRY),
+            };
+        let watermark = crate::timers::advance_watermark(
+            self.watermark,
+            records.iter().map(|r| r.timestamp_ms),
+            self.spec.time.allowed_lateness_ms,
+        );
+        let time = self.call_time(now, self.watermark);
         let (instance, version) = self.instance.as_mut().expect("checked by caller");
         let version = version.clone();
-        let first = batch[0].offset;
-        let last = batch.last().map_or(first, |r| r.offset);
+        let batch = Batch::new(instance.contract(), &self.spec.topic.name, records);
+        let offsets = batch.offsets();
+        let first = offsets[0];
+        let last = *offsets.last().expect("a batch is never empty");
         // A root of its own, linked to the partition's span: a trace per
         // batch, complete when the batch is, instead of children of a span
         // that lasts as long as the partition is owned.
@@ -318,15 +355,18 @@ impl Worker {
         );
         span.follows_from(tracing::Span::current());
         let _batch = span.enter();
-        let handled =
-            tracing::debug_span!("handle").in_scope(|| instance.handle(&batch, Box::new(reader)));
+        let handled = tracing::debug_span!("handle")
+            .in_scope(|| instance.handle(&batch, Box::new(reader), time));
         self.report.emit(Event::Handled {
             memory_bytes: instance.memory_bytes(),
             took: handled.as_ref().ok().map(|(_, took)| *took),
         });
         match handled {
-            Ok((effects, handle_time)) => {
+            Ok((mut effects, handle_time)) => {
                 let next = last + 1;
+                if watermark != self.watermark {
+                    effects.watermark = watermark;
+                }
                 let emitted = effects.outputs.len() as u64;
                 let outcome = self.commit(next, &version, &effects, batch.len() as u64, emitted);
                 if matches!(outcome, Outcome::Committed) {
@@ -338,6 +378,7 @@ impl Worker {
                         "batch committed"
                     );
                     self.attempts = policy::committed(self.attempts, next);
+                    self.watermark = watermark;
                 }
                 outcome
             }
@@ -345,30 +386,243 @@ impl Worker {
         }
     }
 
-    /// Decides what a failed batch leads to, per the route's error policy.
-    fn on_failure(
+    /// Deletes a bounded number of state entries whose time to live ran
+    /// out. They are already invisible to handlers; this frees the space.
+    fn sweep_expired(&mut self) {
+        self.last_sweep = Instant::now();
+        let spec = &self.spec;
+        match spec
+            .store
+            .sweep_expired(&spec.topic, spec.partition, now_ms(), SWEEP_LIMIT)
+        {
+            Ok(0) => {}
+            Ok(n) => debug!(entries = n, "expired state removed"),
+            Err(e) => warn!("removing expired state failed, will try again: {e}"),
+        }
+    }
+
+    /// Reports the partition's committed timers and watermark.
+    fn report_timers(&self) {
+        let spec = &self.spec;
+        match spec.store.pending_timers(&spec.topic, spec.partition) {
+            Ok(pending) => self.report.emit(Event::Time {
+                pending: pending.timers,
+                watermark: spec
+                    .store
+                    .watermark(&spec.topic, spec.partition)
+                    .ok()
+                    .flatten(),
+            }),
+            Err(e) => debug!("cannot read pending timers: {e}"),
+        }
+    }
+
+    /// What a call sees of time: `now`, the watermark it runs with, and
+    /// whether it may set timers.
+    fn call_time(&self, now: i64, watermark: Option<i64>) -> CallTime {
+        CallTime {
+            now_ms: now,
+            watermark,
+            allowed_lateness_ms: self.spec.time.allowed_lateness_ms,
+            state_ttl_ms: self.spec.time.state_ttl_ms,
+            no_timers: self.source.changelog().map(|_| {
+                "timers and state with a time to live are not supported in Kafka mode yet: the changelog does not carry them"
+            }),
+        }
+    }
+
+    /// How long an idle partition waits: until its earliest processing
+    /// timer, at most `IDLE_POLL`.
+    fn idle_timeout(&self) -> Duration {
+        let timers = matches!(&self.instance, Some((i, _)) if i.contract() == Contract::V0_2);
+        if !timers {
+            return IDLE_POLL;
+        }
+        match self
+            .spec
+            .store
+            .pending_timers(&self.spec.topic, self.spec.partition)
+        {
+            Ok(pending) => match pending.next_processing {
+                Some(due) => {
+                    Duration::from_millis(due.saturating_sub(now_ms()).max(0) as u64).min(IDLE_POLL)
+                }
+                None => IDLE_POLL,
+            },
+            Err(_) => IDLE_POLL,
+        }
+    }
+
+    /// Fires the partition's due timers, when its instance can receive them
+    /// (0.2.0): `None` when nothing is due.
+    fn fire_timers(&mut self) -> Option<Outcome> {
+        let (instance, _) = self.instance.as_ref()?;
+        if instance.contract() != Contract::V0_2 || self.source.changelog().is_some() {
+            return None;
+        }
+        let spec = &self.spec;
+        let now = now_ms();
+        let limit = spec.max_batch as usize;
+        let due = (|| {
+            let processing = spec.store.due_timers(
+                &spec.topic,
+                spec.partition,
+                TimeDomain::Processing,
+                now,
+                limit,
+            )?;
+            let event = match self.watermark {
+                Some(w) => spec.store.due_timers(
+                    &spec.topic,
+                    spec.partition,
+                    TimeDomain::Event,
+                    w,
+                    limit,
+                )?,
+                None => Vec::new(),
+            };
+            Ok::<_, StoreError>(crate::timers::firing_order(processing, event, limit))
+        })();
+        let due = match due {
+            Ok(due) if due.is_empty() => return None,
+            Ok(due) => due,
+            Err(e) => {
+                return Some(Outcome::Retry(
+                    format!("reading timers failed: {e}"),
+                    HOST_RETRY,
+                ));
+            }
+        };
+        let reader = match spec
+            .store
+            .partition_state_at(&spec.topic, spec.partition, now)
+        {
+            Ok(reader) => reader,
+            Err(e) => {
+                return Some(Outcome::Retry(
+                    format!("reading state failed: {e}"),
+                    HOST_RETRY,
+                ));
+            }
+        };
+        let time = self.call_time(now, self.watermark);
+        let (instance, version) = self.instance.as_mut().expect("checked above");
+        let version = version.clone();
+        let span = tracing::info_span!(
+            parent: None,
+            "timers",
+            topic = %self.spec.topic.name,
+            partition = self.spec.partition,
+            due = due.len(),
+            plugin = %self.spec.plugin,
+            version = version.short_digest()
+        );
+        span.follows_from(tracing::Span::current());
+        let _timers = span.enter();
+        let fired = instance.on_timers(&due, Box::new(reader), time);
+        self.report.emit(Event::Handled {
+            memory_bytes: instance.memory_bytes(),
+            took: None,
+        });
+        Some(match fired {
+            Ok((effects, _)) => {
+                let emitted = effects.outputs.len() as u64;
+                let outcome = self.commit(self.next_offset, &version, &effects, 0, emitted);
+                if matches!(outcome, Outcome::Committed) {
+                    debug!(timers = due.len(), outputs = emitted, "timers fired");
+                    self.timer_failures = 0;
+                    self.report.emit(Event::TimersFired(due.len() as u64));
+                }
+                outcome
+            }
+            Err(failure) => self.on_timer_failure(failure, &due, &version),
+        })
+    }
+
+    /// Decides what a failed `on-timers` call leads to.
+    fn on_timer_failure(
         &mut self,
         failure: BatchFailure,
-        records: &[StreamRecord],
+        due: &[Timer],
         version: &Arc<PluginVersion>,
     ) -> Outcome {
-        let reason = failure.to_string();
+        let reason = format!("firing {} timers: {failure}", due.len());
+        let kind = self.failed(&failure, &reason, version);
+        let (decision, failed) =
+            policy::decide_timers(kind, due.len(), self.timer_failures, &self.spec.errors);
+        self.timer_failures = failed;
+        match decision {
+            TimerDecision::Retry { delay } => Outcome::Retry(reason, delay),
+            TimerDecision::Pause(cause) => Outcome::Pause(format!("{reason}{cause}")),
+            TimerDecision::DeadLetter(index) => {
+                let timer = &due[index];
+                let origin = dead_letter::Origin {
+                    plugin: &self.spec.plugin,
+                    version: &version.digest,
+                    kind: failure.kind(),
+                    message: &failure.to_string(),
+                };
+                let effects = BatchEffects {
+                    outputs: vec![dead_letter::dead_timer(
+                        timer,
+                        &self.spec.topic.name,
+                        self.spec.partition,
+                        &self.spec.dead_letter_topic,
+                        &origin,
+                    )],
+                    fired: vec![timer.clone()],
+                    ..Default::default()
+                };
+                let outcome = self.commit(self.next_offset, version, &effects, 0, 0);
+                if matches!(outcome, Outcome::Committed) {
+                    warn!(
+                        domain = timer.domain.name(),
+                        due_ms = timer.due_ms,
+                        topic = %self.spec.dead_letter_topic,
+                        "timer dead-lettered: {failure}"
+                    );
+                    self.report.emit(Event::DeadLettered);
+                }
+                outcome
+            }
+        }
+    }
+
+    /// Reports a failed call, drops the instance if the failure may have
+    /// left its memory corrupt, and says what failed as the policy sees it.
+    fn failed(
+        &mut self,
+        failure: &BatchFailure,
+        reason: &str,
+        version: &Arc<PluginVersion>,
+    ) -> Failure {
         self.report.emit(Event::Failed {
             digest: &version.digest,
             kind: failure.kind(),
-            reason: &reason,
+            reason,
         });
         if failure.discards_instance() {
             // Guest memory may be corrupt after a trap: the next attempt
             // starts from a fresh instance of the same version.
             self.instance = None;
         }
-        let kind = match &failure {
+        match failure {
             BatchFailure::Handler(HandlerError::Fatal(_)) => Failure::Fatal,
             BatchFailure::Handler(HandlerError::Poison(p)) => Failure::Poison(p.index as usize),
             _ => Failure::Other,
-        };
-        let offsets: Vec<u64> = records.iter().map(|r| r.offset).collect();
+        }
+    }
+
+    /// Decides what a failed batch leads to, per the route's error policy.
+    fn on_failure(
+        &mut self,
+        failure: BatchFailure,
+        batch: &Batch,
+        version: &Arc<PluginVersion>,
+    ) -> Outcome {
+        let reason = failure.to_string();
+        let kind = self.failed(&failure, &reason, version);
+        let offsets = batch.offsets();
         let was_isolating = self.attempts.isolating.is_some();
         let (decision, attempts) = policy::decide(kind, &offsets, self.attempts, &self.spec.errors);
         self.attempts = attempts;
@@ -377,7 +631,7 @@ impl Worker {
                 Outcome::Retry(format!("{reason}; isolating the failing record"), delay)
             }
             Decision::Retry { delay } => Outcome::Retry(reason, delay),
-            Decision::DeadLetter => self.dead_letter(&records[0], version, &failure),
+            Decision::DeadLetter => self.dead_letter(&batch.record(0), version, &failure),
             Decision::Pause(cause) => Outcome::Pause(format!("{reason}{cause}")),
         }
     }
@@ -397,12 +651,12 @@ impl Worker {
             message: &failure.to_string(),
         };
         let effects = BatchEffects {
-            state: Default::default(),
             outputs: vec![dead_letter::dead_letter(
                 record,
                 &self.spec.dead_letter_topic,
                 &origin,
             )],
+            ..Default::default()
         };
         // The record was consumed (one in) but the handler emitted nothing.
         let outcome = self.commit(record.offset + 1, version, &effects, 1, 0);
@@ -443,6 +697,12 @@ impl Worker {
         });
         match commit {
             Ok(()) => {
+                if !effects.timers.is_empty()
+                    || !effects.fired.is_empty()
+                    || effects.watermark.is_some()
+                {
+                    self.report_timers();
+                }
                 self.report.emit(Event::Committed {
                     digest: &version.digest,
                     handled,

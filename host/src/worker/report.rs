@@ -10,6 +10,7 @@ use tokio::sync::mpsc;
 use crate::metrics::{ErrorLabels, Metrics, PartitionLabels, TopicLabels};
 use crate::plugins::short;
 use crate::rollout::WorkerEvent;
+use crate::runtime::Contract;
 use crate::status::{Live, PartitionState};
 
 /// Something that happened on a partition.
@@ -23,7 +24,11 @@ pub(super) enum Event<'a> {
     State(PartitionState, Option<String>),
     /// An instance of `digest` runs; `swapped` when it replaced another
     /// version's.
-    Started { digest: &'a str, swapped: bool },
+    Started {
+        digest: &'a str,
+        contract: Contract,
+        swapped: bool,
+    },
     /// The target was set again to the version already running.
     Kept { digest: &'a str },
     /// `init` refused `digest`; `paused` when no instance runs at all.
@@ -56,6 +61,13 @@ pub(super) enum Event<'a> {
     },
     /// A record went to the dead-letter topic (in a committed checkpoint).
     DeadLettered,
+    /// A firing of this many timers committed.
+    TimersFired(u64),
+    /// The partition's timers and watermark, as committed.
+    Time {
+        pending: u64,
+        watermark: Option<i64>,
+    },
     /// `digest`'s batches cannot be committed (what they emit is refused).
     CannotCommit { digest: &'a str, reason: String },
 }
@@ -103,12 +115,17 @@ impl Reporter {
                 l.state = state;
                 l.detail = detail;
             }),
-            Event::Started { digest, swapped } => {
+            Event::Started {
+                digest,
+                contract,
+                swapped,
+            } => {
                 if swapped {
                     m.swaps.get_or_create(&self.labels).inc();
                 }
                 self.update(|l| {
                     l.version = Some(digest.to_owned());
+                    l.contract = Some(contract);
                     if swapped {
                         l.swaps += 1;
                     }
@@ -208,6 +225,18 @@ impl Reporter {
                 m.dead_letters.get_or_create(&self.labels).inc();
                 self.update(|l| l.dead_letters += 1);
             }
+            Event::TimersFired(n) => {
+                m.timers_fired.get_or_create(&self.labels).inc_by(n);
+                self.update(|l| l.timers_fired += n);
+            }
+            Event::Time { pending, watermark } => {
+                m.timers_pending
+                    .get_or_create(&self.labels)
+                    .set(pending as i64);
+                if let Some(w) = watermark {
+                    m.watermark.get_or_create(&self.labels).set(w);
+                }
+            }
             Event::CannotCommit { digest, reason } => self.tell(WorkerEvent::CannotCommit {
                 partition,
                 digest: digest.to_owned(),
@@ -228,6 +257,7 @@ impl Reporter {
             &m.retries,
             &m.dead_letters,
             &m.swaps,
+            &m.timers_fired,
         ] {
             drop(family.get_or_create(&self.labels));
         }

@@ -54,12 +54,16 @@ impl Worker {
                     }
                     None => info!("running {} {}", newest.name, newest.short_digest()),
                 }
+                let contract = instance.contract();
                 self.instance = Some((instance, newest.clone()));
                 self.commit_failures = 0;
+                self.timer_failures = 0;
                 self.report.emit(Event::Started {
                     digest: &newest.digest,
+                    contract,
                     swapped: swapped_from.is_some(),
                 });
+                self.report_timers();
                 true
             }
             Err(reason) => {
