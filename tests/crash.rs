@@ -170,3 +170,165 @@ fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
         "only {mid_stream_kills} of {kills} kills hit a pipeline in motion; the test proves too little (seed {seed})"
     );
 }
+
+/// Event-time windows whose timers fire all the time, killed at random
+/// moments: every window is emitted exactly once, with its exact count,
+/// and what is left in state and in pending timers is exactly the windows
+/// still open.
+#[test]
+fn sigkill_while_timers_fire_applies_every_firing_exactly_once() {
+    let seed: u64 = std::env::var("LINECOOK_CRASH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| rand::rng().random());
+    let kills: usize = std::env::var("LINECOOK_CRASH_KILLS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(30);
+    eprintln!(
+        "timers crash test seed {seed} ({kills} kills); reproduce with LINECOOK_CRASH_SEED={seed}"
+    );
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+
+    const PARTITIONS: u32 = 4;
+    const WINDOW: i64 = 500;
+    const LATENESS: i64 = 100;
+    let setup = Setup::new(
+        &format!(
+            r#"
+max_batch = 20
+[[topic]]
+name = "in"
+partitions = {PARTITIONS}
+[[topic]]
+name = "out"
+partitions = 2
+[[route]]
+topic = "in"
+plugin = "window_count"
+allowed_lateness_ms = {LATENESS}
+config = {{ output = "out", window_ms = {WINDOW} }}
+"#
+        ),
+        &["window_count"],
+    );
+    // Key k lives on partition k % 4; timestamps rise by 7 ms a record, so
+    // a window holds one or two records of a key and closes soon after.
+    let keys = 40;
+    let wave = 3000;
+    let total = wave * (kills + 1);
+    let input: Vec<(usize, i64)> = (0..total)
+        .map(|i| (i % keys, 1_000_000 + 7 * i as i64))
+        .collect();
+    {
+        let store = setup.store();
+        store.create_topic("in", PARTITIONS).unwrap();
+        store.create_topic("out", 2).unwrap();
+    }
+    let produce_wave = |n: usize| {
+        let store = setup.store();
+        let records: Vec<linecook::record::NewRecord> = input[n * wave..(n + 1) * wave]
+            .iter()
+            .map(|(k, ts)| linecook::record::NewRecord {
+                timestamp_ms: Some(*ts),
+                key: Some(format!("key-{k}").into_bytes()),
+                value: b"x".to_vec(),
+                headers: vec![],
+                partition: Some(*k as u32 % PARTITIONS),
+            })
+            .collect();
+        store.produce("in", &records).unwrap();
+    };
+
+    let mut fired_mid_stream = 0;
+    for round in 0..kills {
+        produce_wave(round);
+        let mut host = setup.start();
+        host.wait_ready();
+        std::thread::sleep(Duration::from_millis(rng.random_range(0..100)));
+        host.kill();
+        let status = setup.status();
+        let lag: u64 = status.partitions.iter().map(|p| p.lag).sum();
+        let pending: u64 = status.partitions.iter().map(|p| p.timers_pending).sum();
+        eprintln!("kill {round}: lag {lag}, {pending} timers pending");
+        if lag > 0 && pending > 0 {
+            fired_mid_stream += 1;
+        }
+    }
+    // The model: per key, windows in order; closed once the partition's
+    // final watermark reached their end.
+    let mut watermark = [i64::MIN; PARTITIONS as usize];
+    for (k, ts) in &input {
+        let p = *k % PARTITIONS as usize;
+        watermark[p] = watermark[p].max(ts - LATENESS);
+    }
+    let mut windows: BTreeMap<usize, BTreeMap<i64, usize>> = BTreeMap::new();
+    for (k, ts) in &input {
+        *windows
+            .entry(*k)
+            .or_default()
+            .entry(ts - ts.rem_euclid(WINDOW))
+            .or_default() += 1;
+    }
+    let mut want: BTreeMap<Option<String>, Vec<String>> = BTreeMap::new();
+    let mut open = 0;
+    for (k, per_window) in &windows {
+        for (start, count) in per_window {
+            if start + WINDOW <= watermark[*k % PARTITIONS as usize] {
+                want.entry(Some(format!("key-{k}")))
+                    .or_default()
+                    .push(format!("key-{k}:{start}:{count}"));
+            } else {
+                open += 1;
+            }
+        }
+    }
+    produce_wave(kills);
+    let mut host = setup.start();
+    host.wait_ready();
+    support::wait_until(
+        Duration::from_secs(120),
+        "every partition to catch up and fire its closed windows",
+        || {
+            let status = setup.status();
+            status.partitions.iter().all(|p| p.lag == 0)
+                && status
+                    .partitions
+                    .iter()
+                    .map(|p| p.timers_pending)
+                    .sum::<u64>()
+                    == open as u64
+        },
+    );
+    host.stop();
+
+    let store = setup.store();
+    let got = values_by_key(&read_all(&store, "out"));
+    for (key, values) in &want {
+        assert_eq!(
+            got.get(key),
+            Some(values),
+            "windows of {key:?} differ from the model (seed {seed})"
+        );
+    }
+    assert_eq!(got.len(), want.len(), "unexpected keys (seed {seed})");
+    let input_topic = store.topic("in").unwrap();
+    let mut state_entries = 0;
+    let mut pending = 0;
+    for p in 0..PARTITIONS {
+        state_entries += store.state_entries(&input_topic, p).unwrap().len();
+        pending += store.pending_timers(&input_topic, p).unwrap().timers;
+    }
+    assert_eq!(
+        state_entries, open,
+        "state holds the open windows only (seed {seed})"
+    );
+    assert_eq!(
+        pending as usize, open,
+        "one timer per open window (seed {seed})"
+    );
+    assert!(
+        fired_mid_stream * 2 >= kills,
+        "only {fired_mid_stream} of {kills} kills hit a partition in motion with timers pending (seed {seed})"
+    );
+}
