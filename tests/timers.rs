@@ -81,7 +81,24 @@ fn produce_events(setup: &Setup) {
 
 #[test]
 fn window_count_emits_exact_windows_and_dead_letters_late_records() {
-    let setup = Setup::new(&window_count_config("dead-letter"), &["window_count"]);
+    exact_windows(&support::plugins().join("window_count.wasm"));
+}
+
+#[test]
+fn window_count_in_python_gives_the_same_windows() {
+    exact_windows(support::python_window_count());
+}
+
+#[test]
+fn window_count_in_javascript_gives_the_same_windows() {
+    exact_windows(&support::js_plugins().join("window-count.wasm"));
+}
+
+/// Runs `window-count` built at `wasm` over `EVENTS` and checks every
+/// output, letter and state entry.
+fn exact_windows(wasm: &std::path::Path) {
+    let setup = Setup::new(&window_count_config("dead-letter"), &[]);
+    std::fs::copy(wasm, setup.dir.path().join("plugins/window_count.wasm")).unwrap();
     produce_events(&setup);
     let mut host = setup.start();
     host.wait_ready();

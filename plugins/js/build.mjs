@@ -1,15 +1,17 @@
-// Builds uppercase.wasm and counter.wasm with componentize-js, through its JS
+// Builds uppercase.wasm, counter.wasm and window-count.wasm with componentize-js, through its JS
 // API (the `jco componentize` CLI's WASI shim opens no directories here).
 // Every optional feature is disabled: the components import nothing but the
 // linecook:handler world.
 import { componentize } from '@bytecodealliance/componentize-js';
 import { writeFile } from 'node:fs/promises';
 
-for (const name of ['uppercase', 'counter']) {
+// window-count is contract 0.2.0; the others 0.1.0.
+const contracts = { uppercase: '../../wit', counter: '../../wit', 'window-count': '../../wit/0.2.0' };
+for (const [name, witPath] of Object.entries(contracts)) {
   const started = Date.now();
   const { component } = await componentize({
     sourcePath: `${name}.js`,
-    witPath: '../../wit',
+    witPath,
     worldName: 'handler',
     disableFeatures: ['random', 'stdio', 'clocks', 'http', 'fetch-event'],
   });
