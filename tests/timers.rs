@@ -90,6 +90,11 @@ fn window_count_in_python_gives_the_same_windows() {
 }
 
 #[test]
+fn window_count_in_c_gives_the_same_windows() {
+    exact_windows(&support::c_plugins().join("window-count.wasm"));
+}
+
+#[test]
 fn window_count_in_javascript_gives_the_same_windows() {
     exact_windows(&support::js_plugins().join("window-count.wasm"));
 }

@@ -14,6 +14,8 @@ use anyhow::{Context as _, bail};
 use wit_component::{ComponentEncoder, StringEncoding, embed_component_metadata};
 use wit_parser::Resolve;
 
+pub use crate::runtime::Contract;
+
 /// Contract 0.1.0, what `sdk wit`, `sdk c-bindings` and `sdk componentize`
 /// serve (the C, Zig and AssemblyScript builds).
 pub const WIT: &str = include_str!("../../wit/handler.wit");
@@ -24,19 +26,27 @@ pub const WIT_0_2: &str = include_str!("../../wit/0.2.0/handler.wit");
 /// The world a handler implements.
 const WORLD: &str = "handler";
 
-fn contract() -> anyhow::Result<(Resolve, wit_parser::WorldId)> {
+/// The WIT text of `contract`.
+pub fn wit(contract: Contract) -> &'static str {
+    match contract {
+        Contract::V0_1 => WIT,
+        Contract::V0_2 => WIT_0_2,
+    }
+}
+
+fn resolve(contract: Contract) -> anyhow::Result<(Resolve, wit_parser::WorldId)> {
     let mut resolve = Resolve::default();
     let package = resolve
-        .push_str("handler.wit", WIT)
+        .push_str("handler.wit", wit(contract))
         .context("parsing the built-in contract")?;
     let world = resolve.select_world(&[package], Some(WORLD))?;
     Ok((resolve, world))
 }
 
-/// The files of the C bindings (`handler.h`, `handler.c` and
+/// The files of the C bindings of `contract` (`handler.h`, `handler.c` and
 /// `handler_component_type.o`, which carries the world into the module).
-pub fn c_bindings() -> anyhow::Result<Vec<(String, Vec<u8>)>> {
-    let (mut resolve, world) = contract()?;
+pub fn c_bindings(contract: Contract) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
+    let (mut resolve, world) = resolve(contract)?;
     let mut files = wit_bindgen_core::Files::default();
     wit_bindgen_c::Opts::default()
         .build()
@@ -47,11 +57,12 @@ pub fn c_bindings() -> anyhow::Result<Vec<(String, Vec<u8>)>> {
         .collect())
 }
 
-/// Writes the C bindings into `dir` (created if missing); returns the names.
-pub fn write_c_bindings(dir: &Path) -> anyhow::Result<Vec<String>> {
+/// Writes the C bindings of `contract` into `dir` (created if missing);
+/// returns the names.
+pub fn write_c_bindings(dir: &Path, contract: Contract) -> anyhow::Result<Vec<String>> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let mut names = Vec::new();
-    for (name, bytes) in c_bindings()? {
+    for (name, bytes) in c_bindings(contract)? {
         let path = dir.join(&name);
         std::fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))?;
         names.push(name);
@@ -59,10 +70,10 @@ pub fn write_c_bindings(dir: &Path) -> anyhow::Result<Vec<String>> {
     Ok(names)
 }
 
-/// Makes a component of a core module. The handler world is embedded first
-/// unless the module already carries a world (C's `handler_component_type.o`
-/// does); the result is validated.
-pub fn componentize(core: &[u8]) -> anyhow::Result<Vec<u8>> {
+/// Makes a component of a core module. The handler world of `contract` is
+/// embedded first unless the module already carries a world (C's
+/// `handler_component_type.o` does); the result is validated.
+pub fn componentize(core: &[u8], contract: Contract) -> anyhow::Result<Vec<u8>> {
     if wasmparser::Parser::is_component(core) {
         bail!("this is already a component; `linecook plugins check` it as it is");
     }
@@ -71,7 +82,7 @@ pub fn componentize(core: &[u8]) -> anyhow::Result<Vec<u8>> {
     }
     let mut module = core.to_vec();
     if !has_world(core)? {
-        let (resolve, world) = contract()?;
+        let (resolve, world) = resolve(contract)?;
         embed_component_metadata(&mut module, &resolve, world, StringEncoding::UTF8)?;
     }
     ComponentEncoder::default()
@@ -111,7 +122,7 @@ mod tests {
 
     #[test]
     fn c_bindings_are_the_handler_world() {
-        let files = c_bindings().unwrap();
+        let files = c_bindings(Contract::V0_1).unwrap();
         let names: Vec<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
         assert!(names.contains(&"handler.h"), "{names:?}");
         assert!(names.contains(&"handler.c"), "{names:?}");
@@ -119,6 +130,17 @@ mod tests {
         let header = &files.iter().find(|(n, _)| n == "handler.h").unwrap().1;
         let header = String::from_utf8_lossy(header);
         assert!(header.contains("exports_handler_handle"), "{header}");
+
+        let files = c_bindings(Contract::V0_2).unwrap();
+        let header = &files.iter().find(|(n, _)| n == "handler.h").unwrap().1;
+        let header = String::from_utf8_lossy(header);
+        for function in [
+            "exports_linecook_handler_guest_on_timers",
+            "linecook_handler_timers_set",
+            "linecook_handler_state_set_with_ttl",
+        ] {
+            assert!(header.contains(function), "{function}");
+        }
     }
 
     #[test]
@@ -152,12 +174,15 @@ mod tests {
     fn a_module_without_the_exports_is_refused_by_name() {
         // The smallest valid core module: a header and nothing else.
         let empty = b"\0asm\x01\0\0\0";
-        let err = format!("{:#}", componentize(empty).unwrap_err());
+        let err = format!("{:#}", componentize(empty, Contract::V0_1).unwrap_err());
         assert!(
             err.contains("does not implement the linecook:handler world"),
             "{err}"
         );
-        let err = format!("{:#}", componentize(b"not wasm").unwrap_err());
+        let err = format!(
+            "{:#}",
+            componentize(b"not wasm", Contract::V0_1).unwrap_err()
+        );
         assert!(err.contains("not a WebAssembly module"), "{err}");
     }
 }

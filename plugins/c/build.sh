@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builds uppercase.wasm and counter.wasm from C:
+# Builds uppercase.wasm and counter.wasm (contract 0.1.0) and
+# window-count.wasm (contract 0.2.0) from C:
 #   linecook sdk c-bindings    bindings for the linecook:handler world (gen/)
 #   clang-19                   a wasm32-wasi reactor module; the handlers use
 #                              no WASI function (no stdio), so the module
@@ -10,11 +11,16 @@ set -euo pipefail
 cd "$(dirname "$0")"
 ../../scripts/toolchains.sh c
 linecook=$(../../scripts/toolchains.sh linecook)
-rm -rf gen
+rm -rf gen gen-0.2
 "$linecook" sdk c-bindings --out-dir gen
 for name in uppercase counter; do
   clang-19 --target=wasm32-wasi -mexec-model=reactor -O2 -Wall -Wextra -Werror \
     -Igen -o "gen/$name.core.wasm" "$name/$name.c" gen/handler.c gen/handler_component_type.o
   "$linecook" sdk componentize "gen/$name.core.wasm" -o "$name.wasm"
 done
-echo "built plugins/c/{uppercase,counter}.wasm"
+"$linecook" sdk c-bindings --out-dir gen-0.2 --contract 0.2.0
+clang-19 --target=wasm32-wasi -mexec-model=reactor -O2 -Wall -Wextra -Werror \
+  -Igen-0.2 -o gen-0.2/window-count.core.wasm window-count/window-count.c gen-0.2/handler.c \
+  gen-0.2/handler_component_type.o
+"$linecook" sdk componentize gen-0.2/window-count.core.wasm -o window-count.wasm --contract 0.2.0
+echo "built plugins/c/{uppercase,counter,window-count}.wasm"

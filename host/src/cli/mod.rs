@@ -199,6 +199,26 @@ enum Command {
     },
 }
 
+/// Which contract an `sdk` command serves.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum ContractArg {
+    /// `linecook:handler@0.1.0`: records in, state and outputs.
+    #[value(name = "0.1.0")]
+    V0_1,
+    /// `linecook:handler@0.2.0`: adds timers, output timestamps, state TTL.
+    #[value(name = "0.2.0")]
+    V0_2,
+}
+
+impl From<ContractArg> for crate::runtime::Contract {
+    fn from(c: ContractArg) -> Self {
+        match c {
+            ContractArg::V0_1 => crate::runtime::Contract::V0_1,
+            ContractArg::V0_2 => crate::runtime::Contract::V0_2,
+        }
+    }
+}
+
 #[derive(Debug, Subcommand)]
 enum SdkCommand {
     /// Print the WIT contract (`linecook:handler`) this binary checks modules
@@ -207,6 +227,9 @@ enum SdkCommand {
         /// Directory to write handler.wit into.
         #[arg(long, value_name = "DIR")]
         out_dir: Option<PathBuf>,
+        /// Which contract. The host runs both side by side.
+        #[arg(long, value_enum, default_value = "0.1.0")]
+        contract: ContractArg,
     },
     /// Write C bindings for the handler world (handler.h, handler.c and
     /// handler_component_type.o) into DIR: compile and link all three with
@@ -215,6 +238,10 @@ enum SdkCommand {
         /// Directory to write the bindings into (created if missing).
         #[arg(long, value_name = "DIR")]
         out_dir: PathBuf,
+        /// Which contract: 0.2.0 exports `guest` (init, handle, on-timers)
+        /// and imports `timers`.
+        #[arg(long, value_enum, default_value = "0.1.0")]
+        contract: ContractArg,
     },
     /// Make a component of a core WebAssembly module (from clang, zig, asc…)
     /// that exports the handler world's functions: embeds the world unless
@@ -225,6 +252,9 @@ enum SdkCommand {
         /// Where to write the component.
         #[arg(short, long, value_name = "FILE")]
         output: PathBuf,
+        /// The contract whose world is embedded when the module carries none.
+        #[arg(long, value_enum, default_value = "0.1.0")]
+        contract: ContractArg,
     },
 }
 
@@ -542,27 +572,37 @@ fn dlq(config: &Config, command: DlqCommand) -> anyhow::Result<()> {
 
 fn sdk(command: SdkCommand) -> anyhow::Result<()> {
     match command {
-        SdkCommand::Wit { out_dir: None } => {
-            out!("{}", crate::sdk::WIT);
+        SdkCommand::Wit {
+            out_dir: None,
+            contract,
+        } => {
+            out!("{}", crate::sdk::wit(contract.into()));
             Ok(())
         }
-        SdkCommand::Wit { out_dir: Some(dir) } => {
+        SdkCommand::Wit {
+            out_dir: Some(dir),
+            contract,
+        } => {
             std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
             let path = dir.join("handler.wit");
-            std::fs::write(&path, crate::sdk::WIT)
+            std::fs::write(&path, crate::sdk::wit(contract.into()))
                 .with_context(|| format!("writing {}", path.display()))?;
             eprintln!("wrote {}", path.display());
             Ok(())
         }
-        SdkCommand::CBindings { out_dir } => {
-            let names = crate::sdk::write_c_bindings(&out_dir)?;
+        SdkCommand::CBindings { out_dir, contract } => {
+            let names = crate::sdk::write_c_bindings(&out_dir, contract.into())?;
             eprintln!("wrote {} into {}", names.join(", "), out_dir.display());
             Ok(())
         }
-        SdkCommand::Componentize { core, output } => {
+        SdkCommand::Componentize {
+            core,
+            output,
+            contract,
+        } => {
             let bytes =
                 std::fs::read(&core).with_context(|| format!("reading {}", core.display()))?;
-            let component = crate::sdk::componentize(&bytes)
+            let component = crate::sdk::componentize(&bytes, contract.into())
                 .with_context(|| format!("{} cannot be made a component", core.display()))?;
             std::fs::write(&output, &component)
                 .with_context(|| format!("writing {}", output.display()))?;
