@@ -26,13 +26,14 @@ fn scaffolded_handlers_build_with_one_command_and_run() {
     // Shares compiled dependencies with the example plugins.
     build_plugins(None);
     let work = tempfile::tempdir().unwrap();
-    for (lang, name) in [
-        ("rust", "hello-rs"),
-        ("c", "hello-c"),
-        ("js", "hello-js"),
-        ("zig", "hello-zig"),
-        ("assemblyscript", "hello-as"),
-        ("python", "hello-py"),
+    // Zig and AssemblyScript glue implements contract 0.1.0 only.
+    for (lang, name, contract) in [
+        ("rust", "hello-rs", "0.2.0"),
+        ("c", "hello-c", "0.2.0"),
+        ("js", "hello-js", "0.2.0"),
+        ("zig", "hello-zig", "0.1.0"),
+        ("assemblyscript", "hello-as", "0.1.0"),
+        ("python", "hello-py", "0.2.0"),
     ] {
         let project = new_project(lang, work.path(), name);
         let started = std::time::Instant::now();
@@ -55,6 +56,11 @@ fn scaffolded_handlers_build_with_one_command_and_run() {
             check.status.success(),
             "{lang}: plugins check: {}",
             String::from_utf8_lossy(&check.stderr)
+        );
+        let said = String::from_utf8_lossy(&check.stdout);
+        assert!(
+            said.contains(&format!("a linecook:handler@{contract} component")),
+            "{lang}: {said}"
         );
 
         let setup = Setup::new(

@@ -3,7 +3,9 @@
 //!
 //! Each language's project carries its own copy of the WIT contract (the one
 //! this binary was built with), so it builds against exactly the world the
-//! host checks modules against.
+//! host checks modules against: 0.2.0 (timers) for Rust, Python, C and
+//! JavaScript; 0.1.0 for Zig and AssemblyScript, whose hand-written glue
+//! implements only that.
 
 use std::path::{Path, PathBuf};
 
@@ -107,7 +109,13 @@ pub fn new_project(
             *text = text.replace("{{sdk}}", &sdk);
         }
     } else {
-        files.push(("wit/handler.wit", WIT.to_owned()));
+        // Zig and AssemblyScript glue is hand-written for 0.1.0; the others
+        // build 0.2.0 (timers) from the WIT.
+        let wit = match lang {
+            Lang::Zig | Lang::Assemblyscript => WIT,
+            _ => WIT_0_2,
+        };
+        files.push(("wit/handler.wit", wit.to_owned()));
     }
     for (path, text) in &files {
         let path = root.join(path);

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Builds uppercase.wasm and counter.wasm (contract 0.1.0) and
-# window-count.wasm (contract 0.2.0) from C:
+# Builds counter.wasm (contract 0.1.0), uppercase.wasm and window-count.wasm
+# (contract 0.2.0) from C:
 #   linecook sdk c-bindings    bindings for the linecook:handler world (gen/)
 #   clang-19                   a wasm32-wasi reactor module; the handlers use
 #                              no WASI function (no stdio), so the module
@@ -13,14 +13,12 @@ cd "$(dirname "$0")"
 linecook=$(../../scripts/toolchains.sh linecook)
 rm -rf gen gen-0.2
 "$linecook" sdk c-bindings --out-dir gen
-for name in uppercase counter; do
-  clang-19 --target=wasm32-wasi -mexec-model=reactor -O2 -Wall -Wextra -Werror \
-    -Igen -o "gen/$name.core.wasm" "$name/$name.c" gen/handler.c gen/handler_component_type.o
-  "$linecook" sdk componentize "gen/$name.core.wasm" -o "$name.wasm"
-done
 "$linecook" sdk c-bindings --out-dir gen-0.2 --contract 0.2.0
-clang-19 --target=wasm32-wasi -mexec-model=reactor -O2 -Wall -Wextra -Werror \
-  -Igen-0.2 -o gen-0.2/window-count.core.wasm window-count/window-count.c gen-0.2/handler.c \
-  gen-0.2/handler_component_type.o
-"$linecook" sdk componentize gen-0.2/window-count.core.wasm -o window-count.wasm --contract 0.2.0
+# counter is contract 0.1.0; uppercase and window-count 0.2.0.
+for spec in counter:gen:0.1.0 uppercase:gen-0.2:0.2.0 window-count:gen-0.2:0.2.0; do
+  IFS=: read -r name gen contract <<<"$spec"
+  clang-19 --target=wasm32-wasi -mexec-model=reactor -O2 -Wall -Wextra -Werror \
+    -I"$gen" -o "$gen/$name.core.wasm" "$name/$name.c" "$gen/handler.c" "$gen/handler_component_type.o"
+  "$linecook" sdk componentize "$gen/$name.core.wasm" -o "$name.wasm" --contract "$contract"
+done
 echo "built plugins/c/{uppercase,counter,window-count}.wasm"

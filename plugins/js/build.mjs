@@ -5,8 +5,8 @@
 import { componentize } from '@bytecodealliance/componentize-js';
 import { writeFile } from 'node:fs/promises';
 
-// window-count is contract 0.2.0; the others 0.1.0.
-const contracts = { uppercase: '../../wit', counter: '../../wit', 'window-count': '../../wit/0.2.0' };
+// counter is contract 0.1.0; uppercase and window-count 0.2.0.
+const contracts = { uppercase: '../../wit/0.2.0', counter: '../../wit', 'window-count': '../../wit/0.2.0' };
 for (const [name, witPath] of Object.entries(contracts)) {
   const started = Date.now();
   const { component } = await componentize({

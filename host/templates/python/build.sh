@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds {{name}}.wasm, a component of the linecook:handler world, with
+# Builds {{name}}.wasm, a component of the linecook:handler@0.2.0 world, with
 # componentize-py (installed from PyPI if missing).
 set -euo pipefail
 cd "$(dirname "$0")"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Builds uppercase.wasm from app.py with componentize-py (installed if missing).
+# Builds uppercase.wasm (contract 0.2.0) from app.py with componentize-py
+# (installed if missing).
 set -euo pipefail
 cd "$(dirname "$0")"
 command -v componentize-py >/dev/null || python3 -m pip install --quiet 'componentize-py==0.25.*'
-componentize-py --wit-path ../../../wit --world handler componentize app -o uppercase.wasm
+componentize-py --wit-path ../../../wit/0.2.0 --world handler componentize app -o uppercase.wasm

@@ -49,7 +49,11 @@ impl Handler for WindowCount {
         let drop_late = match ctx.config("late").unwrap_or("dead-letter") {
             "dead-letter" => false,
             "drop" => true,
-            other => return Err(format!("route config `late` is `{other}`; use `dead-letter` or `drop`")),
+            other => {
+                return Err(format!(
+                    "route config `late` is `{other}`; use `dead-letter` or `drop`"
+                ));
+            }
         };
         Ok(WindowCount {
             output: output.to_owned(),
