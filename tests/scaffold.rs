@@ -62,6 +62,18 @@ fn scaffolded_handlers_build_with_one_command_and_run() {
             said.contains(&format!("a linecook:handler@{contract} component")),
             "{lang}: {said}"
         );
+        // The project's own fixture passes as written.
+        let test = Command::new(env!("CARGO_BIN_EXE_linecook"))
+            .args(["test", "test.toml"])
+            .current_dir(&project)
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&test.stdout);
+        assert!(
+            test.status.success() && said.starts_with("ok    test.toml"),
+            "{lang}: linecook test: {said}{}",
+            String::from_utf8_lossy(&test.stderr)
+        );
 
         let setup = Setup::new(
             &format!(

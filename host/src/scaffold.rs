@@ -84,6 +84,7 @@ pub fn new_project(
         .map(|(path, template)| (*path, fill(template)))
         .collect();
     files.push(("README.md", fill(README)));
+    files.push(("test.toml", fill(FIXTURE)));
     if lang == Lang::Rust {
         // The SDK goes into the project (with the contract it generates
         // from), so the project builds anywhere; --sdk points at another.
@@ -205,6 +206,8 @@ fn templates(lang: Lang) -> &'static [(&'static str, &'static str)] {
 }
 
 const README: &str = include_str!("../templates/README.md");
+/// A `linecook test` fixture for the handler as written.
+const FIXTURE: &str = include_str!("../templates/test.toml");
 
 /// The two places the examples' handler names itself: its first comment
 /// line and the error of a missing `output`.

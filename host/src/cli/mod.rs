@@ -4,7 +4,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::Context as _;
+use anyhow::{Context as _, bail};
 use clap::{Args, Parser, Subcommand};
 
 use crate::client::Access;
@@ -190,6 +190,20 @@ enum Command {
         /// guest-sdk) instead of the copy written into the project.
         #[arg(long)]
         sdk: Option<PathBuf>,
+    },
+    /// Run a handler against fixtures, with no host, log or store: route
+    /// config, initial state and batches of records in a TOML file; the
+    /// outputs, final state, pending timers and errors compared with its
+    /// `[expect]` table, a diff printed for each mismatch. Exits 1 if any
+    /// fixture fails. The format is documented in docs/testing.md.
+    Test {
+        /// Fixture files.
+        #[arg(required = true)]
+        fixtures: Vec<PathBuf>,
+        /// Rewrite each fixture's `[expect]` from what the run did (the
+        /// rest of the file is kept as it is).
+        #[arg(long)]
+        update: bool,
     },
     /// What a handler build needs from the contract, with no other tool
     /// installed: the WIT, C bindings, and core module -> component.
@@ -504,12 +518,19 @@ pub fn main() -> anyhow::Result<()> {
         } => {
             let root = crate::scaffold::new_project(&name, lang, &dir, sdk.as_deref())?;
             eprintln!(
-                "created {root}; next:\n  cd {root} && ./build.sh && linecook plugins check {name}.wasm --set output=out",
+                "created {root}; next:\n  cd {root} && ./build.sh && linecook plugins check {name}.wasm --set output=out && linecook test test.toml",
                 root = root.display()
             );
             Ok(())
         }
         Command::Sdk { command } => sdk(command),
+        Command::Test { fixtures, update } => {
+            if crate::fixture::test_all(&fixtures, update, |line| outln!("{line}"))? {
+                Ok(())
+            } else {
+                bail!("not every fixture passed (see above)")
+            }
+        }
         Command::Dlq { command } => dlq(&embedded(load(&config)?, "dlq")?, command),
     }
 }
