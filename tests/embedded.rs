@@ -422,7 +422,8 @@ fn a_module_that_is_not_a_component_is_refused_at_start() {
             .to_str()
             .unwrap(),
     ]);
-    assert!(!out.status.success());
+    // 2: not a component.
+    assert_eq!(out.status.code(), Some(2));
 }
 
 #[test]
@@ -693,8 +694,12 @@ fn plugins_check_runs_init_as_a_partition_would() {
     };
     // A module whose init traps is not usable, whatever the config.
     let out = check("trap_init.wasm", &[]);
-    assert!(!out.status.success(), "{}", text(&out));
+    // 4: init failed.
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
     assert!(text(&out).contains("init trapped"), "{}", text(&out));
+    // 3: a component of another world.
+    let out = check("not_a_handler.wasm", &[]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
     // One that needs its route's config says so, and passes with it.
     let out = check("uppercase.wasm", &[]);
     assert!(out.status.success(), "{}", text(&out));
@@ -712,10 +717,42 @@ fn plugins_check_runs_init_as_a_partition_would() {
     );
     // A refusal with the config given fails the check.
     let out = check("fail_init.wasm", &["--set", "output=out"]);
-    assert!(!out.status.success(), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
     assert!(
         text(&out).contains("fail-init refuses to start"),
         "{}",
         text(&out)
     );
+}
+
+#[test]
+fn wit_prints_every_contract_the_host_accepts() {
+    let out = std::process::Command::new(support::BIN)
+        .arg("wit")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    for version in ["0.1.0", "0.2.0"] {
+        assert!(
+            text.contains(&format!("package linecook:handler@{version};")),
+            "{version}"
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(support::BIN)
+        .args(["wit", "--out-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    for (version, file) in [
+        ("0.1.0", "wit/handler.wit"),
+        ("0.2.0", "wit/0.2.0/handler.wit"),
+    ] {
+        let written =
+            std::fs::read_to_string(dir.path().join(version).join("handler.wit")).unwrap();
+        let source = std::fs::read_to_string(support::workspace_root().join(file)).unwrap();
+        assert_eq!(written, source, "{version}");
+    }
 }

@@ -26,6 +26,31 @@ mod commands;
 mod json_lines;
 mod output;
 
+/// An error that asks for a particular exit status, so scripts can tell
+/// failures apart (`plugins check`). Any other error exits with 1.
+#[derive(Debug, thiserror::Error)]
+#[error("{error:#}")]
+pub struct Exit {
+    /// The exit status.
+    pub code: u8,
+    error: anyhow::Error,
+}
+
+impl Exit {
+    /// `plugins check`: not WebAssembly, a core module, or it does not
+    /// compile.
+    pub const NOT_A_COMPONENT: u8 = 2;
+    /// `plugins check`: a component, but of neither contract's world.
+    pub const WRONG_WORLD: u8 = 3;
+    /// `plugins check`: instantiation or `init` failed (an error, a trap, a
+    /// limit).
+    pub const INIT_FAILED: u8 = 4;
+
+    fn new(code: u8, error: anyhow::Error) -> Exit {
+        Exit { code, error }
+    }
+}
+
 pub use output::is_broken_pipe;
 
 use commands::{produce, run, tail};
@@ -191,6 +216,17 @@ enum Command {
         #[arg(long)]
         sdk: Option<PathBuf>,
     },
+    /// Print the contracts this host accepts (linecook:handler 0.1.0 and
+    /// 0.2.0, run side by side), or one with --contract; with --out-dir,
+    /// write each to DIR/<version>/handler.wit.
+    Wit {
+        /// Only this contract.
+        #[arg(long, value_enum)]
+        contract: Option<ContractArg>,
+        /// Write the files here instead of printing them.
+        #[arg(long, value_name = "DIR")]
+        out_dir: Option<PathBuf>,
+    },
     /// Run a handler against fixtures, with no host, log or store: route
     /// config, initial state and batches of records in a TOML file; the
     /// outputs, final state, pending timers and errors compared with its
@@ -354,9 +390,11 @@ enum PluginsCommand {
     },
     /// Check that FILE is a component of the linecook:handler world, without a
     /// running host: compiles it, links it, and starts one instance — `init`
-    /// included — as a partition would. Prints its digest, imports and
-    /// exports; exits non-zero with the reason if it is not usable (a trap
-    /// or exceeded limit in `init` included).
+    /// included — as a partition would. Prints its contract, digest, imports
+    /// and exports; exits non-zero with the reason if it is not usable: 2 not
+    /// a component (or does not compile), 3 not the linecook:handler world
+    /// of either contract, 4 `init` failed (an error, a trap or an exceeded
+    /// limit), 1 anything else (an unreadable file).
     Check {
         /// The .wasm file.
         file: PathBuf,
@@ -524,6 +562,29 @@ pub fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Sdk { command } => sdk(command),
+        Command::Wit { contract, out_dir } => {
+            use crate::runtime::Contract;
+            let contracts = match contract {
+                Some(c) => vec![Contract::from(c)],
+                None => vec![Contract::V0_1, Contract::V0_2],
+            };
+            for contract in contracts {
+                let text = crate::sdk::wit(contract);
+                match &out_dir {
+                    Some(dir) => {
+                        let dir = dir.join(contract.version());
+                        std::fs::create_dir_all(&dir)
+                            .with_context(|| format!("creating {}", dir.display()))?;
+                        let path = dir.join("handler.wit");
+                        std::fs::write(&path, text)
+                            .with_context(|| format!("writing {}", path.display()))?;
+                        eprintln!("wrote {}", path.display());
+                    }
+                    None => outln!("// linecook:handler@{contract}\n{text}"),
+                }
+            }
+            Ok(())
+        }
         Command::Test { fixtures, update } => {
             if crate::fixture::test_all(&fixtures, update, |line| outln!("{line}"))? {
                 Ok(())

@@ -311,9 +311,15 @@ pub(super) fn check_plugin(file: &std::path::Path, init: CheckInit) -> anyhow::R
     let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
     let unusable = || format!("{} is not a usable plugin", file.display());
     let runtime = Runtime::new()?;
-    let component = runtime.compile(&bytes).with_context(unusable)?;
+    let component = runtime
+        .compile(&bytes)
+        .with_context(unusable)
+        .map_err(|e| super::Exit::new(super::Exit::NOT_A_COMPONENT, e))?;
     let (imports, exports) = runtime.describe(&component);
-    let prepared = runtime.link(&component).with_context(unusable)?;
+    let prepared = runtime
+        .link(&component)
+        .with_context(unusable)
+        .map_err(|e| super::Exit::new(super::Exit::WRONG_WORLD, e))?;
     let name = file
         .file_stem()
         .and_then(|s| s.to_str())
@@ -344,7 +350,10 @@ pub(super) fn check_plugin(file: &std::path::Path, init: CheckInit) -> anyhow::R
         Err(InstanceError::Init(why)) if !init.given => format!(
             "refused without the route's config: {why} (check again with --set KEY=VALUE or --route TOPIC)"
         ),
-        Err(e) => return Err(anyhow::Error::new(e)).with_context(unusable),
+        Err(e) => {
+            let e = anyhow::Error::new(e).context(unusable());
+            return Err(super::Exit::new(super::Exit::INIT_FAILED, e).into());
+        }
     };
     outln!(
         "{}: ok, a linecook:handler@{} component{}",
