@@ -2,6 +2,12 @@
 //! produce/read/topic endpoints, so the CLI works while the host holds the
 //! store.
 //!
+//! With `admin_token_file`, every endpoint but the three read-only ones
+//! (`/healthz`, `/status`, `/metrics`) answers 401 unless the request
+//! carries `Authorization: Bearer <token>`; the host refuses a non-loopback
+//! `admin` without one. `metrics` serves the read-only ones alone on
+//! another address.
+//!
 //! - `GET  /healthz`
 //! - `GET  /status` → [`StatusReport`](crate::status::StatusReport)
 //! - `GET  /metrics` → Prometheus / OpenMetrics text
@@ -34,6 +40,8 @@ const MAX_READ: usize = 10_000;
 /// What the handlers share.
 #[derive(Clone)]
 pub struct AdminState {
+    /// The bearer token every request but the read-only ones must carry.
+    pub token: Option<Arc<str>>,
     /// The store.
     pub store: Arc<Store>,
     /// The config the host runs.
@@ -46,12 +54,20 @@ pub struct AdminState {
     pub metrics: Arc<Metrics>,
 }
 
-/// The router.
-pub fn router(state: AdminState) -> Router {
+/// The read-only routes: health, status and metrics. Served without a
+/// token, on the admin address and on the `metrics` listener.
+pub fn read_only(state: AdminState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/status", get(get_status))
         .route("/metrics", get(get_metrics))
+        .with_state(state)
+}
+
+/// The admin API: the read-only routes, and the rest behind the token when
+/// one is set.
+pub fn router(state: AdminState) -> Router {
+    let guarded = Router::new()
         .route("/topics", get(list_topics).post(create_topic))
         .route("/topics/{topic}/records", post(produce))
         .route("/topics/{topic}/dead-letters", get(dead_letters))
@@ -61,7 +77,43 @@ pub fn router(state: AdminState) -> Router {
             "/topics/{topic}/partitions/{partition}/resume",
             post(resume),
         )
-        .with_state(state)
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            require_token,
+        ))
+        .with_state(state.clone());
+    read_only(state).merge(guarded)
+}
+
+/// Lets a request through when no token is set or it carries the token.
+async fn require_token(
+    State(s): State<AdminState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    match &s.token {
+        None => next.run(request).await,
+        Some(token) if bearer_matches(request.headers(), token) => next.run(request).await,
+        Some(_) => Failure(
+            StatusCode::UNAUTHORIZED,
+            "this admin API needs `Authorization: Bearer <token>`, the token in the host's `admin_token_file`".into(),
+        )
+        .into_response(),
+    }
+}
+
+/// Whether `headers` carry `Authorization: Bearer <token>`, compared in
+/// constant time so the answer's timing does not reveal the token.
+fn bearer_matches(headers: &axum::http::HeaderMap, token: &str) -> bool {
+    let Some(given) = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+    else {
+        return false;
+    };
+    let (a, b) = (given.as_bytes(), token.as_bytes());
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 struct Failure(StatusCode, String);

@@ -33,6 +33,8 @@ pub enum Access {
 pub struct Remote {
     base: String,
     agent: ureq::Agent,
+    /// `Authorization` header value, when the host asks for a token.
+    authorization: Option<String>,
 }
 
 impl Access {
@@ -46,7 +48,8 @@ impl Access {
                 let deadline = Instant::now() + HOST_START_WAIT;
                 loop {
                     if let Some(addr) = admin_addr(&dir) {
-                        return Ok(Access::Remote(Remote::new(&addr)));
+                        let token = config.admin_token().map_err(anyhow::Error::msg)?;
+                        return Ok(Access::Remote(Remote::new(&addr, token)));
                     }
                     if Instant::now() > deadline {
                         bail!(
@@ -195,7 +198,7 @@ impl Access {
 }
 
 impl Remote {
-    fn new(addr: &str) -> Remote {
+    fn new(addr: &str, token: Option<String>) -> Remote {
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(Duration::from_secs(30)))
@@ -204,24 +207,27 @@ impl Remote {
         Remote {
             base: format!("http://{addr}"),
             agent,
+            authorization: token.map(|t| format!("Bearer {t}")),
         }
     }
 
     fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
         let url = format!("{}{path}", self.base);
-        let response = self
-            .agent
-            .get(&url)
-            .call()
-            .with_context(|| self.unreachable())?;
+        let mut request = self.agent.get(&url);
+        if let Some(auth) = &self.authorization {
+            request = request.header("Authorization", auth);
+        }
+        let response = request.call().with_context(|| self.unreachable())?;
         Self::decode(response)
     }
 
     fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> anyhow::Result<T> {
         let url = format!("{}{path}", self.base);
-        let response = self
-            .agent
-            .post(&url)
+        let mut request = self.agent.post(&url);
+        if let Some(auth) = &self.authorization {
+            request = request.header("Authorization", auth);
+        }
+        let response = request
             .send_json(body)
             .with_context(|| self.unreachable())?;
         Self::decode(response)

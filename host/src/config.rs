@@ -84,9 +84,21 @@ pub struct Config {
     #[serde(default = "default_max_batch")]
     pub max_batch: u32,
     /// Address of the admin HTTP API; keep it on loopback. Port 0 picks a free
-    /// port, which the running host writes to `<data_dir>/admin.addr`.
+    /// port, which the running host writes to `<data_dir>/admin.addr`. On any
+    /// other address the host refuses to start without `admin_token_file`.
     #[serde(default = "default_admin")]
     pub admin: SocketAddr,
+    /// A file holding the admin API's bearer token. When set, every request
+    /// but `GET /healthz`, `/metrics` and `/status` must carry
+    /// `Authorization: Bearer <token>` (the CLI sends it); others get 401
+    /// and change nothing.
+    #[serde(default)]
+    pub admin_token_file: Option<PathBuf>,
+    /// An extra listener serving only `GET /healthz`, `/metrics` and
+    /// `/status`, e.g. `"0.0.0.0:9464"` for a Prometheus on another host,
+    /// while `admin` stays on loopback.
+    #[serde(default)]
+    pub metrics: Option<SocketAddr>,
     /// Embedded topics to create at start if they do not exist.
     #[serde(default, rename = "topic")]
     pub topics: Vec<TopicConfig>,
@@ -461,14 +473,39 @@ impl Config {
             toml::from_str(text).map_err(|e| ParseError::Syntax(e.to_string()))?;
         config.data_dir = base.join(&config.data_dir);
         config.plugins_dir = base.join(&config.plugins_dir);
+        config.admin_token_file = config.admin_token_file.map(|f| base.join(f));
         config.validate().map_err(ParseError::Invalid)?;
         Ok(config)
+    }
+
+    /// The admin API's bearer token, read from `admin_token_file`.
+    pub fn admin_token(&self) -> Result<Option<String>, String> {
+        let Some(file) = &self.admin_token_file else {
+            return Ok(None);
+        };
+        let text = std::fs::read_to_string(file)
+            .map_err(|e| format!("`admin_token_file` {}: {e}", file.display()))?;
+        let token = text.trim();
+        if token.len() < 16 {
+            return Err(format!(
+                "`admin_token_file` {} holds {} characters; use a token of at least 16 (e.g. `openssl rand -hex 32`)",
+                file.display(),
+                token.len()
+            ));
+        }
+        Ok(Some(token.to_owned()))
     }
 
     /// Checks everything that can be checked without opening the store.
     pub fn validate(&self) -> Result<(), String> {
         if self.group.trim().is_empty() {
             return Err("`group` must not be empty".into());
+        }
+        if !self.admin.ip().is_loopback() && self.admin_token_file.is_none() {
+            return Err(format!(
+                "`admin` is {}, not a loopback address, and `admin_token_file` is not set: anyone who reaches it could write to topics and resume partitions. Set `admin_token_file`, or keep `admin` on 127.0.0.1 and serve /metrics to other hosts with `metrics = \"0.0.0.0:9464\"`",
+                self.admin
+            ));
         }
         if !(1..=MAX_BATCH_LIMIT).contains(&self.max_batch) {
             return Err(format!(

@@ -49,6 +49,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     // Nothing is created — data directory, topics — before the routes are
     // known to be runnable.
     let fresh = !config.data_dir.join(crate::store::STORE_FILE).exists();
+    let token = config.admin_token().map_err(anyhow::Error::msg)?;
     let kept = |plugin: &str| {
         std::fs::read_dir(config.data_dir.join(KEPT_DIR).join(plugin))
             .is_ok_and(|mut entries| entries.next().is_some())
@@ -196,13 +197,15 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     std::fs::write(&addr_file, admin_addr.to_string())
         .with_context(|| format!("writing {}", addr_file.display()))?;
     let admin_stop = CancellationToken::new();
-    let app = router(AdminState {
+    let state = AdminState {
+        token: token.map(Arc::from),
         store: store.clone(),
         config: config.clone(),
         live: live.clone(),
         registry: registry.clone(),
         metrics: metrics.clone(),
-    });
+    };
+    let app = router(state.clone());
     let admin = tokio::spawn({
         let stop = admin_stop.clone();
         async move {
@@ -211,6 +214,22 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
                 .await
         }
     });
+    let read_only_listener = match config.metrics {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding the metrics listener to {addr}"))?;
+            info!(metrics = %listener.local_addr()?, "serving /metrics, /status and /healthz");
+            let stop = admin_stop.clone();
+            let app = crate::admin::read_only(state);
+            Some(tokio::spawn(async move {
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(stop.cancelled_owned())
+                    .await
+            }))
+        }
+        None => None,
+    };
     info!(group = %config.group, admin = %admin_addr, routes = config.routes.len(), "linecook running");
 
     let deliver_stop = CancellationToken::new();
@@ -340,6 +359,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     admin_stop.cancel();
     if let Err(e) = admin.await? {
         warn!("admin API stopped with an error: {e}");
+    }
+    if let Some(listener) = read_only_listener
+        && let Err(e) = listener.await?
+    {
+        warn!("metrics listener stopped with an error: {e}");
     }
     let _ = std::fs::remove_file(&addr_file);
     info!("stopped");

@@ -1,0 +1,124 @@
+//! The admin API lets no one in: off loopback it needs a token, with a
+//! token every write and read of data needs it (401 and nothing changed
+//! otherwise), the CLI sends it, and `/metrics` can be served alone on
+//! another listener.
+
+mod support;
+
+use std::time::Duration;
+
+use support::{Setup, wait_until};
+
+const TOKEN: &str = "0123456789abcdef0123456789abcdef";
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(10)))
+        .build()
+        .new_agent()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn an_admin_api_off_loopback_without_a_token_refuses_to_start() {
+    let setup = Setup::new("", &[]);
+    let config = std::fs::read_to_string(&setup.config)
+        .unwrap()
+        .replace("admin = \"127.0.0.1:0\"", "admin = \"0.0.0.0:0\"");
+    std::fs::write(&setup.config, config).unwrap();
+    let out = setup.cli(&["run"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("`admin_token_file` is not set"), "{stderr}");
+    assert!(!setup.data_dir().exists(), "nothing was created");
+}
+
+#[test]
+fn without_the_token_nothing_is_written_and_the_cli_sends_it() {
+    let metrics_port = free_port();
+    let setup = Setup::new(
+        &format!(
+            "admin_token_file = \"admin.token\"\nmetrics = \"127.0.0.1:{metrics_port}\"\n[[topic]]\nname = \"in\"\npartitions = 1\n"
+        ),
+        &[],
+    );
+    std::fs::write(setup.dir.path().join("admin.token"), format!("{TOKEN}\n")).unwrap();
+    let mut host = setup.start();
+    host.wait_ready();
+    let admin = std::fs::read_to_string(setup.data_dir().join("admin.addr")).unwrap();
+    let agent = agent();
+    let body = serde_json::json!({ "records": [{ "key": null, "value": "eA==" }] });
+    let produce = format!("http://{admin}/topics/in/records");
+    for auth in [
+        None,
+        Some("Bearer wrong-token-wrong-token-wrong!"),
+        Some(TOKEN),
+    ] {
+        let mut request = agent.post(&produce);
+        if let Some(auth) = auth {
+            request = request.header("Authorization", auth);
+        }
+        let response = request.send_json(&body).unwrap();
+        assert_eq!(response.status(), 401, "{auth:?}");
+    }
+    let response = agent
+        .post(format!("http://{admin}/topics"))
+        .send_json(serde_json::json!({ "name": "sneaky", "partitions": 1 }))
+        .unwrap();
+    assert_eq!(response.status(), 401);
+    let response = agent
+        .get(format!(
+            "http://{admin}/topics/in/partitions/0/records?from=0&max=10"
+        ))
+        .call()
+        .unwrap();
+    assert_eq!(
+        response.status(),
+        401,
+        "reading records needs the token too"
+    );
+    // Health, status and metrics stay open, on both listeners.
+    for base in [admin.clone(), format!("127.0.0.1:{metrics_port}")] {
+        for path in ["/healthz", "/status", "/metrics"] {
+            let response = agent.get(format!("http://{base}{path}")).call().unwrap();
+            assert_eq!(response.status(), 200, "{base}{path}");
+        }
+    }
+    // The metrics listener serves nothing else.
+    let response = agent
+        .post(format!("http://127.0.0.1:{metrics_port}/topics/in/records"))
+        .header("Authorization", format!("Bearer {TOKEN}"))
+        .send_json(&body)
+        .unwrap();
+    assert_eq!(response.status(), 404);
+
+    // Nothing of the above was written; the CLI, which sends the token, is
+    // let in.
+    let topics = setup.cli(&["topics", "list"]);
+    let listed = String::from_utf8_lossy(&topics.stdout);
+    assert!(
+        topics.status.success(),
+        "{}",
+        String::from_utf8_lossy(&topics.stderr)
+    );
+    assert!(!listed.contains("sneaky"), "{listed}");
+    let out = setup.cli_with_stdin(&["produce", "--topic", "in"], "hello\n");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_until(Duration::from_secs(10), "the one record", || {
+        let out = setup.cli(&["tail", "--topic", "in", "--from-beginning"]);
+        String::from_utf8_lossy(&out.stdout).lines().count() == 1
+    });
+    host.stop();
+}
