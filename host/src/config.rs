@@ -99,6 +99,11 @@ pub struct Config {
     /// while `admin` stays on loopback.
     #[serde(default)]
     pub metrics: Option<SocketAddr>,
+    /// Signed plugins: when set, a version is accepted only with
+    /// `<name>.wasm.sig` beside it, signed by one of these keys
+    /// (`ed25519:<base64>`, from `linecook plugins keygen`).
+    #[serde(default)]
+    pub trusted_keys: Vec<String>,
     /// Embedded topics to create at start if they do not exist.
     #[serde(default, rename = "topic")]
     pub topics: Vec<TopicConfig>,
@@ -478,6 +483,14 @@ impl Config {
         Ok(config)
     }
 
+    /// The trust policy for plugin versions, if `trusted_keys` sets one.
+    pub fn trust(&self) -> Option<crate::plugins::trust::Trust> {
+        if self.trusted_keys.is_empty() {
+            return None;
+        }
+        Some(crate::plugins::trust::Trust::parse(&self.trusted_keys).expect("checked by validate"))
+    }
+
     /// The admin API's bearer token, read from `admin_token_file`.
     pub fn admin_token(&self) -> Result<Option<String>, String> {
         let Some(file) = &self.admin_token_file else {
@@ -507,6 +520,8 @@ impl Config {
                 self.admin
             ));
         }
+        crate::plugins::trust::Trust::parse(&self.trusted_keys)
+            .map_err(|e| format!("`trusted_keys`: {e}"))?;
         if !(1..=MAX_BATCH_LIMIT).contains(&self.max_batch) {
             return Err(format!(
                 "`max_batch` is {}; it must be between 1 and {MAX_BATCH_LIMIT}",

@@ -113,12 +113,15 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     }
 
     let runtime = Arc::new(Runtime::new()?);
-    let registry = Arc::new(Registry::new(
-        runtime,
-        config.plugins_dir.clone(),
-        Some(config.data_dir.join(COMPILED_DIR)),
-        Some(config.data_dir.join(KEPT_DIR)),
-    ));
+    let registry = Arc::new(
+        Registry::new(
+            runtime,
+            config.plugins_dir.clone(),
+            Some(config.data_dir.join(COMPILED_DIR)),
+            Some(config.data_dir.join(KEPT_DIR)),
+        )
+        .with_trust(config.trust()),
+    );
     let plugins: HashSet<&str> = config.routes.iter().map(|r| r.plugin.as_str()).collect();
     for &name in &plugins {
         let reg = registry.clone();

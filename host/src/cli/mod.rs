@@ -45,6 +45,8 @@ impl Exit {
     /// `plugins check`: instantiation or `init` failed (an error, a trap, a
     /// limit).
     pub const INIT_FAILED: u8 = 4;
+    /// `plugins check --trusted-key`: unsigned, or not by a trusted key.
+    pub const UNTRUSTED: u8 = 5;
 
     fn new(code: u8, error: anyhow::Error) -> Exit {
         Exit { code, error }
@@ -402,9 +404,30 @@ enum PluginsCommand {
         #[arg(long = "set", value_name = "KEY=VALUE")]
         set: Vec<String>,
         /// Take `init`'s config and the limits from this topic's route in
-        /// the config file.
+        /// the config file (and its `trusted_keys`: the signature is
+        /// checked too).
         #[arg(long, value_name = "TOPIC")]
         route: Option<String>,
+        /// Check FILE.sig against this key (`ed25519:…`), as a host with
+        /// `trusted_keys` would; repeat for several.
+        #[arg(long = "trusted-key", value_name = "KEY")]
+        trusted_keys: Vec<String>,
+    },
+    /// Make a key pair for signing plugins: writes the secret key to FILE
+    /// (keep it off the hosts) and prints the public key for `trusted_keys`.
+    Keygen {
+        /// Where to write the secret key (refused if it exists).
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+    /// Sign a plugin: writes FILE.sig, a detached ed25519 signature over
+    /// FILE's bytes. Deploy FILE.sig before (or with) FILE.
+    Sign {
+        /// The .wasm file.
+        file: PathBuf,
+        /// The secret key file from `plugins keygen`.
+        #[arg(long, value_name = "FILE")]
+        key: PathBuf,
     },
 }
 
@@ -511,7 +534,13 @@ pub fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Plugins {
-            command: PluginsCommand::Check { file, set, route },
+            command:
+                PluginsCommand::Check {
+                    file,
+                    set,
+                    route,
+                    mut trusted_keys,
+                },
         } => {
             let mut init = output::CheckInit {
                 config: Vec::new(),
@@ -520,6 +549,7 @@ pub fn main() -> anyhow::Result<()> {
             };
             if let Some(topic) = route {
                 let config = load(&config)?;
+                trusted_keys.extend(config.trusted_keys.iter().cloned());
                 let route = config
                     .routes
                     .iter()
@@ -535,7 +565,60 @@ pub fn main() -> anyhow::Result<()> {
                 init.config.retain(|(key, _)| key != k);
                 init.config.push((k.to_owned(), v.to_owned()));
             }
+            if !trusted_keys.is_empty() {
+                let trust = crate::plugins::trust::Trust::parse(&trusted_keys)
+                    .map_err(anyhow::Error::msg)?;
+                let bytes =
+                    std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+                let mut sig = file.as_os_str().to_owned();
+                sig.push(".sig");
+                let signature = std::fs::read_to_string(PathBuf::from(sig)).ok();
+                trust.verify(&bytes, signature.as_deref()).map_err(|e| {
+                    Exit::new(
+                        Exit::UNTRUSTED,
+                        anyhow::anyhow!("{} is not trusted: {e}", file.display()),
+                    )
+                })?;
+                eprintln!("signature ok: signed by a trusted key");
+            }
             check_plugin(&file, init)
+        }
+        Command::Plugins {
+            command: PluginsCommand::Keygen { out },
+        } => {
+            let (secret, public) = crate::plugins::trust::keygen();
+            let mut options = std::fs::OpenOptions::new();
+            options.write(true).create_new(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+            let mut f = options
+                .open(&out)
+                .with_context(|| format!("creating {} (it must not exist)", out.display()))?;
+            std::io::Write::write_all(&mut f, secret.as_bytes())
+                .with_context(|| format!("writing {}", out.display()))?;
+            eprintln!(
+                "wrote the secret key to {}; add the public key to trusted_keys:",
+                out.display()
+            );
+            outln!("{public}");
+            Ok(())
+        }
+        Command::Plugins {
+            command: PluginsCommand::Sign { file, key },
+        } => {
+            let secret = std::fs::read_to_string(&key)
+                .with_context(|| format!("reading {}", key.display()))?;
+            let bytes =
+                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            let (signature, public) =
+                crate::plugins::trust::sign(&secret, &bytes).map_err(anyhow::Error::msg)?;
+            let mut sig = file.as_os_str().to_owned();
+            sig.push(".sig");
+            let sig = PathBuf::from(sig);
+            std::fs::write(&sig, signature)
+                .with_context(|| format!("writing {}", sig.display()))?;
+            eprintln!("wrote {} (verifies with {public})", sig.display());
+            Ok(())
         }
         Command::Plugins {
             command: PluginsCommand::List { json },

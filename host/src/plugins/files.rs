@@ -24,11 +24,15 @@ fn wasm_files(dir: &Path) -> Vec<(SystemTime, PathBuf)> {
         .collect()
 }
 
-/// Removes all but the `keep` most recently modified `.wasm` files of `dir`.
+/// Removes all but the `keep` most recently modified `.wasm` files of `dir`,
+/// with their signatures.
 pub(super) fn prune(dir: &Path, keep: usize) {
     let mut files = wasm_files(dir);
     files.sort_by_key(|f| std::cmp::Reverse(f.0));
     for (_, path) in files.into_iter().skip(keep) {
+        let mut sig = path.as_os_str().to_owned();
+        sig.push(".sig");
+        let _ = std::fs::remove_file(PathBuf::from(sig));
         let _ = std::fs::remove_file(path);
     }
 }

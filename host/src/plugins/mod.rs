@@ -12,6 +12,7 @@
 mod cache;
 mod files;
 mod report;
+pub mod trust;
 pub mod watcher;
 
 use std::collections::HashMap;
@@ -164,6 +165,8 @@ pub struct Registry {
     /// what a start falls back to when the plugins directory holds an
     /// unusable file.
     kept: Option<PathBuf>,
+    /// Whose signatures a version needs, if anyone's.
+    trust: Option<trust::Trust>,
     plugins: Mutex<HashMap<String, Plugin>>,
 }
 
@@ -189,8 +192,22 @@ impl Registry {
             dir,
             cache,
             kept: kept_dir,
+            trust: None,
             plugins: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The registry, accepting only versions signed by `trust`'s keys.
+    pub fn with_trust(mut self, trust: Option<trust::Trust>) -> Registry {
+        self.trust = trust;
+        self
+    }
+
+    /// The signature file beside a module, if there is one.
+    fn signature_of(module: &Path) -> Option<String> {
+        let mut sig = module.as_os_str().to_owned();
+        sig.push(".sig");
+        std::fs::read_to_string(PathBuf::from(sig)).ok()
     }
 
     /// The plugins directory.
@@ -218,9 +235,10 @@ impl Registry {
             Err(error) => return Err(PluginError::Read { path, error }),
         };
         let digest = digest(&bytes);
-        match self.prepare(name, &bytes, digest.clone()) {
+        let signature = Self::signature_of(&path);
+        match self.prepare(name, &bytes, digest.clone(), signature.as_deref()) {
             Ok(version) => {
-                self.keep(name, &digest, &bytes);
+                self.keep(name, &digest, &bytes, signature.as_deref());
                 Ok(version)
             }
             Err(error) => Err(PluginError::Rejected {
@@ -244,7 +262,8 @@ impl Registry {
         };
         let bytes = std::fs::read(&path).ok()?;
         let digest = self::digest(&bytes);
-        match self.prepare(name, &bytes, digest) {
+        let signature = Self::signature_of(&path);
+        match self.prepare(name, &bytes, digest, signature.as_deref()) {
             Ok(version) => Some(version),
             Err(e) => {
                 tracing::warn!(path = %path.display(), "a kept version no longer loads: {e}");
@@ -256,10 +275,19 @@ impl Registry {
     /// Keeps the bytes of an accepted version (write, then rename), and only
     /// the newest few per plugin. Failing only costs the fallback, so it is
     /// logged.
-    fn keep(&self, name: &str, digest: &str, bytes: &[u8]) {
+    fn keep(&self, name: &str, digest: &str, bytes: &[u8], signature: Option<&str>) {
         let Some(kept) = &self.kept else { return };
         let dir = kept.join(name);
         let path = dir.join(format!("{digest}.wasm"));
+        // The signature goes first: a kept version is checked again when a
+        // start falls back to it.
+        if let Some(signature) = signature
+            && let Err(e) = std::fs::create_dir_all(&dir)
+                .and_then(|()| std::fs::write(dir.join(format!("{digest}.wasm.sig")), signature))
+        {
+            tracing::warn!(dir = %dir.display(), "cannot keep the signature of the accepted version: {e}");
+            return;
+        }
         let written = std::fs::create_dir_all(&dir).and_then(|()| {
             if path.exists() {
                 // Touched, so pruning sees it as recent.
@@ -294,8 +322,15 @@ impl Registry {
         name: &str,
         bytes: &[u8],
         digest: String,
+        signature: Option<&str>,
     ) -> Result<PluginVersion, PrepareError> {
         let started = Instant::now();
+        // Before anything is compiled: an untrusted module is never run.
+        if let Some(trust) = &self.trust {
+            trust
+                .verify(bytes, signature)
+                .map_err(PrepareError::Untrusted)?;
+        }
         let cached = self
             .cache
             .as_ref()
@@ -356,9 +391,14 @@ impl Registry {
         }
         let version = match known.and_then(|(_, accepted)| accepted) {
             Some(version) => version,
-            None => match self.prepare(name, &bytes, digest.clone()) {
+            None => match self.prepare(
+                name,
+                &bytes,
+                digest.clone(),
+                Self::signature_of(&path).as_deref(),
+            ) {
                 Ok(version) => {
-                    self.keep(name, &digest, &bytes);
+                    self.keep(name, &digest, &bytes, Self::signature_of(&path).as_deref());
                     Arc::new(version)
                 }
                 Err(e) => {

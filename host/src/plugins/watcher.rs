@@ -69,13 +69,14 @@ fn changes_content(kind: &notify::EventKind) -> bool {
     }
 }
 
-/// `<name>` for `<name>.wasm`. The watch is not recursive, so every path it
-/// reports is at the top level of the directory.
+/// `<name>` for `<name>.wasm` and its signature `<name>.wasm.sig` (a
+/// signature that arrives after its module makes the module worth another
+/// look). The watch is not recursive, so every path it reports is at the
+/// top level of the directory.
 fn plugin_name(path: &Path) -> Option<String> {
-    if path.extension()? != "wasm" {
-        return None;
-    }
-    path.file_stem()?.to_str().map(str::to_owned)
+    let file = path.file_name()?.to_str()?;
+    let module = file.strip_suffix(".sig").unwrap_or(file);
+    module.strip_suffix(".wasm").map(str::to_owned)
 }
 
 struct Due {

@@ -50,6 +50,10 @@ pub enum PrepareError {
     /// the world's exports.
     #[error("does not match the linecook:handler world: {0:#}")]
     World(wasmtime::Error),
+    /// The host's trust policy refused it (`trusted_keys`): unsigned, or
+    /// not signed by a trusted key.
+    #[error("refused by trusted_keys: {0}")]
+    Untrusted(String),
     /// The component exports neither contract's functions.
     #[error(
         "exports neither linecook:handler 0.1.0's `init`/`handle` nor 0.2.0's `{GUEST_0_2}` interface (it exports: {0})"
