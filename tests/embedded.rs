@@ -756,3 +756,97 @@ fn wit_prints_every_contract_the_host_accepts() {
         assert_eq!(written, source, "{version}");
     }
 }
+
+#[test]
+fn a_partition_reset_replays_or_skips_with_state_kept_or_cleared() {
+    let setup = Setup::new(
+        "[[topic]]\nname = \"in\"\npartitions = 1\n[[topic]]\nname = \"out\"\npartitions = 1\n[[route]]\ntopic = \"in\"\nplugin = \"counter\"\nconfig = { output = \"out\" }\n",
+        &["counter"],
+    );
+    {
+        let store = setup.store();
+        store.create_topic("in", 1).unwrap();
+        store.create_topic("out", 1).unwrap();
+    }
+    setup.produce(
+        "in",
+        &[
+            (Some("a"), "1"),
+            (Some("a"), "2"),
+            (Some("a"), "3"),
+            (Some("a"), "4"),
+        ],
+    );
+    let outputs = |setup: &Setup| -> Vec<String> {
+        support::read_all(&setup.store(), "out")
+            .iter()
+            .map(|r| String::from_utf8_lossy(&r.value).into_owned())
+            .collect()
+    };
+    let run_until = |count: u64| {
+        let mut host = setup.start();
+        host.wait_ready();
+        support::wait_drained(&setup, "out", count);
+        host.stop();
+    };
+    let reset = |args: &[&str]| {
+        let mut all = vec!["partitions", "reset", "--topic", "in"];
+        all.extend_from_slice(args);
+        let out = setup.cli(&all);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    run_until(4);
+    assert_eq!(outputs(&setup), ["a:1", "a:2", "a:3", "a:4"]);
+
+    // Back two records, state kept: they are counted again on top.
+    let said = reset(&["--to-offset", "2"]);
+    assert_eq!(
+        said.trim(),
+        "in/0: 4 -> 2 (2 records will be handled again; state kept)"
+    );
+    run_until(6);
+    assert_eq!(outputs(&setup)[4..], ["a:5", "a:6"]);
+
+    // From the start with state cleared: as if new.
+    let said = reset(&["--to-earliest", "--state", "clear"]);
+    assert!(
+        said.contains("4 records will be handled again; state cleared"),
+        "{said}"
+    );
+    run_until(10);
+    assert_eq!(outputs(&setup)[6..], ["a:1", "a:2", "a:3", "a:4"]);
+
+    // Skip what is not handled yet.
+    setup.produce("in", &[(Some("a"), "5"), (Some("a"), "6")]);
+    let said = reset(&["--to-latest"]);
+    assert!(said.contains("2 records skipped"), "{said}");
+    setup.produce("in", &[(Some("a"), "7")]);
+    run_until(11);
+    assert_eq!(outputs(&setup)[10..], ["a:5"]);
+
+    // Past the end, or with the host running: refused, nothing moved.
+    let out = setup.cli(&["partitions", "reset", "--topic", "in", "--to-offset", "99"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("ends at offset 7"));
+    let mut host = setup.start();
+    host.wait_ready();
+    let out = setup.cli(&["partitions", "reset", "--topic", "in", "--to-earliest"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("stop it first"));
+    host.stop();
+    let input = setup.store().topic("in").unwrap();
+    assert_eq!(
+        setup
+            .store()
+            .checkpoint(&input, 0)
+            .unwrap()
+            .unwrap()
+            .next_offset,
+        7
+    );
+}

@@ -5,8 +5,10 @@
 //! **Architecture invariant:** a checkpoint only moves a partition forward
 //! from exactly where its previous checkpoint ended (`CheckpointConflict`
 //! otherwise), so a batch can never be committed twice or skipped. Every
-//! checkpoint write is in this file; the one exception, a restore from the
-//! changelog (`restore_partition`), sets offset and state together.
+//! checkpoint write is in this file. Two exceptions move a partition
+//! elsewhere, setting offset and state together: a restore from the
+//! changelog (`restore_partition`) and an operator's reset
+//! (`reset_partition`).
 
 use std::collections::BTreeMap;
 
@@ -23,6 +25,18 @@ use crate::store::{
 /// The version a restored checkpoint names: state came from the changelog,
 /// not from a batch handled here.
 pub const RESTORED_VERSION: &str = "restored";
+
+/// The version a reset checkpoint names when the partition had none.
+pub const RESET_VERSION: &str = "reset";
+
+/// What a reset does with the partition's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResetState {
+    /// Keep state, timers and watermark as they are.
+    Keep,
+    /// Start from nothing: no state, no timers, no watermark.
+    Clear,
+}
 
 /// Where a partition's processing stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -207,6 +221,40 @@ fn write_expiries(
             order.insert((topic_id, partition, at, key.as_slice()), ())?;
         }
     }
+    Ok(())
+}
+
+/// Removes every state entry, expiry, timer and the watermark of a
+/// partition.
+fn clear_partition(
+    txn: &redb::WriteTransaction,
+    topic_id: u32,
+    partition: u32,
+) -> Result<(), StoreError> {
+    let (from, to) = (
+        state_prefix(topic_id, partition),
+        state_prefix(topic_id, partition + 1),
+    );
+    txn.open_table(STATE)?
+        .retain_in::<&[u8], _>(from.as_slice()..to.as_slice(), |_, _| false)?;
+    txn.open_table(EXPIRY)?
+        .retain_in::<&[u8], _>(from.as_slice()..to.as_slice(), |_, _| false)?;
+    txn.open_table(EXPIRY_ORDER)?.retain_in(
+        (topic_id, partition, i64::MIN, &[][..])..(topic_id, partition + 1, i64::MIN, &[][..]),
+        |_, _| false,
+    )?;
+    txn.open_table(TIMERS)?.retain_in(
+        (topic_id, partition, 0u8, i64::MIN, &[][..])
+            ..(topic_id, partition + 1, 0u8, i64::MIN, &[][..]),
+        |_, _| false,
+    )?;
+    txn.open_table(TIMER_KEYS)?.retain_in(
+        (topic_id, partition, 0u8, &[][..])..(topic_id, partition + 1, 0u8, &[][..]),
+        |_, _| false,
+    )?;
+    txn.open_table(TIMER_COUNTS)?
+        .remove((topic_id, partition))?;
+    txn.open_table(WATERMARKS)?.remove((topic_id, partition))?;
     Ok(())
 }
 
@@ -436,6 +484,52 @@ impl Store {
             self.notify_appended();
         }
         Ok(())
+    }
+
+    /// Moves the checkpoint of `topic`/`partition` to `to` (at most the log
+    /// end), keeping or clearing its state, in one transaction; returns the
+    /// offset it moved from. The other checkpoint write that does not
+    /// follow on from the previous one: an operator's decision to replay or
+    /// skip records, taken while no host runs. The version recorded stays
+    /// the last one that handled a batch.
+    pub fn reset_partition(
+        &self,
+        topic: &TopicInfo,
+        partition: u32,
+        to: u64,
+        state: ResetState,
+    ) -> Result<u64, StoreError> {
+        let end = self
+            .end_offsets(topic)?
+            .get(partition as usize)
+            .copied()
+            .ok_or_else(|| StoreError::NoSuchPartition {
+                topic: topic.name.clone(),
+                partitions: topic.partitions,
+                partition,
+            })?;
+        if to > end {
+            return Err(StoreError::Invalid(format!(
+                "{}/{partition} ends at offset {end}; it cannot be reset to {to}",
+                topic.name
+            )));
+        }
+        let txn = self.db.begin_write()?;
+        let from;
+        {
+            let mut checkpoints = txn.open_table(CHECKPOINTS)?;
+            let previous = checkpoints
+                .get((topic.id, partition))?
+                .map(|v| (v.value().0, v.value().1.to_owned()));
+            from = previous.as_ref().map_or(0, |p| p.0);
+            let version = previous.map_or_else(|| RESET_VERSION.to_owned(), |p| p.1);
+            checkpoints.insert((topic.id, partition), (to, version.as_str()))?;
+            if state == ResetState::Clear {
+                clear_partition(&txn, topic.id, partition)?;
+            }
+        }
+        txn.commit()?;
+        Ok(from)
     }
 
     /// Replaces the state of `topic`/`partition` with `state`, sets its

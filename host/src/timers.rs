@@ -325,4 +325,54 @@ mod tests {
         );
         assert_eq!(store.pending_timers(&topic, 1).unwrap(), Pending::default());
     }
+
+    #[test]
+    fn a_reset_that_clears_state_forgets_timers_expiries_and_the_watermark() {
+        use crate::checkpoint::ResetState;
+        let (_dir, store, topic) = store();
+        store
+            .produce(
+                "in",
+                &[crate::record::NewRecord {
+                    timestamp_ms: None,
+                    key: None,
+                    value: b"x".to_vec(),
+                    headers: vec![],
+                    partition: Some(0),
+                }],
+            )
+            .unwrap();
+        let mut effects = crate::record::BatchEffects::default();
+        effects.state.insert(b"k".to_vec(), Some(b"v".to_vec()));
+        effects.ttl.insert(b"k".to_vec(), 60_000);
+        effects
+            .timers
+            .insert((TimeDomain::Event, b"t".to_vec()), Some(5));
+        effects.watermark = Some(7);
+        commit(&store, &topic, 0, &effects);
+        // Keep leaves everything; clear leaves nothing.
+        assert_eq!(
+            store
+                .reset_partition(&topic, 0, 0, ResetState::Keep)
+                .unwrap(),
+            1
+        );
+        assert_eq!(store.pending_timers(&topic, 0).unwrap().timers, 1);
+        assert_eq!(
+            store
+                .reset_partition(&topic, 0, 1, ResetState::Clear)
+                .unwrap(),
+            0
+        );
+        assert_eq!(store.pending_timers(&topic, 0).unwrap(), Pending::default());
+        assert_eq!(store.watermark(&topic, 0).unwrap(), None);
+        assert!(store.state_entries(&topic, 0).unwrap().is_empty());
+        assert_eq!(store.sweep_expired(&topic, 0, i64::MAX, 10).unwrap(), 0);
+        assert_eq!(store.checkpoint(&topic, 0).unwrap().unwrap().next_offset, 1);
+        assert!(
+            store
+                .reset_partition(&topic, 0, 2, ResetState::Keep)
+                .is_err()
+        );
+    }
 }

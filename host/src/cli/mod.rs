@@ -251,6 +251,15 @@ enum Command {
     },
 }
 
+/// `partitions reset --state`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum ResetStateArg {
+    /// Keep state, timers and watermark.
+    Keep,
+    /// Forget them: the partition starts as if new from the offset.
+    Clear,
+}
+
 /// Which contract an `sdk` command serves.
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 enum ContractArg {
@@ -364,6 +373,34 @@ enum DlqCommand {
 
 #[derive(Debug, Subcommand)]
 enum PartitionsCommand {
+    /// Move partitions' committed offsets — replay from earlier, or skip a
+    /// stretch — with the host stopped (embedded source). The route then
+    /// starts there; `--state clear` also forgets the partitions' state,
+    /// timers and watermark, `keep` (default) leaves them as they are.
+    Reset {
+        /// Topic.
+        #[arg(long)]
+        topic: String,
+        /// Only this partition (default: every partition of the topic).
+        #[arg(long)]
+        partition: Option<u32>,
+        /// To this offset.
+        #[arg(long, group = "to", value_name = "OFFSET")]
+        to_offset: Option<u64>,
+        /// To the first record with a timestamp at or after this one (ms
+        /// since the Unix epoch), or the end.
+        #[arg(long, group = "to", value_name = "MS")]
+        to_timestamp: Option<i64>,
+        /// To the first record.
+        #[arg(long, group = "to")]
+        to_earliest: bool,
+        /// To the end: skip every record not yet handled.
+        #[arg(long, group = "to")]
+        to_latest: bool,
+        /// What happens to the partitions' state.
+        #[arg(long, value_enum, default_value = "keep")]
+        state: ResetStateArg,
+    },
     /// Resume a paused partition: it retries the batch it stopped at.
     ///
     /// A partition pauses when its handler returns `fatal`, or when a batch
@@ -620,6 +657,74 @@ pub fn main() -> anyhow::Result<()> {
             eprintln!("wrote {} (verifies with {public})", sig.display());
             Ok(())
         }
+        Command::Partitions {
+            command:
+                PartitionsCommand::Reset {
+                    topic,
+                    partition,
+                    to_offset,
+                    to_timestamp,
+                    to_earliest,
+                    to_latest,
+                    state,
+                },
+        } => {
+            let config = load(&config)?;
+            if matches!(config.source, crate::config::Source::Kafka(_)) {
+                bail!(
+                    "partitions reset moves the embedded log's checkpoints; with Kafka, reset the group's offsets with Kafka's tools (not built here yet)"
+                );
+            }
+            let store = match crate::store::Store::open(&config.data_dir) {
+                Err(crate::store::StoreError::InUse(_)) => bail!(
+                    "a linecook host holds {}: stop it first (a reset on a running host is not built yet)",
+                    config.data_dir.display()
+                ),
+                other => other?,
+            };
+            let info = store.topic(&topic)?;
+            let partitions: Vec<u32> = match partition {
+                Some(p) => vec![p],
+                None => (0..info.partitions).collect(),
+            };
+            let ends = store.end_offsets(&info)?;
+            let state = match state {
+                ResetStateArg::Keep => crate::checkpoint::ResetState::Keep,
+                ResetStateArg::Clear => crate::checkpoint::ResetState::Clear,
+            };
+            for p in partitions {
+                let end = *ends.get(p as usize).with_context(|| {
+                    format!(
+                        "topic `{topic}` has {} partitions; there is no {p}",
+                        info.partitions
+                    )
+                })?;
+                let to = match (to_offset, to_timestamp, to_earliest, to_latest) {
+                    (Some(o), ..) => o,
+                    (_, Some(ms), ..) => first_at_or_after(&store, &info, p, ms)?.unwrap_or(end),
+                    (_, _, true, _) => 0,
+                    (_, _, _, true) => end,
+                    _ => bail!(
+                        "say where to: --to-offset, --to-timestamp, --to-earliest or --to-latest"
+                    ),
+                };
+                let from = store.reset_partition(&info, p, to, state)?;
+                outln!(
+                    "{topic}/{p}: {from} -> {to} ({}; state {})",
+                    match to.cmp(&from) {
+                        std::cmp::Ordering::Less =>
+                            format!("{} records will be handled again", from - to),
+                        std::cmp::Ordering::Greater => format!("{} records skipped", to - from),
+                        std::cmp::Ordering::Equal => "unchanged".to_owned(),
+                    },
+                    match state {
+                        crate::checkpoint::ResetState::Keep => "kept",
+                        crate::checkpoint::ResetState::Clear => "cleared",
+                    }
+                );
+            }
+            Ok(())
+        }
         Command::Plugins {
             command: PluginsCommand::List { json },
         } => {
@@ -773,6 +878,27 @@ fn sdk(command: SdkCommand) -> anyhow::Result<()> {
                 .with_context(|| format!("writing {}", output.display()))?;
             eprintln!("wrote {} ({} bytes)", output.display(), component.len());
             Ok(())
+        }
+    }
+}
+
+/// The offset of the first record of `topic`/`partition` with a timestamp
+/// at or after `ms`, if any.
+fn first_at_or_after(
+    store: &crate::store::Store,
+    topic: &crate::log::TopicInfo,
+    partition: u32,
+    ms: i64,
+) -> anyhow::Result<Option<u64>> {
+    let mut from = 0;
+    loop {
+        let records = store.read(topic, partition, from, 10_000)?;
+        let Some(last) = records.last() else {
+            return Ok(None);
+        };
+        from = last.offset + 1;
+        if let Some(r) = records.iter().find(|r| r.timestamp_ms >= ms) {
+            return Ok(Some(r.offset));
         }
     }
 }
