@@ -1,7 +1,11 @@
 //! One language-independent scenario, run through the real host against the
 //! `uppercase` and `counter` handlers of every language in `plugins/`: exact
 //! outputs (keyed, keyless, empty values, non-UTF-8 bytes), exact state, and
-//! a `retry` error path that must leave nothing behind. Prints a table of
+//! a `retry` error path that must leave nothing behind. Then the timers
+//! scenario, for languages with a contract 0.2.0 `window-count`: the
+//! `plugins/fixtures/window-count.toml` fixture (out-of-order timestamps
+//! within the lateness, a late record, exact windows with their timestamps,
+//! state and pending timers) through `linecook test`. Prints a table of
 //! languages × checks; fails if any cell fails.
 
 mod support;
@@ -71,7 +75,7 @@ fn retry_inputs() -> Vec<(Option<Bytes>, Bytes)> {
         .collect()
 }
 
-const CHECKS: [&str; 7] = [
+const CHECKS: [&str; 8] = [
     "uppercase",
     "counter",
     "state",
@@ -79,12 +83,16 @@ const CHECKS: [&str; 7] = [
     "empty value",
     "non-UTF-8",
     "retry",
+    "timers",
 ];
 
 struct Language {
     name: &'static str,
     uppercase: PathBuf,
     counter: PathBuf,
+    /// Its contract 0.2.0 `window-count`; none where the language's glue
+    /// implements 0.1.0 only.
+    window_count: Option<PathBuf>,
 }
 
 fn languages() -> Vec<Language> {
@@ -94,31 +102,37 @@ fn languages() -> Vec<Language> {
             name: "Rust",
             uppercase: plugins().join("uppercase.wasm"),
             counter: plugins().join("counter.wasm"),
+            window_count: Some(plugins().join("window_count.wasm")),
         },
         Language {
             name: "C",
             uppercase: support::c_plugins().join("uppercase.wasm"),
             counter: support::c_plugins().join("counter.wasm"),
+            window_count: Some(support::c_plugins().join("window-count.wasm")),
         },
         Language {
             name: "JavaScript",
             uppercase: support::js_plugins().join("uppercase.wasm"),
             counter: support::js_plugins().join("counter.wasm"),
+            window_count: Some(support::js_plugins().join("window-count.wasm")),
         },
         Language {
             name: "Zig",
             uppercase: support::zig_plugins().join("uppercase.wasm"),
             counter: support::zig_plugins().join("counter.wasm"),
+            window_count: None,
         },
         Language {
             name: "AssemblyScript",
             uppercase: support::assemblyscript_plugins().join("uppercase.wasm"),
             counter: support::assemblyscript_plugins().join("counter.wasm"),
+            window_count: None,
         },
         Language {
             name: "Python",
             uppercase: support::python_uppercase().to_owned(),
             counter: support::python_counter().to_owned(),
+            window_count: Some(support::python_window_count().to_owned()),
         },
     ]
 }
@@ -165,7 +179,44 @@ fn show((k, v): &(Option<Bytes>, Bytes)) -> String {
 }
 
 /// Runs the scenario for one language; one result per check.
-fn run(language: &Language) -> Vec<Result<(), String>> {
+/// The window-count fixture run against `wasm` with `linecook test`.
+fn timers(wasm: &std::path::Path) -> Result<(), String> {
+    let fixture = std::fs::read_to_string(
+        support::workspace_root().join("plugins/fixtures/window-count.toml"),
+    )
+    .unwrap();
+    let plugin_line = fixture
+        .lines()
+        .find(|l| l.starts_with("plugin = "))
+        .expect("the fixture names its plugin");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("window-count.toml");
+    let fixture = fixture.replace(
+        plugin_line,
+        &format!("plugin = {:?}", wasm.display().to_string()),
+    );
+    std::fs::write(&path, fixture).unwrap();
+    let out = std::process::Command::new(support::BIN)
+        .arg("test")
+        .arg(&path)
+        .output()
+        .unwrap();
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+/// One language's cells, in `CHECKS` order; `None` where a check does not
+/// apply.
+type Row = Vec<Option<Result<(), String>>>;
+
+fn run(language: &Language) -> Row {
     let setup = Setup::new(
         r#"max_batch = 100
 
@@ -293,7 +344,7 @@ errors = { retries = 1, backoff_base_ms = 10, backoff_max_ms = 10 }
         Ok(())
     };
 
-    vec![
+    [
         compare(&up, &want_up, |_| true),
         compare(&ct, &want_ct, |_| true),
         if state == want_state {
@@ -314,13 +365,16 @@ errors = { retries = 1, backoff_base_ms = 10, backoff_max_ms = 10 }
         })),
         retry(),
     ]
+    .into_iter()
+    .map(Some)
+    .chain([language.window_count.as_deref().map(timers)])
+    .collect()
 }
 
 #[test]
 fn every_language_passes_every_check() {
     let languages = languages();
-    let results: Vec<(&str, Vec<Result<(), String>>)> =
-        languages.iter().map(|l| (l.name, run(l))).collect();
+    let results: Vec<(&str, Row)> = languages.iter().map(|l| (l.name, run(l))).collect();
 
     let mut table = format!("\n| language | {} |\n|---|", CHECKS.join(" | "));
     table.push_str(&"---|".repeat(CHECKS.len()));
@@ -328,7 +382,12 @@ fn every_language_passes_every_check() {
     for (name, row) in &results {
         table.push_str(&format!("| {name} |"));
         for cell in row {
-            table.push_str(if cell.is_ok() { " pass |" } else { " FAIL |" });
+            table.push_str(match cell {
+                Some(Ok(())) => " pass |",
+                Some(Err(_)) => " FAIL |",
+                // The language's glue is contract 0.1.0: no timers.
+                None => " n/a (0.1.0) |",
+            });
         }
         table.push('\n');
     }
@@ -342,7 +401,8 @@ fn every_language_passes_every_check() {
         .iter()
         .flat_map(|(name, row)| {
             row.iter().zip(CHECKS).filter_map(move |(cell, check)| {
-                cell.as_ref()
+                cell.as_ref()?
+                    .as_ref()
                     .err()
                     .map(|e| format!("{name} / {check}: {e}"))
             })
