@@ -16,6 +16,8 @@
 //! - `POST /topics/{topic}/records` ← `Produce` → `Produced`
 //! - `GET  /topics/{topic}/partitions/{p}/records?from=N&max=N` → `[WireRecord]`
 //! - `POST /topics/{topic}/partitions/{p}/resume` — resume a paused partition
+//! - `POST /topics/{topic}/partitions/{p}/reset` ← `ResetPartition` →
+//!   `ResetReport` — move it at its next batch boundary
 
 use std::sync::Arc;
 
@@ -77,6 +79,7 @@ pub fn router(state: AdminState) -> Router {
             "/topics/{topic}/partitions/{partition}/resume",
             post(resume),
         )
+        .route("/topics/{topic}/partitions/{partition}/reset", post(reset))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             require_token,
@@ -239,6 +242,37 @@ async fn resume(
         Resume::NotOwned => Err(Failure(
             StatusCode::NOT_FOUND,
             format!("this host does not own {topic}/{partition}"),
+        )),
+    }
+}
+
+/// Longest a reset waits for the partition's batch in flight.
+const RESET_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+async fn reset(
+    State(s): State<AdminState>,
+    Path((topic, partition)): Path<(String, u32)>,
+    Json(req): Json<crate::api::ResetPartition>,
+) -> Result<impl IntoResponse, Failure> {
+    let Some(answer) = s.live.reset(&topic, partition, req.to, req.state) else {
+        return Err(Failure(
+            StatusCode::NOT_FOUND,
+            format!("this host does not run {topic}/{partition}"),
+        ));
+    };
+    match tokio::time::timeout(RESET_WAIT, answer).await {
+        Ok(Ok(Ok((from, to)))) => Ok(Json(crate::api::ResetReport { from, to })),
+        Ok(Ok(Err(why))) => Err(Failure(StatusCode::BAD_REQUEST, why)),
+        Ok(Err(_)) => Err(Failure(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("{topic}/{partition} was released before it could reset; try again"),
+        )),
+        Err(_) => Err(Failure(
+            StatusCode::GATEWAY_TIMEOUT,
+            format!(
+                "{topic}/{partition} did not reach a batch boundary within {} s; the reset is still queued",
+                RESET_WAIT.as_secs()
+            ),
         )),
     }
 }

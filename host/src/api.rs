@@ -61,6 +61,24 @@ pub struct Produce {
     pub records: Vec<WireNewRecord>,
 }
 
+/// `POST /topics/{topic}/partitions/{p}/reset`
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ResetPartition {
+    /// Where to.
+    pub to: crate::checkpoint::ResetTo,
+    /// What happens to state.
+    pub state: crate::checkpoint::ResetState,
+}
+
+/// The answer to a reset: the committed offset before and after.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ResetReport {
+    /// Before.
+    pub from: u64,
+    /// After.
+    pub to: u64,
+}
+
 /// `POST /topics/{dlq}/replay`
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Replay {

@@ -26,11 +26,27 @@ use crate::store::{
 /// not from a batch handled here.
 pub const RESTORED_VERSION: &str = "restored";
 
+/// Where a reset moves a partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResetTo {
+    /// This offset.
+    Offset(u64),
+    /// The first record with a timestamp at or after this one (ms), or the
+    /// end.
+    Timestamp(i64),
+    /// The first record.
+    Earliest,
+    /// The end: skip every record not yet handled.
+    Latest,
+}
+
 /// The version a reset checkpoint names when the partition had none.
 pub const RESET_VERSION: &str = "reset";
 
 /// What a reset does with the partition's state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum ResetState {
     /// Keep state, timers and watermark as they are.
     Keep,
@@ -484,6 +500,34 @@ impl Store {
             self.notify_appended();
         }
         Ok(())
+    }
+
+    /// The offset `to` means for `topic`/`partition` now.
+    pub fn reset_offset(
+        &self,
+        topic: &TopicInfo,
+        partition: u32,
+        to: ResetTo,
+    ) -> Result<u64, StoreError> {
+        let end = || {
+            self.end_offsets(topic)?
+                .get(partition as usize)
+                .copied()
+                .ok_or_else(|| StoreError::NoSuchPartition {
+                    topic: topic.name.clone(),
+                    partitions: topic.partitions,
+                    partition,
+                })
+        };
+        Ok(match to {
+            ResetTo::Offset(o) => o,
+            ResetTo::Earliest => 0,
+            ResetTo::Latest => end()?,
+            ResetTo::Timestamp(ms) => match self.first_offset_at(topic, partition, ms)? {
+                Some(o) => o,
+                None => end()?,
+            },
+        })
     }
 
     /// Moves the checkpoint of `topic`/`partition` to `to` (at most the log

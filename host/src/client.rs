@@ -188,6 +188,32 @@ impl Access {
         }
     }
 
+    /// Moves a partition's committed offset: through its worker at a batch
+    /// boundary when a host runs it, else in the store. Returns (from, to).
+    pub fn reset(
+        &self,
+        topic: &str,
+        partition: u32,
+        to: crate::checkpoint::ResetTo,
+        state: crate::checkpoint::ResetState,
+    ) -> anyhow::Result<(u64, u64)> {
+        match self {
+            Access::Direct(store) => {
+                let topic = store.topic(topic)?;
+                let offset = store.reset_offset(&topic, partition, to)?;
+                let from = store.reset_partition(&topic, partition, offset, state)?;
+                Ok((from, offset))
+            }
+            Access::Remote(r) => {
+                let report: crate::api::ResetReport = r.post(
+                    &format!("/topics/{topic}/partitions/{partition}/reset"),
+                    &crate::api::ResetPartition { to, state },
+                )?;
+                Ok((report.from, report.to))
+            }
+        }
+    }
+
     /// The status of every routed partition.
     pub fn status(&self, config: &Config) -> anyhow::Result<StatusReport> {
         match self {

@@ -190,6 +190,27 @@ impl Store {
         Ok(out)
     }
 
+    /// The offset of the first record of `topic`/`partition` with a
+    /// timestamp at or after `ms`, if any.
+    pub fn first_offset_at(
+        &self,
+        topic: &TopicInfo,
+        partition: u32,
+        ms: i64,
+    ) -> Result<Option<u64>, StoreError> {
+        let mut from = 0;
+        loop {
+            let records = self.read(topic, partition, from, 10_000)?;
+            let Some(last) = records.last() else {
+                return Ok(None);
+            };
+            from = last.offset + 1;
+            if let Some(r) = records.iter().find(|r| r.timestamp_ms >= ms) {
+                return Ok(Some(r.offset));
+            }
+        }
+    }
+
     /// The next offset to be appended, per partition of `topic`.
     pub fn end_offsets(&self, topic: &TopicInfo) -> Result<Vec<u64>, StoreError> {
         let txn = self.db.begin_read()?;

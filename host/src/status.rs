@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::config::Config;
 use crate::plugins::PluginReport;
@@ -167,12 +167,25 @@ pub enum Resume {
     NotOwned,
 }
 
-/// What the running workers report about themselves, and the resume
-/// signals of paused partitions.
+/// A reset asked of the worker running a partition: it moves at its next
+/// batch boundary and answers (from, to) or why not.
+#[derive(Debug)]
+pub struct ResetRequest {
+    /// Where to.
+    pub to: crate::checkpoint::ResetTo,
+    /// What happens to state.
+    pub state: crate::checkpoint::ResetState,
+    /// The answer.
+    pub done: oneshot::Sender<Result<(u64, u64), String>>,
+}
+
+/// What the running workers report about themselves, and the resume and
+/// reset requests for them.
 #[derive(Debug, Default)]
 pub struct Live {
     partitions: Mutex<BTreeMap<(String, u32), LivePartition>>,
     resumes: Mutex<BTreeMap<(String, u32), watch::Sender<u64>>>,
+    resets: Mutex<BTreeMap<(String, u32), mpsc::UnboundedSender<ResetRequest>>>,
     group: Mutex<Option<GroupReport>>,
     /// High watermarks of Kafka partitions, as the consumer last saw them.
     ends: Mutex<BTreeMap<(String, u32), u64>>,
@@ -287,6 +300,37 @@ impl Live {
                 p.samples.pop_front();
             }
         }
+    }
+
+    /// The reset requests a partition's new worker follows (replacing any
+    /// earlier worker's).
+    pub fn reset_requests(
+        &self,
+        topic: &str,
+        partition: u32,
+    ) -> mpsc::UnboundedReceiver<ResetRequest> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.resets
+            .lock()
+            .expect("status lock")
+            .insert((topic.to_owned(), partition), tx);
+        rx
+    }
+
+    /// Asks the worker of `topic`/`partition` to reset; `None` if no worker
+    /// of this host runs it.
+    pub fn reset(
+        &self,
+        topic: &str,
+        partition: u32,
+        to: crate::checkpoint::ResetTo,
+        state: crate::checkpoint::ResetState,
+    ) -> Option<oneshot::Receiver<Result<(u64, u64), String>>> {
+        let (done, answer) = oneshot::channel();
+        let resets = self.resets.lock().expect("status lock");
+        let tx = resets.get(&(topic.to_owned(), partition))?;
+        tx.send(ResetRequest { to, state, done }).ok()?;
+        Some(answer)
     }
 
     /// The resume signal a partition's worker follows.

@@ -374,9 +374,10 @@ enum DlqCommand {
 #[derive(Debug, Subcommand)]
 enum PartitionsCommand {
     /// Move partitions' committed offsets — replay from earlier, or skip a
-    /// stretch — with the host stopped (embedded source). The route then
-    /// starts there; `--state clear` also forgets the partitions' state,
-    /// timers and watermark, `keep` (default) leaves them as they are.
+    /// stretch (embedded source). With a host running, each partition moves
+    /// at its next batch boundary, without a rebalance; without one, in the
+    /// store. `--state clear` also forgets the partitions' state, timers
+    /// and watermark; `keep` (default) leaves them as they are.
     Reset {
         /// Topic.
         #[arg(long)]
@@ -675,40 +676,32 @@ pub fn main() -> anyhow::Result<()> {
                     "partitions reset moves the embedded log's checkpoints; with Kafka, reset the group's offsets with Kafka's tools (not built here yet)"
                 );
             }
-            let store = match crate::store::Store::open(&config.data_dir) {
-                Err(crate::store::StoreError::InUse(_)) => bail!(
-                    "a linecook host holds {}: stop it first (a reset on a running host is not built yet)",
-                    config.data_dir.display()
-                ),
-                other => other?,
-            };
-            let info = store.topic(&topic)?;
+            let access = Access::connect(&config)?;
+            let info = access.topic(&topic)?;
             let partitions: Vec<u32> = match partition {
-                Some(p) => vec![p],
+                Some(p) if p < info.partitions => vec![p],
+                Some(p) => bail!(
+                    "topic `{topic}` has {} partitions; there is no {p}",
+                    info.partitions
+                ),
                 None => (0..info.partitions).collect(),
             };
-            let ends = store.end_offsets(&info)?;
             let state = match state {
                 ResetStateArg::Keep => crate::checkpoint::ResetState::Keep,
                 ResetStateArg::Clear => crate::checkpoint::ResetState::Clear,
             };
+            use crate::checkpoint::ResetTo;
+            let to = match (to_offset, to_timestamp, to_earliest, to_latest) {
+                (Some(o), ..) => ResetTo::Offset(o),
+                (_, Some(ms), ..) => ResetTo::Timestamp(ms),
+                (_, _, true, _) => ResetTo::Earliest,
+                (_, _, _, true) => ResetTo::Latest,
+                _ => {
+                    bail!("say where to: --to-offset, --to-timestamp, --to-earliest or --to-latest")
+                }
+            };
             for p in partitions {
-                let end = *ends.get(p as usize).with_context(|| {
-                    format!(
-                        "topic `{topic}` has {} partitions; there is no {p}",
-                        info.partitions
-                    )
-                })?;
-                let to = match (to_offset, to_timestamp, to_earliest, to_latest) {
-                    (Some(o), ..) => o,
-                    (_, Some(ms), ..) => first_at_or_after(&store, &info, p, ms)?.unwrap_or(end),
-                    (_, _, true, _) => 0,
-                    (_, _, _, true) => end,
-                    _ => bail!(
-                        "say where to: --to-offset, --to-timestamp, --to-earliest or --to-latest"
-                    ),
-                };
-                let from = store.reset_partition(&info, p, to, state)?;
+                let (from, to) = access.reset(&topic, p, to, state)?;
                 outln!(
                     "{topic}/{p}: {from} -> {to} ({}; state {})",
                     match to.cmp(&from) {
@@ -878,27 +871,6 @@ fn sdk(command: SdkCommand) -> anyhow::Result<()> {
                 .with_context(|| format!("writing {}", output.display()))?;
             eprintln!("wrote {} ({} bytes)", output.display(), component.len());
             Ok(())
-        }
-    }
-}
-
-/// The offset of the first record of `topic`/`partition` with a timestamp
-/// at or after `ms`, if any.
-fn first_at_or_after(
-    store: &crate::store::Store,
-    topic: &crate::log::TopicInfo,
-    partition: u32,
-    ms: i64,
-) -> anyhow::Result<Option<u64>> {
-    let mut from = 0;
-    loop {
-        let records = store.read(topic, partition, from, 10_000)?;
-        let Some(last) = records.last() else {
-            return Ok(None);
-        };
-        from = last.offset + 1;
-        if let Some(r) = records.iter().find(|r| r.timestamp_ms >= ms) {
-            return Ok(Some(r.offset));
         }
     }
 }

@@ -142,6 +142,10 @@ struct Worker {
     timer_failures: u32,
     /// When expired state was last swept.
     last_sweep: Instant,
+    /// Operators' reset requests, handled at batch boundaries.
+    resets: tokio::sync::mpsc::UnboundedReceiver<crate::status::ResetRequest>,
+    /// A reset request that arrived while the worker waited.
+    reset_waiting: Option<crate::status::ResetRequest>,
 }
 
 #[derive(Clone, Copy)]
@@ -175,6 +179,7 @@ impl Worker {
             spec.metrics.clone(),
             spec.events.clone(),
         );
+        let resets = spec.live.reset_requests(&spec.topic.name, spec.partition);
         Worker {
             report,
             spec,
@@ -192,6 +197,8 @@ impl Worker {
             watermark: None,
             timer_failures: 0,
             last_sweep: Instant::now(),
+            resets,
+            reset_waiting: None,
         }
     }
 
@@ -234,6 +241,16 @@ impl Worker {
         let mut paused = false;
         self.spec.resume.borrow_and_update();
         while !self.spec.cancel.is_cancelled() {
+            // A batch boundary: resets asked for meanwhile happen here.
+            while let Some(request) = self
+                .reset_waiting
+                .take()
+                .or_else(|| self.resets.try_recv().ok())
+            {
+                if self.reset(request) {
+                    paused = false;
+                }
+            }
             if self.adopt_newest() {
                 paused = false;
             }
@@ -399,6 +416,50 @@ impl Worker {
             Ok(n) => debug!(entries = n, "expired state removed"),
             Err(e) => warn!("removing expired state failed, will try again: {e}"),
         }
+    }
+
+    /// Moves the partition as an operator asked, at a batch boundary, and
+    /// answers; returns whether it moved. The worker is the partition's only
+    /// writer, so nothing races the move.
+    fn reset(&mut self, request: crate::status::ResetRequest) -> bool {
+        use crate::checkpoint::ResetState;
+        let spec = &self.spec;
+        let result = if self.source.changelog().is_some() {
+            Err("a reset in Kafka mode is not built yet: stop the members and reset the group's offsets with Kafka's tools".to_owned())
+        } else {
+            spec.store
+                .reset_offset(&spec.topic, spec.partition, request.to)
+                .and_then(|to| {
+                    let from = spec.store.reset_partition(
+                        &spec.topic,
+                        spec.partition,
+                        to,
+                        request.state,
+                    )?;
+                    Ok((from, to))
+                })
+                .map_err(|e| e.to_string())
+        };
+        let moved = result.is_ok();
+        if let Ok((from, to)) = result {
+            info!(state = ?request.state, "reset from offset {from} to {to}");
+            self.next_offset = to;
+            self.attempts = Attempts::default();
+            self.commit_failures = 0;
+            self.timer_failures = 0;
+            if request.state == ResetState::Clear {
+                // Guest memory may cache what was just forgotten.
+                self.watermark = None;
+                self.instance = None;
+            }
+            self.report.emit(Event::State(
+                PartitionState::Running,
+                Some(format!("reset from offset {from} to {to}")),
+            ));
+            self.report_timers();
+        }
+        let _ = request.done.send(result);
+        moved
     }
 
     /// Reports the partition's committed timers and watermark.
@@ -748,9 +809,10 @@ impl Worker {
     fn wait(&mut self, timeout: Option<Duration>, wake: Wake) {
         let spec = &self.spec;
         let appends = &mut self.appends;
+        let resets = &mut self.resets;
         let mut versions = spec.versions.clone();
         let mut resume = spec.resume.clone();
-        spec.rt.block_on(async {
+        self.reset_waiting = spec.rt.block_on(async {
             let sleep = tokio::time::sleep(timeout.unwrap_or(Duration::from_secs(3600)));
             let appended = async {
                 match wake {
@@ -761,11 +823,12 @@ impl Worker {
                 }
             };
             tokio::select! {
-                _ = spec.cancel.cancelled() => {}
-                _ = appended => {}
-                _ = versions.changed() => {}
-                _ = resume.changed() => {}
-                _ = sleep => {}
+                _ = spec.cancel.cancelled() => None,
+                _ = appended => None,
+                _ = versions.changed() => None,
+                _ = resume.changed() => None,
+                request = resets.recv() => request,
+                _ = sleep => None,
             }
         });
     }
