@@ -9,6 +9,11 @@ echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 (cd plugins && cargo fmt --all -- --check)
 
+echo "==> promtool: the alert rules and their unit tests (deploy/prometheus)"
+promtool=$(scripts/toolchains.sh promtool)
+"$promtool" check rules deploy/prometheus/alerts.yml
+(cd deploy/prometheus && "$promtool" test rules alerts.test.yml)
+
 echo "==> cargo check --features otlp (the optional OpenTelemetry export still builds)"
 cargo check -p linecook --features otlp --quiet
 

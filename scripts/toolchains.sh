@@ -12,6 +12,8 @@
 set -euo pipefail
 
 ZIG_VERSION=0.17.1
+# Debian's prometheus package, for promtool (alert rule checks and tests).
+PROMETHEUS_DEB=2.42.0+ds-5+deb12u1
 
 apt_install() {
   local sudo=""
@@ -43,6 +45,30 @@ linecook() {
   echo "$bin"
 }
 
+# Prints the path of promtool, unpacked from the pinned Debian package into
+# the target directory (not installed: no service is set up).
+promtool() {
+  local root
+  root=$(cd "$(dirname "$0")/.." && pwd)
+  local dir="${CARGO_TARGET_DIR:-$root/target}/tools/prometheus-$PROMETHEUS_DEB"
+  if [ ! -x "$dir/usr/bin/promtool" ]; then
+    local tmp
+    tmp=$(mktemp -d)
+    fetch() { (cd "$tmp" && apt-get download -q "prometheus=$PROMETHEUS_DEB" >/dev/null 2>&1); }
+    if ! fetch; then
+      local sudo=""
+      if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
+      $sudo apt-get update -qq
+      fetch || { echo "toolchains.sh: cannot download prometheus=$PROMETHEUS_DEB" >&2; exit 1; }
+    fi
+    mkdir -p "$dir"
+    dpkg-deb -x "$tmp"/prometheus_*.deb "$dir"
+    rm -rf "$tmp"
+    echo "==> unpacked promtool $PROMETHEUS_DEB" >&2
+  fi
+  echo "$dir/usr/bin/promtool"
+}
+
 for lang in "$@"; do
   case "$lang" in
     c)
@@ -52,6 +78,9 @@ for lang in "$@"; do
       ;;
     linecook)
       linecook
+      ;;
+    promtool)
+      promtool
       ;;
     zig)
       if ! python3 -m ziglang version >/dev/null 2>&1; then

@@ -161,7 +161,50 @@ fn metrics_parse_and_move_as_records_flow() {
         assert!(s.1.contains_key("partition"));
     }
     readme_names_the_metrics_as_scraped(&text);
+    deploy_files_query_only_scraped_series(&text);
     host.stop();
+}
+
+/// Every `linecook_*` series the Grafana dashboard and the alert rules query
+/// is one a scrape shows: a gauge, a counter's `_total`, or a histogram's
+/// `_bucket`, `_sum`, `_count`.
+fn deploy_files_query_only_scraped_series(exposition: &str) {
+    let mut series = std::collections::BTreeSet::new();
+    for line in exposition.lines().filter_map(|l| l.strip_prefix("# TYPE ")) {
+        let (name, ty) = line.split_once(' ').unwrap();
+        match ty {
+            "counter" => {
+                series.insert(format!("{name}_total"));
+            }
+            "histogram" => {
+                for suffix in ["_bucket", "_sum", "_count"] {
+                    series.insert(format!("{name}{suffix}"));
+                }
+            }
+            _ => {
+                series.insert(name.to_owned());
+            }
+        }
+    }
+    let mut checked = 0;
+    for file in [
+        "deploy/grafana/linecook.json",
+        "deploy/prometheus/alerts.yml",
+    ] {
+        let text = std::fs::read_to_string(support::workspace_root().join(file)).unwrap();
+        for (at, _) in text.match_indices("linecook_") {
+            let name: String = text[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            assert!(
+                series.contains(&name),
+                "{file} queries `{name}`, which /metrics does not export"
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked > 20, "only {checked} series names found");
 }
 
 /// Every family the host exports is in the README under the name a scrape
