@@ -162,7 +162,63 @@ fn metrics_parse_and_move_as_records_flow() {
     }
     readme_names_the_metrics_as_scraped(&text);
     deploy_files_query_only_scraped_series(&text);
+    classic_text_passes_promtool(addr.trim());
     host.stop();
+}
+
+/// Asked for the classic text format, `/metrics` serves it, and promtool
+/// (the pinned one, `scripts/toolchains.sh promtool`) lints it clean.
+fn classic_text_passes_promtool(addr: &str) {
+    let mut response = ureq::get(format!("http://{addr}/metrics"))
+        .header("Accept", "text/plain;version=0.0.4")
+        .call()
+        .unwrap();
+    let content_type = response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        content_type.starts_with("text/plain; version=0.0.4"),
+        "{content_type}"
+    );
+    let text = response.body_mut().read_to_string().unwrap();
+    assert!(!text.contains("# EOF") && !text.contains("# UNIT"));
+    assert!(
+        text.contains("# TYPE linecook_records_in_total counter"),
+        "{text}"
+    );
+    let promtool = std::process::Command::new("bash")
+        .arg(support::workspace_root().join("scripts/toolchains.sh"))
+        .arg("promtool")
+        .output()
+        .unwrap();
+    assert!(
+        promtool.status.success(),
+        "{}",
+        String::from_utf8_lossy(&promtool.stderr)
+    );
+    let promtool = String::from_utf8(promtool.stdout).unwrap();
+    let mut check = std::process::Command::new(promtool.trim())
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    check
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = check.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// Every `linecook_*` series the Grafana dashboard and the alert rules query

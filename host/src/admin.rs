@@ -157,20 +157,43 @@ async fn get_status(State(s): State<AdminState>) -> Result<impl IntoResponse, Fa
     Ok(Json(report))
 }
 
-async fn get_metrics(State(s): State<AdminState>) -> Result<impl IntoResponse, Failure> {
+/// OpenMetrics unless the scraper asks for the classic text format only
+/// (`Accept: text/plain`, as older Prometheus clients and promtool do).
+fn wants_classic_text(headers: &axum::http::HeaderMap) -> bool {
+    let accept = headers
+        .get(axum::http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    accept.contains("text/plain") && !accept.contains("application/openmetrics-text")
+}
+
+async fn get_metrics(
+    State(s): State<AdminState>,
+    headers: axum::http::HeaderMap,
+) -> Result<impl IntoResponse, Failure> {
     let text = blocking(move || {
         let plugins = s.registry.report();
         let status = status::report(&s.store, &s.config, Some(&s.live), plugins.clone())?;
         Ok(s.metrics.encode(&status, &plugins))
     })
     .await?;
-    Ok((
-        [(
-            axum::http::header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        text,
-    ))
+    Ok(if wants_classic_text(&headers) {
+        (
+            [(
+                axum::http::header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            crate::metrics::to_classic_text(&text),
+        )
+    } else {
+        (
+            [(
+                axum::http::header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            text,
+        )
+    })
 }
 
 async fn list_topics(State(s): State<AdminState>) -> Result<impl IntoResponse, Failure> {

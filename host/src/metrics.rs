@@ -91,8 +91,9 @@ pub struct Metrics {
     pub timers_fired: Family<PartitionLabels, Counter>,
     /// Timers set and not yet fired.
     pub timers_pending: Family<PartitionLabels, Gauge>,
-    /// The partition's event-time watermark, ms since the Unix epoch.
-    pub watermark: Family<PartitionLabels, Gauge>,
+    /// The partition's event-time watermark, seconds since the Unix epoch
+    /// (Prometheus names units in full).
+    pub watermark: Family<PartitionLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     /// Linear memory of each partition's instance.
     pub instance_memory: Family<PartitionLabels, Gauge>,
     /// Group rebalances (assignment changes) seen by this member.
@@ -221,9 +222,10 @@ impl Metrics {
             "Timers set and not yet fired",
             m.timers_pending.clone(),
         );
-        r.register(
-            "watermark_ms",
-            "Event-time watermark of the partition, milliseconds since the Unix epoch",
+        r.register_with_unit(
+            "watermark",
+            "Event-time watermark of the partition, as a Unix time",
+            Unit::Seconds,
             m.watermark.clone(),
         );
         r.register_with_unit(
@@ -354,5 +356,48 @@ fn catch_up(counter: &Counter, total: u64) {
     let current = counter.get();
     if total > current {
         counter.inc_by(total - current);
+    }
+}
+/// The classic Prometheus text format (0.0.4) of an OpenMetrics exposition,
+/// for scrapers that ask for it: a counter family is named with its
+/// `_total`, and the `# UNIT` and `# EOF` lines go.
+pub fn to_classic_text(openmetrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> = openmetrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|prefix| {
+            let rest = line.strip_prefix(prefix)?;
+            let (name, tail) = rest.split_once(' ')?;
+            counters
+                .contains(name)
+                .then(|| format!("{prefix}{name}_total {tail}"))
+        });
+        match renamed {
+            Some(line) => out.push_str(&line),
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_classic_text_names_counters_with_total_and_drops_unit_and_eof() {
+        let openmetrics = "# HELP linecook_batches Batches committed.\n# TYPE linecook_batches counter\nlinecook_batches_total{topic=\"in\"} 3\n# HELP linecook_swap_pause_seconds Swap pauses.\n# TYPE linecook_swap_pause_seconds histogram\n# UNIT linecook_swap_pause_seconds seconds\nlinecook_swap_pause_seconds_sum 0.5\n# HELP linecook_owned_partitions Owned.\n# TYPE linecook_owned_partitions gauge\nlinecook_owned_partitions 2\n# EOF\n";
+        assert_eq!(
+            to_classic_text(openmetrics),
+            "# HELP linecook_batches_total Batches committed.\n# TYPE linecook_batches_total counter\nlinecook_batches_total{topic=\"in\"} 3\n# HELP linecook_swap_pause_seconds Swap pauses.\n# TYPE linecook_swap_pause_seconds histogram\nlinecook_swap_pause_seconds_sum 0.5\n# HELP linecook_owned_partitions Owned.\n# TYPE linecook_owned_partitions gauge\nlinecook_owned_partitions 2\n"
+        );
     }
 }

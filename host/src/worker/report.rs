@@ -234,7 +234,9 @@ impl Reporter {
                     .get_or_create(&self.labels)
                     .set(pending as i64);
                 if let Some(w) = watermark {
-                    m.watermark.get_or_create(&self.labels).set(w);
+                    m.watermark
+                        .get_or_create(&self.labels)
+                        .set(w as f64 / 1000.0);
                 }
             }
             Event::CannotCommit { digest, reason } => self.tell(WorkerEvent::CannotCommit {
