@@ -758,11 +758,12 @@ impl Worker {
         });
         match commit {
             Ok(()) => {
-                if !effects.timers.is_empty()
-                    || !effects.fired.is_empty()
-                    || effects.watermark.is_some()
-                {
+                // Timers changed: count them again (a read). The watermark
+                // alone, which moves with nearly every batch, is known here.
+                if !effects.timers.is_empty() || !effects.fired.is_empty() {
                     self.report_timers();
+                } else if let Some(watermark) = effects.watermark {
+                    self.report.emit(Event::Watermark(watermark));
                 }
                 self.report.emit(Event::Committed {
                     digest: &version.digest,

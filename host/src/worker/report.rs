@@ -68,6 +68,8 @@ pub(super) enum Event<'a> {
         pending: u64,
         watermark: Option<i64>,
     },
+    /// The partition's watermark moved (timers unchanged).
+    Watermark(i64),
     /// `digest`'s batches cannot be committed (what they emit is refused).
     CannotCommit { digest: &'a str, reason: String },
 }
@@ -234,10 +236,13 @@ impl Reporter {
                     .get_or_create(&self.labels)
                     .set(pending as i64);
                 if let Some(w) = watermark {
-                    m.watermark
-                        .get_or_create(&self.labels)
-                        .set(w as f64 / 1000.0);
+                    self.emit(Event::Watermark(w));
                 }
+            }
+            Event::Watermark(w) => {
+                m.watermark
+                    .get_or_create(&self.labels)
+                    .set(w as f64 / 1000.0);
             }
             Event::CannotCommit { digest, reason } => self.tell(WorkerEvent::CannotCommit {
                 partition,
