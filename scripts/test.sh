@@ -18,10 +18,12 @@ echo "==> cargo check --features otlp (the optional OpenTelemetry export still b
 cargo check -p linecook --features otlp --quiet
 
 echo "==> cargo test"
-rm -f target/conformance.md
+# The conformance test writes its table into the target directory.
+table="${CARGO_TARGET_DIR:-target}/conformance.md"
+rm -f "$table"
 cargo test --workspace "$@"
 
-if [ -f target/conformance.md ]; then
+if [ -f "$table" ]; then
   echo "==> conformance (tests/conformance.rs): languages x checks"
-  cat target/conformance.md
+  cat "$table"
 fi
