@@ -427,17 +427,23 @@ impl<'de> Deserialize<'de> for Rollout {
 impl RouteConfig {
     /// The route config as the string pairs a plugin receives.
     pub fn plugin_config(&self) -> Vec<(String, String)> {
-        self.config
-            .iter()
-            .map(|(k, v)| {
-                let v = match v {
-                    toml::Value::String(s) => s.clone(),
-                    other => other.to_string(),
-                };
-                (k.clone(), v)
-            })
-            .collect()
+        plugin_config(&self.config)
     }
+}
+
+/// A `config` table as the string pairs a plugin's `init` receives: strings
+/// as they are, numbers and booleans as TOML writes them.
+pub fn plugin_config(config: &BTreeMap<String, toml::Value>) -> Vec<(String, String)> {
+    config
+        .iter()
+        .map(|(k, v)| {
+            let v = match v {
+                toml::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            (k.clone(), v)
+        })
+        .collect()
 }
 
 fn default_data_dir() -> PathBuf {

@@ -360,17 +360,7 @@ pub fn run(runtime: &Runtime, path: &Path, fixture: &Fixture) -> anyhow::Result<
         version: digest.clone(),
         topic: fixture.topic.clone(),
         partition: 0,
-        config: fixture
-            .config
-            .iter()
-            .map(|(k, v)| {
-                let v = match v {
-                    toml::Value::String(s) => s.clone(),
-                    other => other.to_string(),
-                };
-                (k.clone(), v)
-            })
-            .collect(),
+        config: crate::config::plugin_config(&fixture.config),
     };
     let start = |partition: &Partition| -> anyhow::Result<Instance> {
         let labels = Labels {
