@@ -9,7 +9,7 @@
 //! directory. The component implements contract `linecook:handler@0.2.0`.
 //!
 //! ```no_run
-//! use linecook_guest::{emit, export_handler, state, Context, Error, Handler, Record};
+//! use linecook_guest::{emit, export_handler, state, Batch, Context, Error, Handler};
 //!
 //! /// Counts records per key and emits `"<key>:<count>"` to the route's `output` topic.
 //! struct Counter {
@@ -22,16 +22,16 @@
 //!         Ok(Counter { output: output.to_owned() })
 //!     }
 //!
-//!     fn handle(&mut self, batch: Vec<Record>) -> Result<(), Error> {
+//!     fn handle(&mut self, batch: Batch<'_>) -> Result<(), Error> {
 //!         for record in batch {
 //!             let key = record.key.unwrap_or_default();
-//!             let count = state::get(&key)
+//!             let count = state::get(key)
 //!                 .and_then(|v| String::from_utf8(v).ok()?.parse::<u64>().ok())
 //!                 .unwrap_or(0)
 //!                 + 1;
-//!             state::set(&key, count.to_string().as_bytes());
-//!             let line = format!("{}:{count}", String::from_utf8_lossy(&key));
-//!             emit::send(&self.output, Some(&key), line.as_bytes());
+//!             state::set(key, count.to_string().as_bytes());
+//!             let line = format!("{}:{count}", String::from_utf8_lossy(key));
+//!             emit::send(&self.output, Some(key), line.as_bytes());
 //!         }
 //!         Ok(())
 //!     }
@@ -39,6 +39,14 @@
 //!
 //! export_handler!(Counter);
 //! ```
+//!
+//! # Speed
+//! The component exports the packed batch path too: the host passes a whole
+//! batch as one buffer and your handler gets [`Record`]s borrowed from it,
+//! with no allocation per record. [`emit`]s and [`state`] writes collect in
+//! the guest and go back to the host in one buffer when `handle` returns;
+//! [`state::get`] asks the host once per key per batch. Nothing changes in
+//! what a handler may rely on.
 //!
 //! # What the host guarantees
 //! - Everything one `handle` (or `on_timers`) call does — [`state`] writes,
@@ -65,7 +73,7 @@ use std::collections::BTreeMap;
 #[allow(clippy::too_many_arguments)]
 pub mod wit {
     wit_bindgen::generate!({
-        world: "handler",
+        world: "packed-handler",
         path: "../wit/0.2.0",
         pub_export_macro: true,
         export_macro_name: "__linecook_export_world",
@@ -81,13 +89,17 @@ pub mod wit {
 pub use wit_bindgen as __wit_bindgen;
 
 use wit::exports::linecook::handler::guest as wit_guest;
+use wit::exports::linecook::handler::packed as wit_packed;
 use wit::linecook::handler::{log as wit_log, types as wit_types};
 
-/// A record read from the partition this instance serves.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Record {
+mod packed;
+
+/// A record read from the partition this instance serves, borrowed from the
+/// batch: copy what must outlive the `handle` call.
+#[derive(Debug, Clone, Copy)]
+pub struct Record<'a> {
     /// The source topic.
-    pub topic: String,
+    pub topic: &'a str,
     /// The source partition.
     pub partition: u32,
     /// The record's offset in its partition.
@@ -95,12 +107,131 @@ pub struct Record {
     /// When the record was appended, in milliseconds since the Unix epoch.
     pub timestamp_ms: i64,
     /// The key; `None` for keyless records.
-    pub key: Option<Vec<u8>>,
+    pub key: Option<&'a [u8]>,
     /// The value.
-    pub value: Vec<u8>,
-    /// Headers as (name, value) pairs, in order.
-    pub headers: Vec<(String, Vec<u8>)>,
+    pub value: &'a [u8],
+    /// Headers, in order.
+    pub headers: Headers<'a>,
 }
+
+/// A record's headers: (name, value) pairs, in order.
+#[derive(Clone, Copy)]
+pub struct Headers<'a>(HeadersOf<'a>);
+
+#[derive(Clone, Copy)]
+enum HeadersOf<'a> {
+    Typed(&'a [wit_types::HeaderResult]),
+    Packed { count: u16, bytes: &'a [u8] },
+}
+
+impl<'a> Headers<'a> {
+    /// The (name, value) pairs, in order.
+    pub fn iter(&self) -> impl Iterator<Item = (&'a str, &'a [u8])> + 'a {
+        let (typed, packed) = match self.0 {
+            HeadersOf::Typed(list) => (list, None),
+            HeadersOf::Packed { count, bytes } => {
+                (&[][..], Some(packed::HeaderIter { count, bytes }))
+            }
+        };
+        typed
+            .iter()
+            .map(|h| (h.key.as_str(), h.value.as_slice()))
+            .chain(packed.into_iter().flatten())
+    }
+
+    /// The value of the first header called `name`.
+    pub fn get(&self, name: &str) -> Option<&'a [u8]> {
+        self.iter().find(|(n, _)| *n == name).map(|(_, v)| v)
+    }
+
+    /// How many there are.
+    pub fn len(&self) -> usize {
+        match self.0 {
+            HeadersOf::Typed(list) => list.len(),
+            HeadersOf::Packed { count, .. } => count as usize,
+        }
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl std::fmt::Debug for Headers<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
+/// One batch: consecutive records of the partition, in offset order. An
+/// iterator of [`Record`]s borrowed from the host's buffer; clone it (cheap)
+/// to go over the records again.
+#[derive(Debug, Clone)]
+pub struct Batch<'a>(BatchOf<'a>);
+
+#[derive(Debug, Clone)]
+enum BatchOf<'a> {
+    Typed(std::slice::Iter<'a, wit_types::StreamRecord>),
+    Packed(packed::Records<'a>),
+}
+
+impl<'a> Batch<'a> {
+    /// The records not yet iterated, as a new iterator.
+    pub fn iter(&self) -> Batch<'a> {
+        self.clone()
+    }
+
+    /// The first record not yet iterated.
+    pub fn first(&self) -> Option<Record<'a>> {
+        self.clone().next()
+    }
+
+    /// Whether no records remain.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl<'a> Iterator for Batch<'a> {
+    type Item = Record<'a>;
+
+    fn next(&mut self) -> Option<Record<'a>> {
+        match &mut self.0 {
+            BatchOf::Typed(records) => records.next().map(|r| Record {
+                topic: &r.topic,
+                partition: r.partition,
+                offset: r.offset,
+                timestamp_ms: r.timestamp_ms,
+                key: r.key.as_deref(),
+                value: &r.value,
+                headers: Headers(HeadersOf::Typed(&r.headers)),
+            }),
+            BatchOf::Packed(records) => records.next().map(|r| Record {
+                topic: r.topic,
+                partition: r.partition,
+                offset: r.offset,
+                timestamp_ms: r.timestamp_ms,
+                key: r.key,
+                value: r.value,
+                headers: Headers(HeadersOf::Packed {
+                    count: r.header_count,
+                    bytes: r.headers,
+                }),
+            }),
+        }
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let n = match &self.0 {
+            BatchOf::Typed(records) => records.len(),
+            BatchOf::Packed(records) => records.len(),
+        };
+        (n, Some(n))
+    }
+}
+
+impl ExactSizeIterator for Batch<'_> {}
 
 /// What an instance is told once, before its first batch.
 #[derive(Debug, Clone)]
@@ -148,7 +279,7 @@ pub trait Handler: Sized + 'static {
     fn init(ctx: &Context) -> Result<Self, String>;
 
     /// Processes one batch of consecutive records of the partition.
-    fn handle(&mut self, batch: Vec<Record>) -> Result<(), Error>;
+    fn handle(&mut self, batch: Batch<'_>) -> Result<(), Error>;
 
     /// Processes timers that came due (see [`timers`]), between batches,
     /// earliest first. `Error::Poison { index }` names a timer of `due`.
@@ -242,29 +373,55 @@ pub mod state {
 
     /// The value stored under `key`, if any (including this batch's writes).
     pub fn get(key: &[u8]) -> Option<Vec<u8>> {
-        wit_state::get(key)
+        crate::packed::get(key).unwrap_or_else(|| wit_state::get(key))
+    }
+
+    /// Reads the values of `keys` in one host call, so the [`get`]s that
+    /// follow in this batch cost no boundary crossing. Worth it when a
+    /// handler reads state by something it knows up front, such as the
+    /// records' keys:
+    ///
+    /// ```no_run
+    /// # use linecook_guest::{state, Batch};
+    /// # fn handle(batch: Batch<'_>) {
+    /// state::prefetch(batch.iter().map(|r| r.key.unwrap_or_default()));
+    /// # }
+    /// ```
+    ///
+    /// Values are cached for the current packed call only; through the
+    /// typed interface this does nothing.
+    pub fn prefetch<'k>(keys: impl IntoIterator<Item = &'k [u8]>) {
+        crate::packed::prefetch(keys);
     }
 
     /// Stores `value` under `key`; durable with the batch's checkpoint.
     pub fn set(key: &[u8], value: &[u8]) {
-        wit_state::set(key, value)
+        if !crate::packed::write(key, Some(value), None) {
+            wit_state::set(key, value)
+        }
     }
 
     /// Stores `value` under `key` until `ttl_ms` milliseconds after the
     /// batch's checkpoint; then it is gone. Setting the key again restarts
     /// the time.
     pub fn set_with_ttl(key: &[u8], value: &[u8], ttl_ms: u64) {
-        wit_state::set_with_ttl(key, value, ttl_ms)
+        if !crate::packed::write(key, Some(value), Some(ttl_ms)) {
+            wit_state::set_with_ttl(key, value, ttl_ms)
+        }
     }
 
     /// Removes `key`; durable with the batch's checkpoint.
     pub fn delete(key: &[u8]) {
-        wit_state::delete(key)
+        if !crate::packed::write(key, None, None) {
+            wit_state::delete(key)
+        }
     }
 
     /// All entries whose key starts with `prefix`, in key order, fetched from
     /// the host a page at a time as the iterator advances.
     pub fn scan(prefix: &[u8]) -> Scan {
+        // The host merges its committed entries with the writes it knows.
+        crate::packed::flush_writes();
         Scan {
             prefix: prefix.to_vec(),
             last: None,
@@ -294,6 +451,7 @@ pub mod state {
                 if self.done {
                     return None;
                 }
+                crate::packed::flush_writes();
                 let page = wit_state::scan(&self.prefix, self.last.as_deref(), SCAN_PAGE);
                 self.done = page.is_empty();
                 self.page = page.into_iter();
@@ -310,6 +468,9 @@ pub mod emit {
     /// Sends `value` with `key` to `topic`. The record is written with the
     /// batch's checkpoint, exactly once, and never if the batch fails.
     pub fn send(topic: &str, key: Option<&[u8]>, value: &[u8]) {
+        if crate::packed::emit(topic, key, value, &[], None) {
+            return;
+        }
         wit_emit::send(OutputRecord {
             topic,
             key,
@@ -322,6 +483,9 @@ pub mod emit {
     /// Like [`send`], with the output's timestamp (a window's end, say)
     /// instead of the commit time.
     pub fn send_at(topic: &str, key: Option<&[u8]>, value: &[u8], timestamp_ms: i64) {
+        if crate::packed::emit(topic, key, value, &[], Some(timestamp_ms)) {
+            return;
+        }
         wit_emit::send(OutputRecord {
             topic,
             key,
@@ -338,6 +502,9 @@ pub mod emit {
         value: &[u8],
         headers: &[(&str, &[u8])],
     ) {
+        if crate::packed::emit(topic, key, value, headers, None) {
+            return;
+        }
         let headers: Vec<HeaderParam<'_>> = headers
             .iter()
             .map(|&(key, value)| HeaderParam { key, value })
@@ -379,12 +546,12 @@ pub mod log {
 }
 
 trait ErasedHandler {
-    fn handle(&mut self, batch: Vec<Record>) -> Result<(), Error>;
+    fn handle(&mut self, batch: Batch<'_>) -> Result<(), Error>;
     fn on_timers(&mut self, due: Vec<DueTimer>) -> Result<(), Error>;
 }
 
 impl<H: Handler> ErasedHandler for H {
-    fn handle(&mut self, batch: Vec<Record>) -> Result<(), Error> {
+    fn handle(&mut self, batch: Batch<'_>) -> Result<(), Error> {
         Handler::handle(self, batch)
     }
 
@@ -438,19 +605,20 @@ fn with_instance(
 
 #[doc(hidden)]
 pub fn __handle(batch: Vec<wit_types::StreamRecord>) -> Result<(), wit_types::HandlerError> {
-    let batch = batch
-        .into_iter()
-        .map(|r| Record {
-            topic: r.topic,
-            partition: r.partition,
-            offset: r.offset,
-            timestamp_ms: r.timestamp_ms,
-            key: r.key,
-            value: r.value,
-            headers: r.headers.into_iter().map(|h| (h.key, h.value)).collect(),
-        })
-        .collect();
-    with_instance("handle", |h| h.handle(batch))
+    with_instance("handle", |h| h.handle(Batch(BatchOf::Typed(batch.iter()))))
+}
+
+#[doc(hidden)]
+pub fn __handle_packed(batch: Vec<u8>) -> Result<Vec<u8>, wit_types::HandlerError> {
+    packed::begin();
+    let records = Batch(BatchOf::Packed(packed::Records::new(&batch)));
+    match with_instance("handle-packed", |h| h.handle(records)) {
+        Ok(()) => Ok(packed::finish().expect("begun above")),
+        Err(e) => {
+            packed::abandon();
+            Err(e)
+        }
+    }
 }
 
 #[doc(hidden)]
@@ -471,9 +639,11 @@ pub fn __on_timers(due: Vec<wit_types::DueTimer>) -> Result<(), wit_types::Handl
 
 #[doc(hidden)]
 pub use wit_guest::Guest as __Guest;
+#[doc(hidden)]
+pub use wit_packed::Guest as __PackedGuest;
 
-/// Exports a [`Handler`] type as the component's `handler` world
-/// (`linecook:handler@0.2.0`).
+/// Exports a [`Handler`] type as the component's `packed-handler` world
+/// (`linecook:handler@0.2.0`): `guest` and the packed batch path.
 ///
 /// Call it once, at the top level of the crate.
 #[macro_export]
@@ -501,6 +671,17 @@ macro_rules! export_handler {
                 ) -> ::core::result::Result<(), $crate::wit::linecook::handler::types::HandlerError>
                 {
                     $crate::__on_timers(due)
+                }
+            }
+
+            impl $crate::__PackedGuest for __LinecookHandler {
+                fn handle_packed(
+                    batch: ::std::vec::Vec<u8>,
+                ) -> ::core::result::Result<
+                    ::std::vec::Vec<u8>,
+                    $crate::wit::linecook::handler::types::HandlerError,
+                > {
+                    $crate::__handle_packed(batch)
                 }
             }
 

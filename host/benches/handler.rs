@@ -1,7 +1,10 @@
-//! Handler call cost: the same handler as a WASM component and compiled
-//! natively into the host, behind the same trait, for batches of 1 to 1000
-//! records of 100 bytes. Criterion measures; a markdown table of ns/record
-//! and the WASM/native ratio is printed at the end.
+//! Handler call cost: the same handler as a WASM component — called through
+//! the typed interface (`guest.handle`, a canonical-ABI list per record and
+//! a host call per output) and through the packed path (`handle-packed`, one
+//! buffer each way) — and compiled natively into the host, behind the same
+//! trait, for batches of 1 to 1000 records of 100 bytes. Criterion
+//! measures; a markdown table of ns/record and the WASM/native ratios is
+//! printed at the end.
 //!
 //! Run: `cargo bench -p linecook --bench handler`
 
@@ -14,13 +17,14 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use common::{BatchHandler, HANDLERS, MemState, Native, Wasm};
+use common::{BatchHandler, HANDLERS, MemState, Native, WasmAs};
 use criterion::{BenchmarkId, Criterion};
-use linecook::runtime::Runtime;
+use linecook::runtime::{Runtime, Shape};
 
 const BATCHES: [usize; 4] = [1, 10, 100, 1000];
 
-/// (handler, batch, "wasm" | "native") → ns/record of each criterion sample.
+/// (handler, batch, "typed" | "packed" | "native") → ns/record of each
+/// criterion sample.
 type Samples = BTreeMap<(&'static str, usize, &'static str), Vec<f64>>;
 
 fn main() {
@@ -37,10 +41,13 @@ fn main() {
         let prepared = common::prepare(&runtime, plugins, name);
         let mut group = c.benchmark_group(name);
         for batch in BATCHES {
-            let mut wasm = Wasm(common::instance(&prepared, name));
+            assert!(prepared.packed(), "{name} exports the packed path");
+            let mut typed = WasmAs(common::instance(&prepared, name), Shape::V2);
+            let mut packed = WasmAs(common::instance(&prepared, name), Shape::Packed);
             let mut native = Native::new(name);
             for (kind, handler) in [
-                ("wasm", &mut wasm as &mut dyn BatchHandler),
+                ("typed", &mut typed as &mut dyn BatchHandler),
+                ("packed", &mut packed as &mut dyn BatchHandler),
                 ("native", &mut native as &mut dyn BatchHandler),
             ] {
                 // Each in its own record type, built once, outside the timing.
@@ -74,15 +81,23 @@ fn main() {
         v[v.len() / 2]
     };
     let samples = samples.borrow();
-    println!("\n| handler | batch | native ns/record | WASM ns/record | WASM / native |");
-    println!("|---|---|---|---|---|");
+    println!(
+        "\n| handler | batch | native ns/record | typed ns/record | typed / native | packed ns/record | packed / native |"
+    );
+    println!("|---|---|---|---|---|---|---|");
     for name in HANDLERS {
         for batch in BATCHES {
-            let native = median(&samples[&(name, batch, "native")]);
-            let wasm = median(&samples[&(name, batch, "wasm")]);
+            // A filter on the command line (`-- counter/packed`) leaves rows out.
+            let get = |kind| samples.get(&(name, batch, kind)).map(median);
+            let (Some(native), Some(typed), Some(packed)) =
+                (get("native"), get("typed"), get("packed"))
+            else {
+                continue;
+            };
             println!(
-                "| {name} | {batch} | {native:.0} | {wasm:.0} | {:.1}× |",
-                wasm / native
+                "| {name} | {batch} | {native:.0} | {typed:.0} | {:.1}× | {packed:.0} | {:.2}× |",
+                typed / native,
+                packed / native
             );
         }
     }

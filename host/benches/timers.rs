@@ -311,7 +311,7 @@ fn lateness(runtime: &Runtime, n: usize, batch_size: usize) -> (Vec<f64>, f64, u
             }
         }
         let end = read.last().unwrap().offset + 1;
-        let batch = Batch::new(instance.contract(), "in", read);
+        let batch = Batch::new(instance.shape(), "in", read);
         let reader = store.partition_state_at(&input, 0, now).unwrap();
         let time = CallTime {
             now_ms: now,

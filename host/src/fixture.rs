@@ -404,7 +404,7 @@ pub fn run(runtime: &Runtime, path: &Path, fixture: &Fixture) -> anyhow::Result<
                 records.iter().map(|r| r.timestamp_ms),
                 fixture.allowed_lateness_ms,
             );
-            let batch = Batch::new(instance.contract(), &fixture.topic, records);
+            let batch = Batch::new(instance.shape(), &fixture.topic, records);
             match instance.handle(&batch, Box::new(partition.clone()), time(&partition)) {
                 Ok((mut effects, _)) => {
                     effects.watermark = watermark;

@@ -146,7 +146,7 @@ mod tests {
 
 /// The effects of one successful `handle` (or `on-timers`) call, not yet
 /// durable.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, PartialEq, Eq)]
 pub struct BatchEffects {
     /// State writes by key: `Some(value)` sets, `None` deletes.
     pub state: BTreeMap<Vec<u8>, Option<Vec<u8>>>,

@@ -11,7 +11,7 @@ use linecook::config::Limits;
 use linecook::record::OutputRecord;
 use linecook::record::{BatchEffects, LogRecord};
 use linecook::runtime::bindings::Context;
-use linecook::runtime::{Batch, CallTime, Instance, Labels, Prepared, Runtime};
+use linecook::runtime::{Batch, CallTime, Instance, Labels, Prepared, Runtime, Shape};
 use linecook::store::StoreError;
 
 /// The handlers measured, by plugin name.
@@ -25,12 +25,30 @@ pub trait BatchHandler {
     fn handle(&mut self, batch: &Batch, reader: Box<dyn StateReader>) -> BatchEffects;
 }
 
-/// A WASM component instance.
+/// A WASM component instance, called the way the worker would call it.
 pub struct Wasm(pub Instance);
+
+/// A WASM component instance called through one interface: `Shape::V2`
+/// forces the typed `guest.handle` on a component that also exports the
+/// packed path.
+pub struct WasmAs(pub Instance, pub Shape);
 
 impl BatchHandler for Wasm {
     fn batch(&self, records: Vec<LogRecord>) -> Batch {
-        Batch::new(self.0.contract(), "in", records)
+        Batch::new(self.0.shape(), "in", records)
+    }
+
+    fn handle(&mut self, batch: &Batch, reader: Box<dyn StateReader>) -> BatchEffects {
+        self.0
+            .handle(batch, reader, CallTime::default())
+            .expect("the handler succeeds")
+            .0
+    }
+}
+
+impl BatchHandler for WasmAs {
+    fn batch(&self, records: Vec<LogRecord>) -> Batch {
+        Batch::new(self.1, "in", records)
     }
 
     fn handle(&mut self, batch: &Batch, reader: Box<dyn StateReader>) -> BatchEffects {
@@ -58,7 +76,7 @@ impl Native {
 
 impl BatchHandler for Native {
     fn batch(&self, records: Vec<LogRecord>) -> Batch {
-        Batch::new(linecook::runtime::Contract::V0_1, "in", records)
+        Batch::new(Shape::V1, "in", records)
     }
 
     fn handle(&mut self, batch: &Batch, reader: Box<dyn StateReader>) -> BatchEffects {

@@ -360,7 +360,7 @@ pub(super) fn check_plugin(file: &std::path::Path, init: CheckInit) -> anyhow::R
         file.display(),
         prepared.contract(),
         if prepared.packed() {
-            " (exports the packed path; this host calls guest.handle)"
+            " with the packed batch path (the host calls handle-packed)"
         } else {
             ""
         }

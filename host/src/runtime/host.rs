@@ -343,6 +343,46 @@ impl HostState {
         Ok(())
     }
 
+    /// Applies an effects buffer returned by `handle-packed`, entry by
+    /// entry through the same checks as the imports (limits, TTL and timer
+    /// rules). A malformed buffer fails the call as a trap would.
+    pub(crate) fn apply_packed(&mut self, buf: &[u8]) -> wasmtime::Result<()> {
+        use super::packed::Effect;
+        for effect in super::packed::decode_effects(buf)? {
+            match effect {
+                Effect::Output {
+                    topic,
+                    key,
+                    value,
+                    headers,
+                    timestamp_ms,
+                } => self.emit_send(record::OutputRecord {
+                    topic: topic.to_owned(),
+                    key: key.map(<[u8]>::to_vec),
+                    value: value.to_vec(),
+                    headers: headers
+                        .into_iter()
+                        .map(|(k, v)| (k.to_owned(), v.to_vec()))
+                        .collect(),
+                    timestamp_ms,
+                })?,
+                Effect::Set { key, value, ttl_ms } => {
+                    self.state_set(key.to_vec(), value.to_vec(), ttl_ms)?
+                }
+                Effect::Delete { key } => self.state_delete(key.to_vec())?,
+                Effect::Timer {
+                    domain,
+                    due_ms,
+                    key,
+                } => self.timer_change("timers.set", key.to_vec(), domain, Some(due_ms))?,
+                Effect::Cancel { domain, key } => {
+                    self.timer_change("timers.cancel", key.to_vec(), domain, None)?
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn timer_get(&mut self, key: Vec<u8>, domain: TimeDomain) -> wasmtime::Result<Option<i64>> {
         let scope = self.scope("timers.get")?;
         if let Some(change) = scope.effects.timers.get(&(domain, key.clone())) {

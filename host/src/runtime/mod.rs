@@ -13,12 +13,13 @@
 
 pub mod bindings;
 mod host;
+pub mod packed;
 mod stdio;
 
 use std::time::Instant;
 
 use wasmtime::component::types::{ComponentExtern, ComponentItem};
-use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::component::{Component, ComponentExportIndex, Func, HasSelf, Linker};
 use wasmtime::{Engine, Trap};
 
 use crate::checkpoint::StateReader;
@@ -242,7 +243,8 @@ impl std::fmt::Debug for Runtime {
 #[derive(Clone)]
 pub struct Prepared {
     pre: Pre,
-    packed: bool,
+    /// `packed.handle-packed`, when exported.
+    packed: Option<ComponentExportIndex>,
 }
 
 #[derive(Clone)]
@@ -260,10 +262,10 @@ impl Prepared {
         }
     }
 
-    /// Whether it exports 0.2.0's packed batch path (not called yet: the
-    /// host uses `guest.handle` for every component).
+    /// Whether it exports 0.2.0's packed batch path, which the host then
+    /// calls instead of `guest.handle`.
     pub fn packed(&self) -> bool {
-        self.packed
+        self.packed.is_some()
     }
 
     fn engine(&self) -> &Engine {
@@ -332,7 +334,14 @@ impl Runtime {
         let exports: Vec<&str> = ty.exports(&self.engine).map(|(name, _)| name).collect();
         let contract = Contract::of_exports(exports.iter().copied())
             .ok_or_else(|| PrepareError::NoContract(list_or_nothing(&exports)))?;
-        let packed = exports.contains(&PACKED_0_2);
+        let packed = component
+            .get_export_index(None, PACKED_0_2)
+            .and_then(|iface| component.get_export_index(Some(&iface), "handle-packed"));
+        if exports.contains(&PACKED_0_2) && packed.is_none() {
+            return Err(PrepareError::World(wasmtime::Error::msg(format!(
+                "{PACKED_0_2} does not export `handle-packed`"
+            ))));
+        }
         let instance_pre = self
             .linker
             .instantiate_pre(component)
@@ -345,6 +354,7 @@ impl Runtime {
                 Pre::V2(v2::HandlerPre::new(instance_pre).map_err(PrepareError::World)?)
             }
         };
+        let packed = packed.filter(|_| contract == Contract::V0_2);
         Ok(Prepared { pre, packed })
     }
 
@@ -382,27 +392,60 @@ fn check_header(bytes: &[u8]) -> Result<(), PrepareError> {
     Ok(())
 }
 
-/// A batch, in the record type of the contract of the instance that will
-/// handle it: records are moved in, never copied.
+/// How an instance takes its batches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// 0.1.0's `handle(list<stream-record>)`.
+    V1,
+    /// 0.2.0's `guest.handle(list<stream-record>)`.
+    V2,
+    /// 0.2.0's `packed.handle-packed(list<u8>)`: one buffer in, one out.
+    Packed,
+}
+
+/// A batch, in the form the instance that will handle it takes: typed
+/// records are moved in, never copied; a packed batch is one buffer.
 #[derive(Debug)]
 pub enum Batch {
     /// For a 0.1.0 instance.
     V1(Vec<StreamRecord>),
-    /// For a 0.2.0 instance.
+    /// For a 0.2.0 instance called through `guest.handle`.
     V2(Vec<v2::linecook::handler::types::StreamRecord>),
+    /// For a 0.2.0 instance called through `handle-packed`: the records
+    /// (for dead letters) and their encoding in batch layout v1.
+    Packed {
+        /// The records, as read.
+        records: Vec<LogRecord>,
+        /// Their source topic.
+        topic: String,
+        /// The buffer the guest gets.
+        buf: Vec<u8>,
+    },
 }
 
 impl Batch {
-    /// `records` of `topic` for an instance of `contract`.
-    pub fn new(contract: Contract, topic: &str, records: Vec<LogRecord>) -> Batch {
-        match contract {
-            Contract::V0_1 => Batch::V1(
+    /// `records` of `topic` for an instance that takes `shape`. A batch the
+    /// packed layout cannot carry (a record with more than 65,535 headers)
+    /// goes through the typed interface.
+    pub fn new(shape: Shape, topic: &str, records: Vec<LogRecord>) -> Batch {
+        match shape {
+            Shape::Packed if packed::fits(&records) => {
+                let mut buf = Vec::new();
+                let partition = records.first().map_or(0, |r| r.partition);
+                packed::encode_batch(topic, partition, &records, &mut buf);
+                Batch::Packed {
+                    records,
+                    topic: topic.to_owned(),
+                    buf,
+                }
+            }
+            Shape::V1 => Batch::V1(
                 records
                     .into_iter()
                     .map(|r| crate::worker::to_stream_record(topic, r))
                     .collect(),
             ),
-            Contract::V0_2 => Batch::V2(
+            Shape::V2 | Shape::Packed => Batch::V2(
                 records
                     .into_iter()
                     .map(|r| v2::linecook::handler::types::StreamRecord {
@@ -428,6 +471,7 @@ impl Batch {
         match self {
             Batch::V1(b) => b.len(),
             Batch::V2(b) => b.len(),
+            Batch::Packed { records, .. } => records.len(),
         }
     }
 
@@ -441,6 +485,7 @@ impl Batch {
         match self {
             Batch::V1(b) => b.iter().map(|r| r.offset).collect(),
             Batch::V2(b) => b.iter().map(|r| r.offset).collect(),
+            Batch::Packed { records, .. } => records.iter().map(|r| r.offset).collect(),
         }
     }
 
@@ -449,6 +494,7 @@ impl Batch {
         match self {
             Batch::V1(b) => b.iter().map(|r| r.timestamp_ms).collect(),
             Batch::V2(b) => b.iter().map(|r| r.timestamp_ms).collect(),
+            Batch::Packed { records, .. } => records.iter().map(|r| r.timestamp_ms).collect(),
         }
     }
 
@@ -456,6 +502,9 @@ impl Batch {
     pub fn record(&self, index: usize) -> StreamRecord {
         match self {
             Batch::V1(b) => b[index].clone(),
+            Batch::Packed { records, topic, .. } => {
+                crate::worker::to_stream_record(topic, records[index].clone())
+            }
             Batch::V2(b) => {
                 let r = &b[index];
                 StreamRecord {
@@ -500,7 +549,13 @@ enum Bindings {
 pub struct Instance {
     store: wasmtime::Store<HostState>,
     bindings: Bindings,
+    /// `handle-packed`, when the component exports it.
+    packed: Option<Func>,
 }
+
+/// `handle-packed`'s signature.
+type PackedCall<'a> = (&'a [u8],);
+type PackedResult = (Result<Vec<u8>, v2::linecook::handler::types::HandlerError>,);
 
 impl std::fmt::Debug for Instance {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -525,10 +580,25 @@ impl Instance {
         store.epoch_deadline_trap();
         store.set_epoch_deadline(deadline_ticks(&limits));
         let instantiated = match &prepared.pre {
-            Pre::V1(pre) => pre.instantiate(&mut store).map(Bindings::V1),
-            Pre::V2(pre) => pre.instantiate(&mut store).map(Bindings::V2),
+            Pre::V1(pre) => pre.instantiate(&mut store).map(|b| (Bindings::V1(b), None)),
+            Pre::V2(pre) => pre.instance_pre().instantiate(&mut store).and_then(|i| {
+                let bindings = v2::Handler::new(&mut store, &i)?;
+                let packed = match &prepared.packed {
+                    Some(index) => {
+                        let func = i.get_func(&mut store, index).ok_or_else(|| {
+                            wasmtime::Error::msg("handle-packed is not a function")
+                        })?;
+                        // A wrong signature refuses the version here, not at its
+                        // first batch.
+                        func.typed::<PackedCall<'_>, PackedResult>(&store)?;
+                        Some(func)
+                    }
+                    None => None,
+                };
+                Ok((Bindings::V2(bindings), packed))
+            }),
         };
-        let bindings = match instantiated {
+        let (bindings, packed) = match instantiated {
             Ok(bindings) => bindings,
             Err(e) => {
                 return Err(match store.data_mut().limit_hit.take() {
@@ -560,7 +630,11 @@ impl Instance {
         };
         let ran = started.elapsed();
         store.data_mut().scope = None;
-        let mut instance = Instance { store, bindings };
+        let mut instance = Instance {
+            store,
+            bindings,
+            packed,
+        };
         match result {
             Ok(Ok(())) => Ok(instance),
             Ok(Err(message)) => Err(InstanceError::Init(message)),
@@ -577,6 +651,16 @@ impl Instance {
         match self.bindings {
             Bindings::V1(_) => Contract::V0_1,
             Bindings::V2(_) => Contract::V0_2,
+        }
+    }
+
+    /// How the instance takes batches: packed when it exports the packed
+    /// path.
+    pub fn shape(&self) -> Shape {
+        match (&self.bindings, self.packed) {
+            (Bindings::V1(_), _) => Shape::V1,
+            (Bindings::V2(_), None) => Shape::V2,
+            (Bindings::V2(_), Some(_)) => Shape::Packed,
         }
     }
 
@@ -654,6 +738,7 @@ impl Instance {
         reader: Box<dyn StateReader>,
         time: CallTime,
     ) -> Result<(BatchEffects, std::time::Duration), BatchFailure> {
+        let packed = self.packed;
         self.call(reader, time, Vec::new(), |bindings, store| {
             match (bindings, batch) {
                 (Bindings::V1(b), Batch::V1(records)) => b.call_handle(store, records),
@@ -661,6 +746,19 @@ impl Instance {
                     .linecook_handler_guest()
                     .call_handle(store, records)
                     .map(|r| r.map_err(v1_error)),
+                (Bindings::V2(_), Batch::Packed { buf, .. }) => {
+                    let Some(func) = packed else {
+                        return Err(wasmtime::Error::msg(
+                            "host bug: a packed batch for an instance without handle-packed",
+                        ));
+                    };
+                    let typed = func.typed::<PackedCall<'_>, PackedResult>(&*store)?;
+                    let (result,) = typed.call(&mut *store, (buf.as_slice(),))?;
+                    match result {
+                        Ok(effects) => store.data_mut().apply_packed(&effects).map(Ok),
+                        Err(e) => Ok(Err(v1_error(e))),
+                    }
+                }
                 _ => Err(wasmtime::Error::msg(
                     "host bug: a batch built for another contract",
                 )),

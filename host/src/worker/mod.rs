@@ -353,7 +353,7 @@ impl Worker {
         let time = self.call_time(now, self.watermark);
         let (instance, version) = self.instance.as_mut().expect("checked by caller");
         let version = version.clone();
-        let batch = Batch::new(instance.contract(), &self.spec.topic.name, records);
+        let batch = Batch::new(instance.shape(), &self.spec.topic.name, records);
         let offsets = batch.offsets();
         let first = offsets[0];
         let last = *offsets.last().expect("a batch is never empty");

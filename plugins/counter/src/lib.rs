@@ -7,7 +7,7 @@
 //! equals it returns `retry` — after having written state and emitted records
 //! for the records before it, which the host must then discard.
 
-use linecook_guest::{Context, Error, Handler, Record, emit, export_handler, state};
+use linecook_guest::{Batch, Context, Error, Handler, emit, export_handler, state};
 
 struct Counter {
     output: String,
@@ -25,22 +25,24 @@ impl Handler for Counter {
         })
     }
 
-    fn handle(&mut self, batch: Vec<Record>) -> Result<(), Error> {
+    fn handle(&mut self, batch: Batch<'_>) -> Result<(), Error> {
+        // One host call for the batch's counts instead of one per key.
+        state::prefetch(batch.iter().map(|r| r.key.unwrap_or_default()));
         for record in batch {
-            if self.fail_on.as_deref() == Some(record.value.as_slice()) {
+            if self.fail_on.as_deref() == Some(record.value) {
                 return Err(Error::Retry(format!(
                     "record at offset {} matches fail_on",
                     record.offset
                 )));
             }
-            let key = record.key.as_deref().unwrap_or_default();
+            let key = record.key.unwrap_or_default();
             let count = state::get(key)
                 .and_then(|v| String::from_utf8(v).ok()?.parse::<u64>().ok())
                 .unwrap_or(0)
                 + 1;
             state::set(key, count.to_string().as_bytes());
             let line = format!("{}:{count}", String::from_utf8_lossy(key));
-            emit::send(&self.output, record.key.as_deref(), line.as_bytes());
+            emit::send(&self.output, record.key, line.as_bytes());
         }
         Ok(())
     }

@@ -1,7 +1,7 @@
 //! Test plugin: a valid component whose `init` always returns an error, so it
 //! can never replace a working version.
 
-use linecook_guest::{Context, Error, Handler, Record, export_handler};
+use linecook_guest::{Batch, Context, Error, Handler, export_handler};
 
 struct FailInit;
 
@@ -10,7 +10,7 @@ impl Handler for FailInit {
         Err("fail-init refuses to start".to_owned())
     }
 
-    fn handle(&mut self, _batch: Vec<Record>) -> Result<(), Error> {
+    fn handle(&mut self, _batch: Batch<'_>) -> Result<(), Error> {
         Ok(())
     }
 }

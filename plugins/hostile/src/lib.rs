@@ -17,7 +17,7 @@
 
 use std::cell::Cell;
 
-use linecook_guest::{Context, Error, Handler, Record, emit, export_handler};
+use linecook_guest::{Batch, Context, Error, Handler, emit, export_handler, state};
 
 struct Hostile {
     output: String,
@@ -35,9 +35,9 @@ impl Handler for Hostile {
         })
     }
 
-    fn handle(&mut self, batch: Vec<Record>) -> Result<(), Error> {
+    fn handle(&mut self, batch: Batch<'_>) -> Result<(), Error> {
         for (index, record) in batch.iter().enumerate() {
-            match record.value.as_slice() {
+            match record.value {
                 b"loop" => {
                     let mut n = 0u64;
                     loop {
@@ -59,6 +59,28 @@ impl Handler for Hostile {
                     });
                 }
                 b"fatal" => return Err(Error::Fatal("hostile gives up".into())),
+                b"scan" => {
+                    // Read-your-writes across the boundary: writes the SDK
+                    // may hold back, reads and scans the host answers.
+                    state::set(b"s/a", b"1");
+                    state::set(b"s/b", b"2");
+                    state::delete(b"s/a");
+                    let first: Vec<String> = state::scan(b"s/")
+                        .map(|(k, v)| {
+                            format!(
+                                "{}={}",
+                                String::from_utf8_lossy(&k),
+                                String::from_utf8_lossy(&v)
+                            )
+                        })
+                        .collect();
+                    state::set(b"s/c", b"3");
+                    let b = state::get(b"s/b").map(|v| String::from_utf8_lossy(&v).into_owned());
+                    let a = state::get(b"s/a");
+                    let second = state::scan(b"s/").count();
+                    let report = format!("scan:{} b:{b:?} a:{a:?} then:{second}", first.join(","));
+                    emit::send(&self.output, record.key, report.as_bytes());
+                }
                 b"retry-once" if !self.retried.get() => {
                     self.retried.set(true);
                     return Err(Error::Retry("hostile wants one more try".into()));
@@ -74,11 +96,7 @@ impl Handler for Hostile {
                 }
                 b"flood" => {
                     for i in 0..1000 {
-                        emit::send(
-                            &self.output,
-                            record.key.as_deref(),
-                            format!("flood {i}").as_bytes(),
-                        );
+                        emit::send(&self.output, record.key, format!("flood {i}").as_bytes());
                     }
                 }
                 b"escape" => {
@@ -96,12 +114,12 @@ impl Handler for Hostile {
                         outcome(env),
                         outcome(net)
                     );
-                    emit::send(&self.output, record.key.as_deref(), report.as_bytes());
+                    emit::send(&self.output, record.key, report.as_bytes());
                 }
                 value => {
                     let mut line = b"ok:".to_vec();
                     line.extend_from_slice(value);
-                    emit::send(&self.output, record.key.as_deref(), &line);
+                    emit::send(&self.output, record.key, &line);
                 }
             }
         }

@@ -2,7 +2,7 @@
 //! named by route config `output`. The baseline for measuring what a handler
 //! call costs.
 
-use linecook_guest::{Context, Error, Handler, Record, emit, export_handler};
+use linecook_guest::{Batch, Context, Error, Handler, emit, export_handler};
 
 struct Identity {
     output: String,
@@ -18,14 +18,14 @@ impl Handler for Identity {
         })
     }
 
-    fn handle(&mut self, batch: Vec<Record>) -> Result<(), Error> {
+    fn handle(&mut self, batch: Batch<'_>) -> Result<(), Error> {
         for record in batch {
-            let headers: Vec<(&str, &[u8])> = record
-                .headers
-                .iter()
-                .map(|(k, v)| (k.as_str(), v.as_slice()))
-                .collect();
-            emit::send_with_headers(&self.output, record.key.as_deref(), &record.value, &headers);
+            if record.headers.is_empty() {
+                emit::send(&self.output, record.key, record.value);
+            } else {
+                let headers: Vec<(&str, &[u8])> = record.headers.iter().collect();
+                emit::send_with_headers(&self.output, record.key, record.value, &headers);
+            }
         }
         Ok(())
     }

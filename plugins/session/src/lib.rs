@@ -8,7 +8,7 @@
 
 use linecook_guest::window::Session;
 use linecook_guest::{
-    Context, DueTimer, Error, Handler, Record, TimeDomain, emit, export_handler, state, timers,
+    Batch, Context, DueTimer, Error, Handler, TimeDomain, emit, export_handler, state, timers,
 };
 
 struct Sessions {
@@ -34,17 +34,17 @@ impl Handler for Sessions {
         })
     }
 
-    fn handle(&mut self, batch: Vec<Record>) -> Result<(), Error> {
+    fn handle(&mut self, batch: Batch<'_>) -> Result<(), Error> {
         let expires = timers::now_ms() + self.gap_ms;
         for record in batch {
             let key = record.key.unwrap_or_default();
             let ts = record.timestamp_ms;
-            let session = match state::get(&key).and_then(|v| Session::from_bytes(&v)) {
+            let session = match state::get(key).and_then(|v| Session::from_bytes(&v)) {
                 Some(session) => session.extend(ts),
                 None => Session::new(ts),
             };
-            state::set(&key, &session.to_bytes());
-            timers::set(&key, TimeDomain::Processing, expires);
+            state::set(key, &session.to_bytes());
+            timers::set(key, TimeDomain::Processing, expires);
         }
         Ok(())
     }

@@ -5,7 +5,7 @@
 //! topic of that build only: one route can send one version somewhere else
 //! (a test's way to deploy a version that writes to a missing topic).
 
-use linecook_guest::{Context, Error, Handler, Record, emit, export_handler};
+use linecook_guest::{Batch, Context, Error, Handler, emit, export_handler};
 
 const TAG: &str = match option_env!("LINECOOK_TAG") {
     Some(tag) => tag,
@@ -27,14 +27,14 @@ impl Handler for Tag {
         })
     }
 
-    fn handle(&mut self, batch: Vec<Record>) -> Result<(), Error> {
+    fn handle(&mut self, batch: Batch<'_>) -> Result<(), Error> {
         let mut line = Vec::new();
         for record in batch {
             line.clear();
             line.extend_from_slice(TAG.as_bytes());
             line.push(b':');
-            line.extend_from_slice(&record.value);
-            emit::send(&self.output, record.key.as_deref(), &line);
+            line.extend_from_slice(record.value);
+            emit::send(&self.output, record.key, &line);
         }
         Ok(())
     }

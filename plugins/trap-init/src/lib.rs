@@ -1,7 +1,7 @@
 //! Test plugin: a valid component whose `init` traps (a Rust panic aborts
 //! the instance), so it can never replace a working version.
 
-use linecook_guest::{Context, Error, Handler, Record, export_handler};
+use linecook_guest::{Batch, Context, Error, Handler, export_handler};
 
 struct TrapInit;
 
@@ -10,7 +10,7 @@ impl Handler for TrapInit {
         panic!("trap-init traps in init")
     }
 
-    fn handle(&mut self, _batch: Vec<Record>) -> Result<(), Error> {
+    fn handle(&mut self, _batch: Batch<'_>) -> Result<(), Error> {
         Ok(())
     }
 }

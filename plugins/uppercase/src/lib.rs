@@ -5,10 +5,13 @@
 //! records of that partition. Keep durable data in `state`: guest memory is
 //! dropped at every swap.
 
-use linecook_guest::{Context, Error, Handler, Record, emit, export_handler};
+use linecook_guest::{Batch, Context, Error, Handler, emit, export_handler};
 
 struct App {
     output: String,
+    /// Reused for every record: the batch's records are borrowed, so the
+    /// upper-cased copy needs a place of its own.
+    line: Vec<u8>,
 }
 
 impl Handler for App {
@@ -18,13 +21,16 @@ impl Handler for App {
             .ok_or("uppercase needs route config `output`: the topic to write to")?;
         Ok(App {
             output: output.to_owned(),
+            line: Vec::new(),
         })
     }
 
-    fn handle(&mut self, batch: Vec<Record>) -> Result<(), Error> {
-        for mut record in batch {
-            record.value.make_ascii_uppercase();
-            emit::send(&self.output, record.key.as_deref(), &record.value);
+    fn handle(&mut self, batch: Batch<'_>) -> Result<(), Error> {
+        for record in batch {
+            self.line.clear();
+            self.line.extend_from_slice(record.value);
+            self.line.make_ascii_uppercase();
+            emit::send(&self.output, record.key, &self.line);
         }
         Ok(())
     }

@@ -14,7 +14,7 @@
 
 use linecook_guest::window::{self, Watermark, Window};
 use linecook_guest::{
-    Context, DueTimer, Error, Handler, Record, TimeDomain, emit, export_handler, state, timers,
+    Batch, Context, DueTimer, Error, Handler, TimeDomain, emit, export_handler, state, timers,
 };
 
 struct WindowCount {
@@ -62,7 +62,7 @@ impl Handler for WindowCount {
         })
     }
 
-    fn handle(&mut self, batch: Vec<Record>) -> Result<(), Error> {
+    fn handle(&mut self, batch: Batch<'_>) -> Result<(), Error> {
         let mut watermark = Watermark::start();
         for (index, record) in batch.iter().enumerate() {
             let now = watermark.observe(record.timestamp_ms);
@@ -82,7 +82,7 @@ impl Handler for WindowCount {
                     ),
                 });
             }
-            let window_key = w.key(record.key.as_deref().unwrap_or_default());
+            let window_key = w.key(record.key.unwrap_or_default());
             let key = count_key(&window_key);
             state::set(&key, (read_u64(&key) + 1).to_string().as_bytes());
             timers::set(&window_key, TimeDomain::Event, w.end_ms);
