@@ -5,7 +5,10 @@
 //! `LINECOOK_CRASH_SEED=<seed>` reproduces a run. `LINECOOK_CRASH_KILLS`
 //! sets how many kills (default 30). Every third round deploys a new version
 //! of `uppercase` (same code, new digest) just before the kill, so kills also
-//! land before, during and after hot swaps.
+//! land before, during and after hot swaps. Its seven partitions (two
+//! routes) commit through the group committer, and the test checks that
+//! kills landed after transactions holding several batches had been
+//! written — kills during group commits.
 
 mod support;
 
@@ -77,6 +80,7 @@ fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
 
     let uppercase = std::fs::read(support::plugins().join("uppercase.wasm")).unwrap();
     let mut mid_stream_kills = 0;
+    let mut grouped_rounds = 0;
     for round in 0..kills {
         produce_wave(round);
         let mut host = setup.start();
@@ -91,6 +95,10 @@ fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
             Duration::from_millis(rng.random_range(0..100))
         };
         std::thread::sleep(delay);
+        let (transactions, batches) = checkpoint_counts(&setup);
+        if batches > transactions {
+            grouped_rounds += 1;
+        }
         host.kill();
         let status = setup.status();
         let done: u64 = status
@@ -169,6 +177,30 @@ fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
         mid_stream_kills * 2 >= kills,
         "only {mid_stream_kills} of {kills} kills hit a pipeline in motion; the test proves too little (seed {seed})"
     );
+    assert!(
+        grouped_rounds * 3 >= kills,
+        "only {grouped_rounds} of {kills} kills came after a transaction of several batches; group commit was barely exercised (seed {seed})"
+    );
+}
+
+/// (checkpoint transactions, batches committed) since the host started,
+/// from `/metrics`.
+fn checkpoint_counts(setup: &Setup) -> (u64, u64) {
+    let addr = std::fs::read_to_string(setup.data_dir().join("admin.addr")).unwrap();
+    let Ok(mut response) = ureq::get(format!("http://{}/metrics", addr.trim())).call() else {
+        return (0, 0);
+    };
+    let text = response.body_mut().read_to_string().unwrap_or_default();
+    let sum = |name: &str| -> u64 {
+        text.lines()
+            .filter(|l| l.starts_with(name))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>() as u64
+    };
+    (
+        sum("linecook_checkpoint_transactions_total "),
+        sum("linecook_batches_total{"),
+    )
 }
 
 /// Event-time windows whose timers fire all the time, killed at random

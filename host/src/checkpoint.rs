@@ -10,9 +10,9 @@
 //! changelog (`restore_partition`) and an operator's reset
 //! (`reset_partition`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
-use redb::{ReadOnlyTable, ReadableDatabase, ReadableTable};
+use redb::{ReadOnlyTable, ReadableDatabase, ReadableTable, WriteTransaction};
 
 use crate::log::{LogAppender, TopicInfo};
 use crate::partitioner::partition_for_key;
@@ -319,6 +319,204 @@ fn write_timers(
     Ok(())
 }
 
+/// A batch's checkpoint that owns what it writes, for
+/// [`Store::commit_grouped`].
+#[derive(Debug)]
+pub struct OwnedCommit {
+    /// Source topic.
+    pub topic: TopicInfo,
+    /// Source partition.
+    pub partition: u32,
+    /// Offset of the batch's first record; must equal the committed offset.
+    pub first_offset: u64,
+    /// Offset after the batch's last record.
+    pub next_offset: u64,
+    /// Version (digest) of the plugin that handled the batch.
+    pub version: String,
+    /// What the batch did.
+    pub effects: BatchEffects,
+    /// See [`BatchCommit::changelog`].
+    pub changelog: Option<String>,
+}
+
+impl OwnedCommit {
+    fn borrowed(&self) -> BatchCommit<'_> {
+        BatchCommit {
+            topic: &self.topic,
+            partition: self.partition,
+            first_offset: self.first_offset,
+            next_offset: self.next_offset,
+            version: &self.version,
+            effects: &self.effects,
+            changelog: self.changelog.as_deref(),
+        }
+    }
+}
+
+/// Batches waiting for a group commit, and the results of written ones.
+#[derive(Debug, Default)]
+pub(crate) struct GroupCommit {
+    queue: std::sync::Mutex<GroupQueue>,
+    turn: std::sync::Condvar,
+}
+
+/// What [`Store::commit_grouped`] did with one batch.
+#[derive(Debug)]
+pub struct Grouped {
+    /// Whether the batch committed.
+    pub result: Result<(), StoreError>,
+    /// The batch's effects, handed back.
+    pub effects: BatchEffects,
+    /// `Some(n)` when this caller wrote the transaction, of `n` batches.
+    pub wrote: Option<usize>,
+}
+
+/// A written batch's result and its effects, handed back.
+type Answer = (Result<(), StoreError>, BatchEffects);
+
+#[derive(Debug, Default)]
+struct GroupQueue {
+    next_ticket: u64,
+    waiting: Vec<(u64, OwnedCommit)>,
+    done: HashMap<u64, Answer>,
+    /// Whether some caller is writing a group now.
+    leading: bool,
+}
+
+/// Held by the caller writing a group (with the group's tickets), so that a
+/// panic there still answers every caller of the group and lets the next
+/// group start.
+struct Leading<'a>(Option<(&'a GroupCommit, Vec<u64>)>);
+
+impl Leading<'_> {
+    /// The group was written and `leading` reset under the lock.
+    fn done(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for Leading<'_> {
+    fn drop(&mut self) {
+        if let Some((group, tickets)) = self.0.take() {
+            if let Ok(mut queue) = group.queue.lock() {
+                queue.leading = false;
+                for ticket in tickets {
+                    let failed = StoreError::GroupFailed("the group commit panicked".into());
+                    queue
+                        .done
+                        .insert(ticket, (Err(failed), BatchEffects::default()));
+                }
+            }
+            group.turn.notify_all();
+        }
+    }
+}
+
+/// Writes one batch's checkpoint into `txn`. Every check that can refuse
+/// the batch alone — a checkpoint conflict, an output topic that does not
+/// exist — runs before its first write, so a refused batch leaves `txn` as
+/// it was and the other batches of a group go on.
+fn write_batch(
+    txn: &WriteTransaction,
+    batch: &BatchCommit<'_>,
+    now: i64,
+) -> Result<(), StoreError> {
+    let BatchCommit {
+        topic,
+        partition,
+        first_offset,
+        next_offset,
+        version,
+        effects,
+        changelog,
+    } = *batch;
+    let previous = txn
+        .open_table(CHECKPOINTS)?
+        .get((topic.id, partition))?
+        .map(|v| (v.value().0, v.value().1.to_owned()));
+    let committed = previous.as_ref().map_or(0, |p| p.0);
+    if committed != first_offset {
+        return Err(StoreError::CheckpointConflict {
+            topic: topic.name.clone(),
+            partition,
+            batch_start: first_offset,
+            committed,
+        });
+    }
+    let mut log = None;
+    if changelog.is_none() && !effects.outputs.is_empty() {
+        let appender = log.insert(LogAppender::new(txn)?);
+        for output in &effects.outputs {
+            appender.topic(&output.topic)?;
+        }
+    }
+
+    let mut checkpoints = txn.open_table(CHECKPOINTS)?;
+    if previous.as_ref().map(|p| p.1.as_str()) != Some(version) {
+        txn.open_table(VERSION_HISTORY)?
+            .insert((topic.id, partition, first_offset), version)?;
+    }
+    checkpoints.insert((topic.id, partition), (next_offset, version))?;
+    drop(checkpoints);
+
+    let prefix = state_prefix(topic.id, partition);
+    let mut state = txn.open_table(STATE)?;
+    for (key, value) in &effects.state {
+        let full = prefixed(&prefix, key);
+        match value {
+            Some(value) => state.insert(full.as_slice(), value.as_slice())?,
+            None => state.remove(full.as_slice())?,
+        };
+    }
+    drop(state);
+    write_expiries(txn, topic.id, partition, effects)?;
+    write_timers(txn, topic.id, partition, effects)?;
+    if let Some(watermark) = effects.watermark {
+        let mut table = txn.open_table(WATERMARKS)?;
+        let stored = table.get((topic.id, partition))?.map(|w| w.value());
+        if stored.is_none_or(|w| watermark > w) {
+            table.insert((topic.id, partition), watermark)?;
+        }
+    }
+
+    if let Some(changelog_topic) = changelog {
+        let entries = crate::outbox::entries_for_batch(
+            topic,
+            partition,
+            first_offset,
+            next_offset,
+            changelog_topic,
+            effects,
+        );
+        let mut table = txn.open_table(OUTBOX)?;
+        for (index, entry) in entries.iter().enumerate() {
+            table.insert(
+                (topic.id, partition, first_offset, index as u32),
+                entry.encode().as_slice(),
+            )?;
+        }
+    } else if let Some(log) = log.as_mut() {
+        // Keyless outputs of one batch stick to one partition, chosen from
+        // the batch's position so a replay after a crash puts them exactly
+        // where the first attempt would have.
+        let sticky_seed = format!("{}/{partition}/{first_offset}", topic.id);
+        for output in &effects.outputs {
+            let dest = log.topic(&output.topic)?;
+            let key = output.key.as_deref().unwrap_or(sticky_seed.as_bytes());
+            let dest_partition = partition_for_key(key, dest.partitions);
+            log.append(
+                &dest,
+                dest_partition,
+                output.timestamp_ms.unwrap_or(now),
+                output.key.as_deref(),
+                &output.value,
+                &output.headers,
+            )?;
+        }
+    }
+    Ok(())
+}
+
 impl Store {
     /// The committed checkpoint of `topic`/`partition`, if it has one.
     pub fn checkpoint(
@@ -402,104 +600,121 @@ impl Store {
         Ok(out)
     }
 
-    /// Commits one batch atomically: state writes, outputs, next offset, version.
+    /// Commits one batch atomically: state writes, outputs, next offset,
+    /// version — in a transaction of its own.
     pub fn commit_batch(&self, batch: BatchCommit<'_>) -> Result<(), StoreError> {
-        let BatchCommit {
-            topic,
-            partition,
-            first_offset,
-            next_offset,
-            version,
-            effects,
-            changelog,
-        } = batch;
-        let now = now_ms();
         let txn = self.db.begin_write()?;
-        {
-            let mut checkpoints = txn.open_table(CHECKPOINTS)?;
-            let previous = checkpoints
-                .get((topic.id, partition))?
-                .map(|v| (v.value().0, v.value().1.to_owned()));
-            let committed = previous.as_ref().map_or(0, |p| p.0);
-            if committed != first_offset {
-                return Err(StoreError::CheckpointConflict {
-                    topic: topic.name.clone(),
-                    partition,
-                    batch_start: first_offset,
-                    committed,
-                });
-            }
-            if previous.as_ref().map(|p| p.1.as_str()) != Some(version) {
-                txn.open_table(VERSION_HISTORY)?
-                    .insert((topic.id, partition, first_offset), version)?;
-            }
-            checkpoints.insert((topic.id, partition), (next_offset, version))?;
+        write_batch(&txn, &batch, now_ms())?;
+        txn.commit()?;
+        self.notify_committed(&batch);
+        Ok(())
+    }
 
-            let prefix = state_prefix(topic.id, partition);
-            let mut state = txn.open_table(STATE)?;
-            for (key, value) in &effects.state {
-                let full = prefixed(&prefix, key);
-                match value {
-                    Some(value) => state.insert(full.as_slice(), value.as_slice())?,
-                    None => state.remove(full.as_slice())?,
+    /// Commits one batch like [`Store::commit_batch`], in one transaction
+    /// with the batches other partitions (and routes) are committing at the
+    /// same time: one fsync for all of them. Each batch stays atomic — all of
+    /// it or none — and a batch refused alone (a checkpoint conflict, an
+    /// output topic that does not exist) leaves the others to commit. The
+    /// caller waits at most for the group being written when it arrived and
+    /// then its own. Hands `commit.effects` back.
+    pub fn commit_grouped(&self, commit: OwnedCommit) -> Grouped {
+        let group = &self.group;
+        let mut queue = group.queue.lock().expect("group commit queue");
+        let ticket = queue.next_ticket;
+        queue.next_ticket += 1;
+        queue.waiting.push((ticket, commit));
+        let mut wrote = None;
+        loop {
+            if let Some((result, effects)) = queue.done.remove(&ticket) {
+                return Grouped {
+                    result,
+                    effects,
+                    wrote,
                 };
             }
-            write_expiries(&txn, topic.id, partition, effects)?;
-            write_timers(&txn, topic.id, partition, effects)?;
-            if let Some(watermark) = effects.watermark {
-                let mut table = txn.open_table(WATERMARKS)?;
-                let stored = table.get((topic.id, partition))?.map(|w| w.value());
-                if stored.is_none_or(|w| watermark > w) {
-                    table.insert((topic.id, partition), watermark)?;
-                }
+            if queue.leading {
+                queue = group.turn.wait(queue).expect("group commit queue");
+                continue;
             }
+            // No group is being written: this caller writes every batch
+            // waiting now, its own among them.
+            queue.leading = true;
+            let batches = std::mem::take(&mut queue.waiting);
+            wrote = Some(batches.len());
+            drop(queue);
+            let leader = Leading(Some((group, batches.iter().map(|(t, _)| *t).collect())));
+            let results = self.commit_together(batches);
+            queue = group.queue.lock().expect("group commit queue");
+            queue.done.extend(results);
+            queue.leading = false;
+            group.turn.notify_all();
+            leader.done();
+        }
+    }
 
-            if let Some(changelog_topic) = changelog {
-                let entries = crate::outbox::entries_for_batch(
-                    topic,
-                    partition,
-                    first_offset,
-                    next_offset,
-                    changelog_topic,
-                    effects,
-                );
-                let mut table = txn.open_table(OUTBOX)?;
-                for (index, entry) in entries.iter().enumerate() {
-                    table.insert(
-                        (topic.id, partition, first_offset, index as u32),
-                        entry.encode().as_slice(),
-                    )?;
-                }
-            } else if !effects.outputs.is_empty() {
-                // Keyless outputs of one batch stick to one partition, chosen
-                // from the batch's position so a replay after a crash puts
-                // them exactly where the first attempt would have.
-                let sticky_seed = format!("{}/{partition}/{first_offset}", topic.id);
-                let mut log = LogAppender::new(&txn)?;
-                for output in &effects.outputs {
-                    let dest = log.topic(&output.topic)?;
-                    let key = output.key.as_deref().unwrap_or(sticky_seed.as_bytes());
-                    let dest_partition = partition_for_key(key, dest.partitions);
-                    log.append(
-                        &dest,
-                        dest_partition,
-                        output.timestamp_ms.unwrap_or(now),
-                        output.key.as_deref(),
-                        &output.value,
-                        &output.headers,
-                    )?;
-                }
+    /// One transaction for `batches`; each ticket's result and effects.
+    fn commit_together(&self, batches: Vec<(u64, OwnedCommit)>) -> Vec<(u64, Answer)> {
+        let now = now_ms();
+        let written = self
+            .db
+            .begin_write()
+            .map_err(StoreError::from)
+            .and_then(|txn| {
+                let refusals: Vec<Option<StoreError>> = batches
+                    .iter()
+                    .map(|(_, c)| match write_batch(&txn, &c.borrowed(), now) {
+                        Ok(()) => Ok(None),
+                        Err(e) if e.refuses_batch_only() => Ok(Some(e)),
+                        Err(e) => Err(e),
+                    })
+                    .collect::<Result<_, _>>()?;
+                txn.commit()?;
+                Ok(refusals)
+            });
+        match written {
+            Ok(refusals) => batches
+                .into_iter()
+                .zip(refusals)
+                .map(|((ticket, commit), refused)| {
+                    let result = match refused {
+                        Some(e) => Err(e),
+                        None => {
+                            self.notify_committed(&commit.borrowed());
+                            Ok(())
+                        }
+                    };
+                    (ticket, (result, commit.effects))
+                })
+                .collect(),
+            Err(e) => {
+                // Nothing of the group was written; each batch is retried
+                // by its own worker.
+                let message = e.to_string();
+                batches
+                    .into_iter()
+                    .map(|(ticket, commit)| {
+                        (
+                            ticket,
+                            (
+                                Err(StoreError::GroupFailed(message.clone())),
+                                commit.effects,
+                            ),
+                        )
+                    })
+                    .collect()
             }
         }
-        txn.commit()?;
-        if changelog.is_some() {
+    }
+
+    fn notify_committed(&self, batch: &BatchCommit<'_>) {
+        let effects = batch.effects;
+        if batch.changelog.is_some() {
             if !effects.outputs.is_empty() || !effects.state.is_empty() {
                 self.notify_outboxed();
             }
         } else if !effects.outputs.is_empty() {
             self.notify_appended();
         }
-        Ok(())
     }
 
     /// The offset `to` means for `topic`/`partition` now.
@@ -829,6 +1044,168 @@ mod tests {
                 .collect(),
             ..Default::default()
         }
+    }
+
+    fn owned(
+        topic: &TopicInfo,
+        partition: u32,
+        from: u64,
+        to: u64,
+        fx: BatchEffects,
+    ) -> OwnedCommit {
+        OwnedCommit {
+            topic: topic.clone(),
+            partition,
+            first_offset: from,
+            next_offset: to,
+            version: "v1".into(),
+            effects: fx,
+            changelog: None,
+        }
+    }
+
+    #[test]
+    fn a_group_commits_each_batch_whole_and_refuses_only_the_bad_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let input = store.create_topic("in", 4).unwrap();
+        let out = store.create_topic("out", 1).unwrap();
+        let mut missing = effects(&[("m", Some("1"))], &[("m", "never")]);
+        missing.outputs[0].topic = "nowhere".into();
+        let results = store.commit_together(vec![
+            (
+                1,
+                owned(
+                    &input,
+                    0,
+                    0,
+                    3,
+                    effects(&[("a", Some("1"))], &[("a", "p0")]),
+                ),
+            ),
+            // Starts at 7, but partition 1 has committed nothing.
+            (
+                2,
+                owned(
+                    &input,
+                    1,
+                    7,
+                    9,
+                    effects(&[("c", Some("1"))], &[("c", "conflict")]),
+                ),
+            ),
+            // Writes state and an output before the topic turns out missing:
+            // none of it may stay.
+            (3, owned(&input, 2, 0, 1, missing)),
+            (
+                4,
+                owned(
+                    &input,
+                    3,
+                    0,
+                    2,
+                    effects(&[("d", Some("4"))], &[("d", "p3")]),
+                ),
+            ),
+        ]);
+        let outcome: Vec<(u64, String)> = results
+            .iter()
+            .map(|(t, (r, _))| {
+                let r = match r {
+                    Ok(()) => "ok".to_owned(),
+                    Err(StoreError::CheckpointConflict { .. }) => "conflict".into(),
+                    Err(StoreError::UnknownTopic(t)) => format!("unknown {t}"),
+                    Err(e) => format!("{e}"),
+                };
+                (*t, r)
+            })
+            .collect();
+        assert_eq!(
+            outcome,
+            [
+                (1, "ok".into()),
+                (2, "conflict".into()),
+                (3, "unknown nowhere".into()),
+                (4, "ok".into())
+            ]
+        );
+        let next = |p| store.checkpoint(&input, p).unwrap().map(|c| c.next_offset);
+        assert_eq!(
+            [next(0), next(1), next(2), next(3)],
+            [Some(3), None, None, Some(2)]
+        );
+        assert!(store.state_entries(&input, 1).unwrap().is_empty());
+        assert!(store.state_entries(&input, 2).unwrap().is_empty());
+        let values: Vec<Vec<u8>> = store
+            .read(&out, 0, 0, 10)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.value)
+            .collect();
+        assert_eq!(values, [b"p0".to_vec(), b"p3".to_vec()]);
+        // Effects come back to their callers.
+        assert_eq!(results[1].1.1.outputs[0].value, b"conflict");
+    }
+
+    #[test]
+    fn concurrent_commits_each_land_once_and_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let input = store.create_topic("in", 6).unwrap();
+        store.create_topic("out", 1).unwrap();
+        const BATCHES: u64 = 40;
+        let written: usize = std::thread::scope(|s| {
+            let workers: Vec<_> = (0..6)
+                .map(|p| {
+                    let (store, input) = (&store, &input);
+                    s.spawn(move || {
+                        let mut written = 0;
+                        for b in 0..BATCHES {
+                            let value = format!("{p}:{b}");
+                            let fx = effects(&[("n", Some(&value))], &[("k", &value)]);
+                            let grouped = store.commit_grouped(owned(input, p, b, b + 1, fx));
+                            grouped.result.unwrap();
+                            assert_eq!(grouped.effects.outputs[0].value, value.as_bytes());
+                            written += grouped.wrote.unwrap_or(0);
+                        }
+                        written
+                    })
+                })
+                .collect();
+            workers.into_iter().map(|w| w.join().unwrap()).sum()
+        });
+        // Every batch was written by exactly one transaction.
+        assert_eq!(written as u64, 6 * BATCHES);
+        for p in 0..6 {
+            assert_eq!(
+                store.checkpoint(&input, p).unwrap().unwrap().next_offset,
+                BATCHES
+            );
+            let state = store.partition_state(&input, p).unwrap();
+            assert_eq!(
+                state.get(b"n").unwrap(),
+                Some(format!("{p}:{}", BATCHES - 1).into_bytes())
+            );
+        }
+        let out = store.topic("out").unwrap();
+        let mut seen: Vec<String> = store
+            .read(&out, 0, 0, 1000)
+            .unwrap()
+            .into_iter()
+            .map(|r| String::from_utf8(r.value).unwrap())
+            .collect();
+        assert_eq!(seen.len() as u64, 6 * BATCHES);
+        // Per partition, in commit order.
+        for p in 0..6 {
+            let mine: Vec<&String> = seen
+                .iter()
+                .filter(|v| v.starts_with(&format!("{p}:")))
+                .collect();
+            let want: Vec<String> = (0..BATCHES).map(|b| format!("{p}:{b}")).collect();
+            assert_eq!(mine, want.iter().collect::<Vec<_>>());
+        }
+        seen.dedup();
+        assert_eq!(seen.len() as u64, 6 * BATCHES);
     }
 
     #[test]

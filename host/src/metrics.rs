@@ -77,6 +77,10 @@ pub struct Metrics {
     pub batch_seconds: Seconds,
     /// Time to commit one checkpoint.
     pub commit_seconds: Seconds,
+    /// Checkpoint transactions written (group commits).
+    pub checkpoint_transactions: Counter,
+    /// Batches per checkpoint transaction.
+    pub checkpoint_group_batches: Histogram,
     /// Failed batches by kind.
     pub handler_errors: Family<ErrorLabels, Counter>,
     /// Batches retried.
@@ -145,6 +149,9 @@ impl Metrics {
             batches: Family::default(),
             batch_seconds: Family::new_with_constructor(latency),
             commit_seconds: Family::new_with_constructor(latency),
+            checkpoint_transactions: Counter::default(),
+            // 1 to 1024 batches.
+            checkpoint_group_batches: Histogram::new(exponential_buckets(1.0, 2.0, 11)),
             handler_errors: Family::default(),
             retries: Family::default(),
             dead_letters: Family::default(),
@@ -182,6 +189,16 @@ impl Metrics {
             m.records_out.clone(),
         );
         r.register("batches", "Batches committed", m.batches.clone());
+        r.register(
+            "checkpoint_transactions",
+            "Checkpoint transactions written; each holds the batches of every partition ready to commit then (group commit)",
+            m.checkpoint_transactions.clone(),
+        );
+        r.register(
+            "checkpoint_group_batches",
+            "Batches per checkpoint transaction",
+            m.checkpoint_group_batches.clone(),
+        );
         r.register_with_unit(
             "batch_handle",
             "Time in handle per batch",

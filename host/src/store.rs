@@ -160,6 +160,21 @@ pub enum StoreError {
     /// transaction is visible).
     #[error("storage error: {0}")]
     Storage(redb::Error),
+    /// The group commit a batch was part of failed in storage: nothing of
+    /// the group was written.
+    #[error("storage error (group commit): {0}")]
+    GroupFailed(String),
+}
+
+impl StoreError {
+    /// Whether the error refuses one batch of a group commit and leaves the
+    /// others to commit: it is found before the batch writes anything.
+    pub fn refuses_batch_only(&self) -> bool {
+        matches!(
+            self,
+            StoreError::CheckpointConflict { .. } | StoreError::UnknownTopic(_)
+        )
+    }
 }
 
 macro_rules! from_redb {
@@ -187,6 +202,8 @@ pub struct Store {
     outboxed: watch::Sender<u64>,
     /// Next partition for keyless records produced through `produce`.
     pub(crate) round_robin: AtomicU32,
+    /// Batches of several partitions waiting to commit together.
+    pub(crate) group: crate::checkpoint::GroupCommit,
 }
 
 impl std::fmt::Debug for Store {
@@ -252,6 +269,7 @@ impl Store {
             appended: watch::Sender::new(0),
             outboxed: watch::Sender::new(0),
             round_robin: AtomicU32::new(0),
+            group: Default::default(),
         })
     }
 

@@ -23,7 +23,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-use crate::checkpoint::BatchCommit;
+use crate::checkpoint::OwnedCommit;
 use crate::config::{ErrorPolicy, Limits, TimeSettings};
 use crate::log::TopicInfo;
 use crate::metrics::{Metrics, PartitionLabels};
@@ -385,12 +385,12 @@ impl Worker {
                     effects.watermark = watermark;
                 }
                 let emitted = effects.outputs.len() as u64;
-                let outcome = self.commit(next, &version, &effects, batch.len() as u64, emitted);
+                let outcome = self.commit(next, &version, effects, batch.len() as u64, emitted);
                 if matches!(outcome, Outcome::Committed) {
                     debug!(
                         first_offset = first,
                         next_offset = next,
-                        outputs = effects.outputs.len(),
+                        outputs = emitted,
                         ?handle_time,
                         "batch committed"
                     );
@@ -588,7 +588,7 @@ impl Worker {
         Some(match fired {
             Ok((effects, _)) => {
                 let emitted = effects.outputs.len() as u64;
-                let outcome = self.commit(self.next_offset, &version, &effects, 0, emitted);
+                let outcome = self.commit(self.next_offset, &version, effects, 0, emitted);
                 if matches!(outcome, Outcome::Committed) {
                     debug!(timers = due.len(), outputs = emitted, "timers fired");
                     self.timer_failures = 0;
@@ -634,7 +634,7 @@ impl Worker {
                     fired: vec![timer.clone()],
                     ..Default::default()
                 };
-                let outcome = self.commit(self.next_offset, version, &effects, 0, 0);
+                let outcome = self.commit(self.next_offset, version, effects, 0, 0);
                 if matches!(outcome, Outcome::Committed) {
                     warn!(
                         domain = timer.domain.name(),
@@ -720,7 +720,7 @@ impl Worker {
             ..Default::default()
         };
         // The record was consumed (one in) but the handler emitted nothing.
-        let outcome = self.commit(record.offset + 1, version, &effects, 1, 0);
+        let outcome = self.commit(record.offset + 1, version, effects, 1, 0);
         if matches!(outcome, Outcome::Committed) {
             warn!(
                 offset = record.offset,
@@ -740,29 +740,35 @@ impl Worker {
         &mut self,
         next_offset: u64,
         version: &Arc<PluginVersion>,
-        effects: &BatchEffects,
+        effects: BatchEffects,
         handled: u64,
         emitted: u64,
     ) -> Outcome {
         let spec = &self.spec;
         let started = Instant::now();
         let _checkpoint = tracing::debug_span!("checkpoint").entered();
-        let commit = spec.store.commit_batch(BatchCommit {
-            topic: &spec.topic,
+        let timers_changed = !effects.timers.is_empty() || !effects.fired.is_empty();
+        let watermark = effects.watermark;
+        // Other partitions' batches ready now commit in the same transaction.
+        let grouped = spec.store.commit_grouped(OwnedCommit {
+            topic: spec.topic.clone(),
             partition: spec.partition,
             first_offset: self.next_offset,
             next_offset,
-            version: &version.digest,
+            version: version.digest.clone(),
             effects,
-            changelog: self.source.changelog(),
+            changelog: self.source.changelog().map(str::to_owned),
         });
-        match commit {
+        if let Some(batches) = grouped.wrote {
+            self.report.emit(Event::GroupCommit { batches });
+        }
+        match grouped.result {
             Ok(()) => {
                 // Timers changed: count them again (a read). The watermark
                 // alone, which moves with nearly every batch, is known here.
-                if !effects.timers.is_empty() || !effects.fired.is_empty() {
+                if timers_changed {
                     self.report_timers();
-                } else if let Some(watermark) = effects.watermark {
+                } else if let Some(watermark) = watermark {
                     self.report.emit(Event::Watermark(watermark));
                 }
                 self.report.emit(Event::Committed {

@@ -61,6 +61,9 @@ pub(super) enum Event<'a> {
     },
     /// A record went to the dead-letter topic (in a committed checkpoint).
     DeadLettered,
+    /// This worker wrote a checkpoint transaction holding `batches` batches
+    /// (its own and other partitions').
+    GroupCommit { batches: usize },
     /// A firing of this many timers committed.
     TimersFired(u64),
     /// The partition's timers and watermark, as committed.
@@ -222,6 +225,10 @@ impl Reporter {
                     l.batches += 1;
                     l.records += handled;
                 });
+            }
+            Event::GroupCommit { batches } => {
+                m.checkpoint_transactions.inc();
+                m.checkpoint_group_batches.observe(batches as f64);
             }
             Event::DeadLettered => {
                 m.dead_letters.get_or_create(&self.labels).inc();
