@@ -854,3 +854,42 @@ fn a_partition_reset_replays_or_skips_with_state_kept_or_cleared() {
     let checkpoint = setup.store().checkpoint(&input, 0).unwrap().unwrap();
     assert_eq!(checkpoint.next_offset, 7);
 }
+
+/// `tail -f log | linecook produce`: lines of a stream that pauses are
+/// produced as they arrive, not held back until standard input closes.
+#[test]
+fn produce_sends_a_paused_streams_lines_before_it_ends() {
+    use std::io::Write;
+    let setup = Setup::new("[[topic]]\nname = \"lines\"\npartitions = 1\n", &[]);
+    let mut host = setup.start();
+    host.wait_ready();
+    let mut produce = std::process::Command::new(env!("CARGO_BIN_EXE_linecook"))
+        .args(["produce", "--topic", "lines", "--config"])
+        .arg(&setup.config)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = produce.stdin.take().unwrap();
+    stdin.write_all(b"first\nsecond\n").unwrap();
+    stdin.flush().unwrap();
+    let lines = || {
+        let out = setup.cli(&["tail", "--topic", "lines", "--from-beginning"]);
+        String::from_utf8_lossy(&out.stdout).lines().count()
+    };
+    // Standard input stays open: only the pause lets them go.
+    wait_until(Duration::from_secs(10), "the first two lines", || {
+        lines() == 2
+    });
+    stdin.write_all(b"third\n").unwrap();
+    drop(stdin);
+    let out = produce.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(lines(), 3);
+    host.stop();
+}

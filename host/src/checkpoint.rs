@@ -514,6 +514,9 @@ fn write_batch(
             )?;
         }
     }
+    if let Some(log) = log {
+        log.finish()?;
+    }
     Ok(())
 }
 

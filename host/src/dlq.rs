@@ -228,6 +228,7 @@ impl Store {
                     (target_name, partition, offset),
                 ));
             }
+            log.finish()?;
         }
         if dry_run {
             txn.abort()?;

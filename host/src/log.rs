@@ -157,6 +157,7 @@ impl Store {
                 )?;
                 positions.push((partition, offset));
             }
+            log.finish()?;
             positions
         };
         txn.commit()?;
@@ -228,6 +229,9 @@ pub(crate) struct LogAppender<'txn> {
     records: Table<'txn, (u32, u32, u64), &'static [u8]>,
     ends: Table<'txn, (u32, u32), u64>,
     known: HashMap<String, TopicInfo>,
+    /// Log ends moved by this appender, written to `ends` once at the end
+    /// instead of on every record (a B-tree write per record saved).
+    moved: HashMap<(u32, u32), u64>,
 }
 
 impl<'txn> LogAppender<'txn> {
@@ -237,7 +241,23 @@ impl<'txn> LogAppender<'txn> {
             records: txn.open_table(RECORDS)?,
             ends: txn.open_table(LOG_ENDS)?,
             known: HashMap::new(),
+            moved: HashMap::new(),
         })
+    }
+
+    /// Writes the log ends the appends moved. Call it before committing;
+    /// dropping the appender does it too (the appender borrows the
+    /// transaction, so it is always dropped before a commit), but only
+    /// `finish` reports a failure.
+    pub(crate) fn finish(mut self) -> Result<(), StoreError> {
+        self.write_ends()
+    }
+
+    fn write_ends(&mut self) -> Result<(), StoreError> {
+        for (key, end) in self.moved.drain() {
+            self.ends.insert(key, end)?;
+        }
+        Ok(())
     }
 
     pub(crate) fn topic(&mut self, name: &str) -> Result<TopicInfo, StoreError> {
@@ -268,22 +288,32 @@ impl<'txn> LogAppender<'txn> {
         value: &[u8],
         headers: &[Header],
     ) -> Result<u64, StoreError> {
-        let end_key = (topic.id, partition);
-        let offset = self.ends.get(end_key)?.map(|v| v.value()).unwrap_or(0);
+        let offset = self.end(topic, partition)?;
         let bytes = StoredRecord::encode(timestamp_ms, key, value, headers);
         self.records
             .insert((topic.id, partition, offset), bytes.as_slice())?;
-        self.ends.insert(end_key, offset + 1)?;
+        self.moved.insert((topic.id, partition), offset + 1);
         Ok(offset)
     }
 
     /// The offset the next record of `topic`/`partition` gets.
     pub(crate) fn end(&self, topic: &TopicInfo, partition: u32) -> Result<u64, StoreError> {
+        if let Some(end) = self.moved.get(&(topic.id, partition)) {
+            return Ok(*end);
+        }
         Ok(self
             .ends
             .get((topic.id, partition))?
             .map(|v| v.value())
             .unwrap_or(0))
+    }
+}
+
+impl Drop for LogAppender<'_> {
+    fn drop(&mut self) {
+        // After `finish` this writes nothing. On an error path the
+        // transaction is abandoned, so whether this fails does not matter.
+        let _ = self.write_ends();
     }
 }
 

@@ -11,8 +11,29 @@ use crate::client::Access;
 use crate::config::Config;
 use crate::record::NewRecord;
 
-/// Records per produce transaction / request.
-const PRODUCE_CHUNK: usize = 1000;
+/// Most records and value bytes per produce transaction when `produce`
+/// writes the data directory itself: large, so a million lines cost a few
+/// dozen fsyncs, not a thousand.
+const PRODUCE_CHUNK: Chunk = Chunk {
+    records: 65_536,
+    bytes: 8 << 20,
+};
+
+/// The same through a running host's admin API, whose request bodies stop
+/// at 2 MB (JSON, base64 values).
+const PRODUCE_CHUNK_REMOTE: Chunk = Chunk {
+    records: 10_000,
+    bytes: 1 << 20,
+};
+
+/// Lines the reader thread hands over at once, at most.
+const READ_BLOCK: usize = 4096;
+
+#[derive(Debug, Clone, Copy)]
+struct Chunk {
+    records: usize,
+    bytes: usize,
+}
 
 /// How long `produce` holds an unfilled chunk while no line arrives.
 const PRODUCE_LINGER: Duration = Duration::from_millis(50);
@@ -46,33 +67,45 @@ pub(super) fn produce(
     let access = Access::connect(config)?;
     // Fail before reading stdin if the topic does not exist.
     access.topic(topic)?;
-    // Lines arrive from a reader thread, so a slow stream (`tail -f … |`)
-    // is produced as it is read: a chunk goes when it is full, or as soon as
-    // no line has come for a moment.
-    let (lines, arrived) = std::sync::mpsc::sync_channel(PRODUCE_CHUNK);
+    let limit = match access {
+        Access::Direct(_) => PRODUCE_CHUNK,
+        Access::Remote(_) => PRODUCE_CHUNK_REMOTE,
+    };
+    // Lines arrive from a reader thread in blocks, so a slow stream
+    // (`tail -f … |`) is produced as it is read: a chunk goes when it is
+    // full, or as soon as no line has come for a moment.
+    let (blocks, arrived) = std::sync::mpsc::sync_channel(16);
     std::thread::spawn(move || {
-        for line in std::io::stdin().lock().split(b'\n') {
-            if lines.send(line).is_err() {
-                return;
-            }
-        }
+        read_blocks(
+            std::io::BufReader::with_capacity(1 << 20, std::io::stdin()),
+            blocks,
+        )
     });
-    let mut chunk = Vec::with_capacity(PRODUCE_CHUNK);
+    let mut chunk = Vec::new();
+    let mut chunk_bytes = 0;
     let mut total = 0usize;
     let mut number = 0;
+    let mut pending = Vec::new().into_iter();
     loop {
-        let line = match arrived.recv_timeout(PRODUCE_LINGER) {
-            Ok(line) => line,
-            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-                if !chunk.is_empty() {
-                    total += access.produce(topic, std::mem::take(&mut chunk))?.len();
+        let line = match pending.next() {
+            Some(line) => line,
+            None => match arrived.recv_timeout(PRODUCE_LINGER) {
+                Ok(block) => {
+                    pending = Vec::into_iter(block);
+                    continue;
                 }
-                continue;
-            }
-            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    if !chunk.is_empty() {
+                        chunk_bytes = 0;
+                        total += access.produce(topic, std::mem::take(&mut chunk))?.len();
+                    }
+                    continue;
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+            },
         };
         number += 1;
-        let mut line = line.context("reading standard input")?;
+        let mut line: Vec<u8> = line.context("reading standard input")?;
         if line.last() == Some(&b'\r') {
             line.pop();
         }
@@ -99,8 +132,10 @@ pub(super) fn produce(
                 }
             }
         };
+        chunk_bytes += record.value.len() + record.key.as_ref().map_or(0, Vec::len);
         chunk.push(record);
-        if chunk.len() == PRODUCE_CHUNK {
+        if chunk.len() >= limit.records || chunk_bytes >= limit.bytes {
+            chunk_bytes = 0;
             total += access.produce(topic, std::mem::take(&mut chunk))?.len();
         }
     }
@@ -109,6 +144,43 @@ pub(super) fn produce(
     }
     eprintln!("produced {} to `{topic}`", records(total));
     Ok(())
+}
+
+/// Reads lines from `input` and sends them in blocks: a block goes when it
+/// is full or when the reader has no more buffered input (the next read may
+/// wait), so lines of a slow stream are not held back. A read error ends
+/// the last block.
+fn read_blocks<R: std::io::Read>(
+    mut input: std::io::BufReader<R>,
+    blocks: std::sync::mpsc::SyncSender<Vec<std::io::Result<Vec<u8>>>>,
+) {
+    let mut block = Vec::with_capacity(READ_BLOCK);
+    loop {
+        let mut line = Vec::new();
+        match input.read_until(b'\n', &mut line) {
+            Ok(0) => break,
+            Ok(_) => {
+                if line.last() == Some(&b'\n') {
+                    line.pop();
+                }
+                block.push(Ok(line));
+            }
+            Err(e) => {
+                block.push(Err(e));
+                break;
+            }
+        }
+        // Nothing buffered: the next read may wait for the writer.
+        if block.len() == READ_BLOCK || input.buffer().is_empty() {
+            let full = std::mem::replace(&mut block, Vec::with_capacity(READ_BLOCK));
+            if blocks.send(full).is_err() {
+                return;
+            }
+        }
+    }
+    if !block.is_empty() {
+        let _ = blocks.send(block);
+    }
 }
 
 /// "1 record", "2 records".
@@ -121,16 +193,16 @@ fn records(n: usize) -> String {
 }
 
 fn split_line(line: Vec<u8>, separator: Option<&str>) -> NewRecord {
-    let split = separator.and_then(|sep| {
+    let mut line = line;
+    let key = separator.and_then(|sep| {
         let sep = sep.as_bytes();
-        line.windows(sep.len())
-            .position(|w| w == sep)
-            .map(|at| (line[..at].to_vec(), line[at + sep.len()..].to_vec()))
+        let at = line.windows(sep.len()).position(|w| w == sep)?;
+        // The value keeps the line's allocation; only the key is copied.
+        let key = line[..at].to_vec();
+        line.drain(..at + sep.len());
+        Some(key)
     });
-    let (key, value) = match split {
-        Some((key, value)) => (Some(key), value),
-        None => (None, line),
-    };
+    let value = line;
     NewRecord {
         timestamp_ms: None,
         key,

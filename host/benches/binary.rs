@@ -1,0 +1,220 @@
+//! The release binary, run as a user runs it, timed from outside:
+//! - `linecook produce`: a million 100-byte lines from standard input;
+//! - `linecook run` over that pre-produced log until every lag is 0: one
+//!   WASM stage (`uppercase`), then a two-stage pipeline (`uppercase` →
+//!   `counter`);
+//! - 200,000 records over 1,024 partitions against the same over 16, with
+//!   the host's thread count and peak RSS.
+//!
+//! Run: `cargo bench -p linecook --bench binary` (RECORDS=n for the first
+//! two, default 1,000,000).
+
+#[path = "../../tests/support/mod.rs"]
+mod support;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::Setup;
+
+const BIN: &str = env!("CARGO_BIN_EXE_linecook");
+
+fn env(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// `n` lines `key-<i % 1000>\t<100-byte value>`.
+fn lines(n: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(n * 110);
+    for i in 0..n {
+        let start = out.len();
+        write!(out, "key-{}\trecord {i:08} ", i % 1000).unwrap();
+        let value_start = start + out[start..].iter().position(|&b| b == b'\t').unwrap() + 1;
+        out.resize(value_start + 100, b'x');
+        out.push(b'\n');
+    }
+    out
+}
+
+/// Produces `input` into `topic` with the CLI (no host running); lines/s.
+fn produce(setup: &Setup, topic: &str, input: &[u8], n: usize) -> f64 {
+    let started = Instant::now();
+    let mut child = Command::new(BIN)
+        .args([
+            "produce",
+            "--topic",
+            topic,
+            "--key-separator",
+            "\t",
+            "--config",
+        ])
+        .arg(&setup.config)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    n as f64 / started.elapsed().as_secs_f64()
+}
+
+fn config(partitions: u32, two_stage: bool) -> String {
+    let mut body = format!(
+        r#"
+max_batch = 1000
+[[topic]]
+name = "in"
+partitions = {partitions}
+[[topic]]
+name = "mid"
+partitions = {partitions}
+[[topic]]
+name = "counts"
+partitions = {partitions}
+[[route]]
+topic = "in"
+plugin = "uppercase"
+config = {{ output = "mid" }}
+"#
+    );
+    if two_stage {
+        body.push_str(
+            r#"
+[[route]]
+topic = "mid"
+plugin = "counter"
+config = { output = "counts" }
+"#,
+        );
+    }
+    body
+}
+
+/// The input topic, created as `run` would create it from the config.
+fn create_input(setup: &Setup, partitions: u32) {
+    setup.store().create_topic("in", partitions).unwrap();
+}
+
+struct Run {
+    records_per_sec: f64,
+    threads: u64,
+    peak_rss_mib: f64,
+}
+
+fn proc_status(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Starts `linecook run`, waits until every route has handled all `n`
+/// input records and every lag is 0, and stops it.
+fn run_until_drained(setup: &Setup, n: u64, stages: usize) -> Run {
+    let mut host = setup.start();
+    host.wait_ready();
+    let started = Instant::now();
+    let mut threads = 0;
+    loop {
+        let status = setup.status();
+        threads = threads.max(proc_status(host.pid(), "Threads:"));
+        // Committed offsets count the records each route has handled.
+        let handled = |topic: &str| -> u64 {
+            status
+                .partitions
+                .iter()
+                .filter(|p| p.topic == topic)
+                .map(|p| p.committed_offset)
+                .sum()
+        };
+        let topics = ["in", "mid"];
+        if topics[..stages].iter().all(|t| handled(t) >= n)
+            && status.partitions.iter().all(|p| p.lag == 0)
+        {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(600),
+            "not drained after 10 minutes"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let peak_rss_mib = proc_status(host.pid(), "VmHWM:") as f64 / 1024.0;
+    host.stop();
+    Run {
+        records_per_sec: n as f64 / elapsed,
+        threads,
+        peak_rss_mib,
+    }
+}
+
+fn main() {
+    let n = env("RECORDS", 1_000_000);
+    let plugins = ["uppercase", "counter"];
+    let input = lines(n);
+
+    let setup = Setup::new(&config(4, false), &plugins);
+    create_input(&setup, 4);
+    let produced = produce(&setup, "in", &input, n);
+    let one = run_until_drained(&setup, n as u64, 1);
+    drop(setup);
+
+    let setup = Setup::new(&config(4, true), &plugins);
+    create_input(&setup, 4);
+    produce(&setup, "in", &input, n);
+    let two = run_until_drained(&setup, n as u64, 2);
+    drop(setup);
+
+    let small = 200_000;
+    let input = lines(small);
+    let mut spread = Vec::new();
+    for partitions in [16, 1024] {
+        let setup = Setup::new(&config(partitions, false), &plugins);
+        create_input(&setup, partitions);
+        produce(&setup, "in", &input, small);
+        spread.push((partitions, run_until_drained(&setup, small as u64, 1)));
+    }
+
+    println!("\nthe release binary, pre-produced log, 100-byte values, max_batch 1000\n");
+    println!("| measure | records/s | host threads (max) | peak RSS (MiB) |");
+    println!("|---|---|---|---|");
+    println!("| `linecook produce`, {n} lines | {produced:.0} | | |");
+    for (what, r) in [
+        (
+            format!("`linecook run`, one WASM stage (uppercase), {n} records, 4 partitions"),
+            &one,
+        ),
+        (
+            format!("`linecook run`, uppercase → counter, {n} input records, 4 partitions"),
+            &two,
+        ),
+    ] {
+        println!(
+            "| {what} | {:.0} | {} | {:.0} |",
+            r.records_per_sec, r.threads, r.peak_rss_mib
+        );
+    }
+    for (partitions, r) in &spread {
+        println!(
+            "| `linecook run`, uppercase, {small} records over {partitions} partitions | {:.0} | {} | {:.0} |",
+            r.records_per_sec, r.threads, r.peak_rss_mib
+        );
+    }
+    println!(
+        "\n1,024 partitions / 16 partitions, records/s: {:.2}",
+        spread[1].1.records_per_sec / spread[0].1.records_per_sec
+    );
+}
