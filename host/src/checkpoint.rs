@@ -10,7 +10,8 @@
 //! changelog (`restore_partition`) and an operator's reset
 //! (`reset_partition`).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use redb::{ReadOnlyTable, ReadableDatabase, ReadableTable, WriteTransaction};
 
@@ -339,6 +340,21 @@ pub struct OwnedCommit {
     pub changelog: Option<String>,
 }
 
+impl BatchCommit<'_> {
+    /// Whether committing this batch appends to the log, and whether it
+    /// adds outbox entries: who must be woken.
+    fn notifies(&self) -> (bool, bool) {
+        let effects = self.effects;
+        match self.changelog {
+            Some(_) => (
+                false,
+                !effects.outputs.is_empty() || !effects.state.is_empty(),
+            ),
+            None => (!effects.outputs.is_empty(), false),
+        }
+    }
+}
+
 impl OwnedCommit {
     fn borrowed(&self) -> BatchCommit<'_> {
         BatchCommit {
@@ -353,11 +369,10 @@ impl OwnedCommit {
     }
 }
 
-/// Batches waiting for a group commit, and the results of written ones.
+/// Batches waiting for a group commit.
 #[derive(Debug, Default)]
 pub(crate) struct GroupCommit {
     queue: std::sync::Mutex<GroupQueue>,
-    turn: std::sync::Condvar,
 }
 
 /// What [`Store::commit_grouped`] did with one batch.
@@ -376,39 +391,64 @@ type Answer = (Result<(), StoreError>, BatchEffects);
 
 #[derive(Debug, Default)]
 struct GroupQueue {
-    next_ticket: u64,
-    waiting: Vec<(u64, OwnedCommit)>,
-    done: HashMap<u64, Answer>,
-    /// Whether some caller is writing a group now.
+    /// Batches not yet taken by a leader, with their callers' slots.
+    waiting: Vec<(Arc<Slot>, OwnedCommit)>,
+    /// Whether some caller is writing a group, or has been asked to.
     leading: bool,
 }
 
-/// Held by the caller writing a group (with the group's tickets), so that a
-/// panic there still answers every caller of the group and lets the next
-/// group start.
-struct Leading<'a>(Option<(&'a GroupCommit, Vec<u64>)>);
+/// Where one caller of `commit_grouped` waits: for its answer, or for the
+/// lead. A slot per caller, so that finishing a group wakes its callers
+/// and the next leader, not every partition's worker.
+#[derive(Debug, Default)]
+struct Slot {
+    state: std::sync::Mutex<SlotState>,
+    wake: std::sync::Condvar,
+}
+
+#[derive(Debug, Default)]
+enum SlotState {
+    #[default]
+    Waiting,
+    /// Write the next group.
+    Lead,
+    Done(Box<Answer>),
+}
+
+impl Slot {
+    fn set(&self, state: SlotState) {
+        *self.state.lock().expect("group commit slot") = state;
+        self.wake.notify_one();
+    }
+}
+
+/// Held by the caller writing a group, so that a panic there still answers
+/// every caller of the group and passes the lead on.
+struct Leading<'a> {
+    store: &'a Store,
+    slots: Vec<Arc<Slot>>,
+}
 
 impl Leading<'_> {
-    /// The group was written and `leading` reset under the lock.
+    /// Every caller of the group was answered.
     fn done(mut self) {
-        self.0 = None;
+        self.slots.clear();
     }
 }
 
 impl Drop for Leading<'_> {
     fn drop(&mut self) {
-        if let Some((group, tickets)) = self.0.take() {
-            if let Ok(mut queue) = group.queue.lock() {
-                queue.leading = false;
-                for ticket in tickets {
-                    let failed = StoreError::GroupFailed("the group commit panicked".into());
-                    queue
-                        .done
-                        .insert(ticket, (Err(failed), BatchEffects::default()));
-                }
-            }
-            group.turn.notify_all();
+        if self.slots.is_empty() {
+            return;
         }
+        for slot in self.slots.drain(..) {
+            let failed = StoreError::GroupFailed("the group commit panicked".into());
+            slot.set(SlotState::Done(Box::new((
+                Err(failed),
+                BatchEffects::default(),
+            ))));
+        }
+        self.store.pass_lead();
     }
 }
 
@@ -621,42 +661,66 @@ impl Store {
     /// caller waits at most for the group being written when it arrived and
     /// then its own. Hands `commit.effects` back.
     pub fn commit_grouped(&self, commit: OwnedCommit) -> Grouped {
-        let group = &self.group;
-        let mut queue = group.queue.lock().expect("group commit queue");
-        let ticket = queue.next_ticket;
-        queue.next_ticket += 1;
-        queue.waiting.push((ticket, commit));
+        let slot = Arc::new(Slot::default());
+        let lead_now = {
+            let mut queue = self.group.queue.lock().expect("group commit queue");
+            queue.waiting.push((slot.clone(), commit));
+            !std::mem::replace(&mut queue.leading, true)
+        };
         let mut wrote = None;
+        if lead_now {
+            wrote = Some(self.lead());
+        }
         loop {
-            if let Some((result, effects)) = queue.done.remove(&ticket) {
-                return Grouped {
-                    result,
-                    effects,
-                    wrote,
-                };
+            let mut state = slot.state.lock().expect("group commit slot");
+            match std::mem::take(&mut *state) {
+                SlotState::Done(answer) => {
+                    let (result, effects) = *answer;
+                    return Grouped {
+                        result,
+                        effects,
+                        wrote,
+                    };
+                }
+                SlotState::Lead => {
+                    drop(state);
+                    wrote = Some(self.lead());
+                }
+                SlotState::Waiting => drop(slot.wake.wait(state).expect("group commit slot")),
             }
-            if queue.leading {
-                queue = group.turn.wait(queue).expect("group commit queue");
-                continue;
-            }
-            // No group is being written: this caller writes every batch
-            // waiting now, its own among them.
-            queue.leading = true;
-            let batches = std::mem::take(&mut queue.waiting);
-            wrote = Some(batches.len());
-            drop(queue);
-            let leader = Leading(Some((group, batches.iter().map(|(t, _)| *t).collect())));
-            let results = self.commit_together(batches);
-            queue = group.queue.lock().expect("group commit queue");
-            queue.done.extend(results);
-            queue.leading = false;
-            group.turn.notify_all();
-            leader.done();
         }
     }
 
-    /// One transaction for `batches`; each ticket's result and effects.
-    fn commit_together(&self, batches: Vec<(u64, OwnedCommit)>) -> Vec<(u64, Answer)> {
+    /// Writes every batch waiting in one transaction, answers each caller,
+    /// and passes the lead to one caller that arrived meanwhile (or gives it
+    /// up): only the callers concerned wake. Returns how many it wrote.
+    fn lead(&self) -> usize {
+        let batches =
+            std::mem::take(&mut self.group.queue.lock().expect("group commit queue").waiting);
+        let written = batches.len();
+        let guard = Leading {
+            store: self,
+            slots: batches.iter().map(|(slot, _)| slot.clone()).collect(),
+        };
+        for (slot, answer) in self.commit_together(batches) {
+            slot.set(SlotState::Done(Box::new(answer)));
+        }
+        guard.done();
+        self.pass_lead();
+        written
+    }
+
+    fn pass_lead(&self) {
+        let mut queue = self.group.queue.lock().expect("group commit queue");
+        match queue.waiting.first() {
+            Some((next, _)) => next.set(SlotState::Lead),
+            None => queue.leading = false,
+        }
+    }
+
+    /// One transaction for `batches`; each one's result and effects, with
+    /// the tag it came with.
+    fn commit_together<K>(&self, batches: Vec<(K, OwnedCommit)>) -> Vec<(K, Answer)> {
         let now = now_ms();
         let written = self
             .db
@@ -675,20 +739,34 @@ impl Store {
                 Ok(refusals)
             });
         match written {
-            Ok(refusals) => batches
-                .into_iter()
-                .zip(refusals)
-                .map(|((ticket, commit), refused)| {
-                    let result = match refused {
-                        Some(e) => Err(e),
-                        None => {
-                            self.notify_committed(&commit.borrowed());
-                            Ok(())
-                        }
-                    };
-                    (ticket, (result, commit.effects))
-                })
-                .collect(),
+            Ok(refusals) => {
+                // One wake-up per group, not per batch: every idle worker
+                // of the process watches these.
+                let (mut appended, mut outboxed) = (false, false);
+                let answers = batches
+                    .into_iter()
+                    .zip(refusals)
+                    .map(|((ticket, commit), refused)| {
+                        let result = match refused {
+                            Some(e) => Err(e),
+                            None => {
+                                let (a, o) = commit.borrowed().notifies();
+                                appended |= a;
+                                outboxed |= o;
+                                Ok(())
+                            }
+                        };
+                        (ticket, (result, commit.effects))
+                    })
+                    .collect();
+                if appended {
+                    self.notify_appended();
+                }
+                if outboxed {
+                    self.notify_outboxed();
+                }
+                answers
+            }
             Err(e) => {
                 // Nothing of the group was written; each batch is retried
                 // by its own worker.
@@ -710,13 +788,12 @@ impl Store {
     }
 
     fn notify_committed(&self, batch: &BatchCommit<'_>) {
-        let effects = batch.effects;
-        if batch.changelog.is_some() {
-            if !effects.outputs.is_empty() || !effects.state.is_empty() {
-                self.notify_outboxed();
-            }
-        } else if !effects.outputs.is_empty() {
+        let (appended, outboxed) = batch.notifies();
+        if appended {
             self.notify_appended();
+        }
+        if outboxed {
+            self.notify_outboxed();
         }
     }
 
