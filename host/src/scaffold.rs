@@ -160,6 +160,10 @@ fn templates(lang: Lang) -> &'static [(&'static str, &'static str)] {
                 include_str!("../../plugins/uppercase/src/lib.rs"),
             ),
             ("build.sh", include_str!("../templates/rust/build.sh")),
+            (
+                ".cargo/config.toml",
+                include_str!("../templates/rust/cargo-config.toml"),
+            ),
         ],
         Lang::Python => &[
             (
