@@ -16,7 +16,7 @@ fi
 
 if ! rustup target list --installed | grep -qx wasm32-wasip2; then
   echo "==> adding the wasm32-wasip2 target"
-  rustup target add wasm32-wasip2
+  scripts/timed-install.sh Rust "the wasm32-wasip2 target" rustup target add wasm32-wasip2
 fi
 
 echo "==> building the example plugins (plugins/ -> wasm32-wasip2 components)"

@@ -3,6 +3,13 @@
 # plugins, checks formatting, runs unit and end-to-end tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Toolchain installs of this run are timed into this file
+# (scripts/timed-install.sh) and shown with the conformance table.
+target_dir="${CARGO_TARGET_DIR:-target}"
+case "$target_dir" in /*) ;; *) target_dir="$(pwd)/$target_dir" ;; esac
+mkdir -p "$target_dir"
+export LINECOOK_TOOL_TIMES="$target_dir/toolchain-times.tsv"
+rm -f "$LINECOOK_TOOL_TIMES"
 scripts/setup.sh
 
 echo "==> cargo fmt --check"
@@ -26,4 +33,17 @@ cargo test --workspace "$@"
 if [ -f "$table" ]; then
   echo "==> conformance (tests/conformance.rs): languages x checks"
   cat "$table"
+fi
+if [ -s "$LINECOOK_TOOL_TIMES" ]; then
+  echo
+  echo "toolchains installed during this run (a fresh machine's set-up per language):"
+  echo
+  echo "| language | installed | seconds |"
+  echo "|---|---|---|"
+  while IFS=$'\t' read -r language what seconds; do
+    echo "| $language | $what | $seconds |"
+  done <"$LINECOOK_TOOL_TIMES"
+else
+  echo
+  echo "toolchains: every language's was already installed; nothing was installed (or timed) this run"
 fi

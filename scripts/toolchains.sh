@@ -22,12 +22,18 @@ apt_install() {
   $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
 }
 
+# timed LANGUAGE WHAT COMMAND...: runs an install (a shell function too)
+# and records its time as scripts/timed-install.sh does.
 timed() {
-  local what=$1
-  shift
+  local language=$1 what=$2
+  shift 2
   local start=$SECONDS
   "$@"
-  echo "==> installed $what in $((SECONDS - start)) s" >&2
+  local seconds=$((SECONDS - start))
+  echo "==> installed $what ($language) in $seconds s" >&2
+  if [ -n "${LINECOOK_TOOL_TIMES:-}" ]; then
+    printf '%s\t%s\t%s\n' "$language" "$what" "$seconds" >>"$LINECOOK_TOOL_TIMES"
+  fi
 }
 
 linecook() {
@@ -40,7 +46,7 @@ linecook() {
   root=$(cd "$(dirname "$0")/.." && pwd)
   local bin="${CARGO_TARGET_DIR:-$root/target}/debug/linecook"
   if [ ! -x "$bin" ]; then
-    (cd "$root" && timed "linecook (for \`linecook sdk\`)" cargo build -p linecook --quiet >&2)
+    (cd "$root" && timed "C, Zig, AssemblyScript" "linecook (for \`linecook sdk\`)" cargo build -p linecook --quiet >&2)
   fi
   echo "$bin"
 }
@@ -73,7 +79,7 @@ for lang in "$@"; do
   case "$lang" in
     c)
       if ! command -v clang-19 >/dev/null || [ ! -f /usr/lib/wasm32-wasi/libc.a ]; then
-        timed "clang-19 and wasi-libc" apt_install clang-19 lld-19 libclang-rt-19-dev-wasm32 wasi-libc
+        timed C "clang-19 and wasi-libc" apt_install clang-19 lld-19 libclang-rt-19-dev-wasm32 wasi-libc
       fi
       ;;
     linecook)
@@ -84,7 +90,7 @@ for lang in "$@"; do
       ;;
     zig)
       if ! python3 -m ziglang version >/dev/null 2>&1; then
-        timed "zig $ZIG_VERSION" python3 -m pip install --quiet "ziglang==$ZIG_VERSION"
+        timed Zig "zig $ZIG_VERSION" python3 -m pip install --quiet "ziglang==$ZIG_VERSION"
       fi
       ;;
     *)

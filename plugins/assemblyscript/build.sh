@@ -8,7 +8,8 @@
 # asc is installed if missing (npm ci).
 set -euo pipefail
 cd "$(dirname "$0")"
-[ -x node_modules/.bin/asc ] || npm ci --no-audit --no-fund --silent
+[ -x node_modules/.bin/asc ] ||
+  ../../scripts/timed-install.sh AssemblyScript 'assemblyscript (npm ci)' npm ci --no-audit --no-fund --silent
 linecook=$(../../scripts/toolchains.sh linecook)
 mkdir -p gen
 for name in uppercase counter; do

@@ -2,5 +2,6 @@
 # Builds counter.wasm from app.py with componentize-py (installed if missing).
 set -euo pipefail
 cd "$(dirname "$0")"
-command -v componentize-py >/dev/null || python3 -m pip install --quiet 'componentize-py==0.25.*'
+command -v componentize-py >/dev/null ||
+  ../../../scripts/timed-install.sh Python 'componentize-py 0.25' python3 -m pip install --quiet 'componentize-py==0.25.*'
 componentize-py --wit-path ../../../wit --world handler componentize app -o counter.wasm
