@@ -186,11 +186,7 @@ fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
 /// (checkpoint transactions, batches committed) since the host started,
 /// from `/metrics`.
 fn checkpoint_counts(setup: &Setup) -> (u64, u64) {
-    let addr = std::fs::read_to_string(setup.data_dir().join("admin.addr")).unwrap();
-    let Ok(mut response) = ureq::get(format!("http://{}/metrics", addr.trim())).call() else {
-        return (0, 0);
-    };
-    let text = response.body_mut().read_to_string().unwrap_or_default();
+    let text = setup.admin_get("/metrics");
     let sum = |name: &str| -> u64 {
         text.lines()
             .filter(|l| l.starts_with(name))

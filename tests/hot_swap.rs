@@ -613,7 +613,7 @@ fn a_restart_with_an_unusable_plugin_file_serves_the_last_good_version() {
                 assert_eq!(status.plugins[0].rejected_total, 1, "{case:?}");
             }
         }
-        let metrics = ureq_get(&setup, "/metrics");
+        let metrics = setup.admin_get("/metrics");
         assert!(
             metrics.contains("linecook_plugin_fallback{plugin=\"tag\"} 1"),
             "{case:?}: the fallback metric"
@@ -643,16 +643,6 @@ fn a_start_with_no_usable_version_ever_fails_clearly() {
 }
 
 /// GET `path` from the running host's admin API.
-fn ureq_get(setup: &Setup, path: &str) -> String {
-    let addr = std::fs::read_to_string(setup.data_dir().join("admin.addr")).unwrap();
-    ureq::get(format!("http://{}{path}", addr.trim()))
-        .call()
-        .unwrap()
-        .body_mut()
-        .read_to_string()
-        .unwrap()
-}
-
 #[test]
 fn a_canary_that_traps_returns_to_the_old_version_and_both_swaps_count() {
     let setup = Setup::new(

@@ -207,18 +207,7 @@ impl<'a> Iterator for Batch<'a> {
                 value: &r.value,
                 headers: Headers(HeadersOf::Typed(&r.headers)),
             }),
-            BatchOf::Packed(records) => records.next().map(|r| Record {
-                topic: r.topic,
-                partition: r.partition,
-                offset: r.offset,
-                timestamp_ms: r.timestamp_ms,
-                key: r.key,
-                value: r.value,
-                headers: Headers(HeadersOf::Packed {
-                    count: r.header_count,
-                    bytes: r.headers,
-                }),
-            }),
+            BatchOf::Packed(records) => records.next(),
         }
     }
 

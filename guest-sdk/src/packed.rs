@@ -12,6 +12,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 
 use crate::wit::linecook::handler::state as wit_state;
 use crate::wit::linecook::handler::types::StateWrite;
+use crate::{Headers, HeadersOf, Record};
 
 /// Records of a batch buffer, parsed as they are iterated.
 #[derive(Debug, Clone)]
@@ -20,18 +21,6 @@ pub(crate) struct Records<'a> {
     partition: u32,
     remaining: u32,
     rest: &'a [u8],
-}
-
-/// A record's fields, borrowed from the batch buffer.
-pub(crate) struct RawRecord<'a> {
-    pub topic: &'a str,
-    pub partition: u32,
-    pub offset: u64,
-    pub timestamp_ms: i64,
-    pub key: Option<&'a [u8]>,
-    pub value: &'a [u8],
-    pub header_count: u16,
-    pub headers: &'a [u8],
 }
 
 // The host writes these buffers; a malformed one is a host bug, and the
@@ -83,9 +72,9 @@ impl<'a> Records<'a> {
 }
 
 impl<'a> Iterator for Records<'a> {
-    type Item = RawRecord<'a>;
+    type Item = Record<'a>;
 
-    fn next(&mut self) -> Option<RawRecord<'a>> {
+    fn next(&mut self) -> Option<Record<'a>> {
         if self.remaining == 0 {
             return None;
         }
@@ -103,16 +92,18 @@ impl<'a> Iterator for Records<'a> {
             take(b, name_len as usize, "header name");
             len32(b, "header value");
         }
-        let headers = &start[..start.len() - b.len()];
-        Some(RawRecord {
+        let bytes = &start[..start.len() - b.len()];
+        Some(Record {
             topic: self.topic,
             partition: self.partition,
             offset,
             timestamp_ms,
             key,
             value,
-            header_count,
-            headers,
+            headers: Headers(HeadersOf::Packed {
+                count: header_count,
+                bytes,
+            }),
         })
     }
 

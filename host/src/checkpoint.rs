@@ -797,6 +797,19 @@ impl Store {
         }
     }
 
+    /// The end of `topic`/`partition`'s log: the offset its next record
+    /// gets.
+    fn log_end(&self, topic: &TopicInfo, partition: u32) -> Result<u64, StoreError> {
+        self.end_offsets(topic)?
+            .get(partition as usize)
+            .copied()
+            .ok_or_else(|| StoreError::NoSuchPartition {
+                topic: topic.name.clone(),
+                partitions: topic.partitions,
+                partition,
+            })
+    }
+
     /// The offset `to` means for `topic`/`partition` now.
     pub fn reset_offset(
         &self,
@@ -804,16 +817,7 @@ impl Store {
         partition: u32,
         to: ResetTo,
     ) -> Result<u64, StoreError> {
-        let end = || {
-            self.end_offsets(topic)?
-                .get(partition as usize)
-                .copied()
-                .ok_or_else(|| StoreError::NoSuchPartition {
-                    topic: topic.name.clone(),
-                    partitions: topic.partitions,
-                    partition,
-                })
-        };
+        let end = || self.log_end(topic, partition);
         Ok(match to {
             ResetTo::Offset(o) => o,
             ResetTo::Earliest => 0,
@@ -838,15 +842,7 @@ impl Store {
         to: u64,
         state: ResetState,
     ) -> Result<u64, StoreError> {
-        let end = self
-            .end_offsets(topic)?
-            .get(partition as usize)
-            .copied()
-            .ok_or_else(|| StoreError::NoSuchPartition {
-                topic: topic.name.clone(),
-                partitions: topic.partitions,
-                partition,
-            })?;
+        let end = self.log_end(topic, partition)?;
         if to > end {
             return Err(StoreError::Invalid(format!(
                 "{}/{partition} ends at offset {end}; it cannot be reset to {to}",

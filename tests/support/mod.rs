@@ -176,6 +176,17 @@ impl Setup {
         serde_json::from_slice(&out.stdout).expect("status JSON")
     }
 
+    /// GET `path` from the running host's admin API, as text.
+    pub fn admin_get(&self, path: &str) -> String {
+        let addr = std::fs::read_to_string(self.data_dir().join("admin.addr")).unwrap();
+        ureq::get(format!("http://{}{path}", addr.trim()))
+            .call()
+            .unwrap()
+            .body_mut()
+            .read_to_string()
+            .unwrap()
+    }
+
     pub fn host_log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("host.log")).unwrap_or_default()
     }
