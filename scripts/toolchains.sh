@@ -14,6 +14,10 @@ set -euo pipefail
 ZIG_VERSION=0.17.1
 # Debian's prometheus package, for promtool (alert rule checks and tests).
 PROMETHEUS_DEB=2.42.0+ds-5+deb12u1
+# Debian's Chromium, for the status page's browser test. Debian replaces a
+# security release in its archive by the next one, so when this exact
+# version is gone the current one is installed and the test prints it.
+CHROMIUM_DEB=156.0.8078.108-1~deb12u1
 
 apt_install() {
   local sudo=""
@@ -75,6 +79,21 @@ promtool() {
   echo "$dir/usr/bin/promtool"
 }
 
+# Prints the path of Debian's Chromium, installed at the pinned version (or,
+# when the archive no longer has it, the current one).
+chromium() {
+  if [ ! -x /usr/bin/chromium ]; then
+    install_chromium() {
+      apt_install "chromium=$CHROMIUM_DEB" || {
+        echo "toolchains.sh: chromium=$CHROMIUM_DEB is no longer in the archive; installing the current version" >&2
+        apt_install chromium
+      }
+    }
+    timed Browser "chromium" install_chromium
+  fi
+  echo /usr/bin/chromium
+}
+
 for lang in "$@"; do
   case "$lang" in
     c)
@@ -87,6 +106,9 @@ for lang in "$@"; do
       ;;
     promtool)
       promtool
+      ;;
+    chromium)
+      chromium
       ;;
     zig)
       if ! python3 -m ziglang version >/dev/null 2>&1; then

@@ -488,7 +488,8 @@ fn two_members_then_one(protocol: &str, assignment: &str) {
     host_a.wait_ready();
     let mut host_b = b.start();
     host_b.wait_ready();
-    wait_balanced(&[&a, &b]);
+    let balanced = wait_balanced(&[&a, &b]);
+    member_shown_on_the_status_page(&a, &balanced[0]);
     host_b.stop();
     wait_until(Duration::from_secs(60), "A to own every partition", || {
         owned(&a.status()).len() == PARTITIONS as usize
@@ -497,6 +498,40 @@ fn two_members_then_one(protocol: &str, assignment: &str) {
     let outputs = wait_all_counted(&brokers, &produced);
     assert_exact_counts(&outputs, &produced);
     host_a.stop();
+}
+
+/// The status page of a member, read in a browser, shows its generation,
+/// the partitions it owns and its outbox backlog as `status` reports them.
+fn member_shown_on_the_status_page(setup: &Setup, status: &StatusReport) {
+    use support::browser::{attribute, browse, chromium};
+    let addr = std::fs::read_to_string(setup.data_dir().join("admin.addr")).unwrap();
+    let dom = browse(
+        &chromium(),
+        &format!("http://{}/", addr.trim()),
+        2000,
+        &["--dump-dom".to_owned()],
+    );
+    let member = status.member.as_ref().expect("a member section");
+    let marker = "id=\"member\"";
+    assert_eq!(
+        attribute(&dom, marker, "data-generation"),
+        member.generation.unwrap().to_string()
+    );
+    assert_eq!(
+        attribute(&dom, marker, "data-owned"),
+        owned(status).len().to_string()
+    );
+    assert!(
+        attribute(&dom, marker, "data-outbox")
+            .parse::<u64>()
+            .is_ok()
+    );
+    for p in owned(status) {
+        assert!(
+            dom.contains(&format!("data-partition=\"{INPUT}/{p}\"")),
+            "owned partition {p} is listed"
+        );
+    }
 }
 
 #[test]

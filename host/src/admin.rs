@@ -56,10 +56,15 @@ pub struct AdminState {
     pub metrics: Arc<Metrics>,
 }
 
-/// The read-only routes: health, status and metrics. Served without a
-/// token, on the admin address and on the `metrics` listener.
+/// The live status page: one self-contained file, polling `/status`.
+const STATUS_PAGE: &str = include_str!("status_page.html");
+
+/// The read-only routes: the status page, health, status and metrics.
+/// Served without a token, on the admin address and on the `metrics`
+/// listener.
 pub fn read_only(state: AdminState) -> Router {
     Router::new()
+        .route("/", get(|| async { axum::response::Html(STATUS_PAGE) }))
         .route("/healthz", get(|| async { "ok" }))
         .route("/status", get(get_status))
         .route("/metrics", get(get_metrics))

@@ -95,6 +95,10 @@ pub struct PartitionReport {
     /// The event-time watermark, ms since the Unix epoch.
     #[serde(default)]
     pub watermark_ms: Option<i64>,
+    /// Where the route writes records it gives up on (absent when its
+    /// errors pause the partition instead).
+    #[serde(default)]
+    pub dead_letter_topic: Option<String>,
 }
 
 /// The whole status.
@@ -117,6 +121,34 @@ pub struct StatusReport {
     /// running).
     #[serde(default)]
     pub broker: Option<BrokerReport>,
+    /// The last swaps of running versions on this host, newest first (at
+    /// most [`RECENT_SWAPS`]).
+    #[serde(default)]
+    pub recent_swaps: Vec<SwapEvent>,
+}
+
+/// How many swaps `status` remembers: enough for a day of deploys across a
+/// few routes, small enough to send every second to the status page.
+pub const RECENT_SWAPS: usize = 64;
+
+/// One partition moving from one version of its plugin to another.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SwapEvent {
+    /// When the new version handled its first batch, ms since the Unix epoch.
+    pub at_ms: i64,
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: u32,
+    /// Plugin.
+    pub plugin: String,
+    /// The version that stopped (full digest).
+    pub from: Option<String>,
+    /// The version that took over (full digest).
+    pub to: Option<String>,
+    /// Time between the old version's last batch and the new one's first,
+    /// not counting time spent waiting for records, in microseconds.
+    pub pause_us: u64,
 }
 
 /// Whether the brokers this member uses can be reached (Kafka source).
@@ -190,6 +222,8 @@ pub struct Live {
     /// High watermarks of Kafka partitions, as the consumer last saw them.
     ends: Mutex<BTreeMap<(String, u32), u64>>,
     brokers: Mutex<Option<Brokers>>,
+    /// Newest last.
+    swaps: Mutex<VecDeque<SwapEvent>>,
 }
 
 /// Broker connection states by client, from librdkafka's statistics.
@@ -251,6 +285,8 @@ pub struct LivePartition {
     /// the new one at the last swap, not counting time spent waiting for
     /// records, in microseconds.
     pub last_swap_pause_us: Option<u64>,
+    /// The version the last swap replaced, until its pause is known.
+    pub swapped_from: Option<String>,
 }
 
 /// Samples kept per partition: the throughput is over the last five seconds.
@@ -286,6 +322,7 @@ impl Live {
                 timers_fired: 0,
                 samples: VecDeque::new(),
                 last_swap_pause_us: None,
+                swapped_from: None,
             });
         f(entry);
     }
@@ -443,6 +480,21 @@ impl Live {
         parts.remove(&(topic.to_owned(), partition));
     }
 
+    /// Remembers a finished swap, forgetting the oldest beyond
+    /// [`RECENT_SWAPS`].
+    pub fn swapped(&self, event: SwapEvent) {
+        let mut swaps = self.swaps.lock().expect("status lock");
+        swaps.push_back(event);
+        while swaps.len() > RECENT_SWAPS {
+            swaps.pop_front();
+        }
+    }
+
+    fn recent_swaps(&self) -> Vec<SwapEvent> {
+        let swaps = self.swaps.lock().expect("status lock");
+        swaps.iter().rev().cloned().collect()
+    }
+
     fn get(&self, topic: &str, partition: u32) -> Option<LivePartition> {
         let parts = self.partitions.lock().expect("status lock");
         parts.get(&(topic.to_owned(), partition)).cloned()
@@ -516,6 +568,8 @@ pub fn report(
                 timers_pending: pending.timers,
                 timers_fired: live.as_ref().map_or(0, |l| l.timers_fired),
                 watermark_ms: store.watermark(&topic, partition)?,
+                dead_letter_topic: (route.errors.on_error == crate::config::OnError::DeadLetter)
+                    .then(|| route.dead_letter_topic()),
             });
         }
     }
@@ -526,6 +580,7 @@ pub fn report(
         plugins,
         member: live.and_then(Live::group),
         broker,
+        recent_swaps: live.map(Live::recent_swaps).unwrap_or_default(),
     })
 }
 

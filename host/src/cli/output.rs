@@ -406,6 +406,7 @@ mod tests {
             timers_pending: 7,
             timers_fired: 0,
             watermark_ms: None,
+            dead_letter_topic: None,
         });
         let cells: Vec<&str> = row.split_whitespace().collect();
         assert_eq!(

@@ -11,7 +11,7 @@ use crate::metrics::{ErrorLabels, Metrics, PartitionLabels, TopicLabels};
 use crate::plugins::short;
 use crate::rollout::WorkerEvent;
 use crate::runtime::Contract;
-use crate::status::{Live, PartitionState};
+use crate::status::{Live, PartitionState, SwapEvent};
 
 /// Something that happened on a partition.
 #[derive(Debug)]
@@ -129,10 +129,11 @@ impl Reporter {
                     m.swaps.get_or_create(&self.labels).inc();
                 }
                 self.update(|l| {
-                    l.version = Some(digest.to_owned());
+                    let previous = l.version.replace(digest.to_owned());
                     l.contract = Some(contract);
                     if swapped {
                         l.swaps += 1;
+                        l.swapped_from = previous;
                     }
                     if l.state == PartitionState::Starting {
                         l.state = PartitionState::Running;
@@ -200,7 +201,23 @@ impl Reporter {
                 m.swap_pause_seconds
                     .get_or_create(&self.topic_labels)
                     .observe(pause.as_secs_f64());
-                self.update(|l| l.last_swap_pause_us = Some(pause.as_micros() as u64));
+                let pause_us = pause.as_micros() as u64;
+                let mut swap = None;
+                self.update(|l| {
+                    l.last_swap_pause_us = Some(pause_us);
+                    swap = Some((l.swapped_from.take(), l.version.clone()));
+                });
+                if let Some((from, to)) = swap {
+                    self.live.swapped(SwapEvent {
+                        at_ms: crate::record::now_ms(),
+                        topic: self.labels.topic.clone(),
+                        partition,
+                        plugin: self.labels.plugin.clone(),
+                        from,
+                        to,
+                        pause_us,
+                    });
+                }
             }
             Event::Committed {
                 digest,
