@@ -893,3 +893,64 @@ fn produce_sends_a_paused_streams_lines_before_it_ends() {
     assert_eq!(lines(), 3);
     host.stop();
 }
+
+/// Partitions cost tasks, not threads: 512 partitions run on the worker
+/// pool (one thread per core) beside the host's own few threads, and each
+/// handles its records exactly once.
+#[test]
+fn many_partitions_run_on_a_few_threads() {
+    const PARTITIONS: u64 = 512;
+    const RECORDS: u64 = PARTITIONS * 4;
+    let setup = Setup::new(
+        &format!(
+            r#"
+max_batch = 100
+[[topic]]
+name = "words"
+partitions = {PARTITIONS}
+[[topic]]
+name = "shouted"
+partitions = 8
+[[route]]
+topic = "words"
+plugin = "uppercase"
+config = {{ output = "shouted" }}
+"#
+        ),
+        &["uppercase"],
+    );
+    let mut host = setup.start();
+    host.wait_ready();
+    let input: String = (0..RECORDS).map(|i| format!("k{i}:v{i}\n")).collect();
+    let out = setup.cli_with_stdin(
+        &["produce", "--topic", "words", "--key-separator", ":"],
+        &input,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_drained(&setup, "shouted", RECORDS);
+    let status = std::fs::read_to_string(format!("/proc/{}/status", host.pid())).unwrap();
+    let threads: usize = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let cores = std::thread::available_parallelism().unwrap().get();
+    assert!(
+        threads <= 2 * cores + 12,
+        "{threads} threads for {PARTITIONS} partitions on {cores} cores"
+    );
+    let report = setup.status();
+    assert_eq!(report.partitions.len() as u64, PARTITIONS);
+    assert!(report.partitions.iter().all(|p| p.lag == 0));
+    assert_eq!(
+        report.partitions.iter().map(|p| p.records).sum::<u64>(),
+        RECORDS
+    );
+    host.stop();
+}

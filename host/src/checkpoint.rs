@@ -373,6 +373,8 @@ impl OwnedCommit {
 #[derive(Debug, Default)]
 pub(crate) struct GroupCommit {
     queue: std::sync::Mutex<GroupQueue>,
+    /// Wakes the committer thread, when one runs.
+    arrived: std::sync::Condvar,
 }
 
 /// What [`Store::commit_grouped`] did with one batch.
@@ -395,6 +397,10 @@ struct GroupQueue {
     waiting: Vec<(Arc<Slot>, OwnedCommit)>,
     /// Whether some caller is writing a group, or has been asked to.
     leading: bool,
+    /// A committer thread writes every group: callers only wait.
+    committer: bool,
+    /// Asks the committer thread to stop once the queue is empty.
+    stopping: bool,
 }
 
 /// Where one caller of `commit_grouped` waits: for its answer, or for the
@@ -403,7 +409,11 @@ struct GroupQueue {
 #[derive(Debug, Default)]
 struct Slot {
     state: std::sync::Mutex<SlotState>,
+    /// For a thread that waits.
     wake: std::sync::Condvar,
+    /// For a task that waits (it keeps a permit when set before the task
+    /// waits, so no wake-up is lost).
+    notify: tokio::sync::Notify,
 }
 
 #[derive(Debug, Default)]
@@ -412,13 +422,16 @@ enum SlotState {
     Waiting,
     /// Write the next group.
     Lead,
-    Done(Box<Answer>),
+    /// The batch's answer, and the size of its group for the group's first
+    /// batch when a committer thread wrote it.
+    Done(Box<Answer>, Option<usize>),
 }
 
 impl Slot {
     fn set(&self, state: SlotState) {
         *self.state.lock().expect("group commit slot") = state;
         self.wake.notify_one();
+        self.notify.notify_one();
     }
 }
 
@@ -443,10 +456,10 @@ impl Drop for Leading<'_> {
         }
         for slot in self.slots.drain(..) {
             let failed = StoreError::GroupFailed("the group commit panicked".into());
-            slot.set(SlotState::Done(Box::new((
-                Err(failed),
-                BatchEffects::default(),
-            ))));
+            slot.set(SlotState::Done(
+                Box::new((Err(failed), BatchEffects::default())),
+                None,
+            ));
         }
         self.store.pass_lead();
     }
@@ -661,12 +674,7 @@ impl Store {
     /// caller waits at most for the group being written when it arrived and
     /// then its own. Hands `commit.effects` back.
     pub fn commit_grouped(&self, commit: OwnedCommit) -> Grouped {
-        let slot = Arc::new(Slot::default());
-        let lead_now = {
-            let mut queue = self.group.queue.lock().expect("group commit queue");
-            queue.waiting.push((slot.clone(), commit));
-            !std::mem::replace(&mut queue.leading, true)
-        };
+        let (slot, lead_now) = self.enqueue(commit);
         let mut wrote = None;
         if lead_now {
             wrote = Some(self.lead());
@@ -674,12 +682,12 @@ impl Store {
         loop {
             let mut state = slot.state.lock().expect("group commit slot");
             match std::mem::take(&mut *state) {
-                SlotState::Done(answer) => {
+                SlotState::Done(answer, group) => {
                     let (result, effects) = *answer;
                     return Grouped {
                         result,
                         effects,
-                        wrote,
+                        wrote: wrote.or(group),
                     };
                 }
                 SlotState::Lead => {
@@ -691,10 +699,105 @@ impl Store {
         }
     }
 
+    /// [`Store::commit_grouped`] for a task: it waits without holding its
+    /// thread. With a committer thread running ([`Store::run_committer`])
+    /// the task never writes; without one it leads like a thread would,
+    /// writing on its own thread.
+    pub async fn commit_grouped_async(&self, commit: OwnedCommit) -> Grouped {
+        let (slot, lead_now) = self.enqueue(commit);
+        let mut wrote = None;
+        if lead_now {
+            wrote = Some(self.lead());
+        }
+        loop {
+            let state = std::mem::take(&mut *slot.state.lock().expect("group commit slot"));
+            match state {
+                SlotState::Done(answer, group) => {
+                    let (result, effects) = *answer;
+                    return Grouped {
+                        result,
+                        effects,
+                        wrote: wrote.or(group),
+                    };
+                }
+                SlotState::Lead => wrote = Some(self.lead()),
+                SlotState::Waiting => slot.notify.notified().await,
+            }
+        }
+    }
+
+    /// Queues `commit`; true when the caller must write the group now.
+    fn enqueue(&self, commit: OwnedCommit) -> (Arc<Slot>, bool) {
+        let slot = Arc::new(Slot::default());
+        let mut queue = self.group.queue.lock().expect("group commit queue");
+        queue.waiting.push((slot.clone(), commit));
+        let lead_now = if queue.committer {
+            self.group.arrived.notify_one();
+            false
+        } else {
+            !std::mem::replace(&mut queue.leading, true)
+        };
+        (slot, lead_now)
+    }
+
+    /// Writes every group on the calling thread until
+    /// [`Store::stop_committer`]: while it runs, callers of
+    /// `commit_grouped` only wait, so a pool of worker threads never blocks
+    /// on an fsync and the next group gathers while this one is written.
+    pub fn run_committer(&self) {
+        {
+            let mut queue = self.group.queue.lock().expect("group commit queue");
+            queue.committer = true;
+            queue.stopping = false;
+        }
+        loop {
+            {
+                let mut queue = self.group.queue.lock().expect("group commit queue");
+                while queue.waiting.is_empty() && !queue.stopping {
+                    queue = self.group.arrived.wait(queue).expect("group commit queue");
+                }
+                if queue.waiting.is_empty() {
+                    queue.committer = false;
+                    return;
+                }
+                // A caller that queued before the committer started may
+                // still be writing its group.
+                if queue.leading {
+                    drop(queue);
+                    std::thread::sleep(std::time::Duration::from_micros(100));
+                    continue;
+                }
+            }
+            // A panic writing a group has answered its callers (`Leading`);
+            // the committer goes on with the next one.
+            let wrote =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.write_group(true)));
+            if wrote.is_err() {
+                tracing::error!("a group commit panicked; its batches will be retried");
+            }
+        }
+    }
+
+    /// Ends [`Store::run_committer`] once every queued batch is written.
+    pub fn stop_committer(&self) {
+        let mut queue = self.group.queue.lock().expect("group commit queue");
+        queue.stopping = true;
+        self.group.arrived.notify_all();
+    }
+
     /// Writes every batch waiting in one transaction, answers each caller,
     /// and passes the lead to one caller that arrived meanwhile (or gives it
     /// up): only the callers concerned wake. Returns how many it wrote.
     fn lead(&self) -> usize {
+        let written = self.write_group(false);
+        self.pass_lead();
+        written
+    }
+
+    /// Writes every batch waiting in one transaction and answers each
+    /// caller; `tell_size` tells the group's first caller how many batches
+    /// the transaction held (a committer thread has no report of its own).
+    fn write_group(&self, tell_size: bool) -> usize {
         let batches =
             std::mem::take(&mut self.group.queue.lock().expect("group commit queue").waiting);
         let written = batches.len();
@@ -702,17 +805,22 @@ impl Store {
             store: self,
             slots: batches.iter().map(|(slot, _)| slot.clone()).collect(),
         };
-        for (slot, answer) in self.commit_together(batches) {
-            slot.set(SlotState::Done(Box::new(answer)));
+        for (i, (slot, answer)) in self.commit_together(batches).into_iter().enumerate() {
+            let size = (tell_size && i == 0).then_some(written);
+            slot.set(SlotState::Done(Box::new(answer), size));
         }
         guard.done();
-        self.pass_lead();
         written
     }
 
     fn pass_lead(&self) {
         let mut queue = self.group.queue.lock().expect("group commit queue");
         match queue.waiting.first() {
+            // A committer that started meanwhile takes the queue over.
+            Some(_) if queue.committer => {
+                queue.leading = false;
+                self.group.arrived.notify_one();
+            }
             Some((next, _)) => next.set(SlotState::Lead),
             None => queue.leading = false,
         }
@@ -1282,6 +1390,82 @@ mod tests {
         }
         seen.dedup();
         assert_eq!(seen.len() as u64, 6 * BATCHES);
+    }
+
+    #[test]
+    fn tasks_on_one_thread_commit_together_through_a_committer_thread() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(dir.path()).unwrap());
+        const PARTITIONS: u32 = 64;
+        const BATCHES: u64 = 20;
+        let input = store.create_topic("in", PARTITIONS).unwrap();
+        let out = store.create_topic("out", 1).unwrap();
+        let committer = {
+            let store = store.clone();
+            std::thread::spawn(move || store.run_committer())
+        };
+        // One thread runs every partition: a task that waits for its commit
+        // must not hold it, or nothing else would run.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let groups: Vec<usize> = rt.block_on(async {
+            let tasks: Vec<_> = (0..PARTITIONS)
+                .map(|p| {
+                    let (store, input) = (store.clone(), input.clone());
+                    tokio::spawn(async move {
+                        let mut groups = Vec::new();
+                        for b in 0..BATCHES {
+                            let value = format!("{p}:{b}");
+                            let fx = effects(&[("n", Some(&value))], &[("k", &value)]);
+                            let grouped = store
+                                .commit_grouped_async(owned(&input, p, b, b + 1, fx))
+                                .await;
+                            grouped.result.unwrap();
+                            groups.extend(grouped.wrote);
+                        }
+                        groups
+                    })
+                })
+                .collect();
+            let mut groups = Vec::new();
+            for t in tasks {
+                groups.extend(t.await.unwrap());
+            }
+            groups
+        });
+        store.stop_committer();
+        committer.join().unwrap();
+        // Each transaction's size was told once, and they add up to every
+        // batch; far fewer transactions than batches.
+        let total = u64::from(PARTITIONS) * BATCHES;
+        assert_eq!(groups.iter().sum::<usize>() as u64, total);
+        assert!(
+            (groups.len() as u64) < total / 4,
+            "{} transactions for {total} batches",
+            groups.len()
+        );
+        for p in 0..PARTITIONS {
+            assert_eq!(
+                store.checkpoint(&input, p).unwrap().unwrap().next_offset,
+                BATCHES
+            );
+        }
+        let seen: Vec<String> = store
+            .read(&out, 0, 0, 10_000)
+            .unwrap()
+            .into_iter()
+            .map(|r| String::from_utf8(r.value).unwrap())
+            .collect();
+        assert_eq!(seen.len() as u64, total);
+        for p in 0..PARTITIONS {
+            let mine: Vec<&String> = seen
+                .iter()
+                .filter(|v| v.starts_with(&format!("{p}:")))
+                .collect();
+            let want: Vec<String> = (0..BATCHES).map(|b| format!("{p}:{b}")).collect();
+            assert_eq!(mine, want.iter().collect::<Vec<_>>());
+        }
     }
 
     #[test]

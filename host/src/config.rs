@@ -83,6 +83,10 @@ pub struct Config {
     /// Most records handed to one `handle` call (1 to 100000).
     #[serde(default = "default_max_batch")]
     pub max_batch: u32,
+    /// Threads that run partitions' handlers (1 to 256); default: one per
+    /// core. Every owned partition is a task on them, however many there are.
+    #[serde(default)]
+    pub worker_threads: Option<usize>,
     /// Address of the admin HTTP API; keep it on loopback. Port 0 picks a free
     /// port, which the running host writes to `<data_dir>/admin.addr`. On any
     /// other address the host refuses to start without `admin_token_file`.
@@ -460,6 +464,13 @@ fn default_admin() -> SocketAddr {
 }
 
 impl Config {
+    /// How many threads run partitions: `worker_threads`, or one per core.
+    pub fn worker_threads(&self) -> usize {
+        self.worker_threads.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get)
+        })
+    }
+
     /// Reads, parses and validates the file at `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
@@ -532,6 +543,13 @@ impl Config {
             return Err(format!(
                 "`max_batch` is {}; it must be between 1 and {MAX_BATCH_LIMIT}",
                 self.max_batch
+            ));
+        }
+        if let Some(n) = self.worker_threads
+            && !(1..=256).contains(&n)
+        {
+            return Err(format!(
+                "`worker_threads` is {n}; it must be between 1 and 256 (leave it out for one per core)"
             ));
         }
         let mut names = std::collections::HashSet::new();

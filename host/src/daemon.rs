@@ -39,7 +39,50 @@ const OPEN_RETRY: Duration = Duration::from_secs(3);
 
 struct Running {
     cancel: CancellationToken,
-    thread: std::thread::JoinHandle<()>,
+    task: worker::pool::JoinHandle,
+}
+
+/// Where partitions run: a few threads running every owned partition's
+/// worker task, and the thread that writes their group commits.
+struct Pool {
+    workers: Option<worker::Pool>,
+    committer: Option<std::thread::JoinHandle<()>>,
+    store: Arc<Store>,
+}
+
+impl Pool {
+    fn start(store: Arc<Store>, threads: usize) -> anyhow::Result<Pool> {
+        let workers = worker::Pool::start(threads, tokio::runtime::Handle::current())
+            .context("starting the worker pool")?;
+        let committer = {
+            let store = store.clone();
+            std::thread::Builder::new()
+                .name("lc-commit".into())
+                .spawn(move || store.run_committer())
+                .context("starting the committer thread")?
+        };
+        info!(threads, "worker pool started");
+        Ok(Pool {
+            workers: Some(workers),
+            committer: Some(committer),
+            store,
+        })
+    }
+
+    fn workers(&self) -> &worker::Pool {
+        self.workers.as_ref().expect("running")
+    }
+}
+
+impl Drop for Pool {
+    /// After every worker returned: writes what is queued, then stops.
+    fn drop(&mut self) {
+        drop(self.workers.take());
+        self.store.stop_committer();
+        if let Some(committer) = self.committer.take() {
+            let _ = committer.join();
+        }
+    }
 }
 
 /// Runs the host until `shutdown` is cancelled, then releases every partition
@@ -281,6 +324,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     };
     let mut workers: BTreeMap<TopicPartition, Running> = BTreeMap::new();
     let rt = tokio::runtime::Handle::current();
+    let pool = Pool::start(store.clone(), config.worker_threads())?;
     let mut leaving = false;
     let outcome = loop {
         let event = tokio::select! {
@@ -309,7 +353,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
                         .target(tp.partition)
                         .expect("the rollout covers every partition of its topic");
                     let cancel = shutdown.child_token();
-                    let thread = worker::spawn(
+                    let task = worker::spawn(
                         WorkerSpec {
                             store: store.clone(),
                             topic: topics[&tp.topic].clone(),
@@ -330,8 +374,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
                             rt: rt.clone(),
                         },
                         source,
-                    )?;
-                    workers.insert(tp, Running { cancel, thread });
+                        pool.workers(),
+                    );
+                    workers.insert(tp, Running { cancel, task });
                 }
                 info!(partitions = workers.len(), "partitions assigned");
             }
@@ -351,6 +396,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
 
     info!("shutting down: finishing batches in flight");
     join_all(std::mem::take(&mut workers).into_values().collect()).await;
+    drop(pool);
     // Left the group: the outbox gets until its grace period to empty.
     drop(member);
     deliver_stop.cancel();
@@ -485,10 +531,8 @@ async fn join_all(workers: Vec<Running>) {
         w.cancel.cancel();
     }
     for w in workers {
-        let name = w.thread.thread().name().map(str::to_owned);
-        let joined = tokio::task::spawn_blocking(move || w.thread.join()).await;
-        if !matches!(joined, Ok(Ok(()))) {
-            warn!(worker = ?name, "partition worker panicked");
+        if let Err(e) = w.task.await {
+            warn!("partition worker panicked: {e}");
         }
     }
 }

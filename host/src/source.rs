@@ -51,6 +51,12 @@ pub trait Source: Send + std::fmt::Debug {
         Some(checkpoint)
     }
 
+    /// Whether `prepare` blocks (reads a changelog, waits on a broker): the
+    /// worker then runs it off the pool's threads.
+    fn prepare_blocks(&self) -> bool {
+        false
+    }
+
     /// Up to `max` records from offset `from`. Empty while nothing is ready.
     fn read(
         &mut self,

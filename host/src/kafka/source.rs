@@ -101,6 +101,10 @@ impl Source for PartitionSource {
     /// previous owner handled past the local checkpoint — and takes the
     /// delivery lease; retries until it succeeds or the partition is
     /// released.
+    fn prepare_blocks(&self) -> bool {
+        true
+    }
+
     fn prepare(&mut self, ctx: &PartitionCtx<'_>, checkpoint: u64) -> Option<u64> {
         let goal = match self.start {
             StartFrom::Restore(upto) => Goal::Restore { upto },

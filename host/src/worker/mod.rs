@@ -2,9 +2,14 @@
 //! instance. Loop: read a batch from the checkpointed offset → `handle` →
 //! checkpoint → between batches, adopt the target plugin version.
 //!
-//! A worker runs on its own OS thread: `handle` and the redb commit are
-//! blocking, CPU- or fsync-bound work, and a partition's batches are strictly
-//! sequential anyway. It parks on the tokio runtime only to wait.
+//! A worker is a task on the host's worker pool: a runtime of its own with
+//! one thread per core (`worker_threads`), whatever the partition count. A
+//! task runs `handle` on its pool thread — CPU-bound work that the pool
+//! exists for — and yields after every batch, so ready partitions take
+//! turns. It never blocks on storage: its checkpoint joins the next group
+//! commit, written by the committer thread, and the task waits for the
+//! answer without holding its thread. A partition's batches stay strictly
+//! sequential: a task has one batch in flight.
 //!
 //! Failed batches follow the route's error policy: retry with backoff; then
 //! either pause, or isolate the failing record — the one the handler names
@@ -21,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, error, info, warn};
+use tracing::{Instrument, debug, error, info, warn};
 
 use crate::checkpoint::OwnedCommit;
 use crate::config::{ErrorPolicy, Limits, TimeSettings};
@@ -85,14 +90,11 @@ pub struct WorkerSpec {
     pub rt: tokio::runtime::Handle,
 }
 
-/// Starts the worker on its own thread, reading from `source`.
-pub fn spawn(
-    spec: WorkerSpec,
-    source: Box<dyn Source>,
-) -> std::io::Result<std::thread::JoinHandle<()>> {
-    std::thread::Builder::new()
-        .name(format!("lc-{}-{}", spec.topic.name, spec.partition))
-        .spawn(move || Worker::new(spec, source).run())
+/// Starts the worker as a task of `pool`, reading from `source`.
+pub fn spawn(spec: WorkerSpec, source: Box<dyn Source>, pool: &Pool) -> pool::JoinHandle {
+    let span =
+        tracing::info_span!("partition", topic = %spec.topic.name, partition = spec.partition);
+    pool.spawn(Worker::new(spec, source).run().instrument(span))
 }
 
 /// What the source may use of the worker's partition.
@@ -109,8 +111,11 @@ fn ctx(spec: &WorkerSpec) -> PartitionCtx<'_> {
 }
 
 mod dead_letter;
+pub mod pool;
 mod report;
 mod swap;
+
+pub use pool::Pool;
 
 pub use dead_letter::headers as dead_letter_headers;
 use report::{Event, Reporter};
@@ -202,9 +207,7 @@ impl Worker {
         }
     }
 
-    fn run(mut self) {
-        let span = tracing::info_span!("partition", topic = %self.spec.topic.name, partition = self.spec.partition);
-        let _entered = span.enter();
+    async fn run(mut self) {
         match self
             .spec
             .store
@@ -217,7 +220,7 @@ impl Worker {
                     PartitionState::Paused,
                     Some(format!("cannot read checkpoint: {e}")),
                 ));
-                self.spec.rt.block_on(self.spec.cancel.cancelled());
+                self.spec.cancel.cancelled().await;
                 return;
             }
         }
@@ -230,7 +233,12 @@ impl Worker {
             Err(e) => warn!("cannot read the watermark, starting without one: {e}"),
         }
         self.report.emit(Event::Owned);
-        match self.source.prepare(&ctx(&self.spec), self.next_offset) {
+        let prepared = if self.source.prepare_blocks() {
+            self.prepare_off_the_pool().await
+        } else {
+            self.source.prepare(&ctx(&self.spec), self.next_offset)
+        };
+        match prepared {
             Some(offset) => self.next_offset = offset,
             None => {
                 self.report.emit(Event::Released);
@@ -266,22 +274,23 @@ impl Worker {
                 }
             }
             if paused || self.instance.is_none() {
-                self.wait(None, Wake::VersionOrCancel);
+                self.wait(None, Wake::VersionOrCancel).await;
                 continue;
             }
             // Due timers fire between batches, before the next one.
-            let outcome = match self.fire_timers() {
+            let outcome = match self.fire_timers().await {
                 Some(outcome) => outcome,
-                None => self.process_batch(),
+                None => self.process_batch().await,
             };
             if self.last_sweep.elapsed() >= SWEEP_EVERY {
                 self.sweep_expired();
             }
             match outcome {
-                Outcome::Committed => {}
+                // Other ready partitions of this pool thread take their turn.
+                Outcome::Committed => tokio::task::yield_now().await,
                 Outcome::Idle => {
                     let idle = Instant::now();
-                    self.wait(Some(self.idle_timeout()), Wake::AnyChange);
+                    self.wait(Some(self.idle_timeout()), Wake::AnyChange).await;
                     self.idle_since_batch += idle.elapsed();
                 }
                 Outcome::Retry(reason, delay) => {
@@ -293,7 +302,7 @@ impl Worker {
                     );
                     self.report.emit(Event::Retrying { reason });
                     if !delay.is_zero() {
-                        self.wait(Some(delay), Wake::VersionOrCancel);
+                        self.wait(Some(delay), Wake::VersionOrCancel).await;
                     }
                 }
                 Outcome::Pause(reason) => {
@@ -312,7 +321,47 @@ impl Worker {
         self.report.emit(Event::Released);
     }
 
-    fn process_batch(&mut self) -> Outcome {
+    /// Runs the source's `prepare` on a blocking thread of the host runtime:
+    /// restoring from a changelog blocks for as long as it reads, and the
+    /// pool's few threads are needed by other partitions meanwhile.
+    async fn prepare_off_the_pool(&mut self) -> Option<u64> {
+        let mut source = std::mem::replace(&mut self.source, Box::new(crate::source::Embedded));
+        let spec = &self.spec;
+        let (store, topic, live, metrics, cancel, rt) = (
+            spec.store.clone(),
+            spec.topic.clone(),
+            spec.live.clone(),
+            spec.metrics.clone(),
+            spec.cancel.clone(),
+            spec.rt.clone(),
+        );
+        let (partition, checkpoint) = (spec.partition, self.next_offset);
+        let prepared = spec.rt.spawn_blocking(move || {
+            let ctx = PartitionCtx {
+                store: &store,
+                topic: &topic,
+                partition,
+                live: &live,
+                metrics: &metrics,
+                cancel: &cancel,
+                rt: &rt,
+            };
+            let offset = source.prepare(&ctx, checkpoint);
+            (source, offset)
+        });
+        match prepared.await {
+            Ok((source, offset)) => {
+                self.source = source;
+                offset
+            }
+            Err(e) => {
+                error!("preparing the partition failed: {e}");
+                None
+            }
+        }
+    }
+
+    async fn process_batch(&mut self) -> Outcome {
         // Mark appends seen before reading, so an append racing the read
         // still wakes the wait that follows an empty read.
         self.appends.borrow_and_update();
@@ -371,9 +420,10 @@ impl Worker {
             version = version.short_digest()
         );
         span.follows_from(tracing::Span::current());
-        let _batch = span.enter();
-        let handled = tracing::debug_span!("handle")
-            .in_scope(|| instance.handle(&batch, Box::new(reader), time));
+        let handled = span.in_scope(|| {
+            tracing::debug_span!("handle")
+                .in_scope(|| instance.handle(&batch, Box::new(reader), time))
+        });
         self.report.emit(Event::Handled {
             memory_bytes: instance.memory_bytes(),
             took: handled.as_ref().ok().map(|(_, took)| *took),
@@ -385,8 +435,12 @@ impl Worker {
                     effects.watermark = watermark;
                 }
                 let emitted = effects.outputs.len() as u64;
-                let outcome = self.commit(next, &version, effects, batch.len() as u64, emitted);
+                let outcome = self
+                    .commit(next, &version, effects, batch.len() as u64, emitted)
+                    .instrument(span.clone())
+                    .await;
                 if matches!(outcome, Outcome::Committed) {
+                    let _batch = span.enter();
                     debug!(
                         first_offset = first,
                         next_offset = next,
@@ -399,7 +453,11 @@ impl Worker {
                 }
                 outcome
             }
-            Err(failure) => self.on_failure(failure, &batch, &version),
+            Err(failure) => {
+                self.on_failure(failure, &batch, &version)
+                    .instrument(span)
+                    .await
+            }
         }
     }
 
@@ -516,7 +574,7 @@ impl Worker {
 
     /// Fires the partition's due timers, when its instance can receive them
     /// (0.2.0): `None` when nothing is due.
-    fn fire_timers(&mut self) -> Option<Outcome> {
+    async fn fire_timers(&mut self) -> Option<Outcome> {
         let (instance, _) = self.instance.as_ref()?;
         if instance.contract() != Contract::V0_2 || self.source.changelog().is_some() {
             return None;
@@ -579,8 +637,7 @@ impl Worker {
             version = version.short_digest()
         );
         span.follows_from(tracing::Span::current());
-        let _timers = span.enter();
-        let fired = instance.on_timers(&due, Box::new(reader), time);
+        let fired = span.in_scope(|| instance.on_timers(&due, Box::new(reader), time));
         self.report.emit(Event::Handled {
             memory_bytes: instance.memory_bytes(),
             took: None,
@@ -588,20 +645,28 @@ impl Worker {
         Some(match fired {
             Ok((effects, _)) => {
                 let emitted = effects.outputs.len() as u64;
-                let outcome = self.commit(self.next_offset, &version, effects, 0, emitted);
+                let outcome = self
+                    .commit(self.next_offset, &version, effects, 0, emitted)
+                    .instrument(span.clone())
+                    .await;
                 if matches!(outcome, Outcome::Committed) {
+                    let _timers = span.enter();
                     debug!(timers = due.len(), outputs = emitted, "timers fired");
                     self.timer_failures = 0;
                     self.report.emit(Event::TimersFired(due.len() as u64));
                 }
                 outcome
             }
-            Err(failure) => self.on_timer_failure(failure, &due, &version),
+            Err(failure) => {
+                self.on_timer_failure(failure, &due, &version)
+                    .instrument(span)
+                    .await
+            }
         })
     }
 
     /// Decides what a failed `on-timers` call leads to.
-    fn on_timer_failure(
+    async fn on_timer_failure(
         &mut self,
         failure: BatchFailure,
         due: &[Timer],
@@ -634,7 +699,7 @@ impl Worker {
                     fired: vec![timer.clone()],
                     ..Default::default()
                 };
-                let outcome = self.commit(self.next_offset, version, effects, 0, 0);
+                let outcome = self.commit(self.next_offset, version, effects, 0, 0).await;
                 if matches!(outcome, Outcome::Committed) {
                     warn!(
                         domain = timer.domain.name(),
@@ -675,7 +740,7 @@ impl Worker {
     }
 
     /// Decides what a failed batch leads to, per the route's error policy.
-    fn on_failure(
+    async fn on_failure(
         &mut self,
         failure: BatchFailure,
         batch: &Batch,
@@ -692,14 +757,14 @@ impl Worker {
                 Outcome::Retry(format!("{reason}; isolating the failing record"), delay)
             }
             Decision::Retry { delay } => Outcome::Retry(reason, delay),
-            Decision::DeadLetter => self.dead_letter(&batch.record(0), version, &failure),
+            Decision::DeadLetter => self.dead_letter(&batch.record(0), version, &failure).await,
             Decision::Pause(cause) => Outcome::Pause(format!("{reason}{cause}")),
         }
     }
 
     /// Writes `record` to the dead-letter topic in the checkpoint that moves
     /// the partition past it.
-    fn dead_letter(
+    async fn dead_letter(
         &mut self,
         record: &StreamRecord,
         version: &Arc<PluginVersion>,
@@ -720,7 +785,7 @@ impl Worker {
             ..Default::default()
         };
         // The record was consumed (one in) but the handler emitted nothing.
-        let outcome = self.commit(record.offset + 1, version, effects, 1, 0);
+        let outcome = self.commit(record.offset + 1, version, effects, 1, 0).await;
         if matches!(outcome, Outcome::Committed) {
             warn!(
                 offset = record.offset,
@@ -736,7 +801,7 @@ impl Worker {
     /// One checkpoint: effects, offset and version in one transaction. It
     /// starts at the committed offset, not at the first record's: Kafka
     /// offsets may have gaps (compaction, transaction markers).
-    fn commit(
+    async fn commit(
         &mut self,
         next_offset: u64,
         version: &Arc<PluginVersion>,
@@ -746,19 +811,22 @@ impl Worker {
     ) -> Outcome {
         let spec = &self.spec;
         let started = Instant::now();
-        let _checkpoint = tracing::debug_span!("checkpoint").entered();
         let timers_changed = !effects.timers.is_empty() || !effects.fired.is_empty();
         let watermark = effects.watermark;
         // Other partitions' batches ready now commit in the same transaction.
-        let grouped = spec.store.commit_grouped(OwnedCommit {
-            topic: spec.topic.clone(),
-            partition: spec.partition,
-            first_offset: self.next_offset,
-            next_offset,
-            version: version.digest.clone(),
-            effects,
-            changelog: self.source.changelog().map(str::to_owned),
-        });
+        let grouped = spec
+            .store
+            .commit_grouped_async(OwnedCommit {
+                topic: spec.topic.clone(),
+                partition: spec.partition,
+                first_offset: self.next_offset,
+                next_offset,
+                version: version.digest.clone(),
+                effects,
+                changelog: self.source.changelog().map(str::to_owned),
+            })
+            .instrument(tracing::debug_span!("checkpoint"))
+            .await;
         if let Some(batches) = grouped.wrote {
             self.report.emit(Event::GroupCommit { batches });
         }
@@ -813,13 +881,13 @@ impl Worker {
     /// Parks until the worker is cancelled, a new version is published, a
     /// resume is asked for, `timeout` passes, or (with `Wake::AnyChange`)
     /// records are appended.
-    fn wait(&mut self, timeout: Option<Duration>, wake: Wake) {
+    async fn wait(&mut self, timeout: Option<Duration>, wake: Wake) {
         let spec = &self.spec;
         let appends = &mut self.appends;
         let resets = &mut self.resets;
         let mut versions = spec.versions.clone();
         let mut resume = spec.resume.clone();
-        self.reset_waiting = spec.rt.block_on(async {
+        self.reset_waiting = async {
             let sleep = tokio::time::sleep(timeout.unwrap_or(Duration::from_secs(3600)));
             let appended = async {
                 match wake {
@@ -837,7 +905,8 @@ impl Worker {
                 request = resets.recv() => request,
                 _ = sleep => None,
             }
-        });
+        }
+        .await;
     }
 }
 
