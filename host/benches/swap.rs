@@ -34,6 +34,40 @@ struct Figures {
     first_drop_ms: f64,
     drop_to_all_ms: Vec<f64>,
     compile_ms: Option<u64>,
+    /// Ordinary batch boundaries of the same run: (samples, p50, p99) as
+    /// bucket upper bounds of `linecook_batch_wait_seconds`, in ms.
+    waits: (u64, f64, f64),
+}
+
+/// Samples, p50 and p99 (upper bounds of their buckets, ms) of the
+/// `linecook_batch_wait_seconds` histogram in an OpenMetrics scrape.
+fn wait_percentiles(metrics: &str) -> (u64, f64, f64) {
+    let mut buckets: Vec<(f64, u64)> = metrics
+        .lines()
+        .filter(|l| l.starts_with("linecook_batch_wait_seconds_bucket{"))
+        .filter_map(|l| {
+            let le = l.split("le=\"").nth(1)?.split('"').next()?;
+            let count = l.rsplit(' ').next()?.parse().ok()?;
+            Some((
+                if le == "+Inf" {
+                    f64::INFINITY
+                } else {
+                    le.parse().ok()?
+                },
+                count,
+            ))
+        })
+        .collect();
+    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let total = buckets.last().map_or(0, |b| b.1);
+    let at = |q: f64| {
+        let want = (total as f64 * q).ceil() as u64;
+        buckets
+            .iter()
+            .find(|b| b.1 >= want)
+            .map_or(f64::NAN, |b| b.0 * 1e3)
+    };
+    (total, at(0.5), at(0.99))
 }
 
 /// Swaps `v1`/`v2` (installed as plugin `tag`) `swaps` times on a running host
@@ -112,6 +146,7 @@ fn measure(v1: &Path, v2: &Path, swaps: usize, partitions: u32) -> Figures {
         .flat_map(|p| &p.versions)
         .find(|v| v.digest == builds[0].1)
         .and_then(|v| v.prepare_ms);
+    let waits = wait_percentiles(&setup.admin_get("/metrics"));
     stop.store(true, Ordering::Relaxed);
     let produced = producer.join().unwrap();
     host.stop();
@@ -125,6 +160,7 @@ fn measure(v1: &Path, v2: &Path, swaps: usize, partitions: u32) -> Figures {
         first_drop_ms,
         drop_to_all_ms,
         compile_ms,
+        waits,
     }
 }
 
@@ -169,6 +205,10 @@ fn main() {
             percentile(&f.pauses_ms, 0.5),
             percentile(&f.pauses_ms, 0.99),
             f.pauses_ms.last().unwrap()
+        );
+        println!(
+            "| {name} | {} | ordinary batch boundary, same run (ms, bucket upper bound: linecook_batch_wait_seconds) | {} | ≤ {} | ≤ {} | |",
+            f.size, f.waits.0, f.waits.1, f.waits.2
         );
         println!(
             "| {name} | {} | file drop → all partitions on it, known version (ms, incl. {} ms debounce) | {} | {:.1} | {:.1} | {:.1} |",

@@ -91,6 +91,9 @@ pub struct Metrics {
     pub swaps: Family<PartitionLabels, Counter>,
     /// Swap pauses.
     pub swap_pause_seconds: Seconds,
+    /// Time between a partition's checkpoint and its next batch's read,
+    /// records waiting (no swap between).
+    pub batch_wait_seconds: Seconds,
     /// Timers fired by committed `on-timers` calls.
     pub timers_fired: Family<PartitionLabels, Counter>,
     /// Timers set and not yet fired.
@@ -157,6 +160,7 @@ impl Metrics {
             dead_letters: Family::default(),
             swaps: Family::default(),
             swap_pause_seconds: Family::new_with_constructor(latency),
+            batch_wait_seconds: Family::new_with_constructor(latency),
             timers_fired: Family::default(),
             timers_pending: Family::default(),
             watermark: Family::default(),
@@ -228,6 +232,12 @@ impl Metrics {
             "Time between the last batch of the old version and the first of the new",
             Unit::Seconds,
             m.swap_pause_seconds.clone(),
+        );
+        r.register_with_unit(
+            "batch_wait",
+            "Time between a partition's checkpoint and reading its next batch while records wait: queueing for a worker thread, plus the read",
+            Unit::Seconds,
+            m.batch_wait_seconds.clone(),
         );
         r.register(
             "timers_fired",

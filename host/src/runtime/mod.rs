@@ -575,6 +575,18 @@ impl Instance {
         context: &Context,
         reader: Box<dyn StateReader>,
     ) -> Result<Instance, InstanceError> {
+        let mut instance = Instance::instantiate(prepared, labels, limits)?;
+        instance.init(context, reader)?;
+        Ok(instance)
+    }
+
+    /// Instantiates `prepared` without calling anything in it: what can be
+    /// done before a swap's batch boundary, on another thread.
+    pub fn instantiate(
+        prepared: &Prepared,
+        labels: Labels,
+        limits: Limits,
+    ) -> Result<Instance, InstanceError> {
         let mut store = wasmtime::Store::new(prepared.engine(), HostState::new(labels, limits));
         store.limiter(|s| s as &mut dyn wasmtime::ResourceLimiter);
         store.epoch_deadline_trap();
@@ -607,6 +619,22 @@ impl Instance {
                 });
             }
         };
+        Ok(Instance {
+            store,
+            bindings,
+            packed,
+        })
+    }
+
+    /// Calls `init(context)`; an instance whose `init` failed must not be
+    /// used.
+    pub fn init(
+        &mut self,
+        context: &Context,
+        reader: Box<dyn StateReader>,
+    ) -> Result<(), InstanceError> {
+        let limits = self.store.data().limits;
+        let (store, bindings) = (&mut self.store, &self.bindings);
         let time = CallTime {
             now_ms: crate::record::now_ms(),
             ..CallTime::default()
@@ -615,10 +643,10 @@ impl Instance {
         store.data().last_words.lock().expect("last words").clear();
         store.set_epoch_deadline(deadline_ticks(&limits));
         let started = Instant::now();
-        let result = match &bindings {
-            Bindings::V1(b) => b.call_init(&mut store, context),
+        let result = match bindings {
+            Bindings::V1(b) => b.call_init(&mut *store, context),
             Bindings::V2(b) => b.linecook_handler_guest().call_init(
-                &mut store,
+                &mut *store,
                 &v2::linecook::handler::types::Context {
                     plugin: context.plugin.clone(),
                     version: context.version.clone(),
@@ -630,15 +658,10 @@ impl Instance {
         };
         let ran = started.elapsed();
         store.data_mut().scope = None;
-        let mut instance = Instance {
-            store,
-            bindings,
-            packed,
-        };
         match result {
-            Ok(Ok(())) => Ok(instance),
+            Ok(Ok(())) => Ok(()),
             Ok(Err(message)) => Err(InstanceError::Init(message)),
-            Err(trap) => Err(match instance.classify(trap, ran) {
+            Err(trap) => Err(match self.classify(trap, ran) {
                 BatchFailure::Limit(what) => InstanceError::InitLimit(what),
                 BatchFailure::Trap(trap) => InstanceError::InitTrap(trap),
                 BatchFailure::Handler(_) => unreachable!("classify only sees traps"),

@@ -140,7 +140,11 @@ struct Worker {
     /// waited for records: what a swap pause is measured against.
     last_batch_end: Option<Instant>,
     idle_since_batch: Duration,
+    /// A swap whose pause is not measured yet.
     swap_pending: bool,
+    /// A swap's log line, written with its pause at the next batch, or when
+    /// the partition goes idle first.
+    swap_log: Option<String>,
     /// The committed event-time watermark.
     watermark: Option<i64>,
     /// Failed calls of `on-timers` with the current due list.
@@ -151,6 +155,8 @@ struct Worker {
     resets: tokio::sync::mpsc::UnboundedReceiver<crate::status::ResetRequest>,
     /// A reset request that arrived while the worker waited.
     reset_waiting: Option<crate::status::ResetRequest>,
+    /// The version to swap to, being instantiated meanwhile.
+    next: Option<swap::Next>,
 }
 
 #[derive(Clone, Copy)]
@@ -199,11 +205,13 @@ impl Worker {
             last_batch_end: None,
             idle_since_batch: Duration::ZERO,
             swap_pending: false,
+            swap_log: None,
             watermark: None,
             timer_failures: 0,
             last_sweep: Instant::now(),
             resets,
             reset_waiting: None,
+            next: None,
         }
     }
 
@@ -289,6 +297,9 @@ impl Worker {
                 // Other ready partitions of this pool thread take their turn.
                 Outcome::Committed => tokio::task::yield_now().await,
                 Outcome::Idle => {
+                    if let Some(line) = self.swap_log.take() {
+                        info!("{line}");
+                    }
                     let idle = Instant::now();
                     self.wait(Some(self.idle_timeout()), Wake::AnyChange).await;
                     self.idle_since_batch += idle.elapsed();
@@ -378,11 +389,20 @@ impl Worker {
             Ok(records) => records,
             Err(e) => return Outcome::Retry(format!("reading the log failed: {e}"), HOST_RETRY),
         };
-        if std::mem::take(&mut self.swap_pending)
-            && let Some(end) = self.last_batch_end
-        {
-            let pause = end.elapsed().saturating_sub(self.idle_since_batch);
-            self.report.emit(Event::SwapPause(pause));
+        let swapped = std::mem::take(&mut self.swap_pending);
+        let pause = self
+            .last_batch_end
+            .map(|end| end.elapsed().saturating_sub(self.idle_since_batch));
+        match pause {
+            Some(pause) if swapped => self.report.emit(Event::SwapPause(pause)),
+            Some(pause) => self.report.emit(Event::BatchWait(pause)),
+            None => {}
+        }
+        if let Some(line) = self.swap_log.take() {
+            match pause {
+                Some(pause) => info!("{line} (pause {} µs)", pause.as_micros()),
+                None => info!("{line}"),
+            }
         }
         let now = now_ms();
         let reader =
@@ -887,7 +907,14 @@ impl Worker {
         let resets = &mut self.resets;
         let mut versions = spec.versions.clone();
         let mut resume = spec.resume.clone();
+        let next_ready = self.next.as_ref().map(|n| n.ready.clone());
         self.reset_waiting = async {
+            let next_ready = async {
+                match next_ready {
+                    Some(ready) => ready.notified().await,
+                    None => std::future::pending().await,
+                }
+            };
             let sleep = tokio::time::sleep(timeout.unwrap_or(Duration::from_secs(3600)));
             let appended = async {
                 match wake {
@@ -902,6 +929,7 @@ impl Worker {
                 _ = appended => None,
                 _ = versions.changed() => None,
                 _ = resume.changed() => None,
+                _ = next_ready => None,
                 request = resets.recv() => request,
                 _ = sleep => None,
             }

@@ -52,6 +52,8 @@ pub(super) enum Event<'a> {
     Retrying { reason: String },
     /// The time between the old version's last batch and the new one's first.
     SwapPause(Duration),
+    /// The time between the last batch and this one, no swap between.
+    BatchWait(Duration),
     /// A checkpoint committed.
     Committed {
         digest: &'a str,
@@ -197,6 +199,10 @@ impl Reporter {
                     l.detail = Some(reason);
                 });
             }
+            Event::BatchWait(wait) => m
+                .batch_wait_seconds
+                .get_or_create(&self.topic_labels)
+                .observe(wait.as_secs_f64()),
             Event::SwapPause(pause) => {
                 m.swap_pause_seconds
                     .get_or_create(&self.topic_labels)
@@ -300,7 +306,12 @@ impl Reporter {
                 kind: kind.to_owned(),
             }));
         }
-        for family in [&m.batch_seconds, &m.commit_seconds, &m.swap_pause_seconds] {
+        for family in [
+            &m.batch_seconds,
+            &m.commit_seconds,
+            &m.swap_pause_seconds,
+            &m.batch_wait_seconds,
+        ] {
             drop(family.get_or_create(&self.topic_labels));
         }
     }

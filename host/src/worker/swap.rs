@@ -1,15 +1,32 @@
 //! Between batches: the worker adopts its target version — a fresh
 //! instance of it, `init` first — and replaces the running one only when
 //! that succeeded.
+//!
+//! A swap costs the partition only `init`: while the running version goes
+//! on with its batches, the next one is instantiated on a blocking thread
+//! (memory, tables, data segments), and the boundary after it is ready
+//! calls `init` and swaps. With no version running there is nothing to
+//! keep serving, and the instance is made on the spot.
 
+use std::sync::Arc;
+
+use tokio::sync::{Notify, oneshot};
 use tracing::{error, info};
 
 use super::Worker;
 use super::report::Event;
 use crate::plugins::{PluginVersion, short};
 use crate::runtime::bindings::Context;
-use crate::runtime::{Instance, Labels};
+use crate::runtime::{Instance, InstanceError, Labels};
 use crate::status::PartitionState;
+
+/// The next version, being instantiated off the partition's path.
+pub(super) struct Next {
+    digest: String,
+    instance: oneshot::Receiver<Result<Instance, InstanceError>>,
+    /// Notified when `instance` is ready, so an idle worker wakes for it.
+    pub(super) ready: Arc<Notify>,
+}
 
 impl Worker {
     /// Swaps in the target version if it differs from the running one:
@@ -24,6 +41,8 @@ impl Worker {
         }
         let running = self.instance.as_ref().map(|(_, v)| v.digest.clone());
         if running.as_deref() == Some(newest.digest.as_str()) {
+            // Retargeted back before the next version was ready.
+            self.next = None;
             if fresh {
                 self.report.emit(Event::Kept {
                     digest: &newest.digest,
@@ -34,28 +53,44 @@ impl Worker {
         if self.refused.as_deref() == Some(newest.digest.as_str()) {
             return false;
         }
-        if running.is_none() {
+        let instantiated = if running.is_some() {
+            match self.instantiated_off_path(&newest) {
+                Some(instance) => instance,
+                None => return false,
+            }
+        } else {
             self.report
                 .emit(Event::State(PartitionState::Starting, None));
-        }
-        match self.start_instance(&newest) {
+            Instance::instantiate(&newest.prepared, self.labels(&newest), self.spec.limits)
+        };
+        match instantiated
+            .map_err(|e| e.to_string())
+            .and_then(|instance| self.init_instance(instance, &newest))
+        {
             Ok(instance) => {
                 let previous = self.last_started.replace(newest.digest.clone());
                 let swapped_from = previous.filter(|p| *p != newest.digest);
                 match &swapped_from {
+                    // Logged with its pause, at the next batch: a log write
+                    // here would lengthen the pause it reports.
                     Some(old) => {
-                        info!(
+                        self.swap_pending = true;
+                        self.swap_log = Some(format!(
                             "swapped {} {} -> {}",
                             newest.name,
                             short(old),
                             newest.short_digest()
-                        );
-                        self.swap_pending = true;
+                        ));
                     }
                     None => info!("running {} {}", newest.name, newest.short_digest()),
                 }
                 let contract = instance.contract();
-                self.instance = Some((instance, newest.clone()));
+                let old = self.instance.replace((instance, newest.clone()));
+                if let Some(old) = old {
+                    // Unmapping a retired instance's memory costs more than
+                    // the rest of the swap: not on the partition's path.
+                    self.spec.rt.spawn_blocking(move || drop(old));
+                }
                 self.commit_failures = 0;
                 self.timer_failures = 0;
                 self.report.emit(Event::Started {
@@ -83,18 +118,70 @@ impl Worker {
         }
     }
 
-    fn start_instance(&self, version: &PluginVersion) -> Result<Instance, String> {
+    /// The instance of `version` made on a blocking thread, once it is
+    /// ready; until then `None`, and the running version goes on. Starts
+    /// making it on first call (and again for a newer target).
+    fn instantiated_off_path(
+        &mut self,
+        version: &Arc<PluginVersion>,
+    ) -> Option<Result<Instance, InstanceError>> {
+        if let Some(next) = &mut self.next
+            && next.digest == version.digest
+        {
+            return match next.instance.try_recv() {
+                Ok(result) => {
+                    self.next = None;
+                    Some(result)
+                }
+                Err(oneshot::error::TryRecvError::Empty) => None,
+                Err(oneshot::error::TryRecvError::Closed) => {
+                    self.next = None;
+                    Some(Err(InstanceError::Init(
+                        "the thread instantiating it stopped".into(),
+                    )))
+                }
+            };
+        }
+        let (tell, instance) = oneshot::channel();
+        let ready = Arc::new(Notify::new());
+        let (labels, limits, version_, ready_) = (
+            self.labels(version),
+            self.spec.limits,
+            version.clone(),
+            ready.clone(),
+        );
+        self.spec.rt.spawn_blocking(move || {
+            let _ = tell.send(Instance::instantiate(&version_.prepared, labels, limits));
+            ready_.notify_one();
+        });
+        self.next = Some(Next {
+            digest: version.digest.clone(),
+            instance,
+            ready,
+        });
+        None
+    }
+
+    fn labels(&self, version: &PluginVersion) -> Labels {
+        Labels {
+            plugin: self.spec.plugin.clone(),
+            version: version.short_digest().to_owned(),
+            topic: self.spec.topic.name.clone(),
+            partition: self.spec.partition,
+        }
+    }
+
+    /// Calls `init` of a fresh instance of `version`.
+    fn init_instance(
+        &self,
+        mut instance: Instance,
+        version: &PluginVersion,
+    ) -> Result<Instance, String> {
         let spec = &self.spec;
         let reader = spec
             .store
             .partition_state(&spec.topic, spec.partition)
             .map_err(|e| e.to_string())?;
-        let labels = Labels {
-            plugin: spec.plugin.clone(),
-            version: version.short_digest().to_owned(),
-            topic: spec.topic.name.clone(),
-            partition: spec.partition,
-        };
         let context = Context {
             plugin: spec.plugin.clone(),
             version: version.digest.clone(),
@@ -102,13 +189,9 @@ impl Worker {
             partition: spec.partition,
             config: spec.config.clone(),
         };
-        Instance::start(
-            &version.prepared,
-            labels,
-            spec.limits,
-            &context,
-            Box::new(reader),
-        )
-        .map_err(|e| e.to_string())
+        instance
+            .init(&context, Box::new(reader))
+            .map_err(|e| e.to_string())?;
+        Ok(instance)
     }
 }
