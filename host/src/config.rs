@@ -93,12 +93,12 @@ pub struct Config {
     #[serde(default = "default_admin")]
     pub admin: SocketAddr,
     /// A file holding the admin API's bearer token. When set, every request
-    /// but `GET /healthz`, `/metrics` and `/status` must carry
+    /// but `GET /` (the status page), `/healthz`, `/metrics` and `/status` must carry
     /// `Authorization: Bearer <token>` (the CLI sends it); others get 401
     /// and change nothing.
     #[serde(default)]
     pub admin_token_file: Option<PathBuf>,
-    /// An extra listener serving only `GET /healthz`, `/metrics` and
+    /// An extra listener serving only `GET /` (the status page), `/healthz`, `/metrics` and
     /// `/status`, e.g. `"0.0.0.0:9464"` for a Prometheus on another host,
     /// while `admin` stays on loopback.
     #[serde(default)]
