@@ -85,9 +85,10 @@ fn without_the_token_nothing_is_written_and_the_cli_sends_it() {
         401,
         "reading records needs the token too"
     );
-    // Health, status and metrics stay open, on both listeners.
+    // The status page, health, status and metrics stay open, on both
+    // listeners.
     for base in [admin.clone(), format!("127.0.0.1:{metrics_port}")] {
-        for path in ["/healthz", "/status", "/metrics"] {
+        for path in ["/", "/healthz", "/status", "/metrics"] {
             let response = agent.get(format!("http://{base}{path}")).call().unwrap();
             assert_eq!(response.status(), 200, "{base}{path}");
         }
