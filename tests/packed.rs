@@ -42,7 +42,20 @@ fn effects(
     shape: Shape,
     records: &[LogRecord],
 ) -> BatchEffects {
-    let bytes = std::fs::read(support::plugins().join(format!("{plugin}.wasm"))).unwrap();
+    let path = support::plugins().join(format!("{plugin}.wasm"));
+    effects_of(runtime, store, &path, plugin, shape, records)
+}
+
+/// [`effects`] of the component at `path`.
+fn effects_of(
+    runtime: &Runtime,
+    store: &Store,
+    path: &std::path::Path,
+    plugin: &str,
+    shape: Shape,
+    records: &[LogRecord],
+) -> BatchEffects {
+    let bytes = std::fs::read(path).unwrap();
     let prepared = runtime.prepare(&bytes).unwrap();
     assert!(prepared.packed(), "{plugin} exports the packed path");
     let topic = store.topic("in").unwrap();
@@ -224,5 +237,59 @@ errors = { retries = 1, backoff_base_ms = 10 }
     assert!(
         message.contains("malformed packed effects at byte 30: unknown entry kind 7"),
         "{message}"
+    );
+}
+
+/// A C handler using `plugins/c/packed.h` (world `packed-handler`) is
+/// called through the packed path, and means what its typed `guest.handle`
+/// means: every record, upper-cased, keyed as it came, in order.
+#[test]
+fn a_c_handler_takes_the_packed_path_through_its_header() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    store.create_topic("in", 1).unwrap();
+    store.create_topic("out", 1).unwrap();
+    let records = vec![
+        record(0, 100, Some("a"), "hello"),
+        record(1, 900, None, "World, é!"),
+        record(2, 1500, Some(""), ""),
+        record(3, 1200, Some("a"), "again"),
+    ];
+    let runtime = Runtime::new().unwrap();
+    let path = support::c_plugins().join("uppercase-packed.wasm");
+    let typed = effects_of(
+        &runtime,
+        &store,
+        &path,
+        "uppercase-packed",
+        Shape::V2,
+        &records,
+    );
+    let packed = effects_of(
+        &runtime,
+        &store,
+        &path,
+        "uppercase-packed",
+        Shape::Packed,
+        &records,
+    );
+    assert_eq!(packed, typed);
+    let outputs: Vec<(Option<String>, String, &str)> = packed
+        .outputs
+        .iter()
+        .map(|o| {
+            let text = |b: &[u8]| String::from_utf8(b.to_vec()).unwrap();
+            (o.key.as_deref().map(text), text(&o.value), o.topic.as_str())
+        })
+        .collect();
+    let want = |k: Option<&str>, v: &str| (k.map(str::to_owned), v.to_owned(), "out");
+    assert_eq!(
+        outputs,
+        [
+            want(Some("a"), "HELLO"),
+            want(None, "WORLD, é!"),
+            want(Some(""), ""),
+            want(Some("a"), "AGAIN"),
+        ]
     );
 }

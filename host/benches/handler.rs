@@ -4,7 +4,9 @@
 //! buffer each way) — and compiled natively into the host, behind the same
 //! trait, for batches of 1 to 1000 records of 100 bytes. Criterion
 //! measures; a markdown table of ns/record and the WASM/native ratios is
-//! printed at the end.
+//! printed at the end. The C `uppercase` with the packed path
+//! (`plugins/c/uppercase-packed`, through `plugins/c/packed.h`) is measured
+//! the same way, against the same native handler.
 //!
 //! Run: `cargo bench -p linecook --bench handler`
 
@@ -36,15 +38,26 @@ fn main() {
     let runtime = Runtime::new().unwrap();
     let plugins = support::plugins();
     let samples: Rc<RefCell<Samples>> = Rc::default();
+    // (row label, directory, file, the native handler it does the work of)
+    let mut handlers: Vec<(&'static str, &std::path::Path, &str, &str)> = HANDLERS
+        .iter()
+        .map(|&name| (name, plugins, name, name))
+        .collect();
+    handlers.push((
+        "uppercase (C)",
+        support::c_plugins(),
+        "uppercase-packed",
+        "uppercase",
+    ));
 
-    for name in HANDLERS {
-        let prepared = common::prepare(&runtime, plugins, name);
+    for &(name, dir, file, native_name) in &handlers {
+        let prepared = common::prepare(&runtime, dir, file);
         let mut group = c.benchmark_group(name);
         for batch in BATCHES {
             assert!(prepared.packed(), "{name} exports the packed path");
-            let mut typed = WasmAs(common::instance(&prepared, name), Shape::V2);
-            let mut packed = WasmAs(common::instance(&prepared, name), Shape::Packed);
-            let mut native = Native::new(name);
+            let mut typed = WasmAs(common::instance(&prepared, native_name), Shape::V2);
+            let mut packed = WasmAs(common::instance(&prepared, native_name), Shape::Packed);
+            let mut native = Native::new(native_name);
             for (kind, handler) in [
                 ("typed", &mut typed as &mut dyn BatchHandler),
                 ("packed", &mut packed as &mut dyn BatchHandler),
@@ -85,7 +98,7 @@ fn main() {
         "\n| handler | batch | native ns/record | typed ns/record | typed / native | packed ns/record | packed / native |"
     );
     println!("|---|---|---|---|---|---|---|");
-    for name in HANDLERS {
+    for &(name, ..) in &handlers {
         for batch in BATCHES {
             // A filter on the command line (`-- counter/packed`) leaves rows out.
             let get = |kind| samples.get(&(name, batch, kind)).map(median);

@@ -34,19 +34,34 @@ pub fn wit(contract: Contract) -> &'static str {
     }
 }
 
+/// The world of a handler that also exports the packed batch path (0.2.0).
+const PACKED_WORLD: &str = "packed-handler";
+
 fn resolve(contract: Contract) -> anyhow::Result<(Resolve, wit_parser::WorldId)> {
+    resolve_world(contract, WORLD)
+}
+
+fn resolve_world(contract: Contract, name: &str) -> anyhow::Result<(Resolve, wit_parser::WorldId)> {
     let mut resolve = Resolve::default();
     let package = resolve
         .push_str("handler.wit", wit(contract))
         .context("parsing the built-in contract")?;
-    let world = resolve.select_world(&[package], Some(WORLD))?;
+    let world = resolve.select_world(&[package], Some(name))?;
     Ok((resolve, world))
 }
 
 /// The files of the C bindings of `contract` (`handler.h`, `handler.c` and
-/// `handler_component_type.o`, which carries the world into the module).
-pub fn c_bindings(contract: Contract) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
-    let (mut resolve, world) = resolve(contract)?;
+/// `handler_component_type.o`, which carries the world into the module);
+/// with `packed` (0.2.0 only), of the world that also exports the packed
+/// batch path (`packed_handler.h`, …).
+pub fn c_bindings(contract: Contract, packed: bool) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
+    let (mut resolve, world) = match (contract, packed) {
+        (_, false) => resolve(contract)?,
+        (Contract::V0_2, true) => resolve_world(contract, PACKED_WORLD)?,
+        (Contract::V0_1, true) => {
+            anyhow::bail!("the packed batch path is part of contract 0.2.0, not 0.1.0")
+        }
+    };
     let mut files = wit_bindgen_core::Files::default();
     wit_bindgen_c::Opts::default()
         .build()
@@ -59,10 +74,14 @@ pub fn c_bindings(contract: Contract) -> anyhow::Result<Vec<(String, Vec<u8>)>> 
 
 /// Writes the C bindings of `contract` into `dir` (created if missing);
 /// returns the names.
-pub fn write_c_bindings(dir: &Path, contract: Contract) -> anyhow::Result<Vec<String>> {
+pub fn write_c_bindings(
+    dir: &Path,
+    contract: Contract,
+    packed: bool,
+) -> anyhow::Result<Vec<String>> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let mut names = Vec::new();
-    for (name, bytes) in c_bindings(contract)? {
+    for (name, bytes) in c_bindings(contract, packed)? {
         let path = dir.join(&name);
         std::fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))?;
         names.push(name);
@@ -122,7 +141,7 @@ mod tests {
 
     #[test]
     fn c_bindings_are_the_handler_world() {
-        let files = c_bindings(Contract::V0_1).unwrap();
+        let files = c_bindings(Contract::V0_1, false).unwrap();
         let names: Vec<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
         assert!(names.contains(&"handler.h"), "{names:?}");
         assert!(names.contains(&"handler.c"), "{names:?}");
@@ -131,7 +150,7 @@ mod tests {
         let header = String::from_utf8_lossy(header);
         assert!(header.contains("exports_handler_handle"), "{header}");
 
-        let files = c_bindings(Contract::V0_2).unwrap();
+        let files = c_bindings(Contract::V0_2, false).unwrap();
         let header = &files.iter().find(|(n, _)| n == "handler.h").unwrap().1;
         let header = String::from_utf8_lossy(header);
         for function in [
@@ -141,6 +160,23 @@ mod tests {
         ] {
             assert!(header.contains(function), "{function}");
         }
+        assert!(!header.contains("handle_packed"));
+
+        let files = c_bindings(Contract::V0_2, true).unwrap();
+        let header = &files
+            .iter()
+            .find(|(n, _)| n == "packed_handler.h")
+            .unwrap()
+            .1;
+        let header = String::from_utf8_lossy(header);
+        for function in [
+            "exports_linecook_handler_packed_handle_packed",
+            "exports_linecook_handler_guest_handle",
+        ] {
+            assert!(header.contains(function), "{function}");
+        }
+        let error = c_bindings(Contract::V0_1, true).unwrap_err().to_string();
+        assert!(error.contains("0.2.0"), "{error}");
     }
 
     #[test]

@@ -303,6 +303,12 @@ enum SdkCommand {
         /// and imports `timers`.
         #[arg(long, value_enum, default_value = "0.1.0")]
         contract: ContractArg,
+        /// Also export 0.2.0's packed batch path (world `packed-handler`,
+        /// files `packed_handler.*`): `handle-packed` gets a batch as one
+        /// buffer and returns its effects as one (`plugins/c/packed.h` reads
+        /// and writes them).
+        #[arg(long)]
+        packed: bool,
     },
     /// Make a component of a core WebAssembly module (from clang, zig, asc…)
     /// that exports the handler world's functions: embeds the world unless
@@ -853,8 +859,12 @@ fn sdk(command: SdkCommand) -> anyhow::Result<()> {
             eprintln!("wrote {}", path.display());
             Ok(())
         }
-        SdkCommand::CBindings { out_dir, contract } => {
-            let names = crate::sdk::write_c_bindings(&out_dir, contract.into())?;
+        SdkCommand::CBindings {
+            out_dir,
+            contract,
+            packed,
+        } => {
+            let names = crate::sdk::write_c_bindings(&out_dir, contract.into(), packed)?;
             eprintln!("wrote {} into {}", names.join(", "), out_dir.display());
             Ok(())
         }
