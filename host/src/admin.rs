@@ -85,6 +85,10 @@ pub fn router(state: AdminState) -> Router {
             post(resume),
         )
         .route("/topics/{topic}/partitions/{partition}/reset", post(reset))
+        .route(
+            "/topics/{topic}/partitions/{partition}/state",
+            get(partition_state),
+        )
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             require_token,
@@ -310,6 +314,31 @@ struct ReadQuery {
     #[serde(default)]
     from: u64,
     max: Option<usize>,
+}
+
+/// A partition's committed state, every entry (for `linecook replay
+/// --state current`).
+async fn partition_state(
+    State(s): State<AdminState>,
+    Path((topic, partition)): Path<(String, u32)>,
+) -> Result<impl IntoResponse, Failure> {
+    let entries = blocking(move || {
+        let topic = s.store.topic(&topic)?;
+        if partition >= topic.partitions {
+            return Err(StoreError::NoSuchPartition {
+                topic: topic.name,
+                partitions: topic.partitions,
+                partition,
+            });
+        }
+        s.store.state_entries(&topic, partition)
+    })
+    .await?;
+    let entries: Vec<(crate::api::B64, crate::api::B64)> = entries
+        .into_iter()
+        .map(|(k, v)| (crate::api::B64(k), crate::api::B64(v)))
+        .collect();
+    Ok(Json(entries))
 }
 
 async fn read(

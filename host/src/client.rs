@@ -11,6 +11,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::api::{ApiError, CreateTopic, Produce, Produced, Replay, TopicReport, WireRecord};
+use crate::checkpoint::Entries;
 use crate::config::Config;
 use crate::daemon::admin_addr;
 use crate::dlq::{DeadLetter, ReplayReport};
@@ -168,6 +169,21 @@ impl Access {
                     "/topics/{topic}/partitions/{partition}/records?from={from}&max={max}"
                 ))?;
                 Ok(records.into_iter().map(Into::into).collect())
+            }
+        }
+    }
+
+    /// Every committed state entry of `topic`/`partition`.
+    pub fn state_entries(&self, topic: &str, partition: u32) -> anyhow::Result<Entries> {
+        match self {
+            Access::Direct(store) => {
+                let info = store.topic(topic)?;
+                Ok(store.state_entries(&info, partition)?)
+            }
+            Access::Remote(r) => {
+                let entries: Vec<(crate::api::B64, crate::api::B64)> =
+                    r.get(&format!("/topics/{topic}/partitions/{partition}/state"))?;
+                Ok(entries.into_iter().map(|(k, v)| (k.0, v.0)).collect())
             }
         }
     }

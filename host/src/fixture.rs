@@ -235,12 +235,13 @@ impl Actual {
     }
 }
 
-/// One partition's state, timers and watermark, in memory.
+/// One partition's state, timers and watermark, in memory (`linecook test`
+/// and `linecook replay`: nothing is committed anywhere).
 #[derive(Debug, Clone, Default)]
-struct Partition {
-    state: BTreeMap<Vec<u8>, Vec<u8>>,
+pub(crate) struct Partition {
+    pub(crate) state: BTreeMap<Vec<u8>, Vec<u8>>,
     timers: BTreeMap<(TimeDomain, Vec<u8>), i64>,
-    watermark: Option<i64>,
+    pub(crate) watermark: Option<i64>,
 }
 
 impl StateReader for Partition {
@@ -271,7 +272,7 @@ impl StateReader for Partition {
 
 impl Partition {
     /// Applies a successful call's effects, as a checkpoint would.
-    fn apply(&mut self, effects: BatchEffects, outputs: &mut Vec<Output>) {
+    pub(crate) fn apply(&mut self, effects: BatchEffects, outputs: &mut Vec<Output>) {
         for (key, value) in effects.state {
             match value {
                 Some(v) => self.state.insert(key, v),
@@ -309,7 +310,7 @@ impl Partition {
     }
 
     /// The timers due at `now`, in firing order, at most `limit`.
-    fn due(&self, now: i64, limit: usize) -> Vec<Timer> {
+    pub(crate) fn due(&self, now: i64, limit: usize) -> Vec<Timer> {
         let (mut processing, mut event) = (Vec::new(), Vec::new());
         for ((domain, key), due) in &self.timers {
             let timer = Timer {
@@ -473,7 +474,7 @@ pub fn run(runtime: &Runtime, path: &Path, fixture: &Fixture) -> anyhow::Result<
     Ok(actual)
 }
 
-fn prepared_has_timers(prepared: &Prepared) -> bool {
+pub(crate) fn prepared_has_timers(prepared: &Prepared) -> bool {
     prepared.contract() == crate::runtime::Contract::V0_2
 }
 

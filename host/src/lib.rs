@@ -32,6 +32,7 @@ pub mod partitioner;
 pub mod plugins;
 pub mod policy;
 pub mod record;
+pub mod replay;
 pub mod rollout;
 pub mod runtime;
 pub mod scaffold;

@@ -1,0 +1,212 @@
+//! `linecook replay`: runs a plugin version over records already in the
+//! embedded log and prints what it emits, committing nothing — to try a
+//! version on real traffic before deploying it, or to see what a range of
+//! records would have produced.
+//!
+//! Each partition runs as the host would run it: batches of `max_batch` in
+//! offset order, one instance per partition, the state the handler writes
+//! kept (in memory) from batch to batch, timers fired between batches. The
+//! state starts empty, or as the partition's committed state (`--state
+//! current`). Nothing reaches the store: not state, not outputs, not
+//! offsets; a running host is not disturbed (records and state are read
+//! through its admin API).
+
+use std::path::Path;
+
+use anyhow::Context as _;
+use serde::Serialize;
+
+use crate::client::Access;
+use crate::config::Limits;
+use crate::fixture::{Output, Partition, prepared_has_timers};
+use crate::record::now_ms;
+use crate::runtime::bindings::Context;
+use crate::runtime::{Batch, CallTime, Instance, Labels, Runtime};
+
+/// Which state a replay starts from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartState {
+    /// Nothing: as a new deployment would start.
+    Empty,
+    /// The partition's committed state now.
+    Current,
+}
+
+/// What to replay.
+#[derive(Debug, Clone)]
+pub struct Request<'a> {
+    /// The component.
+    pub plugin: &'a Path,
+    /// Route config given to `init` (`key=value` pairs).
+    pub config: Vec<(String, String)>,
+    /// Source topic.
+    pub topic: &'a str,
+    /// One partition, or every one.
+    pub partition: Option<u32>,
+    /// First offset (per partition); default the first record.
+    pub from_offset: u64,
+    /// Offset to stop before (per partition); default the end of the log.
+    pub to_offset: Option<u64>,
+    /// Most records per `handle` call.
+    pub max_batch: usize,
+    /// State to start from.
+    pub state: StartState,
+}
+
+/// One emitted record, and the batch of source records it came from.
+#[derive(Debug, Serialize)]
+pub struct Line {
+    /// The emitted record.
+    #[serde(flatten)]
+    pub output: Output,
+    /// Source partition.
+    pub source_partition: u32,
+    /// Offsets of the source batch's first and last records (a timer
+    /// firing's outputs name the batch it followed).
+    pub source_offsets: [u64; 2],
+}
+
+/// What a replay did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Summary {
+    /// Source records handled.
+    pub records: u64,
+    /// Records emitted.
+    pub outputs: u64,
+    /// Failed calls (each printed to standard error): a replay goes on past
+    /// them, as the host would after dead-lettering.
+    pub failures: u64,
+}
+
+/// Replays `request`, handing each emitted record to `emit` in order
+/// (partition by partition); `failed` gets each failed call's reason.
+pub fn replay(
+    access: &Access,
+    request: &Request<'_>,
+    mut emit: impl FnMut(Line) -> anyhow::Result<()>,
+    mut failed: impl FnMut(String),
+) -> anyhow::Result<Summary> {
+    let bytes = std::fs::read(request.plugin)
+        .with_context(|| format!("reading {}", request.plugin.display()))?;
+    let runtime = Runtime::new()?;
+    let prepared = runtime
+        .prepare(&bytes)
+        .with_context(|| format!("{} is not a usable plugin", request.plugin.display()))?;
+    let digest = crate::plugins::digest(&bytes);
+    let name = request
+        .plugin
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("plugin")
+        .to_owned();
+    let info = access.topic(request.topic)?;
+    let partitions: Vec<u32> = match request.partition {
+        Some(p) if p >= info.partitions => anyhow::bail!(
+            "topic `{}` has {} partitions; there is no partition {p}",
+            request.topic,
+            info.partitions
+        ),
+        Some(p) => vec![p],
+        None => (0..info.partitions).collect(),
+    };
+    let mut summary = Summary::default();
+    for partition in partitions {
+        let mut state = Partition::default();
+        if request.state == StartState::Current {
+            state.state = access
+                .state_entries(request.topic, partition)?
+                .into_iter()
+                .collect();
+        }
+        let context = Context {
+            plugin: name.clone(),
+            version: digest.clone(),
+            topic: request.topic.to_owned(),
+            partition,
+            config: request.config.clone(),
+        };
+        let labels = Labels {
+            plugin: name.clone(),
+            version: crate::plugins::short(&digest).to_owned(),
+            topic: request.topic.to_owned(),
+            partition,
+        };
+        let start = |state: &Partition| {
+            Instance::start(
+                &prepared,
+                labels.clone(),
+                Limits::default(),
+                &context,
+                Box::new(state.clone()),
+            )
+            .with_context(|| format!("starting {name} on partition {partition}"))
+        };
+        let mut instance = start(&state)?;
+        let end = info.end_offsets[partition as usize];
+        let stop = request.to_offset.map_or(end, |to| to.min(end));
+        let mut next = request.from_offset;
+        while next < stop {
+            let want = request.max_batch.min((stop - next) as usize);
+            let records = access.read(request.topic, partition, next, want)?;
+            let Some(last) = records.last().map(|r| r.offset) else {
+                break;
+            };
+            let first = records[0].offset;
+            next = last + 1;
+            summary.records += records.len() as u64;
+            let watermark = crate::timers::advance_watermark(
+                state.watermark,
+                records.iter().map(|r| r.timestamp_ms),
+                0,
+            );
+            let time = |state: &Partition| CallTime {
+                now_ms: now_ms(),
+                watermark: state.watermark,
+                ..CallTime::default()
+            };
+            let mut outputs = Vec::new();
+            let batch = Batch::new(instance.shape(), request.topic, records);
+            match instance.handle(&batch, Box::new(state.clone()), time(&state)) {
+                Ok((mut effects, _)) => {
+                    effects.watermark = watermark;
+                    state.apply(effects, &mut outputs);
+                }
+                Err(failure) => {
+                    summary.failures += 1;
+                    failed(format!(
+                        "partition {partition}, offsets {first}..={last}: {failure}"
+                    ));
+                    if failure.discards_instance() {
+                        instance = start(&state)?;
+                    }
+                }
+            }
+            if prepared_has_timers(&prepared) {
+                let due = state.due(now_ms(), request.max_batch);
+                if !due.is_empty() {
+                    match instance.on_timers(&due, Box::new(state.clone()), time(&state)) {
+                        Ok((effects, _)) => state.apply(effects, &mut outputs),
+                        Err(failure) => {
+                            summary.failures += 1;
+                            failed(format!(
+                                "partition {partition}, timers after offset {last}: {failure}"
+                            ));
+                            if failure.discards_instance() {
+                                instance = start(&state)?;
+                            }
+                        }
+                    }
+                }
+            }
+            for output in outputs {
+                summary.outputs += 1;
+                emit(Line {
+                    output,
+                    source_partition: partition,
+                    source_offsets: [first, last],
+                })?;
+            }
+        }
+    }
+    Ok(summary)
+}
