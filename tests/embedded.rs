@@ -1032,6 +1032,50 @@ config = { output = "counts" }
     ]);
     assert_eq!(values(&lines), ["a:4", "a:5"]);
 
+    // Compared with the version the partitions run (the host's kept copy):
+    // the same component matches output for output; another differs, and
+    // says where.
+    let out = setup.cli(&[
+        "replay",
+        "--plugin",
+        plugin,
+        "--topic",
+        "words",
+        "--against",
+        "active",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("2 batches of `words`: 6 outputs match, 0 differ, 0 extra, 0 missing"),
+        "{text}"
+    );
+    let other = support::plugins().join("uppercase.wasm");
+    let out = setup.cli(&[
+        "replay",
+        "--plugin",
+        other.to_str().unwrap(),
+        "--topic",
+        "words",
+        "--against",
+        "active",
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let diff: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(diff["matching"], 0);
+    assert_eq!(diff["differing"], 6);
+    assert_eq!(diff["first"][0]["baseline"]["value"], "a:1");
+    assert_eq!(diff["first"][0]["candidate"]["value"], "1");
+    assert_eq!(
+        diff["first"][0]["source_offsets"],
+        serde_json::json!([0, 3])
+    );
+
     // Nothing was committed: the same outputs, state and offset as before.
     let status = setup.status();
     assert_eq!(status.partitions[0].committed_offset, 6);

@@ -54,7 +54,7 @@ pub struct Request<'a> {
 }
 
 /// One emitted record, and the batch of source records it came from.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Line {
     /// The emitted record.
     #[serde(flatten)]
@@ -209,4 +209,154 @@ pub fn replay(
         }
     }
     Ok(summary)
+}
+
+/// How a candidate's outputs differ from a baseline's over the same records
+/// (`linecook replay --against`).
+#[derive(Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Diff {
+    /// Source batches compared.
+    pub batches: u64,
+    /// Outputs equal in both, at the same place of the same batch.
+    pub matching: u64,
+    /// Outputs at the same place that differ.
+    pub differing: u64,
+    /// Outputs only the candidate emitted.
+    pub extra: u64,
+    /// Outputs only the baseline emitted.
+    pub missing: u64,
+    /// The first differences, in source order.
+    pub first: Vec<Difference>,
+}
+
+/// One difference: where, and what each side emitted there.
+#[derive(Debug, PartialEq, Eq, Serialize)]
+pub struct Difference {
+    /// Source partition.
+    pub partition: u32,
+    /// Offsets of the source batch's first and last records.
+    pub source_offsets: [u64; 2],
+    /// Position among the batch's outputs.
+    pub index: usize,
+    /// What the baseline emitted there (absent: nothing).
+    pub baseline: Option<Output>,
+    /// What the candidate emitted there (absent: nothing).
+    pub candidate: Option<Output>,
+}
+
+impl Diff {
+    /// Whether the candidate emitted exactly what the baseline did.
+    pub fn same(&self) -> bool {
+        self.differing == 0 && self.extra == 0 && self.missing == 0
+    }
+}
+
+/// A replay's outputs by source batch, in order.
+type Batches<'a> = std::collections::BTreeMap<(u32, [u64; 2]), Vec<&'a Output>>;
+
+fn by_batch(lines: &[Line]) -> Batches<'_> {
+    let mut groups = Batches::new();
+    for l in lines {
+        groups
+            .entry((l.source_partition, l.source_offsets))
+            .or_default()
+            .push(&l.output);
+    }
+    groups
+}
+
+/// Compares two replays of the same records, batch by batch and output by
+/// output, keeping the first `keep` differences.
+pub fn compare(baseline: &[Line], candidate: &[Line], keep: usize) -> Diff {
+    let (base, cand) = (by_batch(baseline), by_batch(candidate));
+    let mut keys: Vec<&(u32, [u64; 2])> = base.keys().chain(cand.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    let mut diff = Diff {
+        batches: keys.len() as u64,
+        ..Diff::default()
+    };
+    for key in keys {
+        let (b, c) = (
+            base.get(key).map_or(&[][..], Vec::as_slice),
+            cand.get(key).map_or(&[][..], Vec::as_slice),
+        );
+        for index in 0..b.len().max(c.len()) {
+            let (bo, co) = (b.get(index).copied(), c.get(index).copied());
+            match (bo, co) {
+                (Some(x), Some(y)) if x == y => {
+                    diff.matching += 1;
+                    continue;
+                }
+                (Some(_), Some(_)) => diff.differing += 1,
+                (None, Some(_)) => diff.extra += 1,
+                (Some(_), None) => diff.missing += 1,
+                (None, None) => unreachable!("index below the longer side"),
+            }
+            if diff.first.len() < keep {
+                diff.first.push(Difference {
+                    partition: key.0,
+                    source_offsets: key.1,
+                    index,
+                    baseline: bo.cloned(),
+                    candidate: co.cloned(),
+                });
+            }
+        }
+    }
+    diff
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixture::Bytes;
+
+    fn line(partition: u32, offsets: [u64; 2], value: &str) -> Line {
+        Line {
+            output: Output {
+                topic: "out".into(),
+                key: None,
+                value: Bytes::Text(value.into()),
+                timestamp_ms: None,
+                headers: Default::default(),
+            },
+            source_partition: partition,
+            source_offsets: offsets,
+        }
+    }
+
+    #[test]
+    fn replays_compare_output_by_output_within_each_batch() {
+        let base = [
+            line(0, [0, 1], "a"),
+            line(0, [0, 1], "b"),
+            line(0, [2, 3], "c"),
+            line(1, [0, 0], "x"),
+        ];
+        let same = compare(&base, &base, 10);
+        assert!(same.same());
+        assert_eq!((same.batches, same.matching), (3, 4));
+
+        let cand = [
+            line(0, [0, 1], "a"),
+            line(0, [0, 1], "B"),
+            line(0, [0, 1], "extra"),
+            // batch [2, 3] emitted nothing
+            line(1, [0, 0], "x"),
+        ];
+        let diff = compare(&base, &cand, 2);
+        assert!(!diff.same());
+        assert_eq!(
+            (diff.matching, diff.differing, diff.extra, diff.missing),
+            (2, 1, 1, 1)
+        );
+        assert_eq!(diff.first.len(), 2, "only the first two are kept");
+        assert_eq!(diff.first[0].index, 1);
+        assert_eq!(
+            diff.first[0].candidate.as_ref().unwrap().value,
+            Bytes::Text("B".into())
+        );
+        assert_eq!(diff.first[1].baseline, None);
+    }
 }

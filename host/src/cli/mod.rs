@@ -258,7 +258,15 @@ enum Command {
     /// reported on standard error and the replay goes on; the exit status is
     /// 1 if any failed.
     ///
+    /// With --against, nothing is printed per record: the same records go
+    /// through a baseline too (a file, or `active`: the version the route's
+    /// partitions run, from the copy the host keeps), both from the same
+    /// state, and their outputs are compared batch by batch — counts of
+    /// matching, differing, extra and missing outputs and the first
+    /// differences; exit status 1 when they differ.
+    ///
     ///   linecook replay --plugin plugins/uppercase.wasm --topic words --from-offset 1000
+    ///   linecook replay --plugin new/uppercase.wasm --topic words --against active
     Replay {
         /// The .wasm file to run.
         #[arg(long, value_name = "FILE")]
@@ -283,6 +291,13 @@ enum Command {
         /// The state the handler starts from.
         #[arg(long, value_enum, default_value = "empty")]
         state: ReplayStateArg,
+        /// Compare with this baseline instead of printing: a .wasm file, or
+        /// `active` for the version the topic's partitions run now.
+        #[arg(long, value_name = "FILE|active")]
+        against: Option<String>,
+        /// With --against: print the comparison as JSON.
+        #[arg(long, requires = "against")]
+        json: bool,
     },
     /// What a handler build needs from the contract, with no other tool
     /// installed: the WIT, C bindings, and core module -> component.
@@ -290,6 +305,125 @@ enum Command {
         #[command(subcommand)]
         command: SdkCommand,
     },
+}
+
+/// The kept copy of the version the partitions of `topic` run now.
+fn active_version_file(config: &Config, access: &Access, topic: &str) -> anyhow::Result<PathBuf> {
+    let route = config
+        .routes
+        .iter()
+        .find(|r| r.topic == topic)
+        .with_context(|| format!("--against active: the config routes no topic `{topic}`"))?;
+    let status = access.status(config)?;
+    let mut versions: Vec<&str> = status
+        .partitions
+        .iter()
+        .filter(|p| p.topic == topic)
+        .filter_map(|p| p.version.as_deref())
+        .collect();
+    versions.sort();
+    versions.dedup();
+    let digest = match versions.as_slice() {
+        [one] => *one,
+        [] => bail!("--against active: no partition of `{topic}` has run a version yet"),
+        _ => bail!(
+            "--against active: the partitions of `{topic}` run {} versions (a rollout is under way); pass --against FILE",
+            versions.len()
+        ),
+    };
+    let path = config
+        .data_dir
+        .join(crate::daemon::KEPT_DIR)
+        .join(&route.plugin)
+        .join(format!("{digest}.wasm"));
+    anyhow::ensure!(
+        path.exists(),
+        "--against active: the host keeps no copy of {} {} at {}; pass --against FILE",
+        route.plugin,
+        crate::plugins::short(digest),
+        path.display()
+    );
+    Ok(path)
+}
+
+/// `replay --against`: the candidate and the baseline over the same records,
+/// compared.
+fn replay_against(
+    access: &Access,
+    request: crate::replay::Request<'_>,
+    baseline: &std::path::Path,
+    json: bool,
+) -> anyhow::Result<()> {
+    let run = |plugin: &std::path::Path, what: &str| -> anyhow::Result<Vec<crate::replay::Line>> {
+        let mut lines = Vec::new();
+        let request = crate::replay::Request {
+            plugin,
+            ..request.clone()
+        };
+        let summary = crate::replay::replay(
+            access,
+            &request,
+            |line| {
+                lines.push(line);
+                Ok(())
+            },
+            |failure| eprintln!("linecook replay ({what}): {failure}"),
+        )?;
+        if summary.failures > 0 {
+            eprintln!(
+                "linecook replay: {} calls of the {what} failed",
+                summary.failures
+            );
+        }
+        Ok(lines)
+    };
+    let base = run(baseline, "baseline")?;
+    let cand = run(request.plugin, "candidate")?;
+    let diff = crate::replay::compare(&base, &cand, 10);
+    if json {
+        outln!("{}", serde_json::to_string_pretty(&diff)?);
+    } else {
+        outln!(
+            "{} batches of `{}`: {} outputs match, {} differ, {} extra, {} missing",
+            diff.batches,
+            request.topic,
+            diff.matching,
+            diff.differing,
+            diff.extra,
+            diff.missing
+        );
+        if !diff.first.is_empty() {
+            outln!("first differences:");
+        }
+        for d in &diff.first {
+            let show = |o: &Option<crate::fixture::Output>| {
+                o.as_ref().map_or("(nothing)".to_owned(), |o| {
+                    serde_json::to_string(o).expect("JSON of plain values")
+                })
+            };
+            outln!(
+                "  partition {}, offsets {}..={}, output {}:\n    baseline:  {}\n    candidate: {}",
+                d.partition,
+                d.source_offsets[0],
+                d.source_offsets[1],
+                d.index,
+                show(&d.baseline),
+                show(&d.candidate)
+            );
+        }
+    }
+    if !diff.same() {
+        return Err(Exit::new(
+            1,
+            anyhow::anyhow!(
+                "{} differs from {}",
+                request.plugin.display(),
+                baseline.display()
+            ),
+        )
+        .into());
+    }
+    Ok(())
 }
 
 /// `replay --state`.
@@ -830,6 +964,8 @@ pub fn main() -> anyhow::Result<()> {
             to_offset,
             set,
             state,
+            against,
+            json,
         } => {
             let config = embedded(load(&config)?, "replay")?;
             let mut init: Vec<(String, String)> = config
@@ -859,6 +995,13 @@ pub fn main() -> anyhow::Result<()> {
                 },
             };
             let access = Access::connect(&config)?;
+            if let Some(against) = against {
+                let baseline = match against.as_str() {
+                    "active" => active_version_file(&config, &access, &topic)?,
+                    file => PathBuf::from(file),
+                };
+                return replay_against(&access, request, &baseline, json);
+            }
             let summary = crate::replay::replay(
                 &access,
                 &request,
