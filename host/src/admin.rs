@@ -324,14 +324,8 @@ async fn partition_state(
 ) -> Result<impl IntoResponse, Failure> {
     let entries = blocking(move || {
         let topic = s.store.topic(&topic)?;
-        if partition >= topic.partitions {
-            return Err(StoreError::NoSuchPartition {
-                topic: topic.name,
-                partitions: topic.partitions,
-                partition,
-            });
-        }
-        s.store.state_entries(&topic, partition)
+        s.store
+            .state_entries(&topic, topic.check_partition(partition)?)
     })
     .await?;
     let entries: Vec<(crate::api::B64, crate::api::B64)> = entries
@@ -349,14 +343,8 @@ async fn read(
     let max = q.max.unwrap_or(1000).min(MAX_READ);
     let records = blocking(move || {
         let topic = s.store.topic(&topic)?;
-        if partition >= topic.partitions {
-            return Err(StoreError::NoSuchPartition {
-                topic: topic.name,
-                partitions: topic.partitions,
-                partition,
-            });
-        }
-        s.store.read(&topic, partition, q.from, max)
+        s.store
+            .read(&topic, topic.check_partition(partition)?, q.from, max)
     })
     .await?;
     let records: Vec<WireRecord> = records.into_iter().map(Into::into).collect();

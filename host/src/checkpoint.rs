@@ -409,9 +409,7 @@ struct GroupQueue {
 #[derive(Debug, Default)]
 struct Slot {
     state: std::sync::Mutex<SlotState>,
-    /// For a thread that waits.
-    wake: std::sync::Condvar,
-    /// For a task that waits (it keeps a permit when set before the task
+    /// Wakes the caller (it keeps a permit when set before the caller
     /// waits, so no wake-up is lost).
     notify: tokio::sync::Notify,
 }
@@ -430,8 +428,28 @@ enum SlotState {
 impl Slot {
     fn set(&self, state: SlotState) {
         *self.state.lock().expect("group commit slot") = state;
-        self.wake.notify_one();
         self.notify.notify_one();
+    }
+}
+
+/// Runs `future` on the calling thread, parked between polls: how a thread
+/// (rather than a task) waits for its group commit.
+fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    struct Unpark(std::thread::Thread);
+    impl std::task::Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = std::task::Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = std::task::Context::from_waker(&waker);
+    let mut future = std::pin::pin!(future);
+    loop {
+        if let std::task::Poll::Ready(output) = future.as_mut().poll(&mut cx) {
+            return output;
+        }
+        // A spurious unpark only costs another poll.
+        std::thread::park();
     }
 }
 
@@ -674,29 +692,7 @@ impl Store {
     /// caller waits at most for the group being written when it arrived and
     /// then its own. Hands `commit.effects` back.
     pub fn commit_grouped(&self, commit: OwnedCommit) -> Grouped {
-        let (slot, lead_now) = self.enqueue(commit);
-        let mut wrote = None;
-        if lead_now {
-            wrote = Some(self.lead());
-        }
-        loop {
-            let mut state = slot.state.lock().expect("group commit slot");
-            match std::mem::take(&mut *state) {
-                SlotState::Done(answer, group) => {
-                    let (result, effects) = *answer;
-                    return Grouped {
-                        result,
-                        effects,
-                        wrote: wrote.or(group),
-                    };
-                }
-                SlotState::Lead => {
-                    drop(state);
-                    wrote = Some(self.lead());
-                }
-                SlotState::Waiting => drop(slot.wake.wait(state).expect("group commit slot")),
-            }
-        }
+        block_on(self.commit_grouped_async(commit))
     }
 
     /// [`Store::commit_grouped`] for a task: it waits without holding its

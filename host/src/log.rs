@@ -46,6 +46,21 @@ pub struct TopicInfo {
     pub partitions: u32,
 }
 
+impl TopicInfo {
+    /// `partition`, if the topic has it.
+    pub fn check_partition(&self, partition: u32) -> Result<u32, StoreError> {
+        if partition < self.partitions {
+            Ok(partition)
+        } else {
+            Err(StoreError::NoSuchPartition {
+                topic: self.name.clone(),
+                partitions: self.partitions,
+                partition,
+            })
+        }
+    }
+}
+
 impl Store {
     /// Creates `name` with `partitions` partitions. Creating a topic that
     /// exists with the same count is a no-op; with another count, an error.
@@ -134,14 +149,7 @@ impl Store {
             let mut positions = Vec::with_capacity(records.len());
             for record in records {
                 let partition = match (record.partition, &record.key) {
-                    (Some(p), _) if p >= info.partitions => {
-                        return Err(StoreError::NoSuchPartition {
-                            topic: info.name.clone(),
-                            partitions: info.partitions,
-                            partition: p,
-                        });
-                    }
-                    (Some(p), _) => p,
+                    (Some(p), _) => info.check_partition(p)?,
                     (None, Some(key)) => partition_for_key(key, info.partitions),
                     (None, None) => {
                         self.round_robin.fetch_add(1, Ordering::Relaxed) % info.partitions
