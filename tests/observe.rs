@@ -14,6 +14,7 @@ partitions = 2
 [[topic]]
 name = "shouted"
 partitions = 2
+retention_ms = 86400000
 [[route]]
 topic = "words"
 plugin = "uppercase"

@@ -213,6 +213,8 @@ async fn list_topics(State(s): State<AdminState>) -> Result<impl IntoResponse, F
             .map(|t| {
                 Ok(TopicReport {
                     end_offsets: s.store.end_offsets(&t)?,
+                    start_offsets: s.store.start_offsets(&t)?,
+                    bytes: s.store.stored_bytes(&t)?,
                     name: t.name,
                     partitions: t.partitions,
                 })

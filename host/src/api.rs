@@ -127,6 +127,12 @@ pub struct TopicReport {
     pub partitions: u32,
     /// Next offset to be appended, per partition.
     pub end_offsets: Vec<u64>,
+    /// First offset still stored, per partition (retention moves it).
+    #[serde(default)]
+    pub start_offsets: Vec<u64>,
+    /// Bytes of records stored, per partition.
+    #[serde(default)]
+    pub bytes: Vec<u64>,
 }
 
 /// An error answer.

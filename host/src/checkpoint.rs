@@ -924,7 +924,7 @@ impl Store {
         let end = || self.log_end(topic, partition);
         Ok(match to {
             ResetTo::Offset(o) => o,
-            ResetTo::Earliest => 0,
+            ResetTo::Earliest => self.start_offset(topic, partition)?,
             ResetTo::Latest => end()?,
             ResetTo::Timestamp(ms) => match self.first_offset_at(topic, partition, ms)? {
                 Some(o) => o,
@@ -950,6 +950,13 @@ impl Store {
         if to > end {
             return Err(StoreError::Invalid(format!(
                 "{}/{partition} ends at offset {end}; it cannot be reset to {to}",
+                topic.name
+            )));
+        }
+        let start = self.start_offset(topic, partition)?;
+        if to < start {
+            return Err(StoreError::Invalid(format!(
+                "{}/{partition} starts at offset {start} (retention removed the records before it); it cannot be reset to {to}",
                 topic.name
             )));
         }

@@ -88,6 +88,8 @@ impl Access {
                 .map(|t| {
                     Ok(TopicReport {
                         end_offsets: store.end_offsets(&t)?,
+                        start_offsets: store.start_offsets(&t)?,
+                        bytes: store.stored_bytes(&t)?,
                         name: t.name,
                         partitions: t.partitions,
                     })

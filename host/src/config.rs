@@ -111,6 +111,11 @@ pub struct Config {
     /// Embedded topics to create at start if they do not exist.
     #[serde(default, rename = "topic")]
     pub topics: Vec<TopicConfig>,
+    /// Retention of the embedded log: the default for every topic (outputs
+    /// and dead letters too), overridden per `[[topic]]`. Unset: records
+    /// are kept forever.
+    #[serde(default)]
+    pub retention: Retention,
     /// Where records come from: the embedded log (default) or Kafka.
     #[serde(default)]
     pub source: Source,
@@ -231,6 +236,98 @@ pub struct TopicConfig {
     pub name: String,
     /// Number of partitions (1 to 4096). Fixed once the topic exists.
     pub partitions: u32,
+    /// Remove records older than this (ms, by record timestamp); overrides
+    /// `[retention] ms`.
+    #[serde(default)]
+    pub retention_ms: Option<u64>,
+    /// Remove the oldest records while a partition holds more than this
+    /// many bytes; overrides `[retention] bytes`.
+    #[serde(default)]
+    pub retention_bytes: Option<u64>,
+}
+
+impl TopicConfig {
+    /// The topic's retention: its own settings, else the default's.
+    pub fn retention(&self, default: &Retention) -> RetentionPolicy {
+        RetentionPolicy {
+            ms: self.retention_ms.or(default.ms),
+            bytes: self.retention_bytes.or(default.bytes),
+        }
+    }
+}
+
+/// `[retention]`: how long the embedded log keeps records.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Retention {
+    /// Remove records older than this many milliseconds (by record
+    /// timestamp), from the start of each partition.
+    #[serde(default)]
+    pub ms: Option<u64>,
+    /// Remove a partition's oldest records while it holds more than this
+    /// many bytes.
+    #[serde(default)]
+    pub bytes: Option<u64>,
+    /// How often retention runs, in milliseconds.
+    #[serde(default = "default_retention_check_ms")]
+    pub check_interval_ms: u64,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention {
+            ms: None,
+            bytes: None,
+            check_interval_ms: default_retention_check_ms(),
+        }
+    }
+}
+
+impl Retention {
+    /// The default policy.
+    pub fn policy(&self) -> RetentionPolicy {
+        RetentionPolicy {
+            ms: self.ms,
+            bytes: self.bytes,
+        }
+    }
+}
+
+fn default_retention_check_ms() -> u64 {
+    5_000
+}
+
+/// What one topic keeps: records younger than `ms`, at most `bytes` per
+/// partition. `None` limits nothing.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RetentionPolicy {
+    /// Age limit in milliseconds.
+    pub ms: Option<u64>,
+    /// Size limit per partition in bytes.
+    pub bytes: Option<u64>,
+}
+
+impl RetentionPolicy {
+    /// Whether the policy ever removes anything.
+    pub fn removes(self) -> bool {
+        self.ms.is_some() || self.bytes.is_some()
+    }
+}
+
+/// What a route does when retention removed records it had not handled.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnTruncated {
+    /// Retention waits: it never removes a record this route has not
+    /// committed (the log grows while the route is stopped or behind).
+    #[default]
+    Wait,
+    /// Retention may pass the route; the route then skips to the log start
+    /// and reports how many records it skipped.
+    Earliest,
+    /// Retention may pass the route; the route then pauses, saying how many
+    /// records are gone, until an operator resets or resumes it.
+    Pause,
 }
 
 /// A route binds a topic to a plugin: every owned partition of the topic gets
@@ -264,6 +361,11 @@ pub struct RouteConfig {
     /// milliseconds from the batch's commit; unset: forever.
     #[serde(default)]
     pub state_ttl_ms: Option<u64>,
+    /// When retention removes records before the route handled them:
+    /// `"wait"` (default: retention never does), `"earliest"` (skip to the
+    /// log start, counting what was skipped) or `"pause"`.
+    #[serde(default)]
+    pub on_truncated: OnTruncated,
 }
 
 impl RouteConfig {
@@ -589,6 +691,33 @@ impl Config {
                     ));
                 }
             }
+        }
+        let policies = std::iter::once(("[retention]".to_owned(), self.retention.policy())).chain(
+            self.topics.iter().map(|t| {
+                (
+                    format!("[[topic]] `{}`", t.name),
+                    RetentionPolicy {
+                        ms: t.retention_ms,
+                        bytes: t.retention_bytes,
+                    },
+                )
+            }),
+        );
+        for (place, policy) in policies {
+            if policy.ms == Some(0) || policy.bytes == Some(0) {
+                return Err(format!(
+                    "{place}: a retention of 0 would remove every record at once; leave it out to keep records forever"
+                ));
+            }
+        }
+        if self.retention.check_interval_ms == 0 {
+            return Err("[retention] `check_interval_ms` must be above 0".into());
+        }
+        if matches!(self.source, Source::Kafka(_)) && self.retention.policy().removes() {
+            return Err(
+                "[retention] applies to the embedded log; with the kafka source, the cluster's topic settings (retention.ms, retention.bytes) decide"
+                    .into(),
+            );
         }
         let mut routed = std::collections::HashSet::new();
         for route in &self.routes {

@@ -322,6 +322,17 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             Box::new(member)
         }
     };
+    let retention_stop = CancellationToken::new();
+    let retention = {
+        let plan = crate::retention::Plan::from_config(&config);
+        let (store, metrics, stop) = (store.clone(), metrics.clone(), retention_stop.clone());
+        (matches!(config.source, Source::Embedded) && plan.any()).then(|| {
+            std::thread::Builder::new()
+                .name("lc-retention".into())
+                .spawn(move || plan.run(&store, &metrics, &stop))
+        })
+    }
+    .transpose()?;
     let mut workers: BTreeMap<TopicPartition, Running> = BTreeMap::new();
     let rt = tokio::runtime::Handle::current();
     let pool = Pool::start(store.clone(), config.worker_threads())?;
@@ -363,6 +374,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
                             limits: route.limits,
                             errors: route.errors.clone(),
                             time: route.time(),
+                            on_truncated: route.on_truncated,
                             dead_letter_topic: route.dead_letter_topic(),
                             resume: live.resume_signal(&tp.topic, tp.partition),
                             metrics: metrics.clone(),
@@ -402,6 +414,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     deliver_stop.cancel();
     if let Some(d) = deliverer {
         let _ = tokio::task::spawn_blocking(move || d.join()).await;
+    }
+    retention_stop.cancel();
+    if let Some(r) = retention {
+        let _ = tokio::task::spawn_blocking(move || r.join()).await;
     }
     watcher.abort();
     sampler.abort();

@@ -33,6 +33,7 @@ pub mod plugins;
 pub mod policy;
 pub mod record;
 pub mod replay;
+pub mod retention;
 pub mod rollout;
 pub mod runtime;
 pub mod scaffold;

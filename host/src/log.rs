@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::partitioner::partition_for_key;
 use crate::record::{Header, LogRecord, NewRecord, StoredRecord, now_ms};
-use crate::store::{LOG_ENDS, RECORDS, Store, StoreError, TOPICS};
+use crate::store::{LOG_BYTES, LOG_ENDS, LOG_STARTS, RECORDS, Store, StoreError, TOPICS};
 
 /// Most partitions a topic may have.
 pub const MAX_PARTITIONS: u32 = 4096;
@@ -220,6 +220,32 @@ impl Store {
         }
     }
 
+    /// The first offset still stored, per partition of `topic`: 0 until
+    /// retention removes records.
+    pub fn start_offsets(&self, topic: &TopicInfo) -> Result<Vec<u64>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let starts = txn.open_table(LOG_STARTS)?;
+        (0..topic.partitions)
+            .map(|p| Ok(starts.get((topic.id, p))?.map_or(0, |v| v.value())))
+            .collect()
+    }
+
+    /// The first offset still stored of one partition.
+    pub fn start_offset(&self, topic: &TopicInfo, partition: u32) -> Result<u64, StoreError> {
+        let txn = self.db.begin_read()?;
+        let starts = txn.open_table(LOG_STARTS)?;
+        Ok(starts.get((topic.id, partition))?.map_or(0, |v| v.value()))
+    }
+
+    /// Bytes of records stored, per partition of `topic`.
+    pub fn stored_bytes(&self, topic: &TopicInfo) -> Result<Vec<u64>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let bytes = txn.open_table(LOG_BYTES)?;
+        (0..topic.partitions)
+            .map(|p| Ok(bytes.get((topic.id, p))?.map_or(0, |v| v.value())))
+            .collect()
+    }
+
     /// The next offset to be appended, per partition of `topic`.
     pub fn end_offsets(&self, topic: &TopicInfo) -> Result<Vec<u64>, StoreError> {
         let txn = self.db.begin_read()?;
@@ -236,10 +262,12 @@ pub(crate) struct LogAppender<'txn> {
     topics: Table<'txn, &'static str, (u32, u32)>,
     records: Table<'txn, (u32, u32, u64), &'static [u8]>,
     ends: Table<'txn, (u32, u32), u64>,
+    bytes: Table<'txn, (u32, u32), u64>,
     known: HashMap<String, TopicInfo>,
-    /// Log ends moved by this appender, written to `ends` once at the end
-    /// instead of on every record (a B-tree write per record saved).
-    moved: HashMap<(u32, u32), u64>,
+    /// Log ends moved by this appender, and bytes it added, written to
+    /// `ends` and `bytes` once at the end instead of on every record (a
+    /// B-tree write per record saved).
+    moved: HashMap<(u32, u32), (u64, u64)>,
 }
 
 impl<'txn> LogAppender<'txn> {
@@ -248,6 +276,7 @@ impl<'txn> LogAppender<'txn> {
             topics: txn.open_table(TOPICS)?,
             records: txn.open_table(RECORDS)?,
             ends: txn.open_table(LOG_ENDS)?,
+            bytes: txn.open_table(LOG_BYTES)?,
             known: HashMap::new(),
             moved: HashMap::new(),
         })
@@ -262,8 +291,10 @@ impl<'txn> LogAppender<'txn> {
     }
 
     fn write_ends(&mut self) -> Result<(), StoreError> {
-        for (key, end) in self.moved.drain() {
+        for (key, (end, added)) in self.moved.drain() {
             self.ends.insert(key, end)?;
+            let before = self.bytes.get(key)?.map_or(0, |b| b.value());
+            self.bytes.insert(key, before + added)?;
         }
         Ok(())
     }
@@ -300,13 +331,14 @@ impl<'txn> LogAppender<'txn> {
         let bytes = StoredRecord::encode(timestamp_ms, key, value, headers);
         self.records
             .insert((topic.id, partition, offset), bytes.as_slice())?;
-        self.moved.insert((topic.id, partition), offset + 1);
+        let moved = self.moved.entry((topic.id, partition)).or_default();
+        *moved = (offset + 1, moved.1 + bytes.len() as u64);
         Ok(offset)
     }
 
     /// The offset the next record of `topic`/`partition` gets.
     pub(crate) fn end(&self, topic: &TopicInfo, partition: u32) -> Result<u64, StoreError> {
-        if let Some(end) = self.moved.get(&(topic.id, partition)) {
+        if let Some((end, _)) = self.moved.get(&(topic.id, partition)) {
             return Ok(*end);
         }
         Ok(self

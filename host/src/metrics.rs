@@ -103,6 +103,10 @@ pub struct Metrics {
     pub watermark: Family<PartitionLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     /// Linear memory of each partition's instance.
     pub instance_memory: Family<PartitionLabels, Gauge>,
+    /// Records a route skipped because retention removed them first.
+    pub skipped_records: Family<PartitionLabels, Counter>,
+    retention_records: Family<TopicLabels, Counter>,
+    retention_bytes: Family<TopicLabels, Counter>,
     /// Group rebalances (assignment changes) seen by this member.
     pub rebalances: Counter,
     /// Kafka: the consumer group generation this member is in.
@@ -165,6 +169,9 @@ impl Metrics {
             timers_pending: Family::default(),
             watermark: Family::default(),
             instance_memory: Family::default(),
+            skipped_records: Family::default(),
+            retention_records: Family::default(),
+            retention_bytes: Family::default(),
             rebalances: Counter::default(),
             group_generation: Gauge::default(),
             outbox_pending: Gauge::default(),
@@ -262,6 +269,22 @@ impl Metrics {
             m.instance_memory.clone(),
         );
         r.register(
+            "skipped_records",
+            "Records a route skipped because retention removed them before it handled them (on_truncated = \"earliest\")",
+            m.skipped_records.clone(),
+        );
+        r.register(
+            "retention_removed_records",
+            "Records removed from the embedded log by retention, by topic",
+            m.retention_records.clone(),
+        );
+        r.register_with_unit(
+            "retention_removed",
+            "Bytes of records removed from the embedded log by retention, by topic",
+            Unit::Bytes,
+            m.retention_bytes.clone(),
+        );
+        r.register(
             "rebalances",
             "Assignment changes seen by this member",
             m.rebalances.clone(),
@@ -332,6 +355,17 @@ impl Metrics {
             m.rolled_back.clone(),
         );
         Metrics { registry, ..m }
+    }
+
+    /// Counts what one retention transaction removed from `topic`.
+    pub fn retention_removed(&self, topic: &str, records: u64, bytes: u64) {
+        let labels = TopicLabels {
+            topic: topic.to_owned(),
+        };
+        self.retention_records
+            .get_or_create(&labels)
+            .inc_by(records);
+        self.retention_bytes.get_or_create(&labels).inc_by(bytes);
     }
 
     /// Brings the scrape-time series up to date and encodes everything.

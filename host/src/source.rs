@@ -87,6 +87,20 @@ impl Source for Embedded {
         from: u64,
         max: usize,
     ) -> Result<Vec<LogRecord>, StoreError> {
-        ctx.store.read(ctx.topic, ctx.partition, from, max)
+        let records = ctx.store.read(ctx.topic, ctx.partition, from, max)?;
+        // Offsets are dense here, so a gap (or nothing at all) is where
+        // retention may have passed the reader: only then is the start read.
+        if records.first().is_none_or(|r| r.offset != from) {
+            let start = ctx.store.start_offset(ctx.topic, ctx.partition)?;
+            if from < start {
+                return Err(StoreError::Truncated {
+                    topic: ctx.topic.name.clone(),
+                    partition: ctx.partition,
+                    from,
+                    start,
+                });
+            }
+        }
+        Ok(records)
     }
 }

@@ -56,6 +56,14 @@ pub struct PartitionReport {
     pub committed_offset: u64,
     /// Next offset to be appended to the log.
     pub end_offset: u64,
+    /// First offset still in the log: retention removed the records before
+    /// it (embedded source; 0 with Kafka).
+    #[serde(default)]
+    pub log_start_offset: u64,
+    /// Records the route skipped since the host started because retention
+    /// removed them before it handled them.
+    #[serde(default)]
+    pub skipped_records: u64,
     /// `end_offset - committed_offset`.
     pub lag: u64,
     /// Routed plugin.
@@ -279,6 +287,8 @@ pub struct LivePartition {
     pub contract: Option<crate::runtime::Contract>,
     /// Timers fired since start.
     pub timers_fired: u64,
+    /// Records skipped since start because retention removed them.
+    pub skipped: u64,
     /// (when, records) samples for the throughput, oldest first.
     pub samples: VecDeque<(Instant, u64)>,
     /// Time between the last batch of the old version and the first batch of
@@ -320,6 +330,7 @@ impl Live {
                 dead_letters: 0,
                 contract: None,
                 timers_fired: 0,
+                skipped: 0,
                 samples: VecDeque::new(),
                 last_swap_pause_us: None,
                 swapped_from: None,
@@ -518,7 +529,10 @@ pub fn report(
             Err(e) => return Err(e),
         };
         let ends = store.end_offsets(&topic)?;
-        for (partition, end_offset) in (0..topic.partitions).zip(ends) {
+        let starts = store.start_offsets(&topic)?;
+        for ((partition, end_offset), log_start_offset) in
+            (0..topic.partitions).zip(ends).zip(starts)
+        {
             let checkpoint = store.checkpoint(&topic, partition)?;
             let committed_offset = checkpoint.as_ref().map_or(0, |c| c.next_offset);
             let end_offset = live
@@ -544,6 +558,8 @@ pub fn report(
                 partition,
                 committed_offset,
                 end_offset,
+                log_start_offset,
+                skipped_records: live.as_ref().map_or(0, |l| l.skipped),
                 lag: end_offset.saturating_sub(committed_offset),
                 plugin: route.plugin.clone(),
                 version,

@@ -25,6 +25,12 @@ pub(crate) const TOPICS: TableDefinition<&str, (u32, u32)> = TableDefinition::ne
 pub(crate) const RECORDS: TableDefinition<(u32, u32, u64), &[u8]> = TableDefinition::new("records");
 /// (topic id, partition) → next offset to append.
 pub(crate) const LOG_ENDS: TableDefinition<(u32, u32), u64> = TableDefinition::new("log_ends");
+/// (topic id, partition) → first offset still stored; absent: 0. Moves only
+/// forward, when retention removes records (`retention`).
+pub(crate) const LOG_STARTS: TableDefinition<(u32, u32), u64> = TableDefinition::new("log_starts");
+/// (topic id, partition) → bytes of the records stored, as encoded: what
+/// `retention_bytes` limits.
+pub(crate) const LOG_BYTES: TableDefinition<(u32, u32), u64> = TableDefinition::new("log_bytes");
 /// (topic id, partition) → (next offset to handle, plugin version that handled
 /// the batch before it).
 pub(crate) const CHECKPOINTS: TableDefinition<(u32, u32), (u64, &str)> =
@@ -156,6 +162,21 @@ pub enum StoreError {
         /// Decoder message.
         message: String,
     },
+    /// Retention removed records a reader asked for: the partition now
+    /// starts at `start`.
+    #[error(
+        "{topic}/{partition}: retention removed offsets {from}..{start} before they were read; the log starts at {start}"
+    )]
+    Truncated {
+        /// Topic name.
+        topic: String,
+        /// Partition.
+        partition: u32,
+        /// The offset asked for.
+        from: u64,
+        /// The partition's log start.
+        start: u64,
+    },
     /// redb failed: I/O error, full disk, or a failed commit (nothing of the
     /// transaction is visible).
     #[error("storage error: {0}")]
@@ -193,6 +214,28 @@ from_redb!(
     redb::StorageError,
     redb::CommitError
 );
+
+/// Fills `LOG_BYTES` once for a store written before it existed: one pass
+/// over the log, at the first open by a version that keeps the count.
+fn count_log_bytes(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
+    const COUNTED: &str = "log_bytes_counted";
+    let mut meta = txn.open_table(META)?;
+    if meta.get(COUNTED)?.is_some() {
+        return Ok(());
+    }
+    let mut sizes = std::collections::BTreeMap::<(u32, u32), u64>::new();
+    for entry in txn.open_table(RECORDS)?.iter()? {
+        let (key, value) = entry?;
+        let (topic, partition, _) = key.value();
+        *sizes.entry((topic, partition)).or_default() += value.value().len() as u64;
+    }
+    let mut bytes = txn.open_table(LOG_BYTES)?;
+    for (key, size) in sizes {
+        bytes.insert(key, size)?;
+    }
+    meta.insert(COUNTED, "1")?;
+    Ok(())
+}
 
 /// The open store of a data directory. Only one process may hold it.
 pub struct Store {
@@ -249,6 +292,8 @@ impl Store {
             txn.open_table(TOPICS)?;
             txn.open_table(RECORDS)?;
             txn.open_table(LOG_ENDS)?;
+            txn.open_table(LOG_STARTS)?;
+            count_log_bytes(&txn)?;
             txn.open_table(CHECKPOINTS)?;
             txn.open_table(VERSION_HISTORY)?;
             txn.open_table(STATE)?;

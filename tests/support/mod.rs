@@ -467,7 +467,8 @@ fn topic_total(setup: &Setup, topic: &str) -> u64 {
         .lines()
         .find_map(|l| {
             let cols: Vec<&str> = l.split_whitespace().collect();
-            (cols.first() == Some(&topic)).then(|| cols[2].parse().unwrap_or(0))
+            // The last column: every record ever appended.
+            (cols.first() == Some(&topic)).then(|| cols.last().unwrap().parse().unwrap_or(0))
         })
         .unwrap_or(0)
 }

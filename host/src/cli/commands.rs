@@ -212,6 +212,21 @@ fn split_line(line: Vec<u8>, separator: Option<&str>) -> NewRecord {
     }
 }
 
+/// Per-partition log starts for a table cell: each of up to 8 partitions,
+/// else the range.
+pub(super) fn log_starts(starts: &[u64]) -> String {
+    if starts.len() <= 8 {
+        return starts
+            .iter()
+            .map(u64::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
+    }
+    let min = starts.iter().min().copied().unwrap_or(0);
+    let max = starts.iter().max().copied().unwrap_or(0);
+    format!("{min}..{max}")
+}
+
 pub(super) fn tail(
     config: &Config,
     topic: &str,
@@ -222,7 +237,18 @@ pub(super) fn tail(
 ) -> anyhow::Result<()> {
     let info = Access::connect(config)?.topic(topic)?;
     let mut positions: Vec<u64> = if from_beginning {
-        vec![0; info.partitions as usize]
+        if info.start_offsets.iter().any(|s| *s > 0) {
+            eprintln!(
+                "retention removed the oldest records: the log starts at offset {} (by partition)",
+                log_starts(&info.start_offsets)
+            );
+        }
+        info.start_offsets
+            .iter()
+            .copied()
+            .chain(std::iter::repeat(0))
+            .take(info.partitions as usize)
+            .collect()
     } else {
         info.end_offsets.clone()
     };

@@ -699,10 +699,27 @@ pub fn main() -> anyhow::Result<()> {
             command: TopicsCommand::List,
         } => {
             let access = Access::connect(&embedded(load(&config)?, "topics list")?)?;
-            outln!("{:<24} {:>10} {:>12}", "TOPIC", "PARTITIONS", "RECORDS");
+            outln!(
+                "{:<24} {:>10} {:>16} {:>12} {:>12} {:>12}",
+                "TOPIC",
+                "PARTITIONS",
+                "LOG START",
+                "STORED",
+                "BYTES",
+                "RECORDS"
+            );
             for t in access.topics()? {
                 let total: u64 = t.end_offsets.iter().sum();
-                outln!("{:<24} {:>10} {:>12}", t.name, t.partitions, total);
+                let removed: u64 = t.start_offsets.iter().sum();
+                outln!(
+                    "{:<24} {:>10} {:>16} {:>12} {:>12} {:>12}",
+                    t.name,
+                    t.partitions,
+                    commands::log_starts(&t.start_offsets),
+                    total - removed,
+                    t.bytes.iter().sum::<u64>(),
+                    total
+                );
             }
             Ok(())
         }

@@ -86,9 +86,10 @@ fn status_row(p: &PartitionReport) -> String {
         (None, _) => "-".to_owned(),
     };
     format!(
-        "{:<20} {:>4} {:>10} {:>10} {:>8} {:>9.1} {:>5} {:>5} {:>6}  {:<14} {:<12} {:<8}  {}",
+        "{:<20} {:>4} {:>10} {:>10} {:>10} {:>8} {:>9.1} {:>5} {:>5} {:>6}  {:<14} {:<12} {:<8}  {}",
         p.topic,
         p.partition,
+        p.log_start_offset,
         p.committed_offset,
         p.end_offset,
         p.lag,
@@ -129,9 +130,10 @@ pub(super) fn print_status(report: &StatusReport) {
         );
     }
     outln!(
-        "{:<20} {:>4} {:>10} {:>10} {:>8} {:>9} {:>5} {:>5} {:>6}  {:<14} {:<12} {:<8}  STATE",
+        "{:<20} {:>4} {:>10} {:>10} {:>10} {:>8} {:>9} {:>5} {:>5} {:>6}  {:<14} {:<12} {:<8}  STATE",
         "TOPIC",
         "PART",
+        "START",
         "COMMITTED",
         "END",
         "LAG",
@@ -391,6 +393,8 @@ mod tests {
             partition: 2,
             committed_offset: 90,
             end_offset: 100,
+            log_start_offset: 40,
+            skipped_records: 0,
             lag: 10,
             plugin: "uppercase".into(),
             version: Some("0123456789abcdef".into()),
@@ -414,6 +418,7 @@ mod tests {
             [
                 "words",
                 "2",
+                "40",
                 "90",
                 "100",
                 "10",

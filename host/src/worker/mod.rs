@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, error, info, warn};
 
 use crate::checkpoint::OwnedCommit;
-use crate::config::{ErrorPolicy, Limits, TimeSettings};
+use crate::config::{ErrorPolicy, Limits, OnTruncated, TimeSettings};
 use crate::log::TopicInfo;
 use crate::metrics::{Metrics, PartitionLabels};
 use crate::plugins::PluginVersion;
@@ -69,6 +69,8 @@ pub struct WorkerSpec {
     pub errors: ErrorPolicy,
     /// Watermark lateness and default state TTL.
     pub time: TimeSettings,
+    /// What to do when retention removed records before they were handled.
+    pub on_truncated: OnTruncated,
     /// Where isolated records go.
     pub dead_letter_topic: String,
     /// The version this partition should run, set by the route's rollout.
@@ -387,6 +389,7 @@ impl Worker {
         {
             Ok(records) if records.is_empty() => return Outcome::Idle,
             Ok(records) => records,
+            Err(StoreError::Truncated { from, start, .. }) => return self.truncated(from, start),
             Err(e) => return Outcome::Retry(format!("reading the log failed: {e}"), HOST_RETRY),
         };
         let swapped = std::mem::take(&mut self.swap_pending);
@@ -478,6 +481,38 @@ impl Worker {
                     .instrument(span)
                     .await
             }
+        }
+    }
+
+    /// Retention removed offsets `from..start` before this route handled
+    /// them: skip to the log start (`earliest`), keeping state, in a
+    /// checkpoint of its own, or pause and say what is gone.
+    fn truncated(&mut self, from: u64, start: u64) -> Outcome {
+        let skipped = start - from;
+        let gone = format!(
+            "retention removed offsets {from}..{start} ({skipped} records) before this route handled them"
+        );
+        if self.spec.on_truncated != OnTruncated::Earliest {
+            return Outcome::Pause(format!(
+                "{gone}; `linecook partitions reset --topic {} --partition {} --to-earliest` skips them",
+                self.spec.topic.name, self.spec.partition
+            ));
+        }
+        let spec = &self.spec;
+        match spec.store.reset_partition(
+            &spec.topic,
+            spec.partition,
+            start,
+            crate::checkpoint::ResetState::Keep,
+        ) {
+            Ok(_) => {
+                warn!("{gone}; skipped to offset {start} (on_truncated = \"earliest\")");
+                self.next_offset = start;
+                self.attempts = Attempts::default();
+                self.report.emit(Event::Skipped(skipped));
+                Outcome::Committed
+            }
+            Err(e) => Outcome::Retry(format!("{gone}; skipping them failed: {e}"), HOST_RETRY),
         }
     }
 

@@ -63,6 +63,8 @@ pub(super) enum Event<'a> {
     },
     /// A record went to the dead-letter topic (in a committed checkpoint).
     DeadLettered,
+    /// The partition skipped this many records retention had removed.
+    Skipped(u64),
     /// This worker wrote a checkpoint transaction holding `batches` batches
     /// (its own and other partitions').
     GroupCommit { batches: usize },
@@ -257,6 +259,10 @@ impl Reporter {
                 m.dead_letters.get_or_create(&self.labels).inc();
                 self.update(|l| l.dead_letters += 1);
             }
+            Event::Skipped(n) => {
+                m.skipped_records.get_or_create(&self.labels).inc_by(n);
+                self.update(|l| l.skipped += n);
+            }
             Event::TimersFired(n) => {
                 m.timers_fired.get_or_create(&self.labels).inc_by(n);
                 self.update(|l| l.timers_fired += n);
@@ -295,6 +301,7 @@ impl Reporter {
             &m.dead_letters,
             &m.swaps,
             &m.timers_fired,
+            &m.skipped_records,
         ] {
             drop(family.get_or_create(&self.labels));
         }
