@@ -889,3 +889,100 @@ fn a_broker_outage_longer_than_the_session_shows_in_status_and_loses_nothing() {
     host_a.stop();
     host_b.stop();
 }
+
+/// Sends `per_key` records for every key and adds them to `produced`.
+fn produce_per_key(brokers: &str, per_key: u64, produced: &mut BTreeMap<String, u64>) {
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("partitioner", "murmur2_random")
+        .create()
+        .unwrap();
+    for i in 0..KEYS * per_key {
+        let key = format!("k{}", i % KEYS);
+        producer
+            .send(BaseRecord::to(INPUT).key(&key).payload("x"))
+            .map_err(|(e, _)| e)
+            .unwrap();
+        *produced.entry(key).or_default() += 1;
+    }
+    producer.flush(Duration::from_secs(10)).unwrap();
+}
+
+#[test]
+fn offsets_reset_while_the_members_are_stopped_are_honoured_on_start() {
+    build_plugins(None);
+    let cluster = Cluster::start();
+    let brokers = cluster.brokers();
+    let member = cluster.member("classic", "range");
+    let reset = |to: &str| member.cli(&["partitions", "reset", "--topic", INPUT, to]);
+
+    let mut produced = BTreeMap::new();
+    let mut host = member.start();
+    host.wait_ready();
+    wait_balanced(&[&member]);
+    produce_per_key(&brokers, 2, &mut produced);
+    wait_all_counted(&brokers, &produced);
+    let refused = reset("--to-latest");
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("stop every member of the group first"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    host.stop();
+
+    // Forward, while stopped: a record per key is skipped. Its local
+    // checkpoint is behind the group's now; the skipped records are never
+    // counted, and state is what it was.
+    produce_per_key(&brokers, 1, &mut BTreeMap::new());
+    let out = reset("--to-latest");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(said.lines().count(), PARTITIONS as usize, "{said}");
+    let mut host = member.start();
+    host.wait_ready();
+    wait_balanced(&[&member]);
+    produce_per_key(&brokers, 1, &mut produced);
+    let outputs = wait_all_counted(&brokers, &produced);
+    assert_exact_counts(&outputs, &produced);
+    host.stop();
+
+    // Backward, while stopped: the local checkpoint is ahead of the group's
+    // (what used to be ignored). Everything is handled again from state as
+    // of offset 0, so every key counts up to its 4 records — the skipped one
+    // included this time — and never past.
+    let out = reset("--to-earliest");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut host = member.start();
+    host.wait_ready();
+    let highest = |outputs: &[Output]| -> BTreeMap<String, u64> {
+        let mut highest: BTreeMap<String, u64> = BTreeMap::new();
+        for o in outputs {
+            let count: u64 = o.value.rsplit_once(':').unwrap().1.parse().unwrap();
+            let h = highest.entry(o.key.clone()).or_default();
+            *h = (*h).max(count);
+        }
+        highest
+    };
+    let all_four: BTreeMap<String, u64> = (0..KEYS).map(|k| (format!("k{k}"), 4)).collect();
+    wait_until(
+        Duration::from_secs(90),
+        "every key counted again to 4",
+        || highest(&read_outputs(&brokers)) == all_four,
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        highest(&read_outputs(&brokers)),
+        all_four,
+        "state as of offset 0, not kept"
+    );
+    host.stop();
+}

@@ -588,9 +588,11 @@ enum PartitionsCommand {
         /// To the end: skip every record not yet handled.
         #[arg(long, group = "to")]
         to_latest: bool,
-        /// What happens to the partitions' state.
-        #[arg(long, value_enum, default_value = "keep")]
-        state: ResetStateArg,
+        /// What happens to the partitions' state (embedded source; default
+        /// keep). With Kafka, members rebuild it from the changelog as of
+        /// the new offset when they next take the partitions.
+        #[arg(long, value_enum)]
+        state: Option<ResetStateArg>,
     },
     /// Resume a paused partition: it retries the batch it stopped at.
     ///
@@ -661,6 +663,39 @@ enum PluginsCommand {
 
 /// `config` if its source is the embedded log: commands that read or write
 /// the embedded log mean nothing against a Kafka cluster.
+/// `partitions reset` with the Kafka source: the group's offsets move, with
+/// no member running (as Kafka requires); members rebuild state from the
+/// changelog as of the new offsets when they take the partitions again.
+fn reset_kafka(
+    config: &Config,
+    source: &crate::config::KafkaSource,
+    topic: &str,
+    partition: Option<u32>,
+    to: crate::checkpoint::ResetTo,
+    state: Option<ResetStateArg>,
+) -> anyhow::Result<()> {
+    if state.is_some() {
+        bail!(
+            "--state applies to the embedded log; with Kafka, a member rebuilds each partition's state from the changelog as of the new offset (the state it had there)"
+        );
+    }
+    if matches!(Access::connect(config)?, Access::Remote(_)) {
+        bail!(
+            "a member of group `{}` runs on {}: stop every member of the group first (Kafka moves only the offsets of a group with no live member)",
+            config.group,
+            config.data_dir.display()
+        );
+    }
+    for (p, from, to) in crate::kafka::reset::reset(source, &config.group, topic, partition, to)? {
+        let from = from.map_or("none".to_owned(), |f| f.to_string());
+        outln!("{topic}/{p}: group offset {from} -> {to}");
+    }
+    eprintln!(
+        "members rebuild the state of these partitions from the changelog as of the new offsets when they next take them"
+    );
+    Ok(())
+}
+
 fn embedded(config: Config, command: &str) -> anyhow::Result<Config> {
     match &config.source {
         crate::config::Source::Embedded => Ok(config),
@@ -878,10 +913,18 @@ pub fn main() -> anyhow::Result<()> {
                 },
         } => {
             let config = load(&config)?;
-            if matches!(config.source, crate::config::Source::Kafka(_)) {
-                bail!(
-                    "partitions reset moves the embedded log's checkpoints; with Kafka, reset the group's offsets with Kafka's tools (not built here yet)"
-                );
+            use crate::checkpoint::ResetTo;
+            let to = match (to_offset, to_timestamp, to_earliest, to_latest) {
+                (Some(o), ..) => ResetTo::Offset(o),
+                (_, Some(ms), ..) => ResetTo::Timestamp(ms),
+                (_, _, true, _) => ResetTo::Earliest,
+                (_, _, _, true) => ResetTo::Latest,
+                _ => {
+                    bail!("say where to: --to-offset, --to-timestamp, --to-earliest or --to-latest")
+                }
+            };
+            if let crate::config::Source::Kafka(source) = &config.source {
+                return reset_kafka(&config, source, &topic, partition, to, state);
             }
             let access = Access::connect(&config)?;
             let info = access.topic(&topic)?;
@@ -893,19 +936,9 @@ pub fn main() -> anyhow::Result<()> {
                 ),
                 None => (0..info.partitions).collect(),
             };
-            let state = match state {
+            let state = match state.unwrap_or(ResetStateArg::Keep) {
                 ResetStateArg::Keep => crate::checkpoint::ResetState::Keep,
                 ResetStateArg::Clear => crate::checkpoint::ResetState::Clear,
-            };
-            use crate::checkpoint::ResetTo;
-            let to = match (to_offset, to_timestamp, to_earliest, to_latest) {
-                (Some(o), ..) => ResetTo::Offset(o),
-                (_, Some(ms), ..) => ResetTo::Timestamp(ms),
-                (_, _, true, _) => ResetTo::Earliest,
-                (_, _, _, true) => ResetTo::Latest,
-                _ => {
-                    bail!("say where to: --to-offset, --to-timestamp, --to-earliest or --to-latest")
-                }
             };
             for p in partitions {
                 let (from, to) = access.reset(&topic, p, to, state)?;
