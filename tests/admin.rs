@@ -123,3 +123,71 @@ fn without_the_token_nothing_is_written_and_the_cli_sends_it() {
     });
     host.stop();
 }
+
+#[test]
+fn with_admin_tls_the_api_speaks_only_https_and_the_cli_trusts_its_certificate() {
+    let rcgen::CertifiedKey { cert, key_pair } =
+        rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let setup = Setup::new(
+        "admin_tls = { cert_file = \"admin.crt\", key_file = \"admin.key\" }\n[[topic]]\nname = \"in\"\npartitions = 1\n",
+        &[],
+    );
+    std::fs::write(setup.dir.path().join("admin.crt"), cert.pem()).unwrap();
+    std::fs::write(setup.dir.path().join("admin.key"), key_pair.serialize_pem()).unwrap();
+    let mut host = setup.start();
+    host.wait_ready();
+    let port = std::fs::read_to_string(setup.data_dir().join("admin.addr"))
+        .unwrap()
+        .trim()
+        .rsplit_once(':')
+        .unwrap()
+        .1
+        .to_owned();
+
+    // The CLI goes through the host over TLS.
+    let out = setup.cli_with_stdin(&["produce", "--topic", "in"], "hello\n");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = setup.cli(&["tail", "--topic", "in", "--from-beginning"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("hello"));
+
+    // Plain HTTP gets no answer; HTTPS trusting the certificate does.
+    let plain = agent()
+        .get(format!("http://127.0.0.1:{port}/healthz"))
+        .call();
+    assert!(plain.is_err(), "plain HTTP answered: {plain:?}");
+    let roots = vec![ureq::tls::Certificate::from_der(cert.der()).to_owned()];
+    let tls = ureq::tls::TlsConfig::builder()
+        .provider(ureq::tls::TlsProvider::Rustls)
+        .root_certs(ureq::tls::RootCerts::Specific(std::sync::Arc::new(roots)))
+        .build();
+    let https = ureq::Agent::config_builder()
+        .tls_config(tls)
+        .timeout_global(Some(Duration::from_secs(10)))
+        .build()
+        .new_agent();
+    let response = https
+        .get(format!("https://localhost:{port}/healthz"))
+        .call()
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    host.stop();
+}
+
+#[test]
+fn a_bad_admin_certificate_refuses_to_start_and_says_which_file() {
+    let setup = Setup::new(
+        "admin_tls = { cert_file = \"admin.crt\", key_file = \"admin.key\" }\n",
+        &[],
+    );
+    std::fs::write(setup.dir.path().join("admin.crt"), "not a certificate\n").unwrap();
+    std::fs::write(setup.dir.path().join("admin.key"), "not a key\n").unwrap();
+    let out = setup.cli(&["run"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("admin.crt"), "{stderr}");
+    assert!(!setup.data_dir().join("admin.addr").exists());
+}

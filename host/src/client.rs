@@ -50,7 +50,7 @@ impl Access {
                 loop {
                     if let Some(addr) = admin_addr(&dir) {
                         let token = config.admin_token().map_err(anyhow::Error::msg)?;
-                        return Ok(Access::Remote(Remote::new(&addr, token)));
+                        return Ok(Access::Remote(Remote::new(&addr, token, config)?));
                     }
                     if Instant::now() > deadline {
                         bail!(
@@ -242,17 +242,29 @@ impl Access {
 }
 
 impl Remote {
-    fn new(addr: &str, token: Option<String>) -> Remote {
-        let agent = ureq::Agent::config_builder()
+    fn new(addr: &str, token: Option<String>, config: &Config) -> anyhow::Result<Remote> {
+        let mut agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(30)))
-            .build()
-            .new_agent();
-        Remote {
-            base: format!("http://{addr}"),
-            agent,
+            .timeout_global(Some(Duration::from_secs(30)));
+        let scheme = match &config.admin_tls {
+            Some(tls) => {
+                agent = agent.tls_config(crate::tls::client_config(&tls.cert_file)?);
+                "https"
+            }
+            None => "http",
+        };
+        // The certificate names the host by name or address; the address
+        // file holds an address, so a certificate for `localhost` is reached
+        // by that name on loopback.
+        let host = match (&config.admin_tls, addr.parse::<std::net::SocketAddr>()) {
+            (Some(_), Ok(a)) if a.ip().is_loopback() => format!("localhost:{}", a.port()),
+            _ => addr.to_owned(),
+        };
+        Ok(Remote {
+            base: format!("{scheme}://{host}"),
+            agent: agent.build().new_agent(),
             authorization: token.map(|t| format!("Bearer {t}")),
-        }
+        })
     }
 
     fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {

@@ -98,6 +98,11 @@ pub struct Config {
     /// and change nothing.
     #[serde(default)]
     pub admin_token_file: Option<PathBuf>,
+    /// Serve the admin API over TLS (rustls): `{ cert_file, key_file }`,
+    /// PEM. The CLI trusts exactly `cert_file`. The `metrics` listener stays
+    /// plain HTTP.
+    #[serde(default)]
+    pub admin_tls: Option<AdminTls>,
     /// An extra listener serving only `GET /` (the status page), `/healthz`, `/metrics` and
     /// `/status`, e.g. `"0.0.0.0:9464"` for a Prometheus on another host,
     /// while `admin` stays on loopback.
@@ -122,6 +127,16 @@ pub struct Config {
     /// Routes: which plugin handles which topic.
     #[serde(default, rename = "route")]
     pub routes: Vec<RouteConfig>,
+}
+
+/// `admin_tls`: the admin API's certificate chain and private key (PEM).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminTls {
+    /// Certificate chain, leaf first.
+    pub cert_file: PathBuf,
+    /// The leaf's private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
 }
 
 /// Where records come from and outputs go.
@@ -598,6 +613,10 @@ impl Config {
         config.data_dir = base.join(&config.data_dir);
         config.plugins_dir = base.join(&config.plugins_dir);
         config.admin_token_file = config.admin_token_file.map(|f| base.join(f));
+        if let Some(tls) = &mut config.admin_tls {
+            tls.cert_file = base.join(&tls.cert_file);
+            tls.key_file = base.join(&tls.key_file);
+        }
         config.validate().map_err(ParseError::Invalid)?;
         Ok(config)
     }

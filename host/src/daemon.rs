@@ -236,6 +236,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             }
         }
     });
+    let tls = match &config.admin_tls {
+        Some(tls) => Some(crate::tls::acceptor(&tls.cert_file, &tls.key_file)?),
+        None => None,
+    };
     let listener = tokio::net::TcpListener::bind(config.admin)
         .await
         .with_context(|| format!("binding the admin API to {}", config.admin))?;
@@ -255,9 +259,18 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let admin = tokio::spawn({
         let stop = admin_stop.clone();
         async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(stop.cancelled_owned())
-                .await
+            match tls {
+                Some(acceptor) => {
+                    axum::serve(crate::tls::TlsListener::new(listener, acceptor), app)
+                        .with_graceful_shutdown(stop.cancelled_owned())
+                        .await
+                }
+                None => {
+                    axum::serve(listener, app)
+                        .with_graceful_shutdown(stop.cancelled_owned())
+                        .await
+                }
+            }
         }
     });
     let read_only_listener = match config.metrics {

@@ -43,4 +43,5 @@ pub mod status;
 pub mod store;
 pub mod telemetry;
 pub mod timers;
+pub mod tls;
 pub mod worker;
