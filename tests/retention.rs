@@ -9,7 +9,7 @@ mod support;
 use std::time::Duration;
 
 use linecook::status::PartitionReport;
-use support::{Setup, wait_until};
+use support::{Setup, tail_values, wait_until};
 
 const RECORDS: usize = 100;
 const KEEP: u64 = 30;
@@ -41,23 +41,6 @@ fn listed(setup: &Setup, topic: &str) -> (u64, u64, u64, u64) {
         .map(|c| c.parse().unwrap())
         .collect();
     (cols[0], cols[1], cols[2], cols[3])
-}
-
-/// Values of `topic` in log order, through `tail` (the host may run).
-fn values(setup: &Setup, topic: &str) -> Vec<String> {
-    let out = setup.cli(&["tail", "--topic", topic, "--from-beginning"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| {
-            let record: serde_json::Value = serde_json::from_str(l).unwrap();
-            record["value"].as_str().unwrap().to_owned()
-        })
-        .collect()
 }
 
 fn config(record_bytes: u64, routes: bool) -> String {
@@ -144,7 +127,7 @@ fn retention_removes_exactly_the_oldest_records_and_routes_it_passed_skip_or_pau
         "log start, stored records, bytes, records ever appended"
     );
     host.stop();
-    let early: Vec<String> = values(&setup, "early");
+    let early: Vec<String> = tail_values(&setup, "early");
     assert_eq!(early, lines[removed as usize..], "exactly the oldest went");
 
     // Routes whose checkpoints (none: offset 0) retention passed.
@@ -167,7 +150,7 @@ fn retention_removes_exactly_the_oldest_records_and_routes_it_passed_skip_or_pau
         .map(|l| l.to_uppercase())
         .collect();
     assert_eq!(
-        values(&setup, "out"),
+        tail_values(&setup, "out"),
         expected,
         "only what was left handled"
     );
@@ -212,7 +195,7 @@ fn retention_removes_exactly_the_oldest_records_and_routes_it_passed_skip_or_pau
             p.committed_offset == RECORDS as u64 && p.lag == 0
         },
     );
-    assert_eq!(values(&setup, "out").len(), 2 * KEEP as usize);
+    assert_eq!(tail_values(&setup, "out").len(), 2 * KEEP as usize);
 
     // New records move the start on; a restart keeps it.
     let more: Vec<String> = (0..10).map(|i| format!("new-{i:03}")).collect();

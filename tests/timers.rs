@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use linecook::record::LogRecord;
 use linecook::record::NewRecord;
-use support::{Setup, read_all, wait_until};
+use support::{Setup, read_all, tail_values, wait_until};
 
 /// Appends `(key, timestamp, value)` records to partition 0 of `topic`
 /// while no host runs.
@@ -213,24 +213,6 @@ fn window_count_can_drop_late_records_and_count_them() {
         state.contains(&(b"late".to_vec(), b"2".to_vec())),
         "{state:?}"
     );
-}
-
-/// The values of `topic`, read through the CLI while a host holds the
-/// store.
-fn tail_values(setup: &Setup, topic: &str) -> Vec<String> {
-    let out = setup.cli(&["tail", "--topic", topic, "--from-beginning"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).unwrap();
-            v["value"].as_str().unwrap_or_default().to_owned()
-        })
-        .collect()
 }
 
 /// Appends records with timestamps through `linecook produce --format json`

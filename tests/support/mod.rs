@@ -497,3 +497,21 @@ pub fn values_by_key(records: &[LogRecord]) -> BTreeMap<Option<String>, Vec<Stri
     }
     map
 }
+
+/// The values of `topic`, read through the CLI while a host holds the
+/// store.
+pub fn tail_values(setup: &Setup, topic: &str) -> Vec<String> {
+    let out = setup.cli(&["tail", "--topic", topic, "--from-beginning"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v["value"].as_str().unwrap_or_default().to_owned()
+        })
+        .collect()
+}

@@ -109,6 +109,24 @@ pub fn changelog_topic(group: &str, topic: &str) -> String {
     format!("{group}-{topic}-changelog")
 }
 
+/// How many partitions `topic` has; `None` when it does not exist.
+pub(crate) fn partition_count<C: rdkafka::consumer::ConsumerContext>(
+    client: &BaseConsumer<C>,
+    brokers: &str,
+    topic: &str,
+) -> anyhow::Result<Option<u32>> {
+    let metadata = client
+        .fetch_metadata(Some(topic), ADMIN_TIMEOUT)
+        .with_context(|| format!("reading metadata of topic `{topic}` from {brokers}"))?;
+    Ok(metadata.topics().first().and_then(|t| {
+        if t.error().is_some() || t.partitions().is_empty() {
+            None
+        } else {
+            Some(t.partitions().len() as u32)
+        }
+    }))
+}
+
 /// Partition counts of the routed topics, after making sure their changelog
 /// and dead-letter topics exist (creating missing ones where the cluster
 /// allows it).
@@ -121,23 +139,7 @@ pub async fn prepare_topics(
         .consumer_config()
         .create()
         .context("creating a Kafka client")?;
-    let partitions_of = |topic: &str| -> anyhow::Result<Option<u32>> {
-        let metadata = probe
-            .fetch_metadata(Some(topic), ADMIN_TIMEOUT)
-            .with_context(|| {
-                format!(
-                    "reading metadata of topic `{topic}` from {}",
-                    settings.brokers
-                )
-            })?;
-        Ok(metadata.topics().first().and_then(|t| {
-            if t.error().is_some() || t.partitions().is_empty() {
-                None
-            } else {
-                Some(t.partitions().len() as u32)
-            }
-        }))
-    };
+    let partitions_of = |topic: &str| partition_count(&probe, &settings.brokers, topic);
     let mut sources = BTreeMap::new();
     let mut missing = Vec::new();
     for route in &config.routes {

@@ -66,20 +66,7 @@ pub fn reset(
             .set("heartbeat.interval.ms", "500");
     }
     let consumer: BaseConsumer = config.create().context("creating a Kafka client")?;
-    let metadata = consumer
-        .fetch_metadata(Some(topic), TIMEOUT)
-        .with_context(|| {
-            format!(
-                "reading metadata of topic `{topic}` from {}",
-                source.brokers
-            )
-        })?;
-    let count = metadata
-        .topics()
-        .first()
-        .filter(|t| t.error().is_none())
-        .map(|t| t.partitions().len() as u32)
-        .filter(|n| *n > 0)
+    let count = super::partition_count(&consumer, &source.brokers, topic)?
         .with_context(|| format!("topic `{topic}` does not exist on {}", source.brokers))?;
     let partitions: Vec<u32> = match partition {
         Some(p) if p < count => vec![p],
