@@ -65,6 +65,20 @@ pub trait Source: Send + std::fmt::Debug {
         max: usize,
     ) -> Result<Vec<LogRecord>, StoreError>;
 
+    /// Moves the partition to `to` for an operator's reset, at a batch
+    /// boundary, when the source itself must move (Kafka: the group's
+    /// offset, and state rebuilt from the changelog as of the new offset);
+    /// returns the new offset. `None`: moving the store's checkpoint is all
+    /// a reset takes (the embedded log). Blocks.
+    fn reset(
+        &mut self,
+        _ctx: &PartitionCtx<'_>,
+        _checkpoint: u64,
+        _to: crate::checkpoint::ResetTo,
+    ) -> Option<Result<u64, String>> {
+        None
+    }
+
     /// The changelog topic the partition's state writes are delivered to
     /// (through the outbox, in the batch's checkpoint), if the source has one.
     fn changelog(&self) -> Option<&str> {

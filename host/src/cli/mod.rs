@@ -679,13 +679,33 @@ fn reset_kafka(
             "--state applies to the embedded log; with Kafka, a member rebuilds each partition's state from the changelog as of the new offset (the state it had there)"
         );
     }
-    if matches!(Access::connect(config)?, Access::Remote(_)) {
-        bail!(
-            "a member of group `{}` runs on {}: stop every member of the group first (Kafka moves only the offsets of a group with no live member)",
-            config.group,
-            config.data_dir.display()
-        );
+    let access = Access::connect(config)?;
+    if matches!(access, Access::Remote(_)) {
+        // A running member resets the partitions it owns, each at a batch
+        // boundary: no rebalance.
+        let partitions: Vec<u32> = match partition {
+            Some(p) => vec![p],
+            None => (0..access.topic(topic)?.partitions).collect(),
+        };
+        let mut elsewhere = Vec::new();
+        for p in partitions {
+            match access.reset(topic, p, to, crate::checkpoint::ResetState::Keep) {
+                Ok((from, to)) => outln!(
+                    "{topic}/{p}: {from} -> {to} (group offset moved; state rebuilt from the changelog as of {to})"
+                ),
+                Err(e) if e.to_string().contains("does not run") => elsewhere.push(p),
+                Err(e) => return Err(e.context(format!("resetting {topic}/{p}"))),
+            }
+        }
+        if !elsewhere.is_empty() {
+            bail!(
+                "partitions {elsewhere:?} of `{topic}` are owned by other members of group `{}`: run the reset against the member that owns them (`status` shows it), or stop every member and run it again",
+                config.group
+            );
+        }
+        return Ok(());
     }
+    drop(access);
     for (p, from, to) in crate::kafka::reset::reset(source, &config.group, topic, partition, to)? {
         let from = from.map_or("none".to_owned(), |f| f.to_string());
         outln!("{topic}/{p}: group offset {from} -> {to}");

@@ -192,6 +192,7 @@ impl KafkaMember {
             client.set("group.instance.id", id);
         }
         let (events_tx, events) = mpsc::unbounded_channel();
+        let (moves_tx, moves) = std::sync::mpsc::channel();
         let shared = Arc::new(Shared {
             store,
             group: config.group.clone(),
@@ -207,6 +208,7 @@ impl KafkaMember {
             live,
             metrics,
             topics,
+            moves: moves_tx,
         });
         let consumer: BaseConsumer<MemberContext> = client
             .create_with_context(MemberContext(shared.clone()))
@@ -226,7 +228,7 @@ impl KafkaMember {
             .spawn({
                 let stop = stop.clone();
                 move || {
-                    poll_loop(consumer, shared, stop, commit_every);
+                    poll_loop(consumer, shared, stop, commit_every, moves);
                     drop(left_tx);
                 }
             })?;
@@ -275,6 +277,7 @@ fn poll_loop(
     shared: Arc<Shared>,
     stop: Arc<AtomicBool>,
     commit_every: Duration,
+    moves: std::sync::mpsc::Receiver<super::ownership::Move>,
 ) {
     let mut paused: Vec<(String, u32)> = Vec::new();
     let mut last_commit = Instant::now();
@@ -337,6 +340,9 @@ fn poll_loop(
             }
             !drained
         });
+        for m in moves.try_iter() {
+            shared.move_offset(&consumer, m);
+        }
         // The generation can move without a callback here (a rebalance that
         // changes nothing for this member), so it is read every round.
         shared.record_generation(&consumer);

@@ -43,6 +43,21 @@ pub(super) struct Shared {
     pub(super) leases: Arc<Leases>,
     pub(super) live: Arc<Live>,
     pub(super) metrics: Arc<Metrics>,
+    /// Where partition sources ask the consumer thread to move an offset.
+    pub(super) moves: std::sync::mpsc::Sender<Move>,
+}
+
+/// An operator's reset of an owned partition, for the consumer thread: the
+/// group's committed offset and the fetch position go to `to`.
+pub struct Move {
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: u32,
+    /// The new offset.
+    pub to: u64,
+    /// The answer.
+    pub done: std::sync::mpsc::SyncSender<Result<(), String>>,
 }
 
 /// What the group has of an owned partition's offset.
@@ -191,6 +206,7 @@ impl Shared {
                     client: self.settings.clone(),
                     group: self.group.clone(),
                     replay: Default::default(),
+                    moves: self.moves.clone(),
                 }),
                 tp,
             });
@@ -447,6 +463,57 @@ impl Shared {
             // accepted commit and replays — outputs may repeat, state does not.
             warn!("committing offsets failed: {e}");
         }
+    }
+
+    /// Moves an owned partition for an operator's reset: what was fetched
+    /// goes, the consumer seeks to the new offset (librdkafka discards
+    /// fetches of the old position), and the group commits it — the one
+    /// commit allowed to move the group back.
+    pub(super) fn move_offset(&self, consumer: &BaseConsumer<MemberContext>, m: Move) {
+        let tp = TopicPartition {
+            topic: m.topic.clone(),
+            partition: m.partition,
+        };
+        let result = (|| {
+            if !self.offsets.lock().expect("offsets lock").contains_key(&tp) {
+                return Err(format!(
+                    "{}/{} is no longer owned here",
+                    m.topic, m.partition
+                ));
+            }
+            if let Some(buffer) = self
+                .buffers
+                .lock()
+                .expect("buffers lock")
+                .get(&(m.topic.clone(), m.partition))
+            {
+                buffer.clear();
+            }
+            let offset = Offset::Offset(m.to as i64);
+            consumer
+                .seek(
+                    &m.topic,
+                    m.partition as i32,
+                    offset,
+                    Duration::from_secs(10),
+                )
+                .map_err(|e| format!("moving the fetch position: {e}"))?;
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition_offset(&m.topic, m.partition as i32, offset)
+                .map_err(|e| e.to_string())?;
+            super::commit_within(consumer, &tpl, self.revoke_timeout)
+                .map_err(|e| format!("committing offset {} to the group: {e}", m.to))?;
+            self.offsets.lock().expect("offsets lock").insert(
+                tp.clone(),
+                CommitState {
+                    accepted: Some(m.to),
+                    sent: None,
+                },
+            );
+            info!(topic = %m.topic, partition = m.partition, to = m.to, "group offset moved by a reset");
+            Ok(())
+        })();
+        let _ = m.done.send(result);
     }
 
     pub(super) fn record_generation(&self, consumer: &BaseConsumer<MemberContext>) {

@@ -40,6 +40,49 @@ pub fn target(to: ResetTo, low: i64, high: i64, at_time: Option<i64>) -> Result<
     }
 }
 
+/// The offset `to` means for `topic`/`partition` now.
+pub fn resolve(
+    settings: &ClientSettings,
+    topic: &str,
+    partition: u32,
+    to: ResetTo,
+) -> anyhow::Result<u64> {
+    let consumer: BaseConsumer = settings
+        .client_config()
+        .create()
+        .context("creating a Kafka client")?;
+    let at = position(&consumer, topic, partition, to)?;
+    Ok(at as u64)
+}
+
+/// Where `to` puts `topic`/`partition`, read from the cluster.
+fn position<C: rdkafka::consumer::ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    topic: &str,
+    partition: u32,
+    to: ResetTo,
+) -> anyhow::Result<i64> {
+    let (low, high) = consumer
+        .fetch_watermarks(topic, partition as i32, TIMEOUT)
+        .with_context(|| format!("reading the offsets of {topic}/{partition}"))?;
+    let at_time = match to {
+        ResetTo::Timestamp(ms) => {
+            let mut times = TopicPartitionList::new();
+            times.add_partition_offset(topic, partition as i32, Offset::Offset(ms))?;
+            consumer
+                .offsets_for_times(times, TIMEOUT)
+                .context("looking up offsets by timestamp")?
+                .find_partition(topic, partition as i32)
+                .and_then(|e| match e.offset() {
+                    Offset::Offset(o) => Some(o),
+                    _ => None,
+                })
+        }
+        _ => None,
+    };
+    target(to, low, high, at_time).map_err(|e| anyhow::anyhow!("{topic}/{partition}: {e}"))
+}
+
 /// Commits `to` as `group`'s offset of `topic`'s `partitions` (all when
 /// `None`); returns (partition, from, to) per partition, `from` being the
 /// committed offset before (`None` without one).
@@ -80,42 +123,18 @@ pub fn reset(
     let committed = consumer
         .committed_offsets(asked.clone(), TIMEOUT)
         .context("reading the group's committed offsets")?;
-    let at_time = match to {
-        ResetTo::Timestamp(ms) => {
-            let mut times = TopicPartitionList::new();
-            for p in &partitions {
-                times.add_partition_offset(topic, *p as i32, Offset::Offset(ms))?;
-            }
-            Some(
-                consumer
-                    .offsets_for_times(times, TIMEOUT)
-                    .context("looking up offsets by timestamp")?,
-            )
-        }
-        _ => None,
-    };
     let mut moves = Vec::new();
     let mut commit = TopicPartitionList::new();
     for p in partitions {
-        let (low, high) = consumer
-            .fetch_watermarks(topic, p as i32, TIMEOUT)
-            .with_context(|| format!("reading the offsets of {topic}/{p}"))?;
-        let found = at_time
-            .as_ref()
-            .and_then(|t| t.find_partition(topic, p as i32))
-            .and_then(|e| match e.offset() {
-                Offset::Offset(o) => Some(o),
-                _ => None,
-            });
-        let to = target(to, low, high, found).map_err(|e| anyhow::anyhow!("{topic}/{p}: {e}"))?;
+        let at = position(&consumer, topic, p, to)?;
         let from = committed
             .find_partition(topic, p as i32)
             .and_then(|e| match e.offset() {
                 Offset::Offset(o) => Some(o),
                 _ => None,
             });
-        commit.add_partition_offset(topic, p as i32, Offset::Offset(to))?;
-        moves.push((p, from, to));
+        commit.add_partition_offset(topic, p as i32, Offset::Offset(at))?;
+        moves.push((p, from, at));
     }
     // Commit as the group's only member: a brief join that must be handed
     // every partition asked for, which proves no other member holds them

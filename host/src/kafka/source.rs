@@ -19,6 +19,9 @@ use crate::store::StoreError;
 
 /// How long a failed claim or changelog read waits before the next try.
 const RESTORE_RETRY: Duration = Duration::from_secs(2);
+/// How long a reset waits for the partition's committed outputs to be
+/// delivered, and for the consumer thread to move the group's offset.
+const RESET_WAIT: Duration = Duration::from_secs(30);
 
 /// One owned Kafka partition.
 #[derive(Debug)]
@@ -44,6 +47,9 @@ pub struct PartitionSource {
     /// Batches (`first..end`) a previous owner handled beyond the group's
     /// commit, to be re-formed exactly (after a restore); empty until then.
     pub replay: VecDeque<(u64, u64)>,
+    /// Where an operator's reset asks the consumer thread to move the
+    /// group's offset and the fetch position.
+    pub moves: std::sync::mpsc::Sender<super::ownership::Move>,
 }
 
 impl PartitionSource {
@@ -88,6 +94,53 @@ impl PartitionSource {
                 .restore_partition(ctx.topic, ctx.partition, upto, &r.state)?;
         }
         Ok((claim, r))
+    }
+}
+
+impl PartitionSource {
+    /// An operator's reset at a batch boundary: the committed outputs leave
+    /// first (the restore drops what the outbox holds of the partition), the
+    /// group's offset and the fetch position move, then state is rebuilt
+    /// from the changelog as of the new offset, as a new owner would.
+    fn move_to(
+        &mut self,
+        ctx: &PartitionCtx<'_>,
+        checkpoint: u64,
+        to: crate::checkpoint::ResetTo,
+    ) -> anyhow::Result<u64> {
+        let to = super::reset::resolve(&self.client, &ctx.topic.name, ctx.partition, to)?;
+        let deadline = Instant::now() + RESET_WAIT;
+        while ctx.store.deliverable_offset(ctx.topic, ctx.partition)? != Some(checkpoint) {
+            anyhow::ensure!(!ctx.cancel.is_cancelled(), "the partition was released");
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "the partition's outputs have waited {RESET_WAIT:?} for delivery; try again once the outbox drains"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let (done, moved) = std::sync::mpsc::sync_channel(1);
+        self.moves
+            .send(super::ownership::Move {
+                topic: ctx.topic.name.clone(),
+                partition: ctx.partition,
+                to,
+                done,
+            })
+            .map_err(|_| anyhow::anyhow!("the consumer has stopped"))?;
+        moved
+            .recv_timeout(RESET_WAIT)
+            .map_err(|_| anyhow::anyhow!("the consumer did not move the group's offset in time"))?
+            .map_err(anyhow::Error::msg)?;
+        // From here on the group holds `to`: should the partition go before
+        // the restore ends, its next owner starts there.
+        self.start = StartFrom::Restore(to);
+        self.replay.clear();
+        match self.prepare(ctx, to) {
+            Some(offset) => Ok(offset),
+            None => anyhow::bail!(
+                "the partition was released while its state was rebuilt; its next owner starts from offset {to}"
+            ),
+        }
     }
 }
 
@@ -188,6 +241,18 @@ impl Source for PartitionSource {
         })
     }
 
+    fn reset(
+        &mut self,
+        ctx: &PartitionCtx<'_>,
+        checkpoint: u64,
+        to: crate::checkpoint::ResetTo,
+    ) -> Option<Result<u64, String>> {
+        Some(
+            self.move_to(ctx, checkpoint, to)
+                .map_err(|e| format!("{e:#}")),
+        )
+    }
+
     fn changelog(&self) -> Option<&str> {
         Some(&self.changelog_topic)
     }
@@ -249,6 +314,13 @@ impl PartitionBuffer {
             .take(max)
             .cloned()
             .collect()
+    }
+
+    /// Forgets every record: the consumer is moving to another offset.
+    pub fn clear(&self) {
+        let mut inner = self.inner.lock().expect("buffer lock");
+        inner.records.clear();
+        inner.last = None;
     }
 
     /// Offset of the newest record fetched, if any.

@@ -265,7 +265,7 @@ impl Worker {
                 .take()
                 .or_else(|| self.resets.try_recv().ok())
             {
-                if self.reset(request) {
+                if self.reset(request).await {
                     paused = false;
                 }
             }
@@ -338,6 +338,18 @@ impl Worker {
     /// restoring from a changelog blocks for as long as it reads, and the
     /// pool's few threads are needed by other partitions meanwhile.
     async fn prepare_off_the_pool(&mut self) -> Option<u64> {
+        let checkpoint = self.next_offset;
+        self.off_the_pool(move |source, ctx| source.prepare(ctx, checkpoint))
+            .await
+            .flatten()
+    }
+
+    /// Runs `f` with the source on a blocking thread of the host runtime.
+    /// `None` if it panicked: the source is gone with it.
+    async fn off_the_pool<T: Send + 'static>(
+        &mut self,
+        f: impl FnOnce(&mut Box<dyn Source>, &PartitionCtx<'_>) -> T + Send + 'static,
+    ) -> Option<T> {
         let mut source = std::mem::replace(&mut self.source, Box::new(crate::source::Embedded));
         let spec = &self.spec;
         let (store, topic, live, metrics, cancel, rt) = (
@@ -348,8 +360,8 @@ impl Worker {
             spec.cancel.clone(),
             spec.rt.clone(),
         );
-        let (partition, checkpoint) = (spec.partition, self.next_offset);
-        let prepared = spec.rt.spawn_blocking(move || {
+        let partition = spec.partition;
+        let done = spec.rt.spawn_blocking(move || {
             let ctx = PartitionCtx {
                 store: &store,
                 topic: &topic,
@@ -359,16 +371,16 @@ impl Worker {
                 cancel: &cancel,
                 rt: &rt,
             };
-            let offset = source.prepare(&ctx, checkpoint);
-            (source, offset)
+            let out = f(&mut source, &ctx);
+            (source, out)
         });
-        match prepared.await {
-            Ok((source, offset)) => {
+        match done.await {
+            Ok((source, out)) => {
                 self.source = source;
-                offset
+                Some(out)
             }
             Err(e) => {
-                error!("preparing the partition failed: {e}");
+                error!("the partition's source failed: {e}");
                 None
             }
         }
@@ -534,12 +546,32 @@ impl Worker {
     /// Moves the partition as an operator asked, at a batch boundary, and
     /// answers; returns whether it moved. The worker is the partition's only
     /// writer, so nothing races the move.
-    fn reset(&mut self, request: crate::status::ResetRequest) -> bool {
+    async fn reset(&mut self, request: crate::status::ResetRequest) -> bool {
         use crate::checkpoint::ResetState;
-        let spec = &self.spec;
         let result = if self.source.changelog().is_some() {
-            Err("a reset in Kafka mode is not built yet: stop the members and reset the group's offsets with Kafka's tools".to_owned())
+            if request.state == ResetState::Clear {
+                Err("with Kafka, a reset rebuilds the partition's state from the changelog as of the new offset; --state clear does not apply".to_owned())
+            } else {
+                let (from, to) = (self.next_offset, request.to);
+                match self
+                    .off_the_pool(move |source, ctx| source.reset(ctx, from, to))
+                    .await
+                {
+                    Some(Some(result)) => result.map(|to| (from, to)),
+                    Some(None) => Err("this source cannot reset".to_owned()),
+                    None => {
+                        // The source went down with a panic: give the
+                        // partition up, its next owner starts cleanly.
+                        self.spec.cancel.cancel();
+                        Err(
+                            "the reset failed inside the host; the partition is released"
+                                .to_owned(),
+                        )
+                    }
+                }
+            }
         } else {
+            let spec = &self.spec;
             spec.store
                 .reset_offset(&spec.topic, spec.partition, request.to)
                 .and_then(|to| {
@@ -560,8 +592,9 @@ impl Worker {
             self.attempts = Attempts::default();
             self.commit_failures = 0;
             self.timer_failures = 0;
-            if request.state == ResetState::Clear {
-                // Guest memory may cache what was just forgotten.
+            if request.state == ResetState::Clear || self.source.changelog().is_some() {
+                // Guest memory may cache what was just forgotten (or, with
+                // Kafka, rebuilt as of another offset).
                 self.watermark = None;
                 self.instance = None;
             }
