@@ -512,6 +512,54 @@ pub enum Rollout {
         /// Batches the canaries must commit with the new version.
         promote_after_batches: u64,
     },
+    /// The new version first runs in shadow on every owned partition: it
+    /// handles the same batches from the same state as the serving version,
+    /// its effects compared and thrown away. After `shadow_batches` batches
+    /// with at most `max_diff` differences it rolls out as `canary` says
+    /// (0: to every partition at once); otherwise it is rejected.
+    Shadow {
+        /// Batches to compare, over all owned partitions.
+        shadow_batches: u64,
+        /// Differences allowed (outputs and state writes).
+        max_diff: u64,
+        /// Canary partitions after the shadow (0: none, all at once).
+        canary: u32,
+        /// Batches the canaries must commit, when `canary` > 0.
+        promote_after_batches: u64,
+        /// How much time the candidate may take, in percent of the serving
+        /// version's, before it skips batches (and says so).
+        max_slowdown_percent: u32,
+    },
+}
+
+impl Rollout {
+    /// How long a shadow may take, in percent of the serving version's
+    /// time (only meaningful with a shadow phase).
+    pub fn max_shadow_slowdown_percent(self) -> u32 {
+        match self {
+            Rollout::Shadow {
+                max_slowdown_percent,
+                ..
+            } => max_slowdown_percent,
+            _ => 200,
+        }
+    }
+
+    /// What follows a passed shadow phase.
+    pub fn after_shadow(self) -> Rollout {
+        match self {
+            Rollout::Shadow {
+                canary,
+                promote_after_batches,
+                ..
+            } if canary > 0 => Rollout::Canary {
+                canary,
+                promote_after_batches,
+            },
+            Rollout::Shadow { .. } => Rollout::All,
+            other => other,
+        }
+    }
 }
 
 impl<'de> Deserialize<'de> for Rollout {
@@ -523,16 +571,43 @@ impl<'de> Deserialize<'de> for Rollout {
             promote_after_batches: u64,
         }
         #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Shadow {
+            shadow_batches: u64,
+            #[serde(default)]
+            max_diff: u64,
+            #[serde(default)]
+            canary: u32,
+            #[serde(default = "default_promote_after")]
+            promote_after_batches: u64,
+            #[serde(default = "default_slowdown")]
+            max_slowdown_percent: u32,
+        }
+        fn default_slowdown() -> u32 {
+            200
+        }
+        fn default_promote_after() -> u64 {
+            100
+        }
+        #[derive(Deserialize)]
         #[serde(untagged)]
         enum Raw {
             Name(String),
             Canary(Canary),
+            Shadow(Shadow),
         }
         match Raw::deserialize(d).map_err(|_| {
             serde::de::Error::custom(
-                "`rollout` must be \"all\" or { canary = N, promote_after_batches = M }",
+                "`rollout` must be \"all\", { canary = N, promote_after_batches = M } or { shadow_batches = N, max_diff = D [, canary = C, promote_after_batches = M] }",
             )
         })? {
+            Raw::Shadow(s) => Ok(Rollout::Shadow {
+                shadow_batches: s.shadow_batches,
+                max_diff: s.max_diff,
+                canary: s.canary,
+                promote_after_batches: s.promote_after_batches,
+                max_slowdown_percent: s.max_slowdown_percent,
+            }),
             Raw::Name(name) if name == "all" => Ok(Rollout::All),
             Raw::Name(other) => Err(serde::de::Error::custom(format!(
                 "unknown rollout `{other}`: use \"all\" or {{ canary = N, promote_after_batches = M }}"
@@ -761,10 +836,18 @@ impl Config {
                     route.topic
                 ));
             }
+            if let Rollout::Shadow { shadow_batches, .. } = route.rollout
+                && shadow_batches == 0
+            {
+                return Err(format!(
+                    "[[route]] for topic `{}`: rollout shadow_batches must be at least 1",
+                    route.topic
+                ));
+            }
             if let Rollout::Canary {
                 canary,
                 promote_after_batches,
-            } = route.rollout
+            } = route.rollout.after_shadow()
                 && (canary == 0 || promote_after_batches == 0)
             {
                 return Err(format!(

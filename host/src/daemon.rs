@@ -166,6 +166,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         .with_trust(config.trust()),
     );
     let plugins: HashSet<&str> = config.routes.iter().map(|r| r.plugin.as_str()).collect();
+    // Versions still to prove in shadow, published once the rollouts run.
+    let mut unproven = Vec::new();
     for &name in &plugins {
         let reg = registry.clone();
         let owned = name.to_owned();
@@ -182,7 +184,21 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             prepare_ms = version.prepare_time.as_millis() as u64,
             "plugin loaded"
         );
-        registry.publish(version);
+        if let Some(serving) =
+            serving_instead(&registry, &store, &config, &topics, &version).await?
+        {
+            info!(
+                plugin = name,
+                "{} is not proven yet: partitions last committed with {}, which serves while {} runs in shadow again",
+                version.short_digest(),
+                serving.short_digest(),
+                version.short_digest()
+            );
+            registry.publish(serving);
+            unproven.push(version);
+        } else {
+            registry.publish(version);
+        }
     }
     let mut rollouts = BTreeMap::new();
     for route in &config.routes {
@@ -211,6 +227,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
                 shutdown.child_token(),
             ),
         );
+    }
+    for version in unproven {
+        registry.publish(version);
     }
     let watcher = watcher::spawn(
         registry.clone(),
@@ -376,6 +395,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
                     let versions = rollout
                         .target(tp.partition)
                         .expect("the rollout covers every partition of its topic");
+                    let shadow = rollout
+                        .shadow(tp.partition)
+                        .expect("the rollout covers every partition of its topic");
                     let cancel = shutdown.child_token();
                     let task = worker::spawn(
                         WorkerSpec {
@@ -392,6 +414,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
                             resume: live.resume_signal(&tp.topic, tp.partition),
                             metrics: metrics.clone(),
                             versions,
+                            shadow,
+                            max_shadow_slowdown_percent: route
+                                .rollout
+                                .max_shadow_slowdown_percent(),
                             events: rollout.events(),
                             max_batch: config.max_batch,
                             live: live.clone(),
@@ -472,16 +498,7 @@ async fn fall_back(
         PluginError::NotFound { .. } => registry.set_file_present(name, false),
         PluginError::Read { .. } => {}
     }
-    let mut versions = Vec::new();
-    for route in config.routes.iter().filter(|r| r.plugin == name) {
-        let topic = &topics[&route.topic];
-        for partition in 0..topic.partitions {
-            if let Some(c) = store.checkpoint(topic, partition)? {
-                versions.push(c.version);
-            }
-        }
-    }
-    let committed = last_good_version(versions);
+    let committed = last_good_version(committed_versions(store, config, topics, name)?);
     let reg = registry.clone();
     let (owned, wanted) = (name.to_owned(), committed.as_ref().map(|(d, _)| d.clone()));
     let kept =
@@ -507,6 +524,59 @@ async fn fall_back(
     tracing::error!(plugin = name, "{why}");
     registry.set_fallback(name, Some(why));
     Ok(version)
+}
+
+/// With a shadow rollout, a restart must not promote a version whose
+/// shadow never finished: when `loaded` is not the version the plugin's
+/// partitions last committed with, that one (from the host's kept copy)
+/// serves and `loaded` is shadowed again from the start.
+async fn serving_instead(
+    registry: &Arc<Registry>,
+    store: &Store,
+    config: &Config,
+    topics: &BTreeMap<String, crate::log::TopicInfo>,
+    loaded: &crate::plugins::PluginVersion,
+) -> anyhow::Result<Option<crate::plugins::PluginVersion>> {
+    let shadowed = config.routes.iter().any(|r| {
+        r.plugin == loaded.name && matches!(r.rollout, crate::config::Rollout::Shadow { .. })
+    });
+    if !shadowed {
+        return Ok(None);
+    }
+    let Some((committed, _)) =
+        last_good_version(committed_versions(store, config, topics, &loaded.name)?)
+    else {
+        return Ok(None);
+    };
+    if committed == loaded.digest {
+        return Ok(None);
+    }
+    let reg = registry.clone();
+    let name = loaded.name.clone();
+    Ok(
+        tokio::task::spawn_blocking(move || reg.load_kept(&name, Some(&committed)))
+            .await?
+            .filter(|kept| kept.digest != loaded.digest),
+    )
+}
+
+/// The versions the partitions of `name`'s routes last committed with.
+fn committed_versions(
+    store: &Store,
+    config: &Config,
+    topics: &BTreeMap<String, crate::log::TopicInfo>,
+    name: &str,
+) -> anyhow::Result<Vec<String>> {
+    let mut versions = Vec::new();
+    for route in config.routes.iter().filter(|r| r.plugin == name) {
+        let topic = &topics[&route.topic];
+        for partition in 0..topic.partitions {
+            if let Some(c) = store.checkpoint(topic, partition)? {
+                versions.push(c.version);
+            }
+        }
+    }
+    Ok(versions)
 }
 
 /// The version most of a plugin's partitions last committed with, and how

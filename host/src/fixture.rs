@@ -67,7 +67,7 @@ impl Bytes {
         }
     }
 
-    fn of(bytes: &[u8]) -> Bytes {
+    pub(crate) fn of(bytes: &[u8]) -> Bytes {
         match std::str::from_utf8(bytes) {
             Ok(s) => Bytes::Text(s.to_owned()),
             Err(_) => Bytes::Base64 {
@@ -190,6 +190,22 @@ pub struct Output {
     pub headers: BTreeMap<String, Bytes>,
 }
 
+impl From<&crate::record::OutputRecord> for Output {
+    fn from(o: &crate::record::OutputRecord) -> Output {
+        Output {
+            topic: o.topic.clone(),
+            key: o.key.as_deref().map(Bytes::of),
+            value: Bytes::of(&o.value),
+            timestamp_ms: o.timestamp_ms,
+            headers: o
+                .headers
+                .iter()
+                .map(|(k, v)| (k.clone(), Bytes::of(v)))
+                .collect(),
+        }
+    }
+}
+
 /// A timer still pending.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -294,19 +310,7 @@ impl Partition {
         if let Some(w) = effects.watermark {
             self.watermark = Some(self.watermark.map_or(w, |c| c.max(w)));
         }
-        outputs.extend(effects.outputs.into_iter().map(|o| {
-            Output {
-                topic: o.topic,
-                key: o.key.as_deref().map(Bytes::of),
-                value: Bytes::of(&o.value),
-                timestamp_ms: o.timestamp_ms,
-                headers: o
-                    .headers
-                    .iter()
-                    .map(|(k, v)| (k.clone(), Bytes::of(v)))
-                    .collect(),
-            }
-        }));
+        outputs.extend(effects.outputs.iter().map(Output::from));
     }
 
     /// The timers due at `now`, in firing order, at most `limit`.

@@ -38,6 +38,7 @@ pub mod rollout;
 pub mod runtime;
 pub mod scaffold;
 pub mod sdk;
+pub mod shadow;
 pub mod source;
 pub mod status;
 pub mod store;

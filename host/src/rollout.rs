@@ -81,6 +81,24 @@ pub enum WorkerEvent {
         /// Why.
         reason: String,
     },
+    /// `digest`, running in shadow, handled a batch: how it compares.
+    Shadowed {
+        /// Partition.
+        partition: u32,
+        /// Version.
+        digest: String,
+        /// The batch's comparison (or, `skipped`, why not).
+        batch: crate::shadow::Summary,
+    },
+    /// `digest` failed in shadow (init, error, trap, limit).
+    ShadowFailed {
+        /// Partition.
+        partition: u32,
+        /// Version.
+        digest: String,
+        /// Why.
+        reason: String,
+    },
     /// A batch handled by `digest` failed (error or trap).
     Failed {
         /// Partition.
@@ -96,6 +114,7 @@ pub enum WorkerEvent {
 #[derive(Debug)]
 pub struct RouteRollout {
     targets: BTreeMap<u32, watch::Receiver<Arc<PluginVersion>>>,
+    shadows: BTreeMap<u32, watch::Receiver<Option<Arc<PluginVersion>>>>,
     events: mpsc::UnboundedSender<WorkerEvent>,
 }
 
@@ -103,6 +122,11 @@ impl RouteRollout {
     /// The target versions `partition` follows.
     pub fn target(&self, partition: u32) -> Option<watch::Receiver<Arc<PluginVersion>>> {
         self.targets.get(&partition).cloned()
+    }
+
+    /// The version `partition` runs in shadow, if any.
+    pub fn shadow(&self, partition: u32) -> Option<watch::Receiver<Option<Arc<PluginVersion>>>> {
+        self.shadows.get(&partition).cloned()
     }
 
     /// Where `partition`'s worker reports.
@@ -124,20 +148,27 @@ pub fn start(
     let stable = versions.borrow().clone();
     let mut senders = BTreeMap::new();
     let mut targets = BTreeMap::new();
+    let mut shadow_senders = BTreeMap::new();
+    let mut shadows = BTreeMap::new();
     for &p in partitions {
         let (tx, rx) = watch::channel(stable.clone());
         senders.insert(p, tx);
         targets.insert(p, rx);
+        let (tx, rx) = watch::channel(None);
+        shadow_senders.insert(p, tx);
+        shadows.insert(p, rx);
     }
     let (events_tx, events_rx) = mpsc::unbounded_channel();
     let controller = Controller {
         plan: Plan::new(topic, policy, partitions, stable),
         registry,
         targets: senders,
+        shadows: shadow_senders,
     };
     tokio::spawn(controller.run(versions, events_rx, cancel));
     RouteRollout {
         targets,
+        shadows,
         events: events_tx,
     }
 }
@@ -148,6 +179,7 @@ struct Controller {
     plan: Plan<Arc<PluginVersion>>,
     registry: Arc<Registry>,
     targets: BTreeMap<u32, watch::Sender<Arc<PluginVersion>>>,
+    shadows: BTreeMap<u32, watch::Sender<Option<Arc<PluginVersion>>>>,
 }
 
 impl Controller {
@@ -185,6 +217,17 @@ impl Controller {
                         self.registry
                             .set_state(&version.name, &version.digest, state, reason);
                     }
+                    Action::Shadow(partitions, version) => {
+                        for p in partitions {
+                            if let Some(tx) = self.shadows.get(&p) {
+                                tx.send_replace(version.clone());
+                            }
+                        }
+                    }
+                    Action::ShadowReport(version, summary) => {
+                        self.registry
+                            .set_shadow(&version.name, &version.digest, summary);
+                    }
                 }
             }
         }
@@ -216,6 +259,10 @@ pub enum Action<V> {
     Retarget(BTreeSet<u32>, V),
     /// The registry records this state of the version, and why.
     SetState(V, VersionState, Option<String>),
+    /// These partitions run this version in shadow (`None`: none).
+    Shadow(BTreeSet<u32>, Option<V>),
+    /// The candidate's shadow comparison so far.
+    ShadowReport(V, crate::shadow::Summary),
 }
 
 #[derive(Debug)]
@@ -225,6 +272,8 @@ struct InFlight<V> {
     canaries: Option<BTreeSet<u32>>,
     canary_batches: u64,
     adopted: BTreeSet<u32>,
+    /// The comparison so far, while the candidate runs in shadow.
+    shadow: Option<crate::shadow::Summary>,
 }
 
 /// A route's rollout decisions, pure: given what the registry published and
@@ -259,11 +308,15 @@ impl<V: Version> Plan<V> {
 
     /// The registry published `version` as the newest.
     pub fn on_published(&mut self, version: V) -> Vec<Action<V>> {
-        if let Some(previous) = self.rollout.take()
-            && previous.candidate.digest() != version.digest()
-        {
-            let reason = format!("superseded by {}", short(version.digest()));
-            self.set_state(&previous.candidate, VersionState::Retired, Some(reason));
+        if let Some(previous) = self.rollout.take() {
+            if previous.shadow.is_some() {
+                self.actions
+                    .push(Action::Shadow(self.partitions.clone(), None));
+            }
+            if previous.candidate.digest() != version.digest() {
+                let reason = format!("superseded by {}", short(version.digest()));
+                self.set_state(&previous.candidate, VersionState::Retired, Some(reason));
+            }
         }
         if version.digest() == self.stable.digest() {
             // Back to the version that was serving: every partition returns.
@@ -272,7 +325,34 @@ impl<V: Version> Plan<V> {
             self.set_state(&stable, VersionState::Active, None);
             return self.take();
         }
-        match self.policy {
+        self.begin(version, self.policy);
+        self.take()
+    }
+
+    /// Starts rolling `version` out as `policy` says.
+    fn begin(&mut self, version: V, policy: Rollout) {
+        match policy {
+            // With nothing owned yet (a host starting, a Kafka member between
+            // assignments) it waits in shadow: partitions shadow it as they
+            // come.
+            Rollout::Shadow { .. } => {
+                info!(
+                    topic = %self.topic,
+                    version = %version.label(),
+                    partitions = ?self.owned,
+                    "shadow rollout started"
+                );
+                self.actions
+                    .push(Action::Shadow(self.owned.clone(), Some(version.clone())));
+                self.set_state(&version, VersionState::Shadow, None);
+                self.rollout = Some(InFlight {
+                    candidate: version,
+                    canaries: None,
+                    canary_batches: 0,
+                    adopted: BTreeSet::new(),
+                    shadow: Some(crate::shadow::Summary::default()),
+                });
+            }
             Rollout::All => self.roll_out_to_all(version, BTreeSet::new()),
             Rollout::Canary { canary, .. } => {
                 let canaries: BTreeSet<u32> =
@@ -295,11 +375,11 @@ impl<V: Version> Plan<V> {
                         canaries: Some(canaries),
                         canary_batches: 0,
                         adopted: BTreeSet::new(),
+                        shadow: None,
                     });
                 }
             }
         }
-        self.take()
     }
 
     /// A worker reported `event`.
@@ -313,6 +393,13 @@ impl<V: Version> Plan<V> {
         match event {
             WorkerEvent::Owned { partition } => {
                 self.owned.insert(partition);
+                if let Some(flight) = &self.rollout
+                    && flight.shadow.is_some()
+                {
+                    let candidate = flight.candidate.clone();
+                    self.actions
+                        .push(Action::Shadow(BTreeSet::from([partition]), Some(candidate)));
+                }
                 return;
             }
             WorkerEvent::Released { partition } => {
@@ -345,6 +432,55 @@ impl<V: Version> Plan<V> {
             return;
         };
         let candidate = flight.candidate.digest().to_owned();
+        if let Some(summary) = flight.shadow.as_mut() {
+            match event {
+                WorkerEvent::Shadowed { digest, batch, .. } if digest == candidate => {
+                    summary.merge(&batch);
+                    let summary = summary.clone();
+                    let candidate = flight.candidate.clone();
+                    self.actions
+                        .push(Action::ShadowReport(candidate, summary.clone()));
+                    let Rollout::Shadow {
+                        shadow_batches,
+                        max_diff,
+                        ..
+                    } = self.policy
+                    else {
+                        return;
+                    };
+                    if summary.total.differences() > max_diff {
+                        self.end_shadow(format!(
+                            "differs from {} in shadow ({} differences, {max_diff} allowed): {}",
+                            short(self.stable.digest()),
+                            summary.total.differences(),
+                            summary.describe()
+                        ));
+                    } else if summary.total.batches >= shadow_batches {
+                        let flight = self.rollout.take().expect("in flight");
+                        self.actions
+                            .push(Action::Shadow(self.partitions.clone(), None));
+                        info!(
+                            topic = %self.topic,
+                            version = %flight.candidate.label(),
+                            "shadow passed: {}",
+                            summary.describe()
+                        );
+                        self.begin(flight.candidate, self.policy.after_shadow());
+                    }
+                }
+                WorkerEvent::ShadowFailed {
+                    partition,
+                    digest,
+                    reason,
+                } if digest == candidate => {
+                    self.end_shadow(format!(
+                        "failed in shadow on partition {partition}: {reason}"
+                    ));
+                }
+                _ => {}
+            }
+            return;
+        }
         match event {
             WorkerEvent::Adopted { partition, digest } if digest == candidate => {
                 flight.adopted.insert(partition);
@@ -354,7 +490,7 @@ impl<V: Version> Plan<V> {
                 let Rollout::Canary {
                     promote_after_batches,
                     ..
-                } = self.policy
+                } = self.policy.after_shadow()
                 else {
                     return;
                 };
@@ -430,8 +566,23 @@ impl<V: Version> Plan<V> {
             canaries: None,
             canary_batches: 0,
             adopted,
+            shadow: None,
         });
         self.finish_if_done();
+    }
+
+    /// Rejects the candidate in shadow: it stops shadowing; the partitions
+    /// never left the stable version.
+    fn end_shadow(&mut self, reason: String) {
+        let flight = self.rollout.take().expect("in flight");
+        error!(
+            topic = %self.topic,
+            version = %flight.candidate.label(),
+            "version rejected: {reason}"
+        );
+        self.actions
+            .push(Action::Shadow(self.partitions.clone(), None));
+        self.set_state(&flight.candidate, VersionState::Rejected, Some(reason));
     }
 
     /// Sends every partition back to the stable version.
@@ -706,8 +857,141 @@ mod tests {
         fn reason(&self) -> Option<String> {
             match self {
                 SetState(_, _, reason) => reason.clone(),
-                Retarget(..) => None,
+                _ => None,
             }
         }
+    }
+
+    fn shadow(shadow_batches: u64, max_diff: u64, canary: u32) -> Rollout {
+        Rollout::Shadow {
+            shadow_batches,
+            max_diff,
+            canary,
+            promote_after_batches: 2,
+            max_slowdown_percent: 100,
+        }
+    }
+
+    /// Partition `partition` compared a batch: `differing` outputs differ.
+    fn shadowed(partition: u32, differing: u64) -> WorkerEvent {
+        let active = crate::record::BatchEffects::default();
+        let mut batch = crate::shadow::compare(partition, [0, 9], &active, &active);
+        batch.total.differing = differing;
+        WorkerEvent::Shadowed {
+            partition,
+            digest: "v2".into(),
+            batch,
+        }
+    }
+
+    /// The actions other than shadow reports.
+    fn decisions(actions: Vec<Action<V>>) -> Vec<Action<V>> {
+        actions
+            .into_iter()
+            .filter(|a| !matches!(a, Action::ShadowReport(..)))
+            .collect()
+    }
+
+    #[test]
+    fn a_shadow_that_matches_for_enough_batches_rolls_out_as_configured() {
+        let mut plan = plan(shadow(3, 0, 0));
+        assert_eq!(
+            plan.on_published(V("v2")),
+            [
+                Action::Shadow(set(&ALL), Some(V("v2"))),
+                SetState(V("v2"), Shadow, None)
+            ]
+        );
+        assert_eq!(decisions(plan.on_event(shadowed(0, 0))), []);
+        let report = plan.on_event(shadowed(1, 0));
+        assert!(
+            matches!(&report[..], [Action::ShadowReport(V("v2"), s)] if s.total.batches == 2),
+            "{report:?}"
+        );
+        assert_eq!(
+            decisions(plan.on_event(shadowed(2, 0))),
+            [
+                Action::Shadow(set(&ALL), None),
+                Retarget(set(&ALL), V("v2")),
+                SetState(V("v2"), Active, None)
+            ]
+        );
+        every_partition_adopts_v2(&mut plan, &ALL);
+    }
+
+    #[test]
+    fn a_shadow_goes_on_to_canaries_when_asked() {
+        let mut plan = plan(shadow(1, 0, 1));
+        plan.on_published(V("v2"));
+        assert_eq!(
+            decisions(plan.on_event(shadowed(3, 0))),
+            [
+                Action::Shadow(set(&ALL), None),
+                Retarget(set(&[0]), V("v2")),
+                SetState(V("v2"), Canary, None)
+            ]
+        );
+    }
+
+    #[test]
+    fn canaries_after_a_shadow_are_promoted_like_any_canary() {
+        let mut plan = plan(shadow(1, 0, 1));
+        plan.on_published(V("v2"));
+        plan.on_event(shadowed(0, 0));
+        assert_eq!(plan.on_event(adopted(0, "v2")), []);
+        assert_eq!(plan.on_event(committed(0, "v2")), []);
+        assert_eq!(
+            plan.on_event(committed(0, "v2")),
+            [
+                Retarget(set(&ALL), V("v2")),
+                SetState(V("v2"), Active, None)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_shadow_over_its_diff_budget_or_failing_is_rejected_and_nothing_moves() {
+        let mut plan = plan(shadow(100, 2, 0));
+        plan.on_published(V("v2"));
+        assert_eq!(decisions(plan.on_event(shadowed(0, 2))), []);
+        let actions = decisions(plan.on_event(shadowed(1, 1)));
+        assert_eq!(actions[0], Action::Shadow(set(&ALL), None));
+        assert!(matches!(&actions[1], SetState(V("v2"), Rejected, _)));
+        let reason = actions[1].reason().unwrap();
+        assert!(reason.contains("3 differences, 2 allowed"), "{reason}");
+        assert_eq!(actions.len(), 2, "no partition retargeted");
+
+        let mut plan = plan_with_shadow_failure();
+        let failed = WorkerEvent::ShadowFailed {
+            partition: 2,
+            digest: "v2".into(),
+            reason: "trap".into(),
+        };
+        let actions = plan.on_event(failed);
+        assert_eq!(actions[0], Action::Shadow(set(&ALL), None));
+        assert_eq!(
+            actions[1].reason().as_deref(),
+            Some("failed in shadow on partition 2: trap")
+        );
+    }
+
+    fn plan_with_shadow_failure() -> Plan<V> {
+        let mut plan = plan(shadow(10, 0, 0));
+        plan.on_published(V("v2"));
+        plan
+    }
+
+    #[test]
+    fn a_partition_owned_during_a_shadow_shadows_too() {
+        let mut plan = Plan::new("t", shadow(5, 0, 0), &ALL, V("v1"));
+        plan.on_event(WorkerEvent::Owned { partition: 0 });
+        assert_eq!(
+            plan.on_published(V("v2"))[0],
+            Action::Shadow(set(&[0]), Some(V("v2")))
+        );
+        assert_eq!(
+            plan.on_event(WorkerEvent::Owned { partition: 1 }),
+            [Action::Shadow(set(&[1]), Some(V("v2")))]
+        );
     }
 }

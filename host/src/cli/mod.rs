@@ -620,6 +620,17 @@ enum PluginsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Show how the newest version of NAME that ran in shadow compares with
+    /// the serving version: matching, differing, extra and missing outputs
+    /// and state writes, per partition, and the first differences with the
+    /// offsets of their batches. Needs the running host.
+    Diff {
+        /// Plugin name.
+        name: String,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Check that FILE is a component of the linecook:handler world, without a
     /// running host: compiles it, links it, and starts one instance — `init`
     /// included — as a partition would. Prints its contract, digest, imports
@@ -977,6 +988,13 @@ pub fn main() -> anyhow::Result<()> {
                 );
             }
             Ok(())
+        }
+        Command::Plugins {
+            command: PluginsCommand::Diff { name, json },
+        } => {
+            let config = load(&config)?;
+            let report = Access::connect(&config)?.status(&config)?;
+            output::print_shadow_diff(&report, &name, json)
         }
         Command::Plugins {
             command: PluginsCommand::List { json },

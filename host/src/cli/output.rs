@@ -104,6 +104,98 @@ fn status_row(p: &PartitionReport) -> String {
     )
 }
 
+/// `plugins diff NAME`: the newest version of `name` that ran in shadow.
+pub(super) fn print_shadow_diff(
+    report: &StatusReport,
+    name: &str,
+    json: bool,
+) -> anyhow::Result<()> {
+    if !report.running {
+        anyhow::bail!("no host is running: shadow comparisons live in the running host");
+    }
+    let plugin = report
+        .plugins
+        .iter()
+        .find(|p| p.name == name)
+        .ok_or_else(|| anyhow::anyhow!("the running host has no plugin `{name}`"))?;
+    let Some((version, summary)) = plugin
+        .versions
+        .iter()
+        .rev()
+        .find_map(|v| v.shadow.as_ref().map(|s| (v, s)))
+    else {
+        anyhow::bail!("no version of `{name}` has run in shadow on this host");
+    };
+    if json {
+        outln!(
+            "{}",
+            serde_json::json!({
+                "plugin": name,
+                "version": version.digest,
+                "state": version.state,
+                "reason": version.reason,
+                "shadow": summary,
+            })
+        );
+        return Ok(());
+    }
+    outln!(
+        "{name} {} ({}){}",
+        short(&version.digest),
+        version.state,
+        version
+            .reason
+            .as_deref()
+            .map(|r| format!(": {r}"))
+            .unwrap_or_default()
+    );
+    outln!(
+        "{:>9} {:>8} {:>9} {:>9} {:>6} {:>8} {:>11} {:>11}",
+        "PARTITION",
+        "BATCHES",
+        "MATCHING",
+        "DIFFERING",
+        "EXTRA",
+        "MISSING",
+        "STATE SAME",
+        "STATE DIFF"
+    );
+    let row = |label: String, c: &crate::shadow::Counts| {
+        outln!(
+            "{label:>9} {:>8} {:>9} {:>9} {:>6} {:>8} {:>11} {:>11}",
+            c.batches,
+            c.matching,
+            c.differing,
+            c.extra,
+            c.missing,
+            c.state_matching,
+            c.state_differing
+        );
+    };
+    for (p, c) in &summary.partitions {
+        row(p.to_string(), c);
+    }
+    row("all".to_owned(), &summary.total);
+    if summary.skipped > 0 {
+        outln!(
+            "{} batches skipped: the candidate used up its time budget",
+            summary.skipped
+        );
+    }
+    for d in &summary.first {
+        outln!(
+            "partition {} offsets {}..={} {}: {} -> {}",
+            d.partition,
+            d.offsets[0],
+            d.offsets[1],
+            d.at,
+            d.active.as_deref().unwrap_or("(nothing)"),
+            d.candidate.as_deref().unwrap_or("(nothing)")
+        );
+    }
+    Ok(())
+}
+
 pub(super) fn print_status(report: &StatusReport) {
     outln!(
         "group {} · host {}",

@@ -466,6 +466,15 @@ impl Registry {
         });
     }
 
+    /// Records how `digest`'s shadow phase compares so far.
+    pub fn set_shadow(&self, name: &str, digest: &str, summary: crate::shadow::Summary) {
+        self.with_plugin(name, |p| {
+            if let Some(v) = p.report.version_mut(digest) {
+                v.shadow = Some(summary);
+            }
+        });
+    }
+
     fn with_plugin(&self, name: &str, f: impl FnOnce(&mut Plugin)) {
         let mut plugins = self.plugins.lock().expect("registry lock");
         f(plugins

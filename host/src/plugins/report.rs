@@ -17,6 +17,9 @@ pub enum VersionState {
     Active,
     /// Serving the canary partitions, waiting to be promoted.
     Canary,
+    /// Running in shadow beside the serving version, its effects compared
+    /// and discarded.
+    Shadow,
     /// Never handled a batch: not a usable component, or its `init` failed.
     Rejected,
     /// Handled batches and failed: on a canary partition, or its batches
@@ -33,6 +36,7 @@ impl std::fmt::Display for VersionState {
             VersionState::Pending => "pending",
             VersionState::Active => "active",
             VersionState::Canary => "canary",
+            VersionState::Shadow => "shadow",
             VersionState::Rejected => "rejected",
             VersionState::RolledBack => "rolled-back",
             VersionState::Retired => "retired",
@@ -64,6 +68,10 @@ pub struct VersionReport {
     /// Whether it exports 0.2.0's packed batch path.
     #[serde(default)]
     pub packed: bool,
+    /// Its shadow phase's comparison with the serving version, if it had
+    /// one.
+    #[serde(default)]
+    pub shadow: Option<crate::shadow::Summary>,
 }
 
 /// A plugin and every version the host has seen of it.
@@ -144,6 +152,7 @@ impl PluginReport {
                 prepare_ms: Some(prepare_time.as_millis() as u64),
                 contract: None,
                 packed: false,
+                shadow: None,
             }),
         }
     }
@@ -166,6 +175,7 @@ impl PluginReport {
                 prepare_ms: None,
                 contract: None,
                 packed: false,
+                shadow: None,
             }),
         }
     }

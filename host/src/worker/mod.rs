@@ -75,6 +75,11 @@ pub struct WorkerSpec {
     pub dead_letter_topic: String,
     /// The version this partition should run, set by the route's rollout.
     pub versions: watch::Receiver<Arc<PluginVersion>>,
+    /// The version to run in shadow beside it, if any.
+    pub shadow: watch::Receiver<Option<Arc<PluginVersion>>>,
+    /// How much longer than the serving version a shadow may take, in
+    /// percent of its time, before it skips batches.
+    pub max_shadow_slowdown_percent: u32,
     /// Where the worker reports swaps and batch outcomes to the rollout.
     pub events: mpsc::UnboundedSender<WorkerEvent>,
     /// Changes when an operator asks a paused partition to resume.
@@ -115,6 +120,7 @@ fn ctx(spec: &WorkerSpec) -> PartitionCtx<'_> {
 mod dead_letter;
 pub mod pool;
 mod report;
+mod shadow;
 mod swap;
 
 pub use pool::Pool;
@@ -159,6 +165,8 @@ struct Worker {
     reset_waiting: Option<crate::status::ResetRequest>,
     /// The version to swap to, being instantiated meanwhile.
     next: Option<swap::Next>,
+    /// A candidate running in shadow.
+    shadow: Option<shadow::Shadow>,
 }
 
 #[derive(Clone, Copy)]
@@ -214,6 +222,7 @@ impl Worker {
             resets,
             reset_waiting: None,
             next: None,
+            shadow: None,
         }
     }
 
@@ -272,6 +281,7 @@ impl Worker {
             if self.adopt_newest() {
                 paused = false;
             }
+            self.adopt_shadow();
             // A resume asked for while running is consumed and means nothing.
             if self.spec.resume.has_changed().unwrap_or(false) {
                 self.spec.resume.borrow_and_update();
@@ -435,6 +445,7 @@ impl Worker {
             self.spec.time.allowed_lateness_ms,
         );
         let time = self.call_time(now, self.watermark);
+        let shadow_records = self.shadow.is_some().then(|| records.clone());
         let (instance, version) = self.instance.as_mut().expect("checked by caller");
         let version = version.clone();
         let batch = Batch::new(instance.shape(), &self.spec.topic.name, records);
@@ -465,6 +476,9 @@ impl Worker {
         });
         match handled {
             Ok((mut effects, handle_time)) => {
+                if let Some(records) = shadow_records {
+                    self.run_shadow(records, &effects, handle_time, now, time);
+                }
                 let next = last + 1;
                 if watermark != self.watermark {
                     effects.watermark = watermark;

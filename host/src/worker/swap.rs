@@ -162,7 +162,7 @@ impl Worker {
         None
     }
 
-    fn labels(&self, version: &PluginVersion) -> Labels {
+    pub(super) fn labels(&self, version: &PluginVersion) -> Labels {
         Labels {
             plugin: self.spec.plugin.clone(),
             version: version.short_digest().to_owned(),
@@ -172,7 +172,7 @@ impl Worker {
     }
 
     /// Calls `init` of a fresh instance of `version`.
-    fn init_instance(
+    pub(super) fn init_instance(
         &self,
         mut instance: Instance,
         version: &PluginVersion,
