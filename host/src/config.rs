@@ -329,6 +329,19 @@ impl RetentionPolicy {
     }
 }
 
+/// `shadow_compare`: what a shadow comparison overlooks.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShadowCompare {
+    /// Compare each batch's outputs as sorted lists: their order does not
+    /// count.
+    #[serde(default)]
+    pub unordered: bool,
+    /// Headers left out of the comparison (a request id, a timestamp).
+    #[serde(default)]
+    pub ignore_headers: Vec<String>,
+}
+
 /// What a route does when retention removed records it had not handled.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -376,6 +389,9 @@ pub struct RouteConfig {
     /// milliseconds from the batch's commit; unset: forever.
     #[serde(default)]
     pub state_ttl_ms: Option<u64>,
+    /// How a shadow's outputs are compared with the serving version's.
+    #[serde(default)]
+    pub shadow_compare: ShadowCompare,
     /// When retention removes records before the route handled them:
     /// `"wait"` (default: retention never does), `"earliest"` (skip to the
     /// log start, counting what was skipped) or `"pause"`.

@@ -418,6 +418,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
                             max_shadow_slowdown_percent: route
                                 .rollout
                                 .max_shadow_slowdown_percent(),
+                            shadow_compare: route.shadow_compare.clone(),
                             events: rollout.events(),
                             max_batch: config.max_batch,
                             live: live.clone(),

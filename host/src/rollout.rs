@@ -875,7 +875,13 @@ mod tests {
     /// Partition `partition` compared a batch: `differing` outputs differ.
     fn shadowed(partition: u32, differing: u64) -> WorkerEvent {
         let active = crate::record::BatchEffects::default();
-        let mut batch = crate::shadow::compare(partition, [0, 9], &active, &active);
+        let mut batch = crate::shadow::compare(
+            partition,
+            [0, 9],
+            &active,
+            &active,
+            &crate::config::ShadowCompare::default(),
+        );
         batch.total.differing = differing;
         WorkerEvent::Shadowed {
             partition,

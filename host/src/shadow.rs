@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::config::ShadowCompare;
 use crate::fixture::Output;
 use crate::record::BatchEffects;
 
@@ -139,13 +140,15 @@ fn show_value(v: &Option<Vec<u8>>) -> String {
 }
 
 /// Compares what the serving version (`active`) and the candidate did with
-/// batch `offsets` of `partition`: outputs place by place, state writes key
-/// by key (timers are not compared).
+/// batch `offsets` of `partition`: outputs place by place (after sorting,
+/// with `options.unordered`; without the headers `options` ignores), state
+/// writes key by key (timers are not compared).
 pub fn compare(
     partition: u32,
     offsets: [u64; 2],
     active: &BatchEffects,
     candidate: &BatchEffects,
+    options: &ShadowCompare,
 ) -> Summary {
     let mut counts = Counts {
         batches: 1,
@@ -163,8 +166,23 @@ pub fn compare(
             });
         }
     };
-    let outputs =
-        |e: &BatchEffects| -> Vec<Output> { e.outputs.iter().map(Output::from).collect() };
+    let outputs = |e: &BatchEffects| -> Vec<Output> {
+        let mut outputs: Vec<Output> = e
+            .outputs
+            .iter()
+            .map(|o| {
+                let mut o = Output::from(o);
+                for name in &options.ignore_headers {
+                    o.headers.remove(name);
+                }
+                o
+            })
+            .collect();
+        if options.unordered {
+            outputs.sort_by_cached_key(show);
+        }
+        outputs
+    };
     let (a, c) = (outputs(active), outputs(candidate));
     for i in 0..a.len().max(c.len()) {
         match (a.get(i), c.get(i)) {
@@ -231,12 +249,12 @@ mod tests {
     #[test]
     fn outputs_and_state_are_compared_place_by_place_and_key_by_key() {
         let active = effects(&["A", "B", "C"], &[("k", Some("1")), ("j", Some("2"))]);
-        let same = compare(0, [10, 12], &active, &active);
+        let same = compare(0, [10, 12], &active, &active, &ShadowCompare::default());
         assert_eq!(same.total.differences(), 0);
         assert_eq!((same.total.matching, same.total.state_matching), (3, 2));
 
         let candidate = effects(&["A", "b"], &[("k", Some("1")), ("j", None)]);
-        let diff = compare(3, [10, 12], &active, &candidate);
+        let diff = compare(3, [10, 12], &active, &candidate, &ShadowCompare::default());
         let t = diff.total;
         assert_eq!(
             (
@@ -259,12 +277,53 @@ mod tests {
     }
 
     #[test]
+    fn order_and_ignored_headers_can_be_left_out() {
+        let mut active = effects(&["A", "B"], &[]);
+        let mut candidate = effects(&["B", "A"], &[]);
+        for (e, id) in [(&mut active, "1"), (&mut candidate, "2")] {
+            for o in &mut e.outputs {
+                o.headers
+                    .push(("request-id".into(), id.as_bytes().to_vec()));
+            }
+        }
+        let strict = ShadowCompare::default();
+        assert_eq!(
+            compare(0, [0, 1], &active, &candidate, &strict)
+                .total
+                .differing,
+            2
+        );
+        let unordered = ShadowCompare {
+            unordered: true,
+            ..ShadowCompare::default()
+        };
+        assert_eq!(
+            compare(0, [0, 1], &active, &candidate, &unordered)
+                .total
+                .differing,
+            2
+        );
+        let lenient = ShadowCompare {
+            unordered: true,
+            ignore_headers: vec!["request-id".into()],
+        };
+        let same = compare(0, [0, 1], &active, &candidate, &lenient);
+        assert_eq!((same.total.matching, same.total.differences()), (2, 0));
+    }
+
+    #[test]
     fn summaries_add_up_and_keep_the_first_differences() {
         let active = effects(&["A"], &[]);
         let candidate = effects(&["B"], &[]);
         let mut sum = Summary::default();
         for p in 0..(KEEP as u64 + 5) {
-            sum.merge(&compare((p % 2) as u32, [p, p], &active, &candidate));
+            sum.merge(&compare(
+                (p % 2) as u32,
+                [p, p],
+                &active,
+                &candidate,
+                &ShadowCompare::default(),
+            ));
         }
         assert_eq!(sum.total.batches, KEEP as u64 + 5);
         assert_eq!(sum.total.differing, KEEP as u64 + 5);

@@ -80,6 +80,8 @@ pub struct WorkerSpec {
     /// How much longer than the serving version a shadow may take, in
     /// percent of its time, before it skips batches.
     pub max_shadow_slowdown_percent: u32,
+    /// What a shadow comparison overlooks.
+    pub shadow_compare: crate::config::ShadowCompare,
     /// Where the worker reports swaps and batch outcomes to the rollout.
     pub events: mpsc::UnboundedSender<WorkerEvent>,
     /// Changes when an operator asks a paused partition to resume.

@@ -139,7 +139,13 @@ impl Worker {
         shadow.shadow_time += started.elapsed();
         match handled {
             Ok((candidate, _)) => {
-                let batch = crate::shadow::compare(partition, offsets, active, &candidate);
+                let batch = crate::shadow::compare(
+                    partition,
+                    offsets,
+                    active,
+                    &candidate,
+                    &self.spec.shadow_compare,
+                );
                 let _ = self.spec.events.send(WorkerEvent::Shadowed {
                     partition,
                     digest,
