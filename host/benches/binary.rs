@@ -3,6 +3,8 @@
 //! - `linecook run` over that pre-produced log until every lag is 0: one
 //!   WASM stage (`uppercase`), then a two-stage pipeline (`uppercase` →
 //!   `counter`);
+//! - the one-stage run again with a rebuild of `uppercase` in shadow from
+//!   the first record (every batch handled twice and compared);
 //! - 200,000 records over 1,024 partitions against the same over 16, with
 //!   the host's thread count and peak RSS.
 //!
@@ -69,6 +71,10 @@ fn produce(setup: &Setup, topic: &str, input: &[u8], n: usize) -> f64 {
 }
 
 fn config(partitions: u32, two_stage: bool) -> String {
+    config_with(partitions, two_stage, "\"all\"")
+}
+
+fn config_with(partitions: u32, two_stage: bool, rollout: &str) -> String {
     let mut body = format!(
         r#"
 max_batch = 1000
@@ -85,6 +91,7 @@ partitions = {partitions}
 topic = "in"
 plugin = "uppercase"
 config = {{ output = "mid" }}
+rollout = {rollout}
 "#
     );
     if two_stage {
@@ -109,6 +116,8 @@ struct Run {
     records_per_sec: f64,
     threads: u64,
     peak_rss_mib: f64,
+    /// Batches a version in shadow compared, if one ran.
+    shadow_batches: Option<u64>,
 }
 
 fn proc_status(pid: u32, field: &str) -> u64 {
@@ -127,8 +136,10 @@ fn run_until_drained(setup: &Setup, n: u64, stages: usize) -> Run {
     host.wait_ready();
     let started = Instant::now();
     let mut threads = 0;
+    let mut last;
     loop {
         let status = setup.status();
+        last = status.clone();
         threads = threads.max(proc_status(host.pid(), "Threads:"));
         // Committed offsets count the records each route has handled.
         let handled = |topic: &str| -> u64 {
@@ -158,6 +169,13 @@ fn run_until_drained(setup: &Setup, n: u64, stages: usize) -> Run {
         records_per_sec: n as f64 / elapsed,
         threads,
         peak_rss_mib,
+        shadow_batches: last
+            .plugins
+            .iter()
+            .flat_map(|p| &p.versions)
+            .filter_map(|v| v.shadow.as_ref())
+            .map(|s| s.total.batches)
+            .max(),
     }
 }
 
@@ -176,6 +194,34 @@ fn main() {
     create_input(&setup, 4);
     produce(&setup, "in", &input, n);
     let two = run_until_drained(&setup, n as u64, 2);
+    drop(setup);
+
+    // Shadow from the first record: one record commits with uppercase, then
+    // the file becomes a rebuild (another digest, same code), which a
+    // restart shadows from zero — the whole run is shadowed (no budget).
+    let setup = Setup::new(
+        &config_with(
+            4,
+            false,
+            "{ shadow_batches = 1000000000, max_diff = 0, max_slowdown_percent = 100000 }",
+        ),
+        &plugins,
+    );
+    create_input(&setup, 4);
+    produce(&setup, "in", &lines(1), 1);
+    run_until_drained(&setup, 1, 1);
+    let rebuilt = support::with_custom_section(
+        &std::fs::read(support::plugins().join("uppercase.wasm")).unwrap(),
+        3,
+    );
+    std::fs::write(setup.dir.path().join("plugins/uppercase.wasm"), &rebuilt).unwrap();
+    produce(&setup, "in", &input, n);
+    let shadowed = run_until_drained(&setup, n as u64 + 1, 1);
+    let log = setup.host_log();
+    assert!(
+        log.contains("runs in shadow again"),
+        "the run was not shadowed"
+    );
     drop(setup);
 
     let small = 200_000;
@@ -201,6 +247,12 @@ fn main() {
             format!("`linecook run`, uppercase → counter, {n} input records, 4 partitions"),
             &two,
         ),
+        (
+            format!(
+                "`linecook run`, one WASM stage with a rebuild in shadow, {n} records, 4 partitions"
+            ),
+            &shadowed,
+        ),
     ] {
         println!(
             "| {what} | {:.0} | {} | {:.0} |",
@@ -216,5 +268,10 @@ fn main() {
     println!(
         "\n1,024 partitions / 16 partitions, records/s: {:.2}",
         spread[1].1.records_per_sec / spread[0].1.records_per_sec
+    );
+    println!(
+        "with a version in shadow / without, records/s: {:.2} ({} batches compared in shadow)",
+        shadowed.records_per_sec / one.records_per_sec,
+        shadowed.shadow_batches.unwrap_or(0)
     );
 }

@@ -46,14 +46,21 @@ pub struct AdminState {
     pub token: Option<Arc<str>>,
     /// The store.
     pub store: Arc<Store>,
-    /// The config the host runs.
-    pub config: Arc<Config>,
+    /// The config the host runs (replaced when it reloads).
+    pub config: Arc<std::sync::RwLock<Arc<Config>>>,
     /// Worker status.
     pub live: Arc<Live>,
     /// Plugin versions and their states.
     pub registry: Arc<Registry>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
+}
+
+impl AdminState {
+    /// The config the host runs now.
+    pub fn config(&self) -> Arc<Config> {
+        self.config.read().expect("config lock").clone()
+    }
 }
 
 /// The live status page: one self-contained file, polling `/status`.
@@ -160,9 +167,11 @@ async fn blocking<T: Send + 'static>(
 }
 
 async fn get_status(State(s): State<AdminState>) -> Result<impl IntoResponse, Failure> {
-    let report =
-        blocking(move || status::report(&s.store, &s.config, Some(&s.live), s.registry.report()))
-            .await?;
+    let report = blocking(move || {
+        let config = s.config();
+        status::report(&s.store, &config, Some(&s.live), s.registry.report())
+    })
+    .await?;
     Ok(Json(report))
 }
 
@@ -182,7 +191,7 @@ async fn get_metrics(
 ) -> Result<impl IntoResponse, Failure> {
     let text = blocking(move || {
         let plugins = s.registry.report();
-        let status = status::report(&s.store, &s.config, Some(&s.live), plugins.clone())?;
+        let status = status::report(&s.store, &s.config(), Some(&s.live), plugins.clone())?;
         Ok(s.metrics.encode(&status, &plugins))
     })
     .await?;

@@ -127,6 +127,9 @@ pub struct Config {
     /// Routes: which plugin handles which topic.
     #[serde(default, rename = "route")]
     pub routes: Vec<RouteConfig>,
+    /// The file this config was read from (empty when not read from one).
+    #[serde(skip)]
+    pub path: PathBuf,
 }
 
 /// `admin_tls`: the admin API's certificate chain and private key (PEM).
@@ -686,7 +689,7 @@ impl Config {
             error,
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
-        Config::parse(&text, base).map_err(|e| match e {
+        let mut config = Config::parse(&text, base).map_err(|e| match e {
             ParseError::Syntax(message) => ConfigError::Parse {
                 path: path.to_owned(),
                 message,
@@ -695,7 +698,9 @@ impl Config {
                 path: path.to_owned(),
                 message,
             },
-        })
+        })?;
+        config.path = path.to_owned();
+        Ok(config)
     }
 
     fn parse(text: &str, base: &Path) -> Result<Config, ParseError> {

@@ -1,14 +1,14 @@
 //! `linecook run`: opens the store, loads plugins, serves the admin API, joins
 //! the group and runs one worker per owned partition until shutdown.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::admin::{AdminState, router};
 use crate::config::Config;
@@ -203,39 +203,32 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let mut rollouts = BTreeMap::new();
     for route in &config.routes {
         let topic = &topics[&route.topic];
-        let partitions: Vec<u32> = (0..topic.partitions).collect();
-        if let crate::config::Rollout::Canary { canary, .. } = route.rollout
-            && canary >= topic.partitions
-        {
-            warn!(
-                topic = %route.topic,
-                "rollout canary = {canary}, but the topic has {} partition(s): every partition is a canary, so a new version goes everywhere at once",
-                topic.partitions
-            );
-        }
-        let versions = registry
-            .subscribe(&route.plugin)
-            .expect("every routed plugin was published above");
         rollouts.insert(
             route.topic.clone(),
-            rollout::start(
-                &route.topic,
-                route.rollout,
-                &partitions,
-                registry.clone(),
-                versions,
-                shutdown.child_token(),
-            ),
+            start_rollout(route, topic, &registry, &shutdown),
         );
     }
     for version in unproven {
         registry.publish(version);
     }
-    let watcher = watcher::spawn(
-        registry.clone(),
-        plugins.iter().map(|p| p.to_string()).collect(),
-        shutdown.child_token(),
-    )?;
+    let watched = Arc::new(std::sync::Mutex::new(
+        plugins
+            .iter()
+            .map(|p| p.to_string())
+            .collect::<HashSet<String>>(),
+    ));
+    let watcher = watcher::spawn(registry.clone(), watched.clone(), shutdown.child_token())?;
+    let (reload_tx, mut reloads) = tokio::sync::mpsc::unbounded_channel::<&'static str>();
+    let _config_watcher = watch_config(&config.path, reload_tx.clone());
+    let hangups = tokio::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hup) = signal(SignalKind::hangup()) else {
+            return;
+        };
+        while hup.recv().await.is_some() {
+            let _ = reload_tx.send("SIGHUP");
+        }
+    });
 
     let live = Arc::new(Live::default());
     let metrics = Arc::new(Metrics::new());
@@ -266,10 +259,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     std::fs::write(&addr_file, admin_addr.to_string())
         .with_context(|| format!("writing {}", addr_file.display()))?;
     let admin_stop = CancellationToken::new();
+    let admin_config = Arc::new(std::sync::RwLock::new(config.clone()));
     let state = AdminState {
         token: token.map(Arc::from),
         store: store.clone(),
-        config: config.clone(),
+        config: admin_config.clone(),
         live: live.clone(),
         registry: registry.clone(),
         metrics: metrics.clone(),
@@ -369,12 +363,42 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let rt = tokio::runtime::Handle::current();
     let pool = Pool::start(store.clone(), config.worker_threads())?;
     let mut leaving = false;
+    let mut config = config;
     let outcome = loop {
         let event = tokio::select! {
             _ = shutdown.cancelled(), if !leaving => {
                 info!("shutting down: leaving the group");
                 leaving = true;
                 member.leave();
+                continue;
+            }
+            Some(why) = reloads.recv(), if !leaving => {
+                // An editor's save is several events: reload once, after.
+                tokio::time::sleep(RELOAD_SETTLE).await;
+                while reloads.try_recv().is_ok() {}
+                let mut routes = Routes {
+                    config: config.clone(),
+                    rollouts: &mut rollouts,
+                    topics: &mut topics,
+                    workers: &mut workers,
+                };
+                let spawn = Spawn {
+                    store: &store,
+                    live: &live,
+                    metrics: &metrics,
+                    rt: &rt,
+                    shutdown: &shutdown,
+                    pool: pool.workers(),
+                    registry: &registry,
+                };
+                match reload_routes(&mut routes, &spawn, &watched).await {
+                    Ok(Some(new)) => {
+                        *admin_config.write().expect("config lock") = new.clone();
+                        config = new;
+                    }
+                    Ok(None) => info!("config reloaded ({why}): no route changed"),
+                    Err(e) => error!("config reload ({why}) rejected, the running config stays: {e:#}"),
+                }
                 continue;
             }
             event = member.next_event() => event,
@@ -385,50 +409,30 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
                 if matches!(config.source, Source::Embedded) {
                     metrics.rebalances.inc();
                 }
+                let spawn = Spawn {
+                    store: &store,
+                    live: &live,
+                    metrics: &metrics,
+                    rt: &rt,
+                    shutdown: &shutdown,
+                    pool: pool.workers(),
+                    registry: &registry,
+                };
                 for Assignment { tp, source } in assignments {
                     let route = config
                         .routes
                         .iter()
                         .find(|r| r.topic == tp.topic)
                         .expect("assigned partitions are of routed topics");
-                    let rollout = &rollouts[&tp.topic];
-                    let versions = rollout
-                        .target(tp.partition)
-                        .expect("the rollout covers every partition of its topic");
-                    let shadow = rollout
-                        .shadow(tp.partition)
-                        .expect("the rollout covers every partition of its topic");
-                    let cancel = shutdown.child_token();
-                    let task = worker::spawn(
-                        WorkerSpec {
-                            store: store.clone(),
-                            topic: topics[&tp.topic].clone(),
-                            partition: tp.partition,
-                            plugin: route.plugin.clone(),
-                            config: route.plugin_config(),
-                            limits: route.limits,
-                            errors: route.errors.clone(),
-                            time: route.time(),
-                            on_truncated: route.on_truncated,
-                            dead_letter_topic: route.dead_letter_topic(),
-                            resume: live.resume_signal(&tp.topic, tp.partition),
-                            metrics: metrics.clone(),
-                            versions,
-                            shadow,
-                            max_shadow_slowdown_percent: route
-                                .rollout
-                                .max_shadow_slowdown_percent(),
-                            shadow_compare: route.shadow_compare.clone(),
-                            events: rollout.events(),
-                            max_batch: config.max_batch,
-                            live: live.clone(),
-                            cancel: cancel.clone(),
-                            rt: rt.clone(),
-                        },
+                    let running = spawn.partition(
+                        &config,
+                        route,
+                        &rollouts[&tp.topic],
+                        &topics[&tp.topic],
+                        tp.partition,
                         source,
-                        pool.workers(),
                     );
-                    workers.insert(tp, Running { cancel, task });
+                    workers.insert(tp, running);
                 }
                 info!(partitions = workers.len(), "partitions assigned");
             }
@@ -460,6 +464,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         let _ = tokio::task::spawn_blocking(move || r.join()).await;
     }
     watcher.abort();
+    hangups.abort();
     sampler.abort();
     admin_stop.cancel();
     if let Err(e) = admin.await? {
@@ -473,6 +478,239 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let _ = std::fs::remove_file(&addr_file);
     info!("stopped");
     outcome
+}
+
+/// How long a reload waits for the config file to settle after a change.
+const RELOAD_SETTLE: Duration = Duration::from_millis(300);
+
+/// Starts the rollout controller of `route` over every partition of `topic`,
+/// following its plugin's published versions.
+fn start_rollout(
+    route: &crate::config::RouteConfig,
+    topic: &crate::log::TopicInfo,
+    registry: &Arc<Registry>,
+    shutdown: &CancellationToken,
+) -> rollout::RouteRollout {
+    let partitions: Vec<u32> = (0..topic.partitions).collect();
+    if let crate::config::Rollout::Canary { canary, .. } = route.rollout.after_shadow()
+        && canary >= topic.partitions
+    {
+        warn!(
+            topic = %route.topic,
+            "rollout canary = {canary}, but the topic has {} partition(s): every partition is a canary, so a new version goes everywhere at once",
+            topic.partitions
+        );
+    }
+    let versions = registry
+        .subscribe(&route.plugin)
+        .expect("every routed plugin is published before its rollout starts");
+    rollout::start(
+        &route.topic,
+        route.rollout,
+        &partitions,
+        registry.clone(),
+        versions,
+        shutdown.child_token(),
+    )
+}
+
+/// What starting a partition's worker takes.
+struct Spawn<'a> {
+    store: &'a Arc<Store>,
+    live: &'a Arc<Live>,
+    metrics: &'a Arc<Metrics>,
+    rt: &'a tokio::runtime::Handle,
+    shutdown: &'a CancellationToken,
+    pool: &'a worker::Pool,
+    registry: &'a Arc<Registry>,
+}
+
+impl Spawn<'_> {
+    /// Starts the worker of `partition` of `route`'s topic.
+    fn partition(
+        &self,
+        config: &Config,
+        route: &crate::config::RouteConfig,
+        rollout: &rollout::RouteRollout,
+        topic: &crate::log::TopicInfo,
+        partition: u32,
+        source: Box<dyn crate::source::Source>,
+    ) -> Running {
+        let cover = "the rollout covers every partition of its topic";
+        let cancel = self.shutdown.child_token();
+        let task = worker::spawn(
+            WorkerSpec {
+                store: self.store.clone(),
+                topic: topic.clone(),
+                partition,
+                plugin: route.plugin.clone(),
+                config: route.plugin_config(),
+                limits: route.limits,
+                errors: route.errors.clone(),
+                time: route.time(),
+                on_truncated: route.on_truncated,
+                dead_letter_topic: route.dead_letter_topic(),
+                resume: self.live.resume_signal(&topic.name, partition),
+                metrics: self.metrics.clone(),
+                versions: rollout.target(partition).expect(cover),
+                shadow: rollout.shadow(partition).expect(cover),
+                max_shadow_slowdown_percent: route.rollout.max_shadow_slowdown_percent(),
+                shadow_compare: route.shadow_compare.clone(),
+                events: rollout.events(),
+                max_batch: config.max_batch,
+                live: self.live.clone(),
+                cancel: cancel.clone(),
+                rt: self.rt.clone(),
+            },
+            source,
+            self.pool,
+        );
+        Running { cancel, task }
+    }
+}
+
+/// The running routes a reload changes.
+struct Routes<'a> {
+    config: Arc<Config>,
+    rollouts: &'a mut BTreeMap<String, rollout::RouteRollout>,
+    topics: &'a mut BTreeMap<String, crate::log::TopicInfo>,
+    workers: &'a mut BTreeMap<TopicPartition, Running>,
+}
+
+/// Reads the config file again and applies what changed in its routes:
+/// removed and changed routes drain at a batch boundary and stop, added and
+/// changed ones start (embedded source). Everything is checked — the file,
+/// the new routes' topics and plugins — before anything stops; a config
+/// that fails leaves the running one as it was. Returns the new config when
+/// a route changed.
+async fn reload_routes(
+    routes: &mut Routes<'_>,
+    spawn: &Spawn<'_>,
+    watched: &std::sync::Mutex<HashSet<String>>,
+) -> anyhow::Result<Option<Arc<Config>>> {
+    let old = routes.config.clone();
+    let new = Arc::new(Config::load(&old.path)?);
+    let changes = crate::reload::changes(&old, &new).map_err(anyhow::Error::msg)?;
+    let store = spawn.store;
+    for topic in &new.topics {
+        store
+            .create_topic(&topic.name, topic.partitions)
+            .with_context(|| format!("creating topic `{}` from the config", topic.name))?;
+    }
+    if changes.is_empty() {
+        return Ok(None);
+    }
+    let starting: Vec<&crate::config::RouteConfig> = new
+        .routes
+        .iter()
+        .filter(|r| changes.added.contains(&r.topic) || changes.changed.contains(&r.topic))
+        .collect();
+    let existing: Vec<String> = store.topics()?.into_iter().map(|t| t.name).collect();
+    let present: HashSet<String> = starting
+        .iter()
+        .map(|r| r.plugin.clone())
+        .filter(|p| new.plugin_path(p).exists() || spawn.registry.subscribe(p).is_some())
+        .collect();
+    let only_starting = Config {
+        routes: starting.iter().map(|r| (*r).clone()).collect(),
+        ..(*new).clone()
+    };
+    if let Some(problem) = unrunnable_route(&only_starting, Some(&existing), &present) {
+        bail!(problem);
+    }
+    for route in &starting {
+        if spawn.registry.subscribe(&route.plugin).is_none() {
+            let (reg, name) = (spawn.registry.clone(), route.plugin.clone());
+            let version = tokio::task::spawn_blocking(move || reg.load(&name))
+                .await?
+                .with_context(|| format!("loading plugin `{}`", route.plugin))?;
+            info!(plugin = %route.plugin, version = version.short_digest(), "plugin loaded");
+            spawn.registry.publish(version);
+        }
+        watched
+            .lock()
+            .expect("names lock")
+            .insert(route.plugin.clone());
+        let dlq = route.dead_letter_topic();
+        if matches!(store.topic(&dlq), Err(StoreError::UnknownTopic(_))) {
+            store
+                .create_topic(&dlq, route.errors.dead_letter_partitions)
+                .with_context(|| format!("creating dead-letter topic `{dlq}`"))?;
+        }
+    }
+    // Checked: now the stopping routes drain.
+    let stopping: BTreeSet<&String> = changes.removed.iter().chain(&changes.changed).collect();
+    let (leaving, staying): (Vec<_>, Vec<_>) = std::mem::take(routes.workers)
+        .into_iter()
+        .partition(|(tp, _)| stopping.contains(&tp.topic));
+    routes.workers.extend(staying);
+    join_all(leaving.into_iter().map(|(_, r)| r).collect()).await;
+    for topic in &stopping {
+        routes.rollouts.remove(*topic);
+        routes.topics.remove(*topic);
+    }
+    for route in starting {
+        let topic = store.topic(&route.topic)?;
+        let rollout = start_rollout(route, &topic, spawn.registry, spawn.shutdown);
+        for partition in 0..topic.partitions {
+            let running = spawn.partition(
+                &new,
+                route,
+                &rollout,
+                &topic,
+                partition,
+                Box::new(crate::source::Embedded),
+            );
+            routes.workers.insert(
+                TopicPartition {
+                    topic: topic.name.clone(),
+                    partition,
+                },
+                running,
+            );
+        }
+        routes.rollouts.insert(route.topic.clone(), rollout);
+        routes.topics.insert(route.topic.clone(), topic);
+    }
+    info!(
+        added = ?changes.added,
+        removed = ?changes.removed,
+        changed = ?changes.changed,
+        "config reloaded"
+    );
+    Ok(Some(new))
+}
+
+/// Watches the config file: a change asks for a reload. `None` when there
+/// is no file (a config built in code) or it cannot be watched (logged).
+fn watch_config(
+    path: &std::path::Path,
+    reloads: tokio::sync::mpsc::UnboundedSender<&'static str>,
+) -> Option<notify::RecommendedWatcher> {
+    use notify::Watcher as _;
+    let dir = path.parent().filter(|_| !path.as_os_str().is_empty())?;
+    let file = path.file_name()?.to_owned();
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if let Ok(event) = event
+            && !matches!(event.kind, notify::EventKind::Access(_))
+            && event
+                .paths
+                .iter()
+                .any(|p| p.file_name() == Some(file.as_os_str()))
+        {
+            let _ = reloads.send("file changed");
+        }
+    })
+    .map_err(|e| warn!("cannot watch the config file: {e}"))
+    .ok()?;
+    // The directory, not the file: editors replace files by renaming.
+    match watcher.watch(dir, notify::RecursiveMode::NonRecursive) {
+        Ok(()) => Some(watcher),
+        Err(e) => {
+            warn!(path = %path.display(), "cannot watch the config file: {e}");
+            None
+        }
+    }
 }
 
 /// At start, `name`'s file could not be used (`error`): serve the last

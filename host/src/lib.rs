@@ -32,6 +32,7 @@ pub mod partitioner;
 pub mod plugins;
 pub mod policy;
 pub mod record;
+pub mod reload;
 pub mod replay;
 pub mod retention;
 pub mod rollout;

@@ -33,7 +33,7 @@ const MAX_UNSTABLE_LOOKS: u32 = 240;
 /// Starts watching the registry's directory for the plugins in `names`.
 pub fn spawn(
     registry: Arc<Registry>,
-    names: HashSet<String>,
+    names: Arc<std::sync::Mutex<HashSet<String>>>,
     cancel: CancellationToken,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let dir = registry.dir().to_owned();
@@ -86,7 +86,7 @@ struct Due {
 
 async fn run(
     registry: Arc<Registry>,
-    names: HashSet<String>,
+    names: Arc<std::sync::Mutex<HashSet<String>>>,
     mut events: mpsc::UnboundedReceiver<String>,
     // Dropping the watcher stops the events; it lives as long as this task.
     _watcher: RecommendedWatcher,
@@ -98,7 +98,7 @@ async fn run(
         tokio::select! {
             _ = cancel.cancelled() => return,
             event = events.recv() => match event {
-                Some(name) if names.contains(&name) => {
+                Some(name) if names.lock().expect("names lock").contains(&name) => {
                     due.insert(name, Due { at: Instant::now() + DEBOUNCE, looks: 0 });
                 }
                 Some(name) => debug!(plugin = %name, "ignoring a plugin no route uses"),
