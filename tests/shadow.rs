@@ -48,6 +48,23 @@ fn version_state(setup: &Setup, digest: &str) -> Option<(String, Option<String>)
         .map(|v| (v.state.to_string(), v.reason.clone()))
 }
 
+/// Deploys a rebuild of `uppercase` (same code, another digest) and waits
+/// until it runs in shadow; returns its digest.
+fn deploy_rebuild_in_shadow(setup: &Setup, section: u32) -> String {
+    let rebuilt = support::with_custom_section(
+        &std::fs::read(support::plugins().join("uppercase.wasm")).unwrap(),
+        section,
+    );
+    let new = digest(&rebuilt);
+    deploy(setup, &rebuilt);
+    wait_until(
+        Duration::from_secs(60),
+        "the rebuild to run in shadow",
+        || version_state(setup, &new).is_some_and(|(s, _)| s == "shadow"),
+    );
+    new
+}
+
 fn produce(setup: &Setup, lines: &[String]) {
     let out = setup.cli_with_stdin(&["produce", "--topic", "words"], &(lines.join("\n") + "\n"));
     assert!(
@@ -162,17 +179,7 @@ fn an_identical_rebuild_passes_shadow_then_canary_and_serves_every_partition() {
     );
     let mut host = setup.start();
     host.wait_ready();
-    let rebuilt = support::with_custom_section(
-        &std::fs::read(support::plugins().join("uppercase.wasm")).unwrap(),
-        7,
-    );
-    let new = digest(&rebuilt);
-    deploy(&setup, &rebuilt);
-    wait_until(
-        Duration::from_secs(60),
-        "the rebuild to run in shadow",
-        || version_state(&setup, &new).is_some_and(|(s, _)| s == "shadow"),
-    );
+    let new = deploy_rebuild_in_shadow(&setup, 7);
     let mut produced = Vec::new();
     let mut round = 0;
     wait_until(
@@ -221,17 +228,7 @@ fn a_host_killed_during_a_shadow_restarts_the_shadow_and_loses_nothing() {
     let old = digest(&std::fs::read(support::plugins().join("uppercase.wasm")).unwrap());
     let mut host = setup.start();
     host.wait_ready();
-    let rebuilt = support::with_custom_section(
-        &std::fs::read(support::plugins().join("uppercase.wasm")).unwrap(),
-        9,
-    );
-    let new = digest(&rebuilt);
-    deploy(&setup, &rebuilt);
-    wait_until(
-        Duration::from_secs(60),
-        "the rebuild to run in shadow",
-        || version_state(&setup, &new).is_some_and(|(s, _)| s == "shadow"),
-    );
+    let new = deploy_rebuild_in_shadow(&setup, 9);
     let first: Vec<String> = (0..1000).map(|i| format!("a{i}")).collect();
     produce(&setup, &first);
     wait_until(Duration::from_secs(60), "some batches shadowed", || {

@@ -364,6 +364,15 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let pool = Pool::start(store.clone(), config.worker_threads())?;
     let mut leaving = false;
     let mut config = config;
+    let spawn = Spawn {
+        store: &store,
+        live: &live,
+        metrics: &metrics,
+        rt: &rt,
+        shutdown: &shutdown,
+        pool: pool.workers(),
+        registry: &registry,
+    };
     let outcome = loop {
         let event = tokio::select! {
             _ = shutdown.cancelled(), if !leaving => {
@@ -381,15 +390,6 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
                     rollouts: &mut rollouts,
                     topics: &mut topics,
                     workers: &mut workers,
-                };
-                let spawn = Spawn {
-                    store: &store,
-                    live: &live,
-                    metrics: &metrics,
-                    rt: &rt,
-                    shutdown: &shutdown,
-                    pool: pool.workers(),
-                    registry: &registry,
                 };
                 match reload_routes(&mut routes, &spawn, &watched).await {
                     Ok(Some(new)) => {
@@ -409,15 +409,6 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
                 if matches!(config.source, Source::Embedded) {
                     metrics.rebalances.inc();
                 }
-                let spawn = Spawn {
-                    store: &store,
-                    live: &live,
-                    metrics: &metrics,
-                    rt: &rt,
-                    shutdown: &shutdown,
-                    pool: pool.workers(),
-                    registry: &registry,
-                };
                 for Assignment { tp, source } in assignments {
                     let route = config
                         .routes

@@ -65,6 +65,21 @@ pub struct Difference {
     pub candidate: Option<String>,
 }
 
+impl std::fmt::Display for Difference {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "partition {} offsets {}..={} {}: {} -> {}",
+            self.partition,
+            self.offsets[0],
+            self.offsets[1],
+            self.at,
+            self.active.as_deref().unwrap_or("(nothing)"),
+            self.candidate.as_deref().unwrap_or("(nothing)")
+        )
+    }
+}
+
 /// A shadow phase so far: counts in total and per partition, and the first
 /// differences.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -106,15 +121,7 @@ impl Summary {
             t.state_differing
         );
         if let Some(d) = self.first.first() {
-            line.push_str(&format!(
-                "; first at partition {} offsets {}..={} {}: {} -> {}",
-                d.partition,
-                d.offsets[0],
-                d.offsets[1],
-                d.at,
-                d.active.as_deref().unwrap_or("(nothing)"),
-                d.candidate.as_deref().unwrap_or("(nothing)")
-            ));
+            line.push_str(&format!("; first at {d}"));
         }
         line
     }

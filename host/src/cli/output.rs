@@ -183,15 +183,7 @@ pub(super) fn print_shadow_diff(
         );
     }
     for d in &summary.first {
-        outln!(
-            "partition {} offsets {}..={} {}: {} -> {}",
-            d.partition,
-            d.offsets[0],
-            d.offsets[1],
-            d.at,
-            d.active.as_deref().unwrap_or("(nothing)"),
-            d.candidate.as_deref().unwrap_or("(nothing)")
-        );
+        outln!("{d}");
     }
     Ok(())
 }
