@@ -1020,3 +1020,65 @@ fn offsets_reset_while_stopped_are_honoured_and_a_running_member_resets_at_a_bat
     assert_eq!(owned(&status).len(), PARTITIONS as usize);
     host.stop();
 }
+
+#[test]
+fn replay_reads_a_kafka_topic_without_joining_the_group() {
+    build_plugins(None);
+    let cluster = Cluster::start();
+    let brokers = cluster.brokers();
+    let member = cluster.member("classic", "range");
+    let mut produced = BTreeMap::new();
+    produce_per_key(&brokers, 3, &mut produced);
+    let plugin = plugins().join("counter.wasm");
+    let out = member.cli(&[
+        "replay",
+        "--plugin",
+        plugin.to_str().unwrap(),
+        "--topic",
+        INPUT,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Every key counted 1, 2, 3 in offset order, as the route would.
+    let mut counts: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let line: serde_json::Value = serde_json::from_str(line).unwrap();
+        let value = line["value"].as_str().unwrap();
+        let (key, n) = value.rsplit_once(':').unwrap();
+        counts
+            .entry(key.to_owned())
+            .or_default()
+            .push(n.parse().unwrap());
+    }
+    let expected: BTreeMap<String, Vec<u64>> = produced
+        .keys()
+        .map(|k| (k.clone(), vec![1, 2, 3]))
+        .collect();
+    assert_eq!(counts, expected);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(&format!("replayed {} records", KEYS * 3))
+    );
+    // Nothing was committed for the group.
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("group.id", "test")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        tpl.add_partition(INPUT, p);
+    }
+    let committed = consumer
+        .committed_offsets(tpl, Duration::from_secs(5))
+        .unwrap();
+    assert!(
+        committed
+            .elements()
+            .iter()
+            .all(|e| !matches!(e.offset(), Offset::Offset(_))),
+        "{committed:?}"
+    );
+}

@@ -1,5 +1,5 @@
 //! `linecook replay`: runs a plugin version over records already in the
-//! embedded log and prints what it emits, committing nothing — to try a
+//! embedded log (or a Kafka topic) and prints what it emits, committing nothing — to try a
 //! version on real traffic before deploying it, or to see what a range of
 //! records would have produced.
 //!
@@ -78,10 +78,45 @@ pub struct Summary {
     pub failures: u64,
 }
 
-/// Replays `request`, handing each emitted record to `emit` in order
-/// (partition by partition); `failed` gets each failed call's reason.
+/// Where a replay reads its records: the embedded log (through `Access`),
+/// or a Kafka topic (`kafka::replay`).
+pub trait Records {
+    /// The end offset (next to be written) of every partition of `topic`.
+    fn ends(&mut self, topic: &str) -> anyhow::Result<Vec<u64>>;
+    /// Up to `max` records of `topic`/`partition` from offset `from` on,
+    /// none past the end `ends` gave.
+    fn read(
+        &mut self,
+        topic: &str,
+        partition: u32,
+        from: u64,
+        max: usize,
+    ) -> anyhow::Result<Vec<crate::record::LogRecord>>;
+}
+
+impl Records for &Access {
+    fn ends(&mut self, topic: &str) -> anyhow::Result<Vec<u64>> {
+        Ok(self.topic(topic)?.end_offsets)
+    }
+
+    fn read(
+        &mut self,
+        topic: &str,
+        partition: u32,
+        from: u64,
+        max: usize,
+    ) -> anyhow::Result<Vec<crate::record::LogRecord>> {
+        Access::read(self, topic, partition, from, max)
+    }
+}
+
+/// Replays `request` over the records `records` reads, handing each
+/// emitted record to `emit` in order (partition by partition); `failed`
+/// gets each failed call's reason. `access` gives the committed state for
+/// `--state current`.
 pub fn replay(
     access: &Access,
+    records_from: &mut dyn Records,
     request: &Request<'_>,
     mut emit: impl FnMut(Line) -> anyhow::Result<()>,
     mut failed: impl FnMut(String),
@@ -99,15 +134,15 @@ pub fn replay(
         .and_then(|s| s.to_str())
         .unwrap_or("plugin")
         .to_owned();
-    let info = access.topic(request.topic)?;
+    let ends = records_from.ends(request.topic)?;
+    let count = ends.len() as u32;
     let partitions: Vec<u32> = match request.partition {
-        Some(p) if p >= info.partitions => anyhow::bail!(
-            "topic `{}` has {} partitions; there is no partition {p}",
+        Some(p) if p >= count => anyhow::bail!(
+            "topic `{}` has {count} partitions; there is no partition {p}",
             request.topic,
-            info.partitions
         ),
         Some(p) => vec![p],
-        None => (0..info.partitions).collect(),
+        None => (0..count).collect(),
     };
     let mut summary = Summary::default();
     for partition in partitions {
@@ -142,12 +177,12 @@ pub fn replay(
             .with_context(|| format!("starting {name} on partition {partition}"))
         };
         let mut instance = start(&state)?;
-        let end = info.end_offsets[partition as usize];
+        let end = ends[partition as usize];
         let stop = request.to_offset.map_or(end, |to| to.min(end));
         let mut next = request.from_offset;
         while next < stop {
             let want = request.max_batch.min((stop - next) as usize);
-            let records = access.read(request.topic, partition, next, want)?;
+            let records = records_from.read(request.topic, partition, next, want)?;
             let Some(last) = records.last().map(|r| r.offset) else {
                 break;
             };

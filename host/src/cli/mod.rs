@@ -251,7 +251,9 @@ enum Command {
     /// Each partition runs as a host runs it (batches of `max_batch`, state
     /// kept from batch to batch in memory, timers fired between batches),
     /// from empty state or the partition's committed state (--state
-    /// current). Works beside a running host. Lines: the emitted record
+    /// current). Works beside a running host. With the Kafka source it reads
+    /// the topic from the cluster, joining no group and committing nothing
+    /// (committed state is this member's local copy). Lines: the emitted record
     /// ({"topic","key","value"}, "timestamp_ms" and "headers" when set;
     /// bytes as text, or {"base64": …}) with "source_partition" and
     /// "source_offsets" [first, last] of its batch. Failed calls are
@@ -350,33 +352,36 @@ fn active_version_file(config: &Config, access: &Access, topic: &str) -> anyhow:
 /// compared.
 fn replay_against(
     access: &Access,
+    records: &mut dyn crate::replay::Records,
     request: crate::replay::Request<'_>,
     baseline: &std::path::Path,
     json: bool,
 ) -> anyhow::Result<()> {
-    let run = |plugin: &std::path::Path, what: &str| -> anyhow::Result<Vec<crate::replay::Line>> {
-        let mut lines = Vec::new();
-        let request = crate::replay::Request {
-            plugin,
-            ..request.clone()
+    let mut run =
+        |plugin: &std::path::Path, what: &str| -> anyhow::Result<Vec<crate::replay::Line>> {
+            let mut lines = Vec::new();
+            let request = crate::replay::Request {
+                plugin,
+                ..request.clone()
+            };
+            let summary = crate::replay::replay(
+                access,
+                &mut *records,
+                &request,
+                |line| {
+                    lines.push(line);
+                    Ok(())
+                },
+                |failure| eprintln!("linecook replay ({what}): {failure}"),
+            )?;
+            if summary.failures > 0 {
+                eprintln!(
+                    "linecook replay: {} calls of the {what} failed",
+                    summary.failures
+                );
+            }
+            Ok(lines)
         };
-        let summary = crate::replay::replay(
-            access,
-            &request,
-            |line| {
-                lines.push(line);
-                Ok(())
-            },
-            |failure| eprintln!("linecook replay ({what}): {failure}"),
-        )?;
-        if summary.failures > 0 {
-            eprintln!(
-                "linecook replay: {} calls of the {what} failed",
-                summary.failures
-            );
-        }
-        Ok(lines)
-    };
     let base = run(baseline, "baseline")?;
     let cand = run(request.plugin, "candidate")?;
     let diff = crate::replay::compare(&base, &cand, 10);
@@ -1055,7 +1060,7 @@ pub fn main() -> anyhow::Result<()> {
             against,
             json,
         } => {
-            let config = embedded(load(&config)?, "replay")?;
+            let config = load(&config)?;
             let mut init: Vec<(String, String)> = config
                 .routes
                 .iter()
@@ -1083,15 +1088,28 @@ pub fn main() -> anyhow::Result<()> {
                 },
             };
             let access = Access::connect(&config)?;
+            let mut kafka;
+            let mut embedded_log;
+            let records: &mut dyn crate::replay::Records = match &config.source {
+                crate::config::Source::Kafka(source) => {
+                    kafka = crate::kafka::replay::TopicReader::new(source)?;
+                    &mut kafka
+                }
+                crate::config::Source::Embedded => {
+                    embedded_log = &access;
+                    &mut embedded_log
+                }
+            };
             if let Some(against) = against {
                 let baseline = match against.as_str() {
                     "active" => active_version_file(&config, &access, &topic)?,
                     file => PathBuf::from(file),
                 };
-                return replay_against(&access, request, &baseline, json);
+                return replay_against(&access, records, request, &baseline, json);
             }
             let summary = crate::replay::replay(
                 &access,
+                records,
                 &request,
                 |line| {
                     outln!("{}", serde_json::to_string(&line)?);

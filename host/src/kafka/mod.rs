@@ -18,6 +18,7 @@ pub mod deliver;
 pub mod fence;
 pub mod member;
 mod ownership;
+pub mod replay;
 pub mod reset;
 pub mod restore;
 pub mod source;
