@@ -395,6 +395,11 @@ pub struct RouteConfig {
     /// How a shadow's outputs are compared with the serving version's.
     #[serde(default)]
     pub shadow_compare: ShadowCompare,
+    /// Embedded source: stamp every output with `linecook.origin.topic`,
+    /// `.partition`, `.offset` (its batch's first) and `.index` headers, as
+    /// Kafka-mode outputs always are (`replay --against log` needs them).
+    #[serde(default)]
+    pub origin_headers: bool,
     /// When retention removes records before the route handled them:
     /// `"wait"` (default: retention never does), `"earliest"` (skip to the
     /// log start, counting what was skipped) or `"pause"`.

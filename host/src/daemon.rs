@@ -547,6 +547,7 @@ impl Spawn<'_> {
                 shadow: rollout.shadow(partition).expect(cover),
                 max_shadow_slowdown_percent: route.rollout.max_shadow_slowdown_percent(),
                 shadow_compare: route.shadow_compare.clone(),
+                origin_headers: route.origin_headers,
                 events: rollout.events(),
                 max_batch: config.max_batch,
                 live: self.live.clone(),

@@ -29,6 +29,22 @@ pub mod origin_headers {
     pub const OFFSET: &str = "linecook.origin.offset";
     /// Its position among that batch's outputs (decimal, from 0).
     pub const INDEX: &str = "linecook.origin.index";
+
+    /// The four headers of the output at `index` of the batch of
+    /// `topic`/`partition` that started at `offset`.
+    pub fn of(
+        topic: &str,
+        partition: u32,
+        offset: u64,
+        index: usize,
+    ) -> [crate::record::Header; 4] {
+        [
+            (TOPIC.to_owned(), topic.as_bytes().to_vec()),
+            (PARTITION.to_owned(), partition.to_string().into_bytes()),
+            (OFFSET.to_owned(), offset.to_string().into_bytes()),
+            (INDEX.to_owned(), index.to_string().into_bytes()),
+        ]
+    }
 }
 
 /// Headers of changelog records: the batch (source offsets `first..end`)
@@ -138,14 +154,13 @@ pub(crate) fn entries_for_batch(
         });
     }
     for (index, output) in effects.outputs.iter().enumerate() {
-        use origin_headers as o;
         let mut headers = output.headers.clone();
-        headers.extend([
-            (o::TOPIC.to_owned(), topic.name.clone().into_bytes()),
-            (o::PARTITION.to_owned(), partition.to_string().into_bytes()),
-            (o::OFFSET.to_owned(), first_offset.to_string().into_bytes()),
-            (o::INDEX.to_owned(), index.to_string().into_bytes()),
-        ]);
+        headers.extend(origin_headers::of(
+            &topic.name,
+            partition,
+            first_offset,
+            index,
+        ));
         entries.push(OutboxEntry {
             topic: output.topic.clone(),
             partition: None,

@@ -45,6 +45,9 @@ pub struct Request<'a> {
     pub partition: Option<u32>,
     /// First offset (per partition); default the first record.
     pub from_offset: u64,
+    /// Start instead at each partition's first record with a timestamp at
+    /// or after this (ms since the Unix epoch).
+    pub from_timestamp: Option<i64>,
     /// Offset to stop before (per partition); default the end of the log.
     pub to_offset: Option<u64>,
     /// Most records per `handle` call.
@@ -92,6 +95,22 @@ pub trait Records {
         from: u64,
         max: usize,
     ) -> anyhow::Result<Vec<crate::record::LogRecord>>;
+
+    /// The first offset of `partition` whose record has a timestamp at or
+    /// after `ms`, or `end` if none does. By default, a scan.
+    fn offset_at(&mut self, topic: &str, partition: u32, ms: i64, end: u64) -> anyhow::Result<u64> {
+        let mut from = 0;
+        loop {
+            let records = self.read(topic, partition, from, 10_000)?;
+            let Some(last) = records.last() else {
+                return Ok(end);
+            };
+            if let Some(r) = records.iter().find(|r| r.timestamp_ms >= ms) {
+                return Ok(r.offset);
+            }
+            from = last.offset + 1;
+        }
+    }
 }
 
 impl Records for &Access {
@@ -179,7 +198,10 @@ pub fn replay(
         let mut instance = start(&state)?;
         let end = ends[partition as usize];
         let stop = request.to_offset.map_or(end, |to| to.min(end));
-        let mut next = request.from_offset;
+        let mut next = match request.from_timestamp {
+            Some(ms) => records_from.offset_at(request.topic, partition, ms, end)?,
+            None => request.from_offset,
+        };
         while next < stop {
             let want = request.max_batch.min((stop - next) as usize);
             let records = records_from.read(request.topic, partition, next, want)?;
@@ -342,6 +364,133 @@ pub fn compare(baseline: &[Line], candidate: &[Line], keep: usize) -> Diff {
     diff
 }
 
+/// The outputs in the log that carry origin headers naming `topic` (a
+/// route with `origin_headers`), of `partitions`, from batches starting at
+/// offsets in `from..to`: as `replay` lines, in origin order, without the
+/// origin headers and timestamps (a replay cannot know the commit time).
+pub fn logged_outputs(
+    access: &Access,
+    topic: &str,
+    partitions: &[u32],
+    from: u64,
+    to: Option<u64>,
+) -> anyhow::Result<Vec<Line>> {
+    use crate::outbox::origin_headers as o;
+    let mut found = Vec::new();
+    for t in access.topics()? {
+        if t.name == topic {
+            continue;
+        }
+        for partition in 0..t.partitions {
+            let mut next = 0;
+            loop {
+                let records = access.read(&t.name, partition, next, 10_000)?;
+                let Some(last) = records.last() else { break };
+                next = last.offset + 1;
+                for r in records {
+                    let header = |name: &str| {
+                        r.headers
+                            .iter()
+                            .find(|(k, _)| k == name)
+                            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+                    };
+                    if header(o::TOPIC).as_deref() != Some(topic) {
+                        continue;
+                    }
+                    let number = |name: &str| header(name).and_then(|v| v.parse::<u64>().ok());
+                    let (Some(p), Some(offset), Some(index)) =
+                        (number(o::PARTITION), number(o::OFFSET), number(o::INDEX))
+                    else {
+                        continue;
+                    };
+                    let p = p as u32;
+                    if !partitions.contains(&p) || offset < from || to.is_some_and(|t| offset >= t)
+                    {
+                        continue;
+                    }
+                    let mut output = Output::from(&crate::record::OutputRecord {
+                        topic: t.name.clone(),
+                        key: r.key,
+                        value: r.value,
+                        headers: r
+                            .headers
+                            .into_iter()
+                            .filter(|(k, _)| !k.starts_with("linecook.origin."))
+                            .collect(),
+                        timestamp_ms: None,
+                    });
+                    output.timestamp_ms = None;
+                    found.push(((p, offset, index), output));
+                }
+            }
+        }
+    }
+    found.sort_by_key(|(at, _)| *at);
+    Ok(found
+        .into_iter()
+        .map(|((p, offset, _), output)| Line {
+            output,
+            source_partition: p,
+            source_offsets: [offset, offset],
+        })
+        .collect())
+}
+
+/// Compares two output sequences partition by partition, position by
+/// position: for `--against log`, whose batches need not be the replay's.
+/// A difference names the baseline's batch (or the candidate's).
+pub fn compare_in_order(baseline: &[Line], candidate: &[Line], keep: usize) -> Diff {
+    fn by_partition(lines: &[Line]) -> std::collections::BTreeMap<u32, Vec<&Line>> {
+        let mut map: std::collections::BTreeMap<u32, Vec<&Line>> = Default::default();
+        for l in lines {
+            map.entry(l.source_partition).or_default().push(l);
+        }
+        map
+    }
+    let (base, cand) = (by_partition(baseline), by_partition(candidate));
+    let mut partitions: Vec<u32> = base.keys().chain(cand.keys()).copied().collect();
+    partitions.sort();
+    partitions.dedup();
+    let mut batches: Vec<(u32, [u64; 2])> = candidate
+        .iter()
+        .map(|l| (l.source_partition, l.source_offsets))
+        .collect();
+    batches.dedup();
+    let mut diff = Diff {
+        batches: batches.len() as u64,
+        ..Diff::default()
+    };
+    for p in partitions {
+        let (b, c) = (
+            base.get(&p).map_or(&[][..], Vec::as_slice),
+            cand.get(&p).map_or(&[][..], Vec::as_slice),
+        );
+        for index in 0..b.len().max(c.len()) {
+            let (bo, co) = (b.get(index), c.get(index));
+            match (bo, co) {
+                (Some(x), Some(y)) if x.output == y.output => {
+                    diff.matching += 1;
+                    continue;
+                }
+                (Some(_), Some(_)) => diff.differing += 1,
+                (None, Some(_)) => diff.extra += 1,
+                (Some(_), None) => diff.missing += 1,
+                (None, None) => unreachable!("index below the longer side"),
+            }
+            if diff.first.len() < keep {
+                diff.first.push(Difference {
+                    partition: p,
+                    source_offsets: bo.or(co).map_or([0, 0], |l| l.source_offsets),
+                    index,
+                    baseline: bo.map(|l| l.output.clone()),
+                    candidate: co.map(|l| l.output.clone()),
+                });
+            }
+        }
+    }
+    diff
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -393,5 +542,36 @@ mod tests {
             Bytes::Text("B".into())
         );
         assert_eq!(diff.first[1].baseline, None);
+    }
+
+    #[test]
+    fn the_log_compares_in_order_whatever_the_batches() {
+        // The log's batches were [0..1] and [2..3]; the replay's one [0..3].
+        let log = [
+            line(0, [0, 0], "a"),
+            line(0, [0, 0], "b"),
+            line(0, [2, 2], "c"),
+        ];
+        let same = [
+            line(0, [0, 3], "a"),
+            line(0, [0, 3], "b"),
+            line(0, [0, 3], "c"),
+        ];
+        let diff = compare_in_order(&log, &same, 10);
+        assert!(diff.same());
+        assert_eq!((diff.batches, diff.matching), (1, 3));
+        let changed = [
+            line(0, [0, 3], "a"),
+            line(0, [0, 3], "b"),
+            line(0, [0, 3], "C"),
+        ];
+        let diff = compare_in_order(&log, &changed, 10);
+        assert_eq!(diff.differing, 1);
+        assert_eq!(
+            diff.first[0].source_offsets,
+            [2, 2],
+            "named by the log's batch"
+        );
+        assert_eq!(diff.first[0].index, 2);
     }
 }

@@ -280,8 +280,17 @@ enum Command {
         #[arg(long, value_name = "P")]
         partition: Option<u32>,
         /// First offset, in each partition.
-        #[arg(long, value_name = "N", default_value_t = 0)]
+        #[arg(
+            long,
+            value_name = "N",
+            default_value_t = 0,
+            conflicts_with = "from_timestamp"
+        )]
         from_offset: u64,
+        /// Start at each partition's first record with a timestamp at or
+        /// after this (ms since the Unix epoch).
+        #[arg(long, value_name = "MS")]
+        from_timestamp: Option<i64>,
         /// Stop before this offset, in each partition (default: the end of
         /// the log when the replay starts).
         #[arg(long, value_name = "N")]
@@ -293,9 +302,11 @@ enum Command {
         /// The state the handler starts from.
         #[arg(long, value_enum, default_value = "empty")]
         state: ReplayStateArg,
-        /// Compare with this baseline instead of printing: a .wasm file, or
-        /// `active` for the version the topic's partitions run now.
-        #[arg(long, value_name = "FILE|active")]
+        /// Compare with this baseline instead of printing: a .wasm file,
+        /// `active` for the version the topic's partitions run now (run again
+        /// over the same records), or `log` for the outputs that version
+        /// actually wrote (needs the route's `origin_headers = true`).
+        #[arg(long, value_name = "FILE|active|log")]
         against: Option<String>,
         /// With --against: print the comparison as JSON.
         #[arg(long, requires = "against")]
@@ -350,11 +361,19 @@ fn active_version_file(config: &Config, access: &Access, topic: &str) -> anyhow:
 
 /// `replay --against`: the candidate and the baseline over the same records,
 /// compared.
+/// What `replay --against` compares with.
+enum Baseline {
+    /// Another version, run over the same records.
+    File(PathBuf),
+    /// The outputs in the log that name these records as their origin.
+    Log,
+}
+
 fn replay_against(
     access: &Access,
     records: &mut dyn crate::replay::Records,
     request: crate::replay::Request<'_>,
-    baseline: &std::path::Path,
+    baseline: Baseline,
     json: bool,
 ) -> anyhow::Result<()> {
     let mut run =
@@ -382,9 +401,49 @@ fn replay_against(
             }
             Ok(lines)
         };
-    let base = run(baseline, "baseline")?;
-    let cand = run(request.plugin, "candidate")?;
-    let diff = crate::replay::compare(&base, &cand, 10);
+    let (diff, baseline_name) = match &baseline {
+        Baseline::File(file) => {
+            let base = run(file, "baseline")?;
+            let cand = run(request.plugin, "candidate")?;
+            (
+                crate::replay::compare(&base, &cand, 10),
+                file.display().to_string(),
+            )
+        }
+        Baseline::Log => {
+            let cand = run(request.plugin, "candidate")?;
+            let partitions: Vec<u32> = match request.partition {
+                Some(p) => vec![p],
+                None => (0..access.topic(request.topic)?.partitions).collect(),
+            };
+            let from = match request.from_timestamp {
+                // The candidate's first batch says where the range began.
+                Some(_) => cand.iter().map(|l| l.source_offsets[0]).min().unwrap_or(0),
+                None => request.from_offset,
+            };
+            let base = crate::replay::logged_outputs(
+                access,
+                request.topic,
+                &partitions,
+                from,
+                request.to_offset,
+            )?;
+            if base.is_empty() {
+                bail!(
+                    "no output in the log names `{}` as its origin: set `origin_headers = true` on its route (outputs written before that carry no origin)",
+                    request.topic
+                );
+            }
+            let mut cand = cand;
+            for line in &mut cand {
+                line.output.timestamp_ms = None;
+            }
+            (
+                crate::replay::compare_in_order(&base, &cand, 10),
+                "what the log holds".to_owned(),
+            )
+        }
+    };
     if json {
         outln!("{}", serde_json::to_string_pretty(&diff)?);
     } else {
@@ -420,11 +479,7 @@ fn replay_against(
     if !diff.same() {
         return Err(Exit::new(
             1,
-            anyhow::anyhow!(
-                "{} differs from {}",
-                request.plugin.display(),
-                baseline.display()
-            ),
+            anyhow::anyhow!("{} differs from {baseline_name}", request.plugin.display(),),
         )
         .into());
     }
@@ -1054,6 +1109,7 @@ pub fn main() -> anyhow::Result<()> {
             topic,
             partition,
             from_offset,
+            from_timestamp,
             to_offset,
             set,
             state,
@@ -1080,6 +1136,7 @@ pub fn main() -> anyhow::Result<()> {
                 topic: &topic,
                 partition,
                 from_offset,
+                from_timestamp,
                 to_offset,
                 max_batch: config.max_batch as usize,
                 state: match state {
@@ -1102,10 +1159,11 @@ pub fn main() -> anyhow::Result<()> {
             };
             if let Some(against) = against {
                 let baseline = match against.as_str() {
-                    "active" => active_version_file(&config, &access, &topic)?,
-                    file => PathBuf::from(file),
+                    "log" => Baseline::Log,
+                    "active" => Baseline::File(active_version_file(&config, &access, &topic)?),
+                    file => Baseline::File(PathBuf::from(file)),
                 };
-                return replay_against(&access, records, request, &baseline, json);
+                return replay_against(&access, records, request, baseline, json);
             }
             let summary = crate::replay::replay(
                 &access,

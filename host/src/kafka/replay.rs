@@ -34,7 +34,8 @@ impl TopicReader {
         config
             .set("group.id", "linecook-replay")
             .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false");
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest");
         Ok(TopicReader {
             consumer: config.create().context("creating a Kafka client")?,
             brokers: source.brokers.clone(),
@@ -58,6 +59,22 @@ impl crate::replay::Records for TopicReader {
             })
             .collect::<anyhow::Result<_>>()?;
         Ok(self.ends.clone())
+    }
+
+    fn offset_at(&mut self, topic: &str, partition: u32, ms: i64, end: u64) -> anyhow::Result<u64> {
+        let mut times = TopicPartitionList::new();
+        times.add_partition_offset(topic, partition as i32, Offset::Offset(ms))?;
+        let found = self
+            .consumer
+            .offsets_for_times(times, TIMEOUT)
+            .context("looking up offsets by timestamp")?;
+        Ok(found
+            .find_partition(topic, partition as i32)
+            .and_then(|e| match e.offset() {
+                Offset::Offset(o) if o >= 0 => Some(o as u64),
+                _ => None,
+            })
+            .unwrap_or(end))
     }
 
     fn read(

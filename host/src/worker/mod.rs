@@ -82,6 +82,9 @@ pub struct WorkerSpec {
     pub max_shadow_slowdown_percent: u32,
     /// What a shadow comparison overlooks.
     pub shadow_compare: crate::config::ShadowCompare,
+    /// Stamp outputs with origin headers (embedded source; Kafka's outbox
+    /// always does).
+    pub origin_headers: bool,
     /// Where the worker reports swaps and batch outcomes to the rollout.
     pub events: mpsc::UnboundedSender<WorkerEvent>,
     /// Changes when an operator asks a paused partition to resume.
@@ -909,11 +912,24 @@ impl Worker {
         &mut self,
         next_offset: u64,
         version: &Arc<PluginVersion>,
-        effects: BatchEffects,
+        mut effects: BatchEffects,
         handled: u64,
         emitted: u64,
     ) -> Outcome {
         let spec = &self.spec;
+        if spec.origin_headers && self.source.changelog().is_none() {
+            for (index, output) in effects.outputs.iter_mut().enumerate() {
+                // Dead letters carry their own `linecook.source.*`.
+                if output.topic != spec.dead_letter_topic {
+                    output.headers.extend(crate::outbox::origin_headers::of(
+                        &spec.topic.name,
+                        spec.partition,
+                        self.next_offset,
+                        index,
+                    ));
+                }
+            }
+        }
         let started = Instant::now();
         let timers_changed = !effects.timers.is_empty() || !effects.fired.is_empty();
         let watermark = effects.watermark;
