@@ -257,6 +257,17 @@ fn a_host_killed_during_a_shadow_restarts_the_shadow_and_loses_nothing() {
         "the unproven version does not serve after a restart"
     );
     assert!(setup.host_log().contains("runs in shadow again"));
+    produce(&setup, &["x0".into(), "x1".into()]);
+    wait_until(
+        Duration::from_secs(30),
+        "`status` to show the shadow",
+        || {
+            String::from_utf8_lossy(&setup.cli(&["status"]).stdout).contains(&format!(
+                "plugin uppercase version {} in shadow: ",
+                &new[..12]
+            ))
+        },
+    );
     let second: Vec<String> = (0..3000).map(|i| format!("b{i}")).collect();
     produce(&setup, &second);
     wait_until(
@@ -278,6 +289,7 @@ fn a_host_killed_during_a_shadow_restarts_the_shadow_and_loses_nothing() {
     let mut expected: Vec<String> = first
         .iter()
         .chain(&second)
+        .chain(&["x0".to_owned(), "x1".to_owned()])
         .map(|l| l.to_uppercase())
         .collect();
     expected.sort();

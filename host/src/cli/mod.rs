@@ -188,7 +188,9 @@ enum Command {
         #[command(subcommand)]
         command: DlqCommand,
     },
-    /// Operate on partitions of a running host.
+    /// Move a partition's offset (reset) or resume a paused one: through
+    /// the running host, or, for a reset, directly when none runs (with
+    /// Kafka: the group's committed offsets).
     Partitions {
         #[command(subcommand)]
         command: PartitionsCommand,

@@ -258,6 +258,15 @@ pub(super) fn print_status(report: &StatusReport) {
                     v.state
                 );
             }
+            if let (crate::plugins::VersionState::Shadow, Some(summary)) = (v.state, &v.shadow) {
+                outln!(
+                    "plugin {} version {} in shadow: {} (`linecook plugins diff {}`)",
+                    plugin.name,
+                    short(&v.digest),
+                    summary.describe(),
+                    plugin.name
+                );
+            }
         }
     }
 }
