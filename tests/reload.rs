@@ -147,3 +147,34 @@ fn routes_are_added_and_removed_without_a_restart_and_a_bad_edit_changes_nothing
     assert_eq!(host.pid(), pid);
     host.stop();
 }
+
+#[test]
+fn sighup_reloads_a_config_the_watch_cannot_see() {
+    // The config is a symlink to a file in another directory: editing that
+    // file makes no event where the host watches, so only SIGHUP reloads.
+    let setup = Setup::new("", &["uppercase", "counter"]);
+    let real_dir = setup.dir.path().join("real");
+    std::fs::create_dir(&real_dir).unwrap();
+    let real = real_dir.join("linecook.toml");
+    // Paths resolve against the directory of the path given (the link's).
+    let body = |routes: &str| format!("group = \"test\"\nadmin = \"127.0.0.1:0\"\n{routes}");
+    std::fs::write(&real, body(BASE)).unwrap();
+    std::fs::remove_file(&setup.config).unwrap();
+    std::os::unix::fs::symlink(&real, &setup.config).unwrap();
+    let mut host = setup.start();
+    host.wait_ready();
+    assert_eq!(routed(&setup), ["words"]);
+    std::fs::write(&real, body(&format!("{BASE}{COUNTING}"))).unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(routed(&setup), ["words"], "no reload without the signal");
+    let hup = std::process::Command::new("kill")
+        .args(["-HUP", &host.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    wait_until(Duration::from_secs(30), "the reload on SIGHUP", || {
+        routed(&setup) == ["clicks", "words"]
+    });
+    assert!(setup.host_log().contains("config reloaded"));
+    host.stop();
+}
