@@ -955,13 +955,12 @@ config = {{ output = "shouted" }}
     host.stop();
 }
 
-/// `linecook replay` runs a version over records already in the log beside
-/// a running host and prints what it emits, committing nothing; it starts
-/// from empty state or from the partition's committed state.
-#[test]
-fn replay_prints_what_a_version_emits_and_commits_nothing() {
+/// A running host whose route `counter` (with `route_extra` settings) has
+/// counted six keyed records of `words` into `counts`, in batches of 4.
+fn counted_words(route_extra: &str) -> (Setup, support::Host) {
     let setup = Setup::new(
-        r#"
+        &format!(
+            r#"
 max_batch = 4
 [[topic]]
 name = "words"
@@ -972,16 +971,16 @@ partitions = 1
 [[route]]
 topic = "words"
 plugin = "counter"
-config = { output = "counts" }
-"#,
+config = {{ output = "counts" }}
+{route_extra}"#
+        ),
         &["counter"],
     );
     let mut host = setup.start();
     host.wait_ready();
-    let input = "a:1\nb:2\na:3\na:4\nb:5\nc:6\n";
     let out = setup.cli_with_stdin(
         &["produce", "--topic", "words", "--key-separator", ":"],
-        input,
+        "a:1\nb:2\na:3\na:4\nb:5\nc:6\n",
     );
     assert!(
         out.status.success(),
@@ -989,6 +988,15 @@ config = { output = "counts" }
         String::from_utf8_lossy(&out.stderr)
     );
     wait_drained(&setup, "counts", 6);
+    (setup, host)
+}
+
+/// `linecook replay` runs a version over records already in the log beside
+/// a running host and prints what it emits, committing nothing; it starts
+/// from empty state or from the partition's committed state.
+#[test]
+fn replay_prints_what_a_version_emits_and_commits_nothing() {
+    let (setup, host) = counted_words("");
     let plugin = support::plugins().join("counter.wasm");
     let plugin = plugin.to_str().unwrap();
 
@@ -1095,35 +1103,7 @@ config = { output = "counts" }
 
 #[test]
 fn replay_against_the_log_compares_with_what_the_route_wrote() {
-    let setup = Setup::new(
-        r#"
-max_batch = 4
-[[topic]]
-name = "words"
-partitions = 1
-[[topic]]
-name = "counts"
-partitions = 1
-[[route]]
-topic = "words"
-plugin = "counter"
-config = { output = "counts" }
-origin_headers = true
-"#,
-        &["counter"],
-    );
-    let mut host = setup.start();
-    host.wait_ready();
-    let out = setup.cli_with_stdin(
-        &["produce", "--topic", "words", "--key-separator", ":"],
-        "a:1\nb:2\na:3\na:4\nb:5\nc:6\n",
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    wait_drained(&setup, "counts", 6);
+    let (setup, host) = counted_words("origin_headers = true\n");
     // Outputs carry their origin, as with Kafka.
     let tail = setup.cli(&["tail", "--topic", "counts", "--from-beginning", "--headers"]);
     let first: serde_json::Value = serde_json::from_str(

@@ -308,40 +308,36 @@ impl Diff {
     }
 }
 
-/// A replay's outputs by source batch, in order.
-type Batches<'a> = std::collections::BTreeMap<(u32, [u64; 2]), Vec<&'a Output>>;
-
-fn by_batch(lines: &[Line]) -> Batches<'_> {
-    let mut groups = Batches::new();
-    for l in lines {
-        groups
-            .entry((l.source_partition, l.source_offsets))
-            .or_default()
-            .push(&l.output);
+/// Lines grouped by `key`, each group in order, and the keys of both sides
+/// sorted and without repeats.
+fn groups<'a, K: Ord + Copy>(
+    baseline: &'a [Line],
+    candidate: &'a [Line],
+    key: impl Fn(&Line) -> K,
+) -> Vec<(Vec<&'a Line>, Vec<&'a Line>)> {
+    let mut by: std::collections::BTreeMap<K, (Vec<&Line>, Vec<&Line>)> = Default::default();
+    for l in baseline {
+        by.entry(key(l)).or_default().0.push(l);
     }
-    groups
+    for l in candidate {
+        by.entry(key(l)).or_default().1.push(l);
+    }
+    by.into_values().collect()
 }
 
-/// Compares two replays of the same records, batch by batch and output by
-/// output, keeping the first `keep` differences.
-pub fn compare(baseline: &[Line], candidate: &[Line], keep: usize) -> Diff {
-    let (base, cand) = (by_batch(baseline), by_batch(candidate));
-    let mut keys: Vec<&(u32, [u64; 2])> = base.keys().chain(cand.keys()).collect();
-    keys.sort();
-    keys.dedup();
+/// Compares groups place by place into a `Diff` of `batches` batches,
+/// keeping the first `keep` differences, each named by the batch of the
+/// baseline's line there (or the candidate's).
+fn align(groups: Vec<(Vec<&Line>, Vec<&Line>)>, batches: u64, keep: usize) -> Diff {
     let mut diff = Diff {
-        batches: keys.len() as u64,
+        batches,
         ..Diff::default()
     };
-    for key in keys {
-        let (b, c) = (
-            base.get(key).map_or(&[][..], Vec::as_slice),
-            cand.get(key).map_or(&[][..], Vec::as_slice),
-        );
+    for (b, c) in groups {
         for index in 0..b.len().max(c.len()) {
             let (bo, co) = (b.get(index).copied(), c.get(index).copied());
             match (bo, co) {
-                (Some(x), Some(y)) if x == y => {
+                (Some(x), Some(y)) if x.output == y.output => {
                     diff.matching += 1;
                     continue;
                 }
@@ -351,17 +347,28 @@ pub fn compare(baseline: &[Line], candidate: &[Line], keep: usize) -> Diff {
                 (None, None) => unreachable!("index below the longer side"),
             }
             if diff.first.len() < keep {
+                let at = bo.or(co).expect("one side has a line here");
                 diff.first.push(Difference {
-                    partition: key.0,
-                    source_offsets: key.1,
+                    partition: at.source_partition,
+                    source_offsets: at.source_offsets,
                     index,
-                    baseline: bo.cloned(),
-                    candidate: co.cloned(),
+                    baseline: bo.map(|l| l.output.clone()),
+                    candidate: co.map(|l| l.output.clone()),
                 });
             }
         }
     }
     diff
+}
+
+/// Compares two replays of the same records, batch by batch and output by
+/// output, keeping the first `keep` differences.
+pub fn compare(baseline: &[Line], candidate: &[Line], keep: usize) -> Diff {
+    let groups = groups(baseline, candidate, |l| {
+        (l.source_partition, l.source_offsets)
+    });
+    let batches = groups.len() as u64;
+    align(groups, batches, keep)
 }
 
 /// The outputs in the log that carry origin headers naming `topic` (a
@@ -440,55 +447,16 @@ pub fn logged_outputs(
 /// position: for `--against log`, whose batches need not be the replay's.
 /// A difference names the baseline's batch (or the candidate's).
 pub fn compare_in_order(baseline: &[Line], candidate: &[Line], keep: usize) -> Diff {
-    fn by_partition(lines: &[Line]) -> std::collections::BTreeMap<u32, Vec<&Line>> {
-        let mut map: std::collections::BTreeMap<u32, Vec<&Line>> = Default::default();
-        for l in lines {
-            map.entry(l.source_partition).or_default().push(l);
-        }
-        map
-    }
-    let (base, cand) = (by_partition(baseline), by_partition(candidate));
-    let mut partitions: Vec<u32> = base.keys().chain(cand.keys()).copied().collect();
-    partitions.sort();
-    partitions.dedup();
     let mut batches: Vec<(u32, [u64; 2])> = candidate
         .iter()
         .map(|l| (l.source_partition, l.source_offsets))
         .collect();
     batches.dedup();
-    let mut diff = Diff {
-        batches: batches.len() as u64,
-        ..Diff::default()
-    };
-    for p in partitions {
-        let (b, c) = (
-            base.get(&p).map_or(&[][..], Vec::as_slice),
-            cand.get(&p).map_or(&[][..], Vec::as_slice),
-        );
-        for index in 0..b.len().max(c.len()) {
-            let (bo, co) = (b.get(index), c.get(index));
-            match (bo, co) {
-                (Some(x), Some(y)) if x.output == y.output => {
-                    diff.matching += 1;
-                    continue;
-                }
-                (Some(_), Some(_)) => diff.differing += 1,
-                (None, Some(_)) => diff.extra += 1,
-                (Some(_), None) => diff.missing += 1,
-                (None, None) => unreachable!("index below the longer side"),
-            }
-            if diff.first.len() < keep {
-                diff.first.push(Difference {
-                    partition: p,
-                    source_offsets: bo.or(co).map_or([0, 0], |l| l.source_offsets),
-                    index,
-                    baseline: bo.map(|l| l.output.clone()),
-                    candidate: co.map(|l| l.output.clone()),
-                });
-            }
-        }
-    }
-    diff
+    align(
+        groups(baseline, candidate, |l| l.source_partition),
+        batches.len() as u64,
+        keep,
+    )
 }
 
 #[cfg(test)]
