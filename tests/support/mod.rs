@@ -264,6 +264,31 @@ impl Host {
     }
 }
 
+impl Drop for Setup {
+    fn drop(&mut self) {
+        // A failure that shows once in many runs needs its whole directory
+        // (host logs, redb files) to be diagnosed afterwards.
+        if std::thread::panicking()
+            && let Some(to) = std::env::var_os("LINECOOK_KEEP_FAILED")
+        {
+            let to = PathBuf::from(to).join(format!(
+                "{}-{}",
+                std::process::id(),
+                self.dir.path().file_name().unwrap().to_string_lossy()
+            ));
+            let status = Command::new("cp")
+                .arg("-r")
+                .arg(self.dir.path())
+                .arg(&to)
+                .status();
+            eprintln!(
+                "kept the failed test's directory in {} ({status:?})",
+                to.display()
+            );
+        }
+    }
+}
+
 impl Drop for Host {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -366,6 +391,12 @@ pub fn c_plugins() -> &'static Path {
 pub fn zig_plugins() -> &'static Path {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT.get_or_init(|| build_language("zig"))
+}
+
+/// Builds `plugins/go`, like `c_plugins`.
+pub fn go_plugins() -> &'static Path {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(|| build_language("go"))
 }
 
 /// Builds `plugins/assemblyscript`, like `c_plugins`.

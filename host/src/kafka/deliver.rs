@@ -9,6 +9,13 @@
 //! reached the cluster always has its batch's boundaries in the changelog
 //! ahead of any newer claim, which is what lets a new owner replay that
 //! batch with the same origin headers.
+//!
+//! A round belongs to the leases it started under. Its changelog records
+//! may be acknowledged long after they were sent (a broker outage), by when
+//! the partition may have been lost and claimed again — by this member, at
+//! a newer epoch, with the old batches dropped and redone. Such a round
+//! delivers and removes nothing more of that partition: its outputs belong
+//! to batches the new epoch never saw.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -29,6 +36,10 @@ use crate::metrics::Metrics;
 use crate::outbox::{OutboxEntry, OutboxKey, batch_headers};
 use crate::status::Live;
 use crate::store::Store;
+
+/// The epoch of each lease a round started under, by (source topic id,
+/// partition).
+type Epochs = BTreeMap<(u32, u32), u64>;
 
 /// Entries per delivery round.
 const ROUND: usize = 5_000;
@@ -124,9 +135,10 @@ impl Deliverer {
                 }
             }
             outboxed.borrow_and_update();
+            let epochs = self.leases.deliverable_all();
             let entries = match self
                 .store
-                .outbox_peek_where(ROUND, |t, p| self.leases.deliverable(t, p).is_some())
+                .outbox_peek_where(ROUND, |t, p| epochs.contains_key(&(t, p)))
             {
                 Ok(entries) => entries,
                 Err(e) => {
@@ -148,7 +160,7 @@ impl Deliverer {
                 });
                 continue;
             }
-            if !self.round(&entries, &rt) {
+            if !self.round(&entries, &epochs, &rt) {
                 std::thread::sleep(BACKOFF);
             }
         }
@@ -187,10 +199,16 @@ impl Deliverer {
         }
     }
 
-    /// Delivers one round; false if anything failed.
-    fn round(&self, entries: &[(OutboxKey, OutboxEntry)], rt: &tokio::runtime::Handle) -> bool {
+    /// Delivers one round of entries read under the leases of `epochs`;
+    /// false if anything failed.
+    fn round(
+        &self,
+        entries: &[(OutboxKey, OutboxEntry)],
+        epochs: &Epochs,
+        rt: &tokio::runtime::Handle,
+    ) -> bool {
         let (changelog, outputs): (Vec<_>, Vec<_>) = entries.iter().partition(|(_, e)| e.changelog);
-        let acked = self.send_all(&changelog, rt);
+        let acked = self.send_all(&changelog, epochs, rt);
         let mut ok = acked.len() == changelog.len();
         // The newest changelog record acknowledged per source partition.
         // A source partition's changelog records all go to its route's one
@@ -212,6 +230,7 @@ impl Deliverer {
         for ((topic_id, partition), (changelog_topic, changelog_partition, offset)) in newest {
             if self.check(
                 (topic_id, partition),
+                epochs[&(topic_id, partition)],
                 (changelog_topic, changelog_partition),
                 offset,
             ) {
@@ -235,13 +254,20 @@ impl Deliverer {
         let sendable: Vec<_> = outputs
             .into_iter()
             .filter(|(k, _)| {
-                !pending.contains(&(k.0, k.1)) && self.leases.deliverable(k.0, k.1).is_some()
+                !pending.contains(&(k.0, k.1))
+                    && self.leases.deliverable(k.0, k.1) == Some(epochs[&(k.0, k.1)])
             })
             .collect();
-        let delivered = self.send_all(&sendable, rt);
+        let delivered = self.send_all(&sendable, epochs, rt);
         ok &= delivered.len() == sendable.len();
         removed.extend(delivered.into_iter().map(|(key, ..)| key));
-        if let Err(e) = self.store.outbox_remove(&removed) {
+        // Under the leases' lock: once a newer lease of a partition is taken
+        // its new batches may reuse these keys, and they are not ours.
+        let removing = self.leases.while_held(|held| {
+            removed.retain(|k| held(k.0, k.1, epochs[&(k.0, k.1)]));
+            self.store.outbox_remove(&removed)
+        });
+        if let Err(e) = removing {
             // Delivered but still in the outbox: delivered again later, a
             // duplicate with the same origin headers.
             warn!("removing delivered outbox entries failed: {e}");
@@ -256,11 +282,21 @@ impl Deliverer {
     /// owner's claim (then the lease is fenced). Writes of older owners that
     /// landed after our claim get the key's current value written again, so
     /// compaction keeps ours.
-    fn check(&self, source: (u32, u32), changelog: (&str, u32), newest: u64) -> bool {
+    fn check(&self, source: (u32, u32), epoch: u64, changelog: (&str, u32), newest: u64) -> bool {
         let Some(lease) = self.leases.get(source.0, source.1) else {
             return false;
         };
         if lease.fenced.is_some() {
+            return false;
+        }
+        if lease.epoch != epoch {
+            warn!(
+                changelog = changelog.0,
+                partition = changelog.1,
+                "the partition was claimed again (epoch {} → {}) while this round's changelog records were unacknowledged; its outputs are dropped with the batches they came from",
+                epoch,
+                lease.epoch
+            );
             return false;
         }
         let mut newer = None;
@@ -334,6 +370,7 @@ impl Deliverer {
     fn send_all(
         &self,
         entries: &[&(OutboxKey, OutboxEntry)],
+        epochs: &Epochs,
         rt: &tokio::runtime::Handle,
     ) -> Vec<(OutboxKey, u32, u64)> {
         let mut pending = Vec::with_capacity(entries.len());
@@ -346,11 +383,7 @@ impl Deliverer {
                 });
             }
             if entry.changelog {
-                let epoch = self
-                    .leases
-                    .deliverable(key.0, key.1)
-                    .unwrap_or_default()
-                    .to_string();
+                let epoch = epochs[&(key.0, key.1)].to_string();
                 headers = headers.insert(Header {
                     key: batch_headers::EPOCH,
                     value: Some(&epoch),
@@ -418,5 +451,140 @@ impl Deliverer {
             }
             acked
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rdkafka::Message as _;
+    use rdkafka::consumer::{BaseConsumer, Consumer as _};
+    use rdkafka::message::Headers as _;
+    use rdkafka::mocking::MockCluster;
+
+    use super::*;
+    use crate::checkpoint::BatchCommit;
+    use crate::record::{BatchEffects, OutputRecord};
+
+    /// Every record of `topic`/0 as (key, value, epoch header).
+    fn read_all(brokers: &str, topic: &str) -> Vec<(Vec<u8>, Vec<u8>, Option<String>)> {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .set("group.id", "read_all")
+            .create()
+            .unwrap();
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        tpl.add_partition_offset(topic, 0, rdkafka::Offset::Beginning)
+            .unwrap();
+        consumer.assign(&tpl).unwrap();
+        let mut out = Vec::new();
+        let until = std::time::Instant::now() + Duration::from_secs(3);
+        while std::time::Instant::now() < until {
+            if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+                let epoch = m.headers().and_then(|h| {
+                    h.iter()
+                        .find(|h| h.key == batch_headers::EPOCH)
+                        .and_then(|h| h.value)
+                        .map(|v| String::from_utf8_lossy(v).into_owned())
+                });
+                out.push((
+                    m.key().unwrap_or_default().to_vec(),
+                    m.payload().unwrap_or_default().to_vec(),
+                    epoch,
+                ));
+            }
+        }
+        out
+    }
+
+    /// The flake once seen in tests/kafka.rs's long broker outage, made
+    /// deterministic: a round's changelog records are stuck in the producer
+    /// while the partition is lost and claimed again by this member; when
+    /// the broker returns, the old round must deliver none of its outputs
+    /// (the new epoch dropped and redoes those batches, formed its own way,
+    /// so they would be counted twice under different origins).
+    #[test]
+    fn a_round_that_outlives_its_lease_delivers_none_of_its_outputs() {
+        let mock = MockCluster::new(1).unwrap();
+        mock.create_topic("changelog", 1, 1).unwrap();
+        mock.create_topic("out", 1, 1).unwrap();
+        let brokers = mock.bootstrap_servers();
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(dir.path()).unwrap());
+        let topic = store.create_topic("in", 1).unwrap();
+        let effects = BatchEffects {
+            state: [(b"k".to_vec(), Some(b"1".to_vec()))].into(),
+            outputs: vec![OutputRecord {
+                topic: "out".into(),
+                key: Some(b"k".to_vec()),
+                value: b"k:1".to_vec(),
+                headers: vec![],
+                timestamp_ms: None,
+            }],
+            ..BatchEffects::default()
+        };
+        store
+            .commit_batch(BatchCommit {
+                topic: &topic,
+                partition: 0,
+                first_offset: 0,
+                next_offset: 1,
+                version: "v",
+                effects: &effects,
+                changelog: Some("changelog"),
+            })
+            .unwrap();
+        let settings = ClientSettings {
+            brokers: brokers.clone(),
+            properties: Default::default(),
+            session_timeout_ms: None,
+        };
+        let leases = Arc::new(Leases::default());
+        leases.take(topic.id, 0, 2, 0);
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let deliverer = Deliverer::new(
+            store.clone(),
+            &settings,
+            "test",
+            leases.clone(),
+            Arc::new(Metrics::new()),
+            Arc::new(Live::default()),
+        )
+        .unwrap();
+        let epochs = leases.deliverable_all();
+        let entries = store.outbox_peek(ROUND).unwrap();
+        assert_eq!(entries.len(), 3, "state write, marker, output: {entries:?}");
+
+        // As after a read-back that failed when the outage began: the
+        // round's check makes a fresh reader, which works once the broker is
+        // back.
+        *deliverer.reader.borrow_mut() = None;
+        // The round sends its changelog records, which wait for the broker.
+        mock.broker_down(1).unwrap();
+        let round = {
+            let rt = rt.handle().clone();
+            std::thread::spawn(move || deliverer.round(&entries, &epochs, &rt))
+        };
+        std::thread::sleep(Duration::from_millis(500));
+        // Lost, then claimed again at epoch 3: the restore drops the old
+        // batches before the new lease is taken.
+        leases.release(topic.id, 0);
+        store.outbox_drop_before(topic.id, 0, u64::MAX).unwrap();
+        leases.take(topic.id, 0, 3, 0);
+        mock.broker_up(1).unwrap();
+        let finished = round.join().unwrap();
+
+        let changelog = read_all(&brokers, "changelog");
+        assert!(
+            changelog
+                .iter()
+                .any(|(_, v, epoch)| v == b"1" && epoch.as_deref() == Some("2")),
+            "the old round's state write did land (under epoch 2): {changelog:?}"
+        );
+        assert_eq!(
+            read_all(&brokers, "out"),
+            vec![],
+            "an output of a batch the new epoch redoes was delivered"
+        );
+        assert!(!finished, "the round reports it did not finish");
     }
 }

@@ -145,6 +145,28 @@ impl Leases {
         }
     }
 
+    /// The epoch of every lease that may deliver (held and not fenced).
+    pub fn deliverable_all(&self) -> std::collections::BTreeMap<(u32, u32), u64> {
+        self.inner
+            .lock()
+            .expect("leases lock")
+            .iter()
+            .filter(|(_, l)| l.fenced.is_none())
+            .map(|(tp, l)| (*tp, l.epoch))
+            .collect()
+    }
+
+    /// Runs `f` with no lease taken or released meanwhile; `f` gets a test
+    /// of whether (topic id, partition, epoch) is held and not fenced.
+    pub fn while_held<R>(&self, f: impl FnOnce(&dyn Fn(u32, u32, u64) -> bool) -> R) -> R {
+        let leases = self.inner.lock().expect("leases lock");
+        f(&|t, p, epoch| {
+            leases
+                .get(&(t, p))
+                .is_some_and(|l| l.epoch == epoch && l.fenced.is_none())
+        })
+    }
+
     /// Whether the partition may deliver: held and not fenced.
     pub fn deliverable(&self, topic_id: u32, partition: u32) -> Option<u64> {
         self.get(topic_id, partition)
@@ -218,7 +240,10 @@ mod tests {
         assert_eq!(leases.deliverable(1, 0), None);
         leases.take(1, 0, 7, 130);
         assert_eq!(leases.deliverable(1, 0), Some(7));
+        assert_eq!(leases.deliverable_all(), [((1, 0), 7)].into());
+        assert!(leases.while_held(|held| held(1, 0, 7) && !held(1, 0, 5) && !held(2, 0, 7)));
         leases.release(1, 0);
         assert_eq!(leases.deliverable(1, 0), None);
+        assert!(leases.deliverable_all().is_empty());
     }
 }
