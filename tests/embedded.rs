@@ -320,6 +320,46 @@ config = { output = "shouted" }
 }
 
 #[test]
+fn produce_through_a_running_host_sends_megabytes_in_requests_it_accepts() {
+    let setup = Setup::new(
+        "[[topic]]\nname = \"in\"\npartitions = 2\n[[topic]]\nname = \"out\"\npartitions = 1\n[[route]]\ntopic = \"in\"\nplugin = \"counter\"\nconfig = { output = \"out\" }\n",
+        &["counter"],
+    );
+    let mut host = setup.start();
+    host.wait_ready();
+    // ~5.5 MB of lines: the admin API takes request bodies up to 2 MB, and
+    // JSON with base64 values is a third larger than the lines.
+    const LINES: u64 = 50_000;
+    let stdin: String = (0..LINES)
+        .map(|i| format!("k{}:{}\n", i % 100, "x".repeat(100)))
+        .collect();
+    let out = setup.cli_with_stdin(
+        &["produce", "--topic", "in", "--key-separator", ":"],
+        &stdin,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_drained(&setup, "out", LINES);
+    host.stop();
+    let outputs = read_all(&setup.store(), "out");
+    assert_eq!(outputs.len() as u64, LINES);
+    // Every key counted to its 500 records, once each.
+    let mut last: BTreeMap<Vec<u8>, u64> = BTreeMap::new();
+    for r in &outputs {
+        let value = String::from_utf8_lossy(&r.value).into_owned();
+        let (_, n) = value.rsplit_once(':').unwrap();
+        let n: u64 = n.parse().unwrap();
+        let seen = last.entry(r.key.clone().unwrap()).or_default();
+        assert_eq!(n, *seen + 1, "{value}");
+        *seen = n;
+    }
+    assert!(last.values().all(|&n| n == LINES / 100), "{last:?}");
+}
+
+#[test]
 fn a_second_run_on_the_same_data_dir_fails_clearly() {
     let setup = Setup::new(
         "[[topic]]\nname = \"t\"\npartitions = 1\n[[route]]\ntopic = \"t\"\nplugin = \"uppercase\"\nconfig = { output = \"t\" }\n",
