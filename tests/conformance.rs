@@ -130,6 +130,12 @@ fn languages() -> Vec<Language> {
             window_count: Err("n/a (0.1.0 glue)"),
         },
         Language {
+            name: "Go",
+            uppercase: support::go_plugins().join("uppercase.wasm"),
+            counter: support::go_plugins().join("counter.wasm"),
+            window_count: Err("n/a (0.1.0 glue)"),
+        },
+        Language {
             name: "AssemblyScript",
             uppercase: support::assemblyscript_plugins().join("uppercase.wasm"),
             counter: support::assemblyscript_plugins().join("counter.wasm"),

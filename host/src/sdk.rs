@@ -104,22 +104,44 @@ pub fn componentize(core: &[u8], contract: Contract) -> anyhow::Result<Vec<u8>> 
         let (resolve, world) = resolve(contract)?;
         embed_component_metadata(&mut module, &resolve, world, StringEncoding::UTF8)?;
     }
-    ComponentEncoder::default()
+    let mut encoder = ComponentEncoder::default();
+    encoder
         .validate(true)
         .module(&module)
-        .context("reading the module's world")?
+        .context("reading the module's world")?;
+    if imports_wasi_preview1(core)? {
+        // Go's runtime (GOOS=wasip1) reads clocks and randomness through
+        // preview 1; the reactor adapter maps that onto the WASI 0.2
+        // interfaces the host links (and sandboxes).
+        use wasi_preview1_component_adapter_provider as adapter;
+        encoder.adapter(
+            adapter::WASI_SNAPSHOT_PREVIEW1_ADAPTER_NAME,
+            adapter::WASI_SNAPSHOT_PREVIEW1_REACTOR_ADAPTER,
+        )?;
+    }
+    encoder
         .encode()
-        .map_err(|e| {
-            let imports_wasi = e.chain().any(|c| c.to_string().contains("wasi_snapshot_preview1"));
-            if imports_wasi {
-                e.context(
-                    "the module imports WASI preview 1 (stdio, clocks…), which linecook sdk cannot adapt; \
-                     build it without WASI calls, or for wasm32-wasip2",
-                )
-            } else {
-                e.context("the module does not implement the linecook:handler world")
+        .context("the module does not implement the linecook:handler world")
+}
+
+/// Whether the module imports anything from WASI preview 1.
+fn imports_wasi_preview1(core: &[u8]) -> anyhow::Result<bool> {
+    for payload in wasmparser::Parser::new(0).parse_all(core) {
+        if let wasmparser::Payload::ImportSection(imports) =
+            payload.context("this is not a valid WebAssembly module")?
+        {
+            for import in imports.into_imports() {
+                if import?.module == adapter_name() {
+                    return Ok(true);
+                }
             }
-        })
+        }
+    }
+    Ok(false)
+}
+
+fn adapter_name() -> &'static str {
+    wasi_preview1_component_adapter_provider::WASI_SNAPSHOT_PREVIEW1_ADAPTER_NAME
 }
 
 /// Whether the module has a `component-type` custom section (a world).

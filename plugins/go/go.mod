@@ -1,0 +1,3 @@
+module linecook.dev/plugins
+
+go 1.24
