@@ -1082,3 +1082,148 @@ fn replay_reads_a_kafka_topic_without_joining_the_group() {
         "{committed:?}"
     );
 }
+
+#[test]
+fn routes_reload_on_a_running_member_with_nothing_lost_or_repeated() {
+    const SECOND: &str = "second";
+    const SECOND_OUT: &str = "second-out";
+    const MOVED_OUT: &str = "counts-moved";
+    // `tag` built with the default tag, `v1`.
+    build_plugins(None);
+    let cluster = Cluster::start();
+    let brokers = cluster.brokers();
+    // The topics of the route the reload adds (the mock cannot create any).
+    cluster.mock.create_topic(SECOND, 2, 1).unwrap();
+    cluster.mock.create_topic(SECOND_OUT, 1, 1).unwrap();
+    cluster.mock.create_topic(MOVED_OUT, 3, 1).unwrap();
+    cluster
+        .mock
+        .create_topic(&format!("test-{SECOND}-changelog"), 2, 1)
+        .unwrap();
+    cluster
+        .mock
+        .create_topic(&format!("{SECOND}.dlq"), 1, 1)
+        .unwrap();
+    let member = cluster.member_with(
+        "classic",
+        "cooperative-sticky",
+        "",
+        &format!(
+            "[[route]]\ntopic = \"{INPUT}\"\nplugin = \"counter\"\nconfig = {{ output = \"{OUTPUT}\" }}\n"
+        ),
+        &["counter", "tag"],
+    );
+    let original = std::fs::read_to_string(&member.config).unwrap();
+    let feeder = Feeder::start(brokers.clone(), 4);
+    let mut host = member.start();
+    host.wait_ready();
+    wait_balanced(&[&member]);
+    let reloads = || member.host_log().matches("config reloaded").count();
+    let generation = || member.status().member.unwrap().generation;
+    let before = generation();
+
+    // Changed: the counter writes to another topic from now on. Its
+    // partitions drain at a batch boundary and go on under new workers,
+    // still owned: no rebalance.
+    std::fs::write(
+        &member.config,
+        original.replace(
+            &format!("output = \"{OUTPUT}\" }}"),
+            &format!("output = \"{MOVED_OUT}\" }}"),
+        ),
+    )
+    .unwrap();
+    wait_until(
+        Duration::from_secs(30),
+        "the changed route to reload",
+        || reloads() == 1,
+    );
+    wait_until(Duration::from_secs(30), "counts in the new topic", || {
+        !read_topic(&brokers, MOVED_OUT, 3).is_empty()
+    });
+    assert_eq!(generation(), before, "a changed route rebalanced the group");
+    let changed = std::fs::read_to_string(&member.config).unwrap();
+
+    // Added: a route on a second topic; the member subscribes to it and the
+    // group hands its partitions over.
+    let added = format!(
+        "{changed}[[route]]\ntopic = \"{SECOND}\"\nplugin = \"tag\"\nconfig = {{ output = \"{SECOND_OUT}\" }}\n"
+    );
+    std::fs::write(&member.config, &added).unwrap();
+    wait_until(Duration::from_secs(60), "the added route to run", || {
+        member
+            .status()
+            .partitions
+            .iter()
+            .filter(|p| p.topic == SECOND && p.state.is_some())
+            .count()
+            == 2
+    });
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .create()
+        .unwrap();
+    for i in 0..20 {
+        let value = format!("s{i}");
+        producer
+            .send(BaseRecord::to(SECOND).key(&value).payload(&value))
+            .map_err(|(e, _)| e)
+            .unwrap();
+    }
+    producer.flush(Duration::from_secs(10)).unwrap();
+    let mut tagged = Vec::new();
+    wait_until(Duration::from_secs(60), "the added route's outputs", || {
+        tagged = read_topic(&brokers, SECOND_OUT, 1);
+        tagged.len() >= 20
+    });
+    let mut values: Vec<String> = tagged.iter().map(|o| o.value.clone()).collect();
+    values.sort();
+    let mut want: Vec<String> = (0..20).map(|i| format!("v1:s{i}")).collect();
+    want.sort();
+    assert_eq!(values, want);
+
+    // A bad edit (a plugin that is not there) is refused; the routes run on.
+    std::fs::write(
+        &member.config,
+        added.replace("plugin = \"tag\"", "plugin = \"missing\""),
+    )
+    .unwrap();
+    wait_until(
+        Duration::from_secs(30),
+        "the bad edit to be refused",
+        || {
+            member
+                .host_log()
+                .contains("rejected, the running config stays")
+        },
+    );
+
+    // Removed: the second route goes; the member unsubscribes and its
+    // partitions are drained, committed and given back.
+    std::fs::write(&member.config, &changed).unwrap();
+    wait_until(Duration::from_secs(60), "the removed route to stop", || {
+        !member
+            .status()
+            .partitions
+            .iter()
+            .any(|p| p.topic == SECOND && p.state.is_some())
+    });
+    assert_eq!(reloads(), 3, "{}", member.host_log());
+
+    // The counter ran through all of it: every count exactly once, in one
+    // topic or the other.
+    let produced = feeder.finish();
+    let total: u64 = produced.values().sum();
+    let mut outputs = Vec::new();
+    wait_until(
+        Duration::from_secs(120),
+        "every record to be counted",
+        || {
+            outputs = read_outputs(&brokers);
+            outputs.extend(read_topic(&brokers, MOVED_OUT, 3));
+            dedup(&outputs).len() as u64 >= total
+        },
+    );
+    assert_exact_counts(&outputs, &produced);
+    host.stop();
+}

@@ -391,7 +391,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
                     topics: &mut topics,
                     workers: &mut workers,
                 };
-                match reload_routes(&mut routes, &spawn, &watched).await {
+                match reload_routes(&mut routes, &spawn, &watched, &*member).await {
                     Ok(Some(new)) => {
                         *admin_config.write().expect("config lock") = new.clone();
                         config = new;
@@ -410,11 +410,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
                     metrics.rebalances.inc();
                 }
                 for Assignment { tp, source } in assignments {
-                    let route = config
-                        .routes
-                        .iter()
-                        .find(|r| r.topic == tp.topic)
-                        .expect("assigned partitions are of routed topics");
+                    // A reload that removed the route may race with this
+                    // assignment: the partition goes back at the rebalance
+                    // the new subscription brings.
+                    let Some(route) = config.routes.iter().find(|r| r.topic == tp.topic) else {
+                        warn!(topic = %tp.topic, partition = tp.partition, "assigned a partition of a route a reload removed; it is not run");
+                        continue;
+                    };
                     let running = spawn.partition(
                         &config,
                         route,
@@ -569,25 +571,39 @@ struct Routes<'a> {
     workers: &'a mut BTreeMap<TopicPartition, Running>,
 }
 
-/// Reads the config file again and applies what changed in its routes:
-/// removed and changed routes drain at a batch boundary and stop, added and
-/// changed ones start (embedded source). Everything is checked — the file,
-/// the new routes' topics and plugins — before anything stops; a config
-/// that fails leaves the running one as it was. Returns the new config when
-/// a route changed.
+/// Reads the config file again and applies what changed in its routes.
+/// Everything is checked — the file, the new routes' topics and plugins —
+/// before anything stops; a config that fails leaves the running one as it
+/// was. Returns the new config when a route changed.
+///
+/// - Embedded source: removed and changed routes drain at a batch boundary
+///   and stop, added and changed ones start on every partition.
+/// - Kafka: a changed route's workers drain and are replaced on the
+///   partitions this member owns, which stay owned (no rebalance). Added
+///   and removed routes change the subscription: the group rebalances, and
+///   with cooperative assignment only their topics' partitions move — they
+///   come and go as assignments and revocations, drained and committed as
+///   in any rebalance.
 async fn reload_routes(
     routes: &mut Routes<'_>,
     spawn: &Spawn<'_>,
     watched: &std::sync::Mutex<HashSet<String>>,
+    member: &dyn GroupMember,
 ) -> anyhow::Result<Option<Arc<Config>>> {
     let old = routes.config.clone();
     let new = Arc::new(Config::load(&old.path)?);
     let changes = crate::reload::changes(&old, &new).map_err(anyhow::Error::msg)?;
     let store = spawn.store;
-    for topic in &new.topics {
-        store
-            .create_topic(&topic.name, topic.partitions)
-            .with_context(|| format!("creating topic `{}` from the config", topic.name))?;
+    let kafka = match &new.source {
+        Source::Kafka(source) => Some(source),
+        Source::Embedded => None,
+    };
+    if kafka.is_none() {
+        for topic in &new.topics {
+            store
+                .create_topic(&topic.name, topic.partitions)
+                .with_context(|| format!("creating topic `{}` from the config", topic.name))?;
+        }
     }
     if changes.is_empty() {
         return Ok(None);
@@ -597,16 +613,26 @@ async fn reload_routes(
         .iter()
         .filter(|r| changes.added.contains(&r.topic) || changes.changed.contains(&r.topic))
         .collect();
+    let only_starting = Config {
+        routes: starting.iter().map(|r| (*r).clone()).collect(),
+        ..(*new).clone()
+    };
+    if let Some(source) = kafka {
+        // The store keeps each consumed topic's partition count; the
+        // cluster must have the topic, and gets its changelog and
+        // dead-letter topics as at start.
+        for (name, partitions) in kafka::prepare_topics(&only_starting, source).await? {
+            store.create_topic(&name, partitions).with_context(|| {
+                format!("recording Kafka topic `{name}` ({partitions} partitions) in the store")
+            })?;
+        }
+    }
     let existing: Vec<String> = store.topics()?.into_iter().map(|t| t.name).collect();
     let present: HashSet<String> = starting
         .iter()
         .map(|r| r.plugin.clone())
         .filter(|p| new.plugin_path(p).exists() || spawn.registry.subscribe(p).is_some())
         .collect();
-    let only_starting = Config {
-        routes: starting.iter().map(|r| (*r).clone()).collect(),
-        ..(*new).clone()
-    };
     if let Some(problem) = unrunnable_route(&only_starting, Some(&existing), &present) {
         bail!(problem);
     }
@@ -624,35 +650,46 @@ async fn reload_routes(
             .expect("names lock")
             .insert(route.plugin.clone());
         let dlq = route.dead_letter_topic();
-        if matches!(store.topic(&dlq), Err(StoreError::UnknownTopic(_))) {
+        if kafka.is_none() && matches!(store.topic(&dlq), Err(StoreError::UnknownTopic(_))) {
             store
                 .create_topic(&dlq, route.errors.dead_letter_partitions)
                 .with_context(|| format!("creating dead-letter topic `{dlq}`"))?;
         }
     }
-    // Checked: now the stopping routes drain.
-    let stopping: BTreeSet<&String> = changes.removed.iter().chain(&changes.changed).collect();
+    // Checked: now the stopping routes drain. With Kafka a removed route's
+    // partitions drain when the group revokes them.
+    let stopping: BTreeSet<&String> = match kafka {
+        Some(_) => changes.changed.iter().collect(),
+        None => changes.removed.iter().chain(&changes.changed).collect(),
+    };
     let (leaving, staying): (Vec<_>, Vec<_>) = std::mem::take(routes.workers)
         .into_iter()
         .partition(|(tp, _)| stopping.contains(&tp.topic));
     routes.workers.extend(staying);
+    let drained: Vec<TopicPartition> = leaving.iter().map(|(tp, _)| tp.clone()).collect();
     join_all(leaving.into_iter().map(|(_, r)| r).collect()).await;
-    for topic in &stopping {
-        routes.rollouts.remove(*topic);
-        routes.topics.remove(*topic);
+    for topic in stopping.iter().copied().chain(&changes.removed) {
+        routes.rollouts.remove(topic);
+        routes.topics.remove(topic);
     }
     for route in starting {
         let topic = store.topic(&route.topic)?;
         let rollout = start_rollout(route, &topic, spawn.registry, spawn.shutdown);
-        for partition in 0..topic.partitions {
-            let running = spawn.partition(
-                &new,
-                route,
-                &rollout,
-                &topic,
-                partition,
-                Box::new(crate::source::Embedded),
-            );
+        // Embedded: every partition. Kafka: the owned partitions of a
+        // changed route, each still owned (those of an added route come as
+        // assignments).
+        let partitions: Vec<(u32, Box<dyn crate::source::Source>)> = match kafka {
+            None => (0..topic.partitions)
+                .map(|p| (p, Box::new(crate::source::Embedded) as _))
+                .collect(),
+            Some(_) => drained
+                .iter()
+                .filter(|tp| tp.topic == topic.name)
+                .filter_map(|tp| member.restart(tp).map(|source| (tp.partition, source)))
+                .collect(),
+        };
+        for (partition, source) in partitions {
+            let running = spawn.partition(&new, route, &rollout, &topic, partition, source);
             routes.workers.insert(
                 TopicPartition {
                     topic: topic.name.clone(),
@@ -663,6 +700,13 @@ async fn reload_routes(
         }
         routes.rollouts.insert(route.topic.clone(), rollout);
         routes.topics.insert(route.topic.clone(), topic);
+    }
+    if kafka.is_some() && !(changes.added.is_empty() && changes.removed.is_empty()) {
+        let mut topics = BTreeMap::new();
+        for route in &new.routes {
+            topics.insert(route.topic.clone(), store.topic(&route.topic)?);
+        }
+        member.subscribe(topics)?;
     }
     info!(
         added = ?changes.added,

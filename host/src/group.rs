@@ -51,6 +51,17 @@ pub trait GroupMember: Send {
     /// Starts leaving the group: every owned partition is revoked (through
     /// `next_event`), then `next_event` returns `None`.
     fn leave(&mut self);
+
+    /// A source for a worker that replaces the one that ran `tp` (a reload
+    /// changed its route), or `None` if this member no longer owns it.
+    fn restart(&self, tp: &TopicPartition) -> Option<Box<dyn crate::source::Source>>;
+
+    /// From now on the routed topics are `topics` (a reload added or
+    /// removed routes): their partitions come and go through `next_event`.
+    fn subscribe(
+        &self,
+        topics: std::collections::BTreeMap<String, crate::log::TopicInfo>,
+    ) -> anyhow::Result<()>;
 }
 
 /// The embedded member: owns all partitions, from start to shutdown.
@@ -94,5 +105,18 @@ impl GroupMember for EmbeddedMember {
 
     fn leave(&mut self) {
         self.left = true;
+    }
+
+    fn restart(&self, _: &TopicPartition) -> Option<Box<dyn crate::source::Source>> {
+        Some(Box::new(crate::source::Embedded))
+    }
+
+    /// The embedded member owns every partition of every topic: a reload
+    /// starts and stops the routes' workers itself.
+    fn subscribe(
+        &self,
+        _: std::collections::BTreeMap<String, crate::log::TopicInfo>,
+    ) -> anyhow::Result<()> {
+        Ok(())
     }
 }

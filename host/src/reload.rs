@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::config::{Config, Source};
+use crate::config::Config;
 
 /// What a new config changes, by route topic.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -70,12 +70,6 @@ pub fn changes(old: &Config, new: &Config) -> Result<Changes, String> {
             changes.removed.insert(route.topic.clone());
         }
     }
-    if matches!(old.source, Source::Kafka(_)) && !changes.is_empty() {
-        return Err(
-            "routes reload with the embedded source only; with Kafka, restart the member (its partitions move to the others meanwhile)"
-                .into(),
-        );
-    }
     Ok(changes)
 }
 
@@ -124,5 +118,18 @@ mod tests {
         assert!(err.contains("fixed"), "{err}");
         // Declaring a new topic is fine.
         assert!(changes(&old, &topics(2)).unwrap().is_empty());
+    }
+
+    #[test]
+    fn with_kafka_routes_reload_and_the_source_settings_do_not() {
+        let kafka = |brokers: &str, routes: &str| {
+            config(&format!(
+                "[source]\nkind = \"kafka\"\nbrokers = \"{brokers}\"\n{routes}"
+            ))
+        };
+        let c = changes(&kafka("b:9092", A), &kafka("b:9092", &format!("{A}{B}"))).unwrap();
+        assert_eq!(c.added, BTreeSet::from(["b".to_owned()]));
+        let err = changes(&kafka("b:9092", A), &kafka("c:9092", A)).unwrap_err();
+        assert!(err.contains("needs a restart"), "{err}");
     }
 }

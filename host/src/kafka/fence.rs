@@ -89,9 +89,19 @@ pub struct Leases {
 
 impl Leases {
     /// Holds `partition` of topic `topic_id` from the claim at changelog
-    /// offset `claimed` on.
+    /// offset `claimed` on. A lease of the same epoch already held (a
+    /// worker replaced for a route change claims again) stays as it is: its
+    /// read-back must still cover what came between the two claims, and a
+    /// fence stays a fence.
     pub fn take(&self, topic_id: u32, partition: u32, epoch: u64, claimed: u64) {
-        self.inner.lock().expect("leases lock").insert(
+        let mut leases = self.inner.lock().expect("leases lock");
+        if leases
+            .get(&(topic_id, partition))
+            .is_some_and(|l| l.epoch == epoch)
+        {
+            return;
+        }
+        leases.insert(
             (topic_id, partition),
             Lease {
                 epoch,
@@ -240,8 +250,16 @@ mod tests {
         assert_eq!(leases.deliverable(1, 0), None);
         leases.take(1, 0, 7, 130);
         assert_eq!(leases.deliverable(1, 0), Some(7));
-        assert_eq!(leases.deliverable_all(), [((1, 0), 7)].into());
-        assert!(leases.while_held(|held| held(1, 0, 7) && !held(1, 0, 5) && !held(2, 0, 7)));
+        // Claimed again in the same epoch: the read-back position and a
+        // fence are kept.
+        leases.take(1, 0, 7, 150);
+        assert_eq!(leases.get(1, 0).unwrap().checked, 131);
+        leases.fence(1, 0, 7, "claimed by epoch 8".into());
+        leases.take(1, 0, 7, 160);
+        assert_eq!(leases.deliverable(1, 0), None);
+        leases.take(1, 0, 9, 170);
+        assert_eq!(leases.deliverable_all(), [((1, 0), 9)].into());
+        assert!(leases.while_held(|held| held(1, 0, 9) && !held(1, 0, 7) && !held(2, 0, 9)));
         leases.release(1, 0);
         assert_eq!(leases.deliverable(1, 0), None);
         assert!(leases.deliverable_all().is_empty());

@@ -48,6 +48,11 @@ const SWEEP_EVERY: Duration = Duration::from_secs(10);
 /// A member of a Kafka consumer group.
 pub struct KafkaMember {
     events: mpsc::UnboundedReceiver<GroupEvent>,
+    /// Weak: `Shared` holds the events' sender, and `events` must end once
+    /// the consumer thread has left.
+    shared: std::sync::Weak<Shared>,
+    /// Topic sets for the consumer thread to subscribe to (a reload).
+    subscriptions: std::sync::mpsc::Sender<BTreeMap<String, TopicInfo>>,
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
     /// Closed when the consumer thread has left the group.
@@ -207,16 +212,25 @@ impl KafkaMember {
             leases,
             live,
             metrics,
-            topics,
+            topics: Mutex::new(topics),
+            claims: Mutex::default(),
             moves: moves_tx,
         });
         let consumer: BaseConsumer<MemberContext> = client
             .create_with_context(MemberContext(shared.clone()))
             .context("creating the Kafka consumer")?;
-        let names: Vec<&str> = shared.topics.keys().map(String::as_str).collect();
+        let names: Vec<String> = shared
+            .topics
+            .lock()
+            .expect("topics lock")
+            .keys()
+            .cloned()
+            .collect();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
         consumer
             .subscribe(&names)
             .context("subscribing to the routed topics")?;
+        let (subscriptions_tx, subscriptions) = std::sync::mpsc::channel();
         shared
             .live
             .update_group(|g| g.protocol = Some(format!("{:?}", shared.protocol).to_lowercase()));
@@ -226,14 +240,16 @@ impl KafkaMember {
         let thread = std::thread::Builder::new()
             .name("lc-consumer".into())
             .spawn({
-                let stop = stop.clone();
+                let (stop, shared) = (stop.clone(), shared.clone());
                 move || {
-                    poll_loop(consumer, shared, stop, commit_every, moves);
+                    poll_loop(consumer, shared, stop, commit_every, moves, subscriptions);
                     drop(left_tx);
                 }
             })?;
         Ok(KafkaMember {
             events,
+            shared: Arc::downgrade(&shared),
+            subscriptions: subscriptions_tx,
             stop,
             thread: Some(thread),
             left,
@@ -249,6 +265,19 @@ impl GroupMember for KafkaMember {
 
     fn leave(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
+    }
+
+    fn restart(&self, tp: &crate::group::TopicPartition) -> Option<Box<dyn crate::source::Source>> {
+        self.shared
+            .upgrade()?
+            .restart_source(tp)
+            .map(|s| Box::new(s) as Box<dyn crate::source::Source>)
+    }
+
+    fn subscribe(&self, topics: BTreeMap<String, TopicInfo>) -> anyhow::Result<()> {
+        self.subscriptions
+            .send(topics)
+            .map_err(|_| anyhow::anyhow!("the consumer has stopped"))
     }
 }
 
@@ -278,6 +307,7 @@ fn poll_loop(
     stop: Arc<AtomicBool>,
     commit_every: Duration,
     moves: std::sync::mpsc::Receiver<super::ownership::Move>,
+    subscriptions: std::sync::mpsc::Receiver<BTreeMap<String, TopicInfo>>,
 ) {
     let mut paused: Vec<(String, u32)> = Vec::new();
     let mut last_commit = Instant::now();
@@ -342,6 +372,17 @@ fn poll_loop(
         });
         for m in moves.try_iter() {
             shared.move_offset(&consumer, m);
+        }
+        if let Some(topics) = subscriptions.try_iter().last() {
+            // Known topics are kept (see `Shared::topics`); the subscription
+            // is exactly the routed ones. With cooperative assignment only
+            // the partitions of added and dropped topics move.
+            let names: Vec<&str> = topics.keys().map(String::as_str).collect();
+            match consumer.subscribe(&names) {
+                Ok(()) => info!(topics = ?names, "subscribed to the routed topics"),
+                Err(e) => error!("subscribing to {names:?} failed: {e}"),
+            }
+            shared.topics.lock().expect("topics lock").extend(topics);
         }
         // The generation can move without a callback here (a rebalance that
         // changes nothing for this member), so it is read every round.

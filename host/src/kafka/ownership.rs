@@ -30,7 +30,10 @@ const COMMITTED_TIMEOUT: Duration = Duration::from_secs(10);
 /// What the consumer thread shares with its rebalance callbacks.
 pub(super) struct Shared {
     pub(super) store: Arc<Store>,
-    pub(super) topics: BTreeMap<String, TopicInfo>,
+    /// Every topic this member has been subscribed to since it started: a
+    /// reload that drops a route unsubscribes its topic, and the partitions
+    /// then revoked still need their topic to commit and release.
+    pub(super) topics: Mutex<BTreeMap<String, TopicInfo>>,
     pub(super) group: String,
     pub(super) settings: ClientSettings,
     pub(super) protocol: GroupProtocol,
@@ -40,6 +43,9 @@ pub(super) struct Shared {
     pub(super) events: mpsc::UnboundedSender<GroupEvent>,
     pub(super) buffers: Mutex<HashMap<(String, u32), Arc<PartitionBuffer>>>,
     pub(super) offsets: Mutex<HashMap<TopicPartition, CommitState>>,
+    /// (epoch, member id) each owned partition was assigned with, for a
+    /// worker that replaces the one running it (`restart_source`).
+    pub(super) claims: Mutex<HashMap<TopicPartition, (u64, String)>>,
     pub(super) leases: Arc<Leases>,
     pub(super) live: Arc<Live>,
     pub(super) metrics: Arc<Metrics>,
@@ -98,6 +104,46 @@ fn tp_list(tpl: &TopicPartitionList) -> Vec<TopicPartition> {
 }
 
 impl Shared {
+    /// The topic `name`, if this member consumes it.
+    pub(super) fn topic(&self, name: &str) -> Option<TopicInfo> {
+        self.topics.lock().expect("topics lock").get(name).cloned()
+    }
+
+    /// A source for `tp`, still owned, whose worker stopped for a route
+    /// change: it goes on from the local checkpoint in the same ownership
+    /// epoch. Its worker claims the partition again (the same epoch keeps
+    /// the lease as it is) and re-reads the changelog's recent batch
+    /// markers, so a re-formed previous owner's batch the old worker was in
+    /// the middle of is formed the same way.
+    pub(super) fn restart_source(&self, tp: &TopicPartition) -> Option<PartitionSource> {
+        let buffer = self
+            .buffers
+            .lock()
+            .expect("buffers lock")
+            .get(&(tp.topic.clone(), tp.partition))
+            .cloned()?;
+        let (epoch, member_id) = self.claims.lock().expect("claims lock").get(tp).cloned()?;
+        let topic = self.topic(&tp.topic)?;
+        let checkpoint = self
+            .store
+            .checkpoint(&topic, tp.partition)
+            .ok()
+            .flatten()
+            .map_or(0, |c| c.next_offset);
+        Some(PartitionSource {
+            buffer,
+            changelog_topic: changelog_topic(&self.group, &tp.topic),
+            start: StartFrom::Local(checkpoint),
+            epoch,
+            member_id,
+            leases: self.leases.clone(),
+            client: self.settings.clone(),
+            group: self.group.clone(),
+            replay: Default::default(),
+            moves: self.moves.clone(),
+        })
+    }
+
     /// librdkafka says how a commit went: what the group accepted is what
     /// it is known to hold; a refused one is sent again.
     pub(super) fn on_commit(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
@@ -145,10 +191,11 @@ impl Shared {
         });
         let mut assignments = Vec::new();
         for tp in partitions {
-            let Some(topic) = self.topics.get(&tp.topic) else {
+            let Some(topic) = self.topic(&tp.topic) else {
                 warn!(topic = %tp.topic, "assigned a partition of a topic that is not routed");
                 continue;
             };
+            let topic = &topic;
             let local = match self.store.checkpoint(topic, tp.partition) {
                 Ok(c) => c.map(|c| c.next_offset),
                 Err(e) => {
@@ -190,6 +237,10 @@ impl Shared {
                     sent: None,
                 },
             );
+            self.claims
+                .lock()
+                .expect("claims lock")
+                .insert(tp.clone(), (epoch, member_id.clone()));
             let buffer = Arc::new(PartitionBuffer::default());
             self.buffers
                 .lock()
@@ -232,7 +283,14 @@ impl Shared {
         let owned = self.owned();
         let mut tpl = TopicPartitionList::new();
         for (id, partition) in partitions {
-            let Some(topic) = self.topics.values().find(|t| t.id == id) else {
+            let Some(topic) = self
+                .topics
+                .lock()
+                .expect("topics lock")
+                .values()
+                .find(|t| t.id == id)
+                .cloned()
+            else {
                 continue;
             };
             if !owned
@@ -249,7 +307,7 @@ impl Shared {
             return;
         };
         for e in committed.elements() {
-            let (Some(topic), Offset::Offset(c)) = (self.topics.get(e.topic()), e.offset()) else {
+            let (Some(topic), Offset::Offset(c)) = (self.topic(e.topic()), e.offset()) else {
                 continue;
             };
             match self
@@ -365,9 +423,10 @@ impl Shared {
 
     pub(super) fn release_leases(&self, partitions: &[TopicPartition]) {
         for tp in partitions {
-            if let Some(topic) = self.topics.get(&tp.topic) {
+            if let Some(topic) = self.topic(&tp.topic) {
                 self.leases.release(topic.id, tp.partition);
             }
+            self.claims.lock().expect("claims lock").remove(tp);
         }
     }
 
@@ -376,14 +435,14 @@ impl Shared {
     pub(super) fn wait_delivered(&self, partitions: &[TopicPartition], deadline: Instant) -> bool {
         loop {
             let pending = partitions.iter().any(|tp| {
-                self.topics.get(&tp.topic).is_some_and(|topic| {
+                self.topic(&tp.topic).is_some_and(|topic| {
                     if self.leases.deliverable(topic.id, tp.partition).is_none() {
                         return false;
                     }
-                    let checkpoint = self.store.checkpoint(topic, tp.partition).ok().flatten();
+                    let checkpoint = self.store.checkpoint(&topic, tp.partition).ok().flatten();
                     let deliverable = self
                         .store
-                        .deliverable_offset(topic, tp.partition)
+                        .deliverable_offset(&topic, tp.partition)
                         .ok()
                         .flatten();
                     checkpoint.map(|c| c.next_offset) != deliverable
@@ -412,9 +471,10 @@ impl Shared {
         {
             let mut states = self.offsets.lock().expect("offsets lock");
             for tp in partitions {
-                let Some(topic) = self.topics.get(&tp.topic) else {
+                let Some(topic) = self.topic(&tp.topic) else {
                     continue;
                 };
+                let topic = &topic;
                 // Only a partition whose worker claimed and restored it, and
                 // that no newer owner fenced, has progress of its own.
                 if self.leases.deliverable(topic.id, tp.partition).is_none() {
