@@ -133,7 +133,7 @@ fn languages() -> Vec<Language> {
             name: "Go",
             uppercase: support::go_plugins().join("uppercase.wasm"),
             counter: support::go_plugins().join("counter.wasm"),
-            window_count: Err("n/a (0.1.0 glue)"),
+            window_count: Ok(support::go_plugins().join("window-count.wasm")),
         },
         Language {
             name: "AssemblyScript",

@@ -99,6 +99,11 @@ fn window_count_in_javascript_gives_the_same_windows() {
     exact_windows(&support::js_plugins().join("window-count.wasm"));
 }
 
+#[test]
+fn window_count_in_go_gives_the_same_windows() {
+    exact_windows(&support::go_plugins().join("window-count.wasm"));
+}
+
 /// Runs `window-count` built at `wasm` over `EVENTS` and checks every
 /// output, letter and state entry.
 fn exact_windows(wasm: &std::path::Path) {

@@ -17,5 +17,5 @@ fi
 mkdir -p gen
 GOOS=wasip1 GOARCH=wasm "$go" build -buildmode=c-shared -ldflags=-checklinkname=0 \
   -o gen/app.core.wasm .
-"$linecook" sdk componentize gen/app.core.wasm -o {{name}}.wasm
+"$linecook" sdk componentize gen/app.core.wasm -o {{name}}.wasm --contract 0.2.0
 echo "built {{name}}.wasm"

@@ -13,7 +13,6 @@ package main
 import (
 	"errors"
 	"strconv"
-	"unicode/utf8"
 
 	"linecook.dev/plugins/linecook"
 )
@@ -52,7 +51,7 @@ func (c *counter) Handle(batch []linecook.Record) *linecook.Error {
 		count := stored(key) + 1
 		digits := strconv.AppendUint(nil, count, 10)
 		linecook.Set(key, digits)
-		line := append(lossy(make([]byte, 0, len(key)+21), key), ':')
+		line := append(linecook.AppendLossy(make([]byte, 0, len(key)+21), key), ':')
 		linecook.Emit(c.output, r.Key, append(line, digits...))
 	}
 	return nil
@@ -69,64 +68,6 @@ func stored(key []byte) uint64 {
 		return 0
 	}
 	return n
-}
-
-// lossy appends s decoded as UTF-8 with each maximal invalid subpart
-// replaced by U+FFFD — the rule Rust's String::from_utf8_lossy follows.
-// Go's own repair (bytes.ToValidUTF8, range over a string) differs: it
-// replaces a run of invalid bytes once, or each byte separately.
-func lossy(out, s []byte) []byte {
-	for i := 0; i < len(s); {
-		c := s[i]
-		if c < 0x80 {
-			out = append(out, c)
-			i++
-			continue
-		}
-		need, lo, hi := 0, byte(0x80), byte(0xBF)
-		switch {
-		case c >= 0xC2 && c <= 0xDF:
-			need = 2
-		case c >= 0xE0 && c <= 0xEF:
-			need = 3
-			if c == 0xE0 {
-				lo = 0xA0
-			}
-			if c == 0xED {
-				hi = 0x9F
-			}
-		case c >= 0xF0 && c <= 0xF4:
-			need = 4
-			if c == 0xF0 {
-				lo = 0x90
-			}
-			if c == 0xF4 {
-				hi = 0x8F
-			}
-		default:
-			out = utf8.AppendRune(out, utf8.RuneError)
-			i++
-			continue
-		}
-		k := 1
-		for ; k < need && i+k < len(s); k++ {
-			t := s[i+k]
-			tlo, thi := byte(0x80), byte(0xBF)
-			if k == 1 {
-				tlo, thi = lo, hi
-			}
-			if t < tlo || t > thi {
-				break
-			}
-		}
-		if k == need {
-			out = append(out, s[i:i+need]...)
-		} else {
-			out = utf8.AppendRune(out, utf8.RuneError)
-		}
-		i += k
-	}
-	return out
 }
 
 func init() { linecook.Register(&counter{}) }

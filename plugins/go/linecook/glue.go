@@ -1,16 +1,19 @@
 // Package linecook is the canonical-ABI glue between the
-// linecook:handler@0.1.0 world and Go, written by hand: Go has no WIT
-// bindings generator. A handler is a `main` package that calls Register from
+// linecook:handler@0.2.0 world (timers, output timestamps, state TTL) and
+// Go, written by hand: Go has no WIT bindings generator. A handler is a `main` package that calls Register from
 // an `init` function and is built with
 //
 //	GOOS=wasip1 GOARCH=wasm go build -buildmode=c-shared -ldflags=-checklinkname=0
 //
-// and made a component by `linecook sdk componentize`, which attaches the
-// world and the WASI preview1 reactor adapter (Go's runtime speaks preview1).
-// The names and layouts below must match wit/handler.wit under the canonical
-// ABI (32-bit pointers; Go's own pointers are 64 bits wide, so everything the
-// host lays out is read by offset, through structs of uint32 fields):
+// and made a component by `linecook sdk componentize --contract 0.2.0`,
+// which attaches the world and the WASI preview1 reactor adapter (Go's
+// runtime speaks preview1). The names and layouts below must match
+// wit/0.2.0/handler.wit under the canonical ABI (32-bit pointers; Go's own
+// pointers are 64 bits wide, so everything the host lays out is read by
+// offset, through structs of uint32 fields):
 //
+//   - The exports are the `guest` interface's functions, named
+//     `linecook:handler/guest@0.2.0#init` and so on.
 //   - init(context): the context record flattens to 9 i32 parameters
 //     (plugin, version, topic as ptr+len; partition; config as ptr+len of
 //     16-byte (string, string) tuples). result<_, string> is returned through
@@ -19,6 +22,11 @@
 //     @8, offset @16, timestamp @24, key option (tag @32, ptr @36, len @40),
 //     value @44, headers @52 (16-byte headers). result<_, handler-error> comes
 //     back through a 20-byte area: tag @0, error tag @4, payload @8.
+//   - on-timers(due): a list of 24-byte due-timers — key @0, domain u8 @8,
+//     due-ms @16 — and the same result as handle.
+//   - emit.send takes the output record flattened to 10 i32s and an i64
+//     (timestamp option: tag, value); option<s64> results come through a
+//     16-byte area (tag @0, value @8).
 //
 // Memory: what the host passes in (the batch, the config, import results)
 // lands in an arena that cabi_realloc serves and that is reset after every
@@ -33,6 +41,7 @@ package linecook
 
 import (
 	"structs"
+	"unicode/utf8"
 	"unsafe"
 )
 
@@ -85,10 +94,97 @@ type Handler interface {
 	Handle(batch []Record) *Error
 }
 
+// TimerHandler is a Handler that also gets its due timers (see SetTimer).
+// A handler without OnTimers lets them pass.
+type TimerHandler interface {
+	Handler
+	// OnTimers gets the partition's due timers, in due-time order, between
+	// batches; what it does commits together with their removal.
+	OnTimers(due []DueTimer) *Error
+}
+
+// TimeDomain is the clock a timer follows.
+type TimeDomain uint32
+
+const (
+	// Processing time: the wall clock.
+	Processing TimeDomain = iota
+	// Event time: the partition's watermark (the highest record timestamp
+	// seen, minus the route's allowed_lateness_ms).
+	Event
+)
+
+// DueTimer is a timer whose time came. Key is valid during OnTimers only.
+type DueTimer struct {
+	Key    []byte
+	Domain TimeDomain
+	DueMs  int64
+}
+
 var handler Handler
 
 // Register installs the handler; call it from an init function.
 func Register(h Handler) { handler = h }
+
+// ---- text ------------------------------------------------------------------
+
+// AppendLossy appends s decoded as UTF-8 with each maximal invalid subpart
+// replaced by U+FFFD — the rule Rust's String::from_utf8_lossy follows.
+// Go's own repair (bytes.ToValidUTF8, range over a string) differs: it
+// replaces a run of invalid bytes once, or each byte separately.
+func AppendLossy(out, s []byte) []byte {
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < 0x80 {
+			out = append(out, c)
+			i++
+			continue
+		}
+		need, lo, hi := 0, byte(0x80), byte(0xBF)
+		switch {
+		case c >= 0xC2 && c <= 0xDF:
+			need = 2
+		case c >= 0xE0 && c <= 0xEF:
+			need = 3
+			if c == 0xE0 {
+				lo = 0xA0
+			}
+			if c == 0xED {
+				hi = 0x9F
+			}
+		case c >= 0xF0 && c <= 0xF4:
+			need = 4
+			if c == 0xF0 {
+				lo = 0x90
+			}
+			if c == 0xF4 {
+				hi = 0x8F
+			}
+		default:
+			out = utf8.AppendRune(out, utf8.RuneError)
+			i++
+			continue
+		}
+		k := 1
+		for ; k < need && i+k < len(s); k++ {
+			t := s[i+k]
+			tlo, thi := byte(0x80), byte(0xBF)
+			if k == 1 {
+				tlo, thi = lo, hi
+			}
+			if t < tlo || t > thi {
+				break
+			}
+		}
+		if k == need {
+			out = append(out, s[i:i+need]...)
+		} else {
+			out = utf8.AppendRune(out, utf8.RuneError)
+		}
+		i += k
+	}
+	return out
+}
 
 // ---- memory ----------------------------------------------------------------
 
@@ -168,19 +264,40 @@ func strAddr(s string) uint32 { return uint32(uintptr(unsafe.Pointer(unsafe.Stri
 
 // ---- imports ---------------------------------------------------------------
 
-//go:wasmimport linecook:handler/state@0.1.0 get
+//go:wasmimport linecook:handler/state@0.2.0 get
 func stateGet(keyPtr, keyLen uint32, ret *optionBytes)
 
-//go:wasmimport linecook:handler/state@0.1.0 set
+//go:wasmimport linecook:handler/state@0.2.0 set
 func stateSet(keyPtr, keyLen, valuePtr, valueLen uint32)
 
-//go:wasmimport linecook:handler/state@0.1.0 delete
+//go:wasmimport linecook:handler/state@0.2.0 set-with-ttl
+func stateSetWithTTL(keyPtr, keyLen, valuePtr, valueLen uint32, ttlMs uint64)
+
+//go:wasmimport linecook:handler/state@0.2.0 delete
 func stateDelete(keyPtr, keyLen uint32)
 
-//go:wasmimport linecook:handler/emit@0.1.0 send
-func emitSend(topicPtr, topicLen, keyTag, keyPtr, keyLen, valuePtr, valueLen, headersPtr, headersLen uint32)
+//go:wasmimport linecook:handler/emit@0.2.0 send
+func emitSend(topicPtr, topicLen, keyTag, keyPtr, keyLen, valuePtr, valueLen, headersPtr, headersLen, timestampTag uint32, timestampMs int64)
 
-//go:wasmimport linecook:handler/log@0.1.0 write
+//go:wasmimport linecook:handler/timers@0.2.0 set
+func timersSet(keyPtr, keyLen, domain uint32, dueMs int64)
+
+//go:wasmimport linecook:handler/timers@0.2.0 cancel
+func timersCancel(keyPtr, keyLen, domain uint32)
+
+//go:wasmimport linecook:handler/timers@0.2.0 get
+func timersGet(keyPtr, keyLen, domain uint32, ret *optionI64)
+
+//go:wasmimport linecook:handler/timers@0.2.0 watermark
+func timersWatermark(ret *optionI64)
+
+//go:wasmimport linecook:handler/timers@0.2.0 allowed-lateness-ms
+func timersAllowedLatenessMs() uint64
+
+//go:wasmimport linecook:handler/timers@0.2.0 now-ms
+func timersNowMs() int64
+
+//go:wasmimport linecook:handler/log@0.2.0 write
 func logWrite(level, messagePtr, messageLen uint32)
 
 type optionBytes struct {
@@ -189,7 +306,17 @@ type optionBytes struct {
 	ptr, len uint32
 }
 
-var getRet optionBytes
+type optionI64 struct {
+	_     structs.HostLayout
+	tag   uint32
+	_     uint32
+	value int64
+}
+
+var (
+	getRet optionBytes
+	i64Ret optionI64
+)
 
 // Get returns the value stored under key, or nil (ok false) if none. The
 // bytes are valid during the current call only.
@@ -204,18 +331,60 @@ func Get(key []byte) (value []byte, ok bool) {
 // Set stores value under key, in the batch's checkpoint.
 func Set(key, value []byte) { stateSet(addr(key), uint32(len(key)), addr(value), uint32(len(value))) }
 
+// SetWithTTL stores value under key for ttlMs milliseconds from the commit;
+// after that Get no longer sees it.
+func SetWithTTL(key, value []byte, ttlMs uint64) {
+	stateSetWithTTL(addr(key), uint32(len(key)), addr(value), uint32(len(value)), ttlMs)
+}
+
 // Delete removes key.
 func Delete(key []byte) { stateDelete(addr(key), uint32(len(key))) }
 
 // Emit sends value with key (nil for none) to topic, in the batch's
-// checkpoint.
-func Emit(topic string, key, value []byte) {
+// checkpoint, timestamped with the commit time.
+func Emit(topic string, key, value []byte) { emit(topic, key, value, 0, 0) }
+
+// EmitAt is Emit with the output's timestamp (ms since the Unix epoch).
+func EmitAt(topic string, key, value []byte, timestampMs int64) {
+	emit(topic, key, value, 1, timestampMs)
+}
+
+func emit(topic string, key, value []byte, timestampTag uint32, timestampMs int64) {
 	var tag uint32
 	if key != nil {
 		tag = 1
 	}
-	emitSend(strAddr(topic), uint32(len(topic)), tag, addr(key), uint32(len(key)), addr(value), uint32(len(value)), 0, 0)
+	emitSend(strAddr(topic), uint32(len(topic)), tag, addr(key), uint32(len(key)), addr(value), uint32(len(value)), 0, 0, timestampTag, timestampMs)
 }
+
+// SetTimer asks for an OnTimers call with key once domain's clock reaches
+// dueMs; setting key's timer again moves it. It commits with the batch.
+func SetTimer(key []byte, domain TimeDomain, dueMs int64) {
+	timersSet(addr(key), uint32(len(key)), uint32(domain), dueMs)
+}
+
+// CancelTimer removes key's timer in domain, if any.
+func CancelTimer(key []byte, domain TimeDomain) {
+	timersCancel(addr(key), uint32(len(key)), uint32(domain))
+}
+
+// Timer is when key's timer in domain is due, if it is set.
+func Timer(key []byte, domain TimeDomain) (dueMs int64, ok bool) {
+	timersGet(addr(key), uint32(len(key)), uint32(domain), &i64Ret)
+	return i64Ret.value, i64Ret.tag&0xff != 0
+}
+
+// Watermark is the partition's event time, if it has seen a record.
+func Watermark() (ms int64, ok bool) {
+	timersWatermark(&i64Ret)
+	return i64Ret.value, i64Ret.tag&0xff != 0
+}
+
+// AllowedLatenessMs is the route's allowed_lateness_ms.
+func AllowedLatenessMs() uint64 { return timersAllowedLatenessMs() }
+
+// NowMs is the processing time of the call (ms since the Unix epoch).
+func NowMs() int64 { return timersNowMs() }
 
 // Log levels.
 const (
@@ -259,6 +428,17 @@ type rawRecord struct {
 var _ [64 - unsafe.Sizeof(rawRecord{})]byte
 var _ [unsafe.Sizeof(rawRecord{}) - 64]byte
 
+type rawDueTimer struct {
+	_              structs.HostLayout
+	keyPtr, keyLen uint32
+	domain         uint32
+	_              uint32
+	dueMs          int64
+}
+
+var _ [24 - unsafe.Sizeof(rawDueTimer{})]byte
+var _ [unsafe.Sizeof(rawDueTimer{}) - 24]byte
+
 // Return areas, and the messages they point to (kept reachable until the
 // host has read them).
 var (
@@ -267,7 +447,7 @@ var (
 	message   string
 )
 
-//go:wasmexport init
+//go:wasmexport linecook:handler/guest@0.2.0#init
 func wasmInit(_, _, _, _, _, _, _ uint32, configPtr, configLen uint32) unsafe.Pointer {
 	raw := unsafe.Slice((*rawPair)(unsafe.Pointer(uintptr(configPtr))), configLen)
 	config := make([]Pair, len(raw))
@@ -289,10 +469,10 @@ func wasmInit(_, _, _, _, _, _, _ uint32, configPtr, configLen uint32) unsafe.Po
 	return unsafe.Pointer(&initRet)
 }
 
-//go:wasmexport cabi_post_init
+//go:wasmexport cabi_post_linecook:handler/guest@0.2.0#init
 func postInit(uint32) { message = ""; reset() }
 
-//go:wasmexport handle
+//go:wasmexport linecook:handler/guest@0.2.0#handle
 func wasmHandle(batchPtr, batchLen uint32) unsafe.Pointer {
 	raw := unsafe.Slice((*rawRecord)(unsafe.Pointer(uintptr(batchPtr))), batchLen)
 	batch := make([]Record, len(raw))
@@ -320,8 +500,13 @@ func wasmHandle(batchPtr, batchLen uint32) unsafe.Pointer {
 			Headers:     headers,
 		}
 	}
+	return result(handler.Handle(batch))
+}
+
+// result lays out a call's result<_, handler-error> for the host.
+func result(err *Error) unsafe.Pointer {
 	handleRet = [5]uint32{}
-	if err := handler.Handle(batch); err != nil {
+	if err != nil {
 		message = err.message
 		m, n := strAddr(message), uint32(len(message))
 		switch err.kind {
@@ -334,5 +519,22 @@ func wasmHandle(batchPtr, batchLen uint32) unsafe.Pointer {
 	return unsafe.Pointer(&handleRet)
 }
 
-//go:wasmexport cabi_post_handle
+//go:wasmexport cabi_post_linecook:handler/guest@0.2.0#handle
 func postHandle(uint32) { message = ""; reset() }
+
+//go:wasmexport linecook:handler/guest@0.2.0#on-timers
+func wasmOnTimers(duePtr, dueLen uint32) unsafe.Pointer {
+	h, ok := handler.(TimerHandler)
+	if !ok {
+		return result(nil)
+	}
+	raw := unsafe.Slice((*rawDueTimer)(unsafe.Pointer(uintptr(duePtr))), dueLen)
+	due := make([]DueTimer, len(raw))
+	for i, t := range raw {
+		due[i] = DueTimer{bytesAt(t.keyPtr, t.keyLen), TimeDomain(t.domain & 0xff), t.dueMs}
+	}
+	return result(h.OnTimers(due))
+}
+
+//go:wasmexport cabi_post_linecook:handler/guest@0.2.0#on-timers
+func postOnTimers(uint32) { message = ""; reset() }
