@@ -127,7 +127,7 @@ fn languages() -> Vec<Language> {
             name: "Zig",
             uppercase: support::zig_plugins().join("uppercase.wasm"),
             counter: support::zig_plugins().join("counter.wasm"),
-            window_count: Err("n/a (0.1.0 glue)"),
+            window_count: Ok(support::zig_plugins().join("window-count.wasm")),
         },
         Language {
             name: "Go",

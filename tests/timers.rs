@@ -100,6 +100,11 @@ fn window_count_in_javascript_gives_the_same_windows() {
 }
 
 #[test]
+fn window_count_in_zig_gives_the_same_windows() {
+    exact_windows(&support::zig_plugins().join("window-count.wasm"));
+}
+
+#[test]
 fn window_count_in_go_gives_the_same_windows() {
     exact_windows(&support::go_plugins().join("window-count.wasm"));
 }

@@ -4,8 +4,8 @@
 //! Each language's project carries its own copy of the WIT contract (the one
 //! this binary was built with), so it builds against exactly the world the
 //! host checks modules against: 0.2.0 (timers) for Rust, Python, C and
-//! JavaScript and Go; 0.1.0 for Zig and AssemblyScript, whose hand-written
-//! glue implements only that.
+//! JavaScript, Go and Zig; 0.1.0 for AssemblyScript, whose hand-written glue
+//! implements only that.
 
 use std::path::{Path, PathBuf};
 
@@ -119,10 +119,10 @@ pub fn new_project(
             *text = text.replace("{{sdk}}", &sdk);
         }
     } else {
-        // Zig and AssemblyScript glue is hand-written for 0.1.0; the
-        // others build 0.2.0 (timers).
+        // AssemblyScript glue is hand-written for 0.1.0 (it cannot name
+        // its exports as an interface's); the others build 0.2.0 (timers).
         let wit = match lang {
-            Lang::Zig | Lang::Assemblyscript => WIT,
+            Lang::Assemblyscript => WIT,
             _ => WIT_0_2,
         };
         files.push(("wit/handler.wit", wit.to_owned()));

@@ -35,7 +35,7 @@ pub fn onHandle(batch: []const glue.Record) ?glue.HandlerError {
     for (batch) |*record| {
         const value = glue.value(record);
         if (fail_on) |f| if (eql(value, f)) {
-            var message = Buffer.init(64);
+            var message = glue.Buffer.init(64);
             message.push("record at offset ");
             message.pushDecimal(record.offset);
             message.push(" matches fail_on");
@@ -43,10 +43,10 @@ pub fn onHandle(batch: []const glue.Record) ?glue.HandlerError {
         };
         const k = glue.key(record) orelse "";
         const count = storedCount(k) + 1;
-        var digits = Buffer.init(20);
+        var digits = glue.Buffer.init(20);
         digits.pushDecimal(count);
         glue.state.setValue(k, digits.bytes());
-        var line = Buffer.init(k.len * 3 + 21);
+        var line = glue.Buffer.init(k.len * 3 + 21);
         line.pushLossy(k);
         line.push(":");
         line.push(digits.bytes());
@@ -66,81 +66,6 @@ fn storedCount(k: []const u8) u64 {
     }
     return n;
 }
-
-/// Bytes in the call's arena, with room for `capacity`.
-const Buffer = struct {
-    ptr: [*]u8,
-    len: usize,
-
-    fn init(capacity: usize) Buffer {
-        return .{ .ptr = glue.alloc(capacity, 1), .len = 0 };
-    }
-
-    fn push(self: *Buffer, b: []const u8) void {
-        @memcpy(self.ptr[self.len .. self.len + b.len], b);
-        self.len += b.len;
-    }
-
-    fn pushDecimal(self: *Buffer, n: u64) void {
-        var tmp: [20]u8 = undefined;
-        var i: usize = tmp.len;
-        var rest = n;
-        while (true) {
-            i -= 1;
-            tmp[i] = @intCast('0' + rest % 10);
-            rest /= 10;
-            if (rest == 0) break;
-        }
-        self.push(tmp[i..]);
-    }
-
-    /// `s` decoded as UTF-8, each maximal invalid subpart replaced by U+FFFD
-    /// — the rule Rust's String::from_utf8_lossy follows. At most 3 bytes
-    /// out per byte in.
-    fn pushLossy(self: *Buffer, s: []const u8) void {
-        const replacement = "\xef\xbf\xbd";
-        var i: usize = 0;
-        while (i < s.len) {
-            const c = s[i];
-            if (c < 0x80) {
-                self.push(s[i .. i + 1]);
-                i += 1;
-                continue;
-            }
-            var need: usize = 0;
-            var lo: u8 = 0x80;
-            var hi: u8 = 0xBF;
-            if (c >= 0xC2 and c <= 0xDF) {
-                need = 2;
-            } else if (c >= 0xE0 and c <= 0xEF) {
-                need = 3;
-                if (c == 0xE0) lo = 0xA0;
-                if (c == 0xED) hi = 0x9F;
-            } else if (c >= 0xF0 and c <= 0xF4) {
-                need = 4;
-                if (c == 0xF0) lo = 0x90;
-                if (c == 0xF4) hi = 0x8F;
-            } else {
-                self.push(replacement);
-                i += 1;
-                continue;
-            }
-            var k: usize = 1;
-            while (k < need and i + k < s.len) : (k += 1) {
-                const t = s[i + k];
-                const tlo: u8 = if (k == 1) lo else 0x80;
-                const thi: u8 = if (k == 1) hi else 0xBF;
-                if (t < tlo or t > thi) break;
-            }
-            if (k == need) self.push(s[i .. i + need]) else self.push(replacement);
-            i += k;
-        }
-    }
-
-    fn bytes(self: *const Buffer) []const u8 {
-        return self.ptr[0..self.len];
-    }
-};
 
 fn eql(a: []const u8, b: []const u8) bool {
     if (a.len != b.len) return false;

@@ -1,9 +1,12 @@
-//! Canonical-ABI glue between the linecook:handler world and Zig, written by
-//! hand: Zig has no WIT bindings generator. `linecook sdk componentize`
+//! Canonical-ABI glue between the linecook:handler@0.2.0 world (timers,
+//! output timestamps, state TTL) and Zig, written by hand: Zig has no WIT
+//! bindings generator. `linecook sdk componentize --contract 0.2.0`
 //! attaches the world to the core module this builds and makes the
-//! component; the names and layouts below must match wit/handler.wit
-//! (linecook:handler@0.1.0) under the canonical ABI:
+//! component; the names and layouts below must match wit/0.2.0/handler.wit
+//! under the canonical ABI:
 //!
+//! - The exports are the `guest` interface's functions, named
+//!   `linecook:handler/guest@0.2.0#init` and so on.
 //! - `init(context)`: the context record flattens to 9 i32 parameters
 //!   (plugin, version, topic as ptr+len; partition; config as ptr+len of
 //!   16-byte (string, string) tuples). `result<_, string>` is returned through
@@ -12,13 +15,20 @@
 //!   @8, offset @16, timestamp @24, key option (tag @32, ptr @36, len @40),
 //!   value @44, headers @52 (16-byte headers). `result<_, handler-error>`
 //!   comes back through a 20-byte area: tag @0, error tag @4, payload @8.
+//! - `on-timers(due)`: a list of 24-byte due-timers — key @0, domain u8 @8,
+//!   due-ms @16 — and the same result as `handle`.
+//! - `emit.send` takes the output record flattened to 10 i32s and an i64
+//!   (the timestamp option's tag and value); option<s64> results come
+//!   through a 16-byte area (tag @0, value @8).
 //! - Memory is an arena: everything the host passes in and every import
 //!   result is allocated by `cabi_realloc` and dropped in the post-return
 //!   function after `handle`; what `init` allocates stays.
 //!
 //! The handler (the root file) provides
 //!   `pub fn onInit(config: []const Pair) ?[]const u8` (an error message or null) and
-//!   `pub fn onHandle(batch: []const Record) ?HandlerError`.
+//!   `pub fn onHandle(batch: []const Record) ?HandlerError`, and may provide
+//!   `pub fn onTimers(due: []const DueTimer) ?HandlerError` (without it,
+//!   due timers pass).
 
 const root = @import("root");
 
@@ -111,12 +121,96 @@ pub fn keep(bytes: Bytes) Bytes {
     return p[0..bytes.len];
 }
 
+// ---- text ------------------------------------------------------------------
+
+/// Bytes in the call's arena, with room for `capacity`.
+pub const Buffer = struct {
+    ptr: [*]u8,
+    len: usize,
+
+    pub fn init(capacity: usize) Buffer {
+        return .{ .ptr = alloc(capacity, 1), .len = 0 };
+    }
+
+    pub fn push(self: *Buffer, b: []const u8) void {
+        @memcpy(self.ptr[self.len .. self.len + b.len], b);
+        self.len += b.len;
+    }
+
+    pub fn pushDecimal(self: *Buffer, n: u64) void {
+        var tmp: [20]u8 = undefined;
+        var i: usize = tmp.len;
+        var rest = n;
+        while (true) {
+            i -= 1;
+            tmp[i] = @intCast('0' + rest % 10);
+            rest /= 10;
+            if (rest == 0) break;
+        }
+        self.push(tmp[i..]);
+    }
+
+    /// `s` decoded as UTF-8, each maximal invalid subpart replaced by U+FFFD
+    /// — the rule Rust's String::from_utf8_lossy follows. At most 3 bytes
+    /// out per byte in.
+    pub fn pushLossy(self: *Buffer, s: []const u8) void {
+        const replacement = "\xef\xbf\xbd";
+        var i: usize = 0;
+        while (i < s.len) {
+            const c = s[i];
+            if (c < 0x80) {
+                self.push(s[i .. i + 1]);
+                i += 1;
+                continue;
+            }
+            var need: usize = 0;
+            var lo: u8 = 0x80;
+            var hi: u8 = 0xBF;
+            if (c >= 0xC2 and c <= 0xDF) {
+                need = 2;
+            } else if (c >= 0xE0 and c <= 0xEF) {
+                need = 3;
+                if (c == 0xE0) lo = 0xA0;
+                if (c == 0xED) hi = 0x9F;
+            } else if (c >= 0xF0 and c <= 0xF4) {
+                need = 4;
+                if (c == 0xF0) lo = 0x90;
+                if (c == 0xF4) hi = 0x8F;
+            } else {
+                self.push(replacement);
+                i += 1;
+                continue;
+            }
+            var k: usize = 1;
+            while (k < need and i + k < s.len) : (k += 1) {
+                const t = s[i + k];
+                const tlo: u8 = if (k == 1) lo else 0x80;
+                const thi: u8 = if (k == 1) hi else 0xBF;
+                if (t < tlo or t > thi) break;
+            }
+            if (k == need) self.push(s[i .. i + need]) else self.push(replacement);
+            i += k;
+        }
+    }
+
+    /// `n` in decimal, with a minus sign if negative.
+    pub fn pushSigned(self: *Buffer, n: i64) void {
+        if (n < 0) self.push("-");
+        self.pushDecimal(@abs(n));
+    }
+
+    pub fn bytes(self: *const Buffer) []const u8 {
+        return self.ptr[0..self.len];
+    }
+};
+
 // ---- imports --------------------------------------------------------------
 
-extern "linecook:handler/state@0.1.0" fn get(key_ptr: [*]const u8, key_len: usize, ret: *OptionBytes) void;
-extern "linecook:handler/state@0.1.0" fn set(key_ptr: [*]const u8, key_len: usize, value_ptr: [*]const u8, value_len: usize) void;
-extern "linecook:handler/state@0.1.0" fn delete(key_ptr: [*]const u8, key_len: usize) void;
-extern "linecook:handler/emit@0.1.0" fn send(
+extern "linecook:handler/state@0.2.0" fn get(key_ptr: [*]const u8, key_len: usize, ret: *OptionBytes) void;
+extern "linecook:handler/state@0.2.0" fn set(key_ptr: [*]const u8, key_len: usize, value_ptr: [*]const u8, value_len: usize) void;
+extern "linecook:handler/state@0.2.0" fn @"set-with-ttl"(key_ptr: [*]const u8, key_len: usize, value_ptr: [*]const u8, value_len: usize, ttl_ms: u64) void;
+extern "linecook:handler/state@0.2.0" fn delete(key_ptr: [*]const u8, key_len: usize) void;
+extern "linecook:handler/emit@0.2.0" fn send(
     topic_ptr: [*]const u8,
     topic_len: usize,
     key_tag: u32,
@@ -126,9 +220,21 @@ extern "linecook:handler/emit@0.1.0" fn send(
     value_len: usize,
     headers_ptr: usize,
     headers_len: usize,
+    timestamp_tag: u32,
+    timestamp_ms: i64,
 ) void;
+// `set` is also state's: an import named like another needs @extern.
+const timerSet = @extern(*const fn ([*]const u8, usize, u32, i64) callconv(.c) void, .{
+    .name = "set",
+    .library_name = "linecook:handler/timers@0.2.0",
+});
+extern "linecook:handler/timers@0.2.0" fn cancel(key_ptr: [*]const u8, key_len: usize, domain: u32) void;
+extern "linecook:handler/timers@0.2.0" fn watermark(ret: *OptionI64) void;
+extern "linecook:handler/timers@0.2.0" fn @"allowed-lateness-ms"() u64;
+extern "linecook:handler/timers@0.2.0" fn @"now-ms"() i64;
 
 const OptionBytes = extern struct { tag: u8, ptr: [*]const u8, len: usize };
+const OptionI64 = extern struct { tag: u8, value: i64 };
 
 pub const state = struct {
     pub fn getValue(k: Bytes) ?Bytes {
@@ -139,16 +245,72 @@ pub const state = struct {
     pub fn setValue(k: Bytes, v: Bytes) void {
         set(k.ptr, k.len, v.ptr, v.len);
     }
+    /// `v` under `k` for `ttl_ms` from the commit; then `getValue` no
+    /// longer sees it.
+    pub fn setValueWithTtl(k: Bytes, v: Bytes, ttl_ms: u64) void {
+        @"set-with-ttl"(k.ptr, k.len, v.ptr, v.len, ttl_ms);
+    }
     pub fn deleteValue(k: Bytes) void {
         delete(k.ptr, k.len);
     }
 };
 
 pub fn emit(topic: Bytes, k: ?Bytes, v: Bytes) void {
+    sendOne(topic, k, v, 0, 0);
+}
+
+/// `emit` with the output's timestamp (ms since the Unix epoch).
+pub fn emitAt(topic: Bytes, k: ?Bytes, v: Bytes, timestamp_ms: i64) void {
+    sendOne(topic, k, v, 1, timestamp_ms);
+}
+
+fn sendOne(topic: Bytes, k: ?Bytes, v: Bytes, ts_tag: u32, ts: i64) void {
     const empty: Bytes = "";
     const kk = k orelse empty;
-    send(topic.ptr, topic.len, @intFromBool(k != null), kk.ptr, kk.len, v.ptr, v.len, 0, 0);
+    send(topic.ptr, topic.len, @intFromBool(k != null), kk.ptr, kk.len, v.ptr, v.len, 0, 0, ts_tag, ts);
 }
+
+pub const TimeDomain = enum(u32) { processing = 0, event = 1 };
+
+/// A timer whose time came; `key` lives for the call.
+pub const DueTimer = extern struct {
+    key_ptr: [*]const u8,
+    key_len: usize,
+    domain: u8,
+    due_ms: i64,
+};
+
+comptime {
+    if (@sizeOf(DueTimer) != 24 or @offsetOf(DueTimer, "domain") != 8 or @offsetOf(DueTimer, "due_ms") != 16)
+        @compileError("due-timer layout does not match the canonical ABI");
+}
+
+pub fn timerKey(t: *const DueTimer) Bytes {
+    return t.key_ptr[0..t.key_len];
+}
+
+pub const timers = struct {
+    /// A call of onTimers with `k` once `domain`'s clock reaches `due_ms`;
+    /// setting `k`'s timer again moves it.
+    pub fn setTimer(k: Bytes, domain: TimeDomain, due_ms: i64) void {
+        timerSet(k.ptr, k.len, @intFromEnum(domain), due_ms);
+    }
+    pub fn cancelTimer(k: Bytes, domain: TimeDomain) void {
+        cancel(k.ptr, k.len, @intFromEnum(domain));
+    }
+    /// The partition's event time, if it has seen a record.
+    pub fn currentWatermark() ?i64 {
+        var ret: OptionI64 = undefined;
+        watermark(&ret);
+        return if (ret.tag == 0) null else ret.value;
+    }
+    pub fn allowedLatenessMs() u64 {
+        return @"allowed-lateness-ms"();
+    }
+    pub fn nowMs() i64 {
+        return @"now-ms"();
+    }
+};
 
 // ---- exports --------------------------------------------------------------
 
@@ -157,7 +319,7 @@ pub fn emit(topic: Bytes, k: ?Bytes, v: Bytes) void {
 var init_ret: extern struct { tag: u32, ptr: usize, len: usize } = undefined;
 var handle_ret: extern struct { tag: u32, err_tag: u32, a: usize, b: usize, c: usize } = undefined;
 
-export fn init(
+export fn @"linecook:handler/guest@0.2.0#init"(
     _: usize, // plugin
     _: usize,
     _: usize, // version
@@ -176,14 +338,28 @@ export fn init(
     return &init_ret;
 }
 
-export fn cabi_post_init(_: usize) void {
+export fn @"cabi_post_linecook:handler/guest@0.2.0#init"(_: usize) void {
     // What init kept stays for the instance's life.
     base = top;
 }
 
-export fn handle(batch_ptr: [*]const Record, batch_len: usize) *const anyopaque {
+export fn @"linecook:handler/guest@0.2.0#handle"(batch_ptr: [*]const Record, batch_len: usize) *const anyopaque {
+    return result(root.onHandle(batch_ptr[0..batch_len]));
+}
+
+export fn @"linecook:handler/guest@0.2.0#on-timers"(due_ptr: [*]const DueTimer, due_len: usize) *const anyopaque {
+    if (!@hasDecl(root, "onTimers")) return result(null);
+    return result(root.onTimers(due_ptr[0..due_len]));
+}
+
+export fn @"cabi_post_linecook:handler/guest@0.2.0#on-timers"(_: usize) void {
+    top = base;
+}
+
+/// A call's result<_, handler-error>, laid out for the host.
+fn result(outcome: ?HandlerError) *const anyopaque {
     handle_ret = .{ .tag = 0, .err_tag = 0, .a = 0, .b = 0, .c = 0 };
-    if (root.onHandle(batch_ptr[0..batch_len])) |err| {
+    if (outcome) |err| {
         switch (err) {
             .retry => |m| handle_ret = .{ .tag = 1, .err_tag = 0, .a = @intFromPtr(m.ptr), .b = m.len, .c = 0 },
             .poison => |p| handle_ret = .{ .tag = 1, .err_tag = 1, .a = p.index, .b = @intFromPtr(p.message.ptr), .c = p.message.len },
@@ -193,6 +369,6 @@ export fn handle(batch_ptr: [*]const Record, batch_len: usize) *const anyopaque 
     return &handle_ret;
 }
 
-export fn cabi_post_handle(_: usize) void {
+export fn @"cabi_post_linecook:handler/guest@0.2.0#handle"(_: usize) void {
     top = base;
 }

@@ -9,5 +9,5 @@ python3 -m ziglang version >/dev/null 2>&1 || python3 -m pip install --quiet 'zi
 mkdir -p gen
 python3 -m ziglang build-exe app.zig -target wasm32-freestanding -fno-entry -rdynamic \
   -O ReleaseSmall -femit-bin=gen/app.core.wasm
-"$linecook" sdk componentize gen/app.core.wasm -o {{name}}.wasm
+"$linecook" sdk componentize gen/app.core.wasm -o {{name}}.wasm --contract 0.2.0
 echo "built {{name}}.wasm"
