@@ -556,9 +556,11 @@ enum SdkCommand {
         #[arg(long)]
         packed: bool,
     },
-    /// Make a component of a core WebAssembly module (from clang, zig, asc…)
-    /// that exports the handler world's functions: embeds the world unless
-    /// the module carries it already, encodes and validates the component.
+    /// Make a component of a core WebAssembly module (from clang, zig, asc,
+    /// go…) that exports the handler world's functions: embeds the world
+    /// unless the module carries it already, adds wasmtime's WASI preview 1
+    /// reactor adapter if the module imports `wasi_snapshot_preview1` (Go's
+    /// runtime does), encodes and validates the component.
     Componentize {
         /// The core module.
         core: PathBuf,
