@@ -139,7 +139,7 @@ fn languages() -> Vec<Language> {
             name: "AssemblyScript",
             uppercase: support::assemblyscript_plugins().join("uppercase.wasm"),
             counter: support::assemblyscript_plugins().join("counter.wasm"),
-            window_count: Err("n/a (0.1.0 glue)"),
+            window_count: Ok(support::assemblyscript_plugins().join("window-count.wasm")),
         },
         Language {
             name: "Python",

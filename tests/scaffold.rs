@@ -26,13 +26,12 @@ fn scaffolded_handlers_build_with_one_command_and_run() {
     // Shares compiled dependencies with the example plugins.
     build_plugins(None);
     let work = tempfile::tempdir().unwrap();
-    // AssemblyScript glue implements contract 0.1.0 only.
     for (lang, name, contract) in [
         ("rust", "hello-rs", "0.2.0"),
         ("c", "hello-c", "0.2.0"),
         ("js", "hello-js", "0.2.0"),
         ("zig", "hello-zig", "0.2.0"),
-        ("assemblyscript", "hello-as", "0.1.0"),
+        ("assemblyscript", "hello-as", "0.2.0"),
         ("go", "hello-go", "0.2.0"),
         ("python", "hello-py", "0.2.0"),
     ] {

@@ -105,6 +105,11 @@ fn window_count_in_zig_gives_the_same_windows() {
 }
 
 #[test]
+fn window_count_in_assemblyscript_gives_the_same_windows() {
+    exact_windows(&support::assemblyscript_plugins().join("window-count.wasm"));
+}
+
+#[test]
 fn window_count_in_go_gives_the_same_windows() {
     exact_windows(&support::go_plugins().join("window-count.wasm"));
 }

@@ -3,15 +3,13 @@
 //!
 //! Each language's project carries its own copy of the WIT contract (the one
 //! this binary was built with), so it builds against exactly the world the
-//! host checks modules against: 0.2.0 (timers) for Rust, Python, C and
-//! JavaScript, Go and Zig; 0.1.0 for AssemblyScript, whose hand-written glue
-//! implements only that.
+//! host checks modules against: 0.2.0 (timers) in every language.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
 
-use crate::sdk::{WIT, WIT_0_2};
+use crate::sdk::WIT_0_2;
 
 /// The Rust SDK, written into each Rust project.
 const SDK_CARGO: &str = include_str!("../templates/rust/linecook-guest.Cargo.toml.in");
@@ -119,13 +117,7 @@ pub fn new_project(
             *text = text.replace("{{sdk}}", &sdk);
         }
     } else {
-        // AssemblyScript glue is hand-written for 0.1.0 (it cannot name
-        // its exports as an interface's); the others build 0.2.0 (timers).
-        let wit = match lang {
-            Lang::Assemblyscript => WIT,
-            _ => WIT_0_2,
-        };
-        files.push(("wit/handler.wit", wit.to_owned()));
+        files.push(("wit/handler.wit", WIT_0_2.to_owned()));
     }
     for (path, text) in &files {
         let path = root.join(path);

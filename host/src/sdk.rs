@@ -93,12 +93,30 @@ pub fn write_c_bindings(
 /// embedded first unless the module already carries a world (C's
 /// `handler_component_type.o` does); the result is validated.
 pub fn componentize(core: &[u8], contract: Contract) -> anyhow::Result<Vec<u8>> {
+    componentize_renamed(core, contract, &[])
+}
+
+/// [`componentize`], the module's exports renamed first: (old, new) pairs,
+/// for languages that cannot name an export after an interface's function
+/// (AssemblyScript: `handle` becomes `linecook:handler/guest@0.2.0#handle`).
+pub fn componentize_renamed(
+    core: &[u8],
+    contract: Contract,
+    renames: &[(String, String)],
+) -> anyhow::Result<Vec<u8>> {
     if wasmparser::Parser::is_component(core) {
         bail!("this is already a component; `linecook plugins check` it as it is");
     }
     if !wasmparser::Parser::is_core_wasm(core) {
         bail!("this is not a WebAssembly module (no `\\0asm` version 1 header)");
     }
+    let renamed;
+    let core = if renames.is_empty() {
+        core
+    } else {
+        renamed = rename_exports(core, renames)?;
+        &renamed[..]
+    };
     let mut module = core.to_vec();
     if !has_world(core)? {
         let (resolve, world) = resolve(contract)?;
@@ -122,6 +140,52 @@ pub fn componentize(core: &[u8], contract: Contract) -> anyhow::Result<Vec<u8>> 
     encoder
         .encode()
         .context("the module does not implement the linecook:handler world")
+}
+
+/// `core` with its exports renamed as `renames` says; every other section
+/// is copied as it is. An old name the module does not export is an error.
+fn rename_exports(core: &[u8], renames: &[(String, String)]) -> anyhow::Result<Vec<u8>> {
+    let mut module = wasm_encoder::Module::new();
+    let mut found = std::collections::BTreeSet::new();
+    for payload in wasmparser::Parser::new(0).parse_all(core) {
+        let payload = payload.context("this is not a valid WebAssembly module")?;
+        if let wasmparser::Payload::ExportSection(exports) = &payload {
+            let mut section = wasm_encoder::ExportSection::new();
+            for export in exports.clone() {
+                let export = export?;
+                let name = match renames.iter().find(|(old, _)| old == export.name) {
+                    Some((old, new)) => {
+                        found.insert(old.as_str());
+                        new.as_str()
+                    }
+                    None => export.name,
+                };
+                let kind = match export.kind {
+                    wasmparser::ExternalKind::Func | wasmparser::ExternalKind::FuncExact => {
+                        wasm_encoder::ExportKind::Func
+                    }
+                    wasmparser::ExternalKind::Table => wasm_encoder::ExportKind::Table,
+                    wasmparser::ExternalKind::Memory => wasm_encoder::ExportKind::Memory,
+                    wasmparser::ExternalKind::Global => wasm_encoder::ExportKind::Global,
+                    wasmparser::ExternalKind::Tag => wasm_encoder::ExportKind::Tag,
+                };
+                section.export(name, kind, export.index);
+            }
+            module.section(&section);
+        } else if let Some((id, range)) = payload.as_section() {
+            module.section(&wasm_encoder::RawSection {
+                id,
+                data: &core[range.start as usize..range.end as usize],
+            });
+        }
+    }
+    if let Some((old, _)) = renames
+        .iter()
+        .find(|(old, _)| !found.contains(old.as_str()))
+    {
+        bail!("--export {old}=…: the module exports no `{old}`");
+    }
+    Ok(module.finish())
 }
 
 /// Whether the module imports anything from WASI preview 1.
@@ -160,6 +224,40 @@ fn has_world(core: &[u8]) -> anyhow::Result<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn renamed_exports_keep_the_module_valid_and_an_unknown_name_is_refused() {
+        let mut module = wasm_encoder::Module::new();
+        let mut types = wasm_encoder::TypeSection::new();
+        types.ty().function([], [wasm_encoder::ValType::I32]);
+        module.section(&types);
+        let mut functions = wasm_encoder::FunctionSection::new();
+        functions.function(0);
+        module.section(&functions);
+        let mut exports = wasm_encoder::ExportSection::new();
+        exports.export("handle", wasm_encoder::ExportKind::Func, 0);
+        exports.export("keep", wasm_encoder::ExportKind::Func, 0);
+        module.section(&exports);
+        let mut code = wasm_encoder::CodeSection::new();
+        let mut body = wasm_encoder::Function::new([]);
+        body.instructions().i32_const(7).end();
+        code.function(&body);
+        module.section(&code);
+        let core = module.finish();
+
+        let new_name = "linecook:handler/guest@0.2.0#handle";
+        let renamed = rename_exports(&core, &[("handle".to_owned(), new_name.to_owned())]).unwrap();
+        wasmparser::validate(&renamed).unwrap();
+        let mut names = Vec::new();
+        for payload in wasmparser::Parser::new(0).parse_all(&renamed) {
+            if let wasmparser::Payload::ExportSection(exports) = payload.unwrap() {
+                names.extend(exports.into_iter().map(|e| e.unwrap().name.to_owned()));
+            }
+        }
+        assert_eq!(names, [new_name, "keep"]);
+        let err = rename_exports(&core, &[("init".to_owned(), "x".to_owned())]).unwrap_err();
+        assert!(err.to_string().contains("exports no `init`"), "{err}");
+    }
 
     #[test]
     fn c_bindings_are_the_handler_world() {

@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# Builds uppercase.wasm and counter.wasm from AssemblyScript:
+# Builds uppercase.wasm, counter.wasm and window-count.wasm (contract 0.2.0)
+# from AssemblyScript:
 #   asc (npm `assemblyscript`)  a wasm32 module with the stub runtime;
 #                               glue.ts is the hand-written canonical-ABI
 #                               glue (no WIT bindings generator exists)
-#   linecook sdk componentize   attaches the linecook:handler world and
-#                               makes the component
+#   linecook sdk componentize   renames the exports to the guest
+#                               interface's (AssemblyScript cannot name
+#                               them so), attaches the linecook:handler
+#                               world and makes the component
 # asc is installed if missing (npm ci).
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -12,10 +15,15 @@ cd "$(dirname "$0")"
   ../../scripts/timed-install.sh AssemblyScript 'assemblyscript (npm ci)' npm ci --no-audit --no-fund --silent
 linecook=$(../../scripts/toolchains.sh linecook)
 mkdir -p gen
-for name in uppercase counter; do
+guest=linecook:handler/guest@0.2.0
+renames=()
+for f in init handle on-timers; do
+  renames+=(--export "${f//-/_}=$guest#$f" --export "cabi_post_${f//-/_}=cabi_post_$guest#$f")
+done
+for name in uppercase counter window-count; do
   # --use abort=...: our trap instead of an `env.abort` import.
   node_modules/.bin/asc "$name.ts" -o "gen/$name.core.wasm" --runtime stub -O3 --noAssert \
     --use abort=glue/abort
-  "$linecook" sdk componentize "gen/$name.core.wasm" -o "$name.wasm"
+  "$linecook" sdk componentize "gen/$name.core.wasm" -o "$name.wasm" --contract 0.2.0 "${renames[@]}"
 done
-echo "built plugins/assemblyscript/{uppercase,counter}.wasm"
+echo "built plugins/assemblyscript/{uppercase,counter,window-count}.wasm"

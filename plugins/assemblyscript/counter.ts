@@ -12,9 +12,12 @@
 import {
   RECORD_SIZE, begin, bytesEqual, bytesEqualAscii, emitWithKeyOf, handleOk, handleRetry,
   initErr, initOk, keyLen, keyPtr, outLen, outPtr, pushAscii, pushByte, pushBytes,
-  pushDecimal, recordOffset, stateLen, statePtr, stateLoad, stateStore, valueLen, valuePtr,
+  pushDecimal, pushLossy, recordOffset, stateLen, statePtr, stateLoad, stateStore, valueLen,
+  valuePtr,
 } from "./glue";
-export { cabi_realloc, cabi_post_init, cabi_post_handle } from "./glue";
+export {
+  cabi_realloc, cabi_post_init, cabi_post_handle, cabi_post_on_timers, on_timers,
+} from "./glue";
 
 let outputPtr: usize = 0;
 let outputLen: usize = 0;
@@ -52,55 +55,6 @@ function storedCount(k: usize, kLen: usize): u64 {
     n = n * 10 + <u64>(d - 0x30);
   }
   return n;
-}
-
-/// Appends the bytes decoded as UTF-8, each maximal invalid subpart replaced
-/// by U+FFFD — the rule Rust's String::from_utf8_lossy follows.
-function pushLossy(s: usize, n: usize): void {
-  let i: usize = 0;
-  while (i < n) {
-    const c = load<u8>(s + i);
-    if (c < 0x80) {
-      pushByte(c);
-      i++;
-      continue;
-    }
-    let need: usize = 0;
-    let lo: u8 = 0x80;
-    let hi: u8 = 0xbf;
-    if (c >= 0xc2 && c <= 0xdf) {
-      need = 2;
-    } else if (c >= 0xe0 && c <= 0xef) {
-      need = 3;
-      if (c == 0xe0) lo = 0xa0;
-      if (c == 0xed) hi = 0x9f;
-    } else if (c >= 0xf0 && c <= 0xf4) {
-      need = 4;
-      if (c == 0xf0) lo = 0x90;
-      if (c == 0xf4) hi = 0x8f;
-    } else {
-      pushReplacement();
-      i++;
-      continue;
-    }
-    let k: usize = 1;
-    while (k < need && i + k < n) {
-      const t = load<u8>(s + i + k);
-      const tlo: u8 = k == 1 ? lo : 0x80;
-      const thi: u8 = k == 1 ? hi : 0xbf;
-      if (t < tlo || t > thi) break;
-      k++;
-    }
-    if (k == need) pushBytes(s + i, need);
-    else pushReplacement();
-    i += k;
-  }
-}
-
-function pushReplacement(): void {
-  pushByte(0xef);
-  pushByte(0xbf);
-  pushByte(0xbd);
 }
 
 export function handle(batch: usize, batchLen: usize): usize {

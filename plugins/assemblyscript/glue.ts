@@ -1,9 +1,13 @@
-// Canonical-ABI glue between the linecook:handler world and AssemblyScript,
-// written by hand: AssemblyScript has no WIT bindings generator.
-// `linecook sdk componentize` attaches the world to the core module and
-// makes the component; the names and layouts here must match
-// wit/handler.wit (linecook:handler@0.1.0) under the canonical ABI — the
-// same layouts plugins/zig/glue.zig documents:
+// Canonical-ABI glue between the linecook:handler@0.2.0 world (timers,
+// output timestamps, state TTL) and AssemblyScript, written by hand:
+// AssemblyScript has no WIT bindings generator. `linecook sdk componentize
+// --contract 0.2.0` attaches the world to the core module and makes the
+// component; the layouts here must match wit/0.2.0/handler.wit under the
+// canonical ABI — the same layouts plugins/zig/glue.zig documents.
+// AssemblyScript cannot name an export `linecook:handler/guest@0.2.0#handle`,
+// so a handler exports `init`, `handle` and `on_timers` (and the glue's
+// `cabi_post_*`), and build.sh has componentize rename them (`--export
+// handle=linecook:handler/guest@0.2.0#handle`, …).
 //
 // - init(context): 9 flat i32 parameters (plugin, version, topic as ptr+len;
 //   partition; config as ptr+len of 16-byte (string, string) tuples);
@@ -12,6 +16,9 @@
 //   @8, offset @16, timestamp @24, key tag @32 ptr @36 len @40, value @44,
 //   headers @52); result<_, handler-error> through a 20-byte area (tag @0,
 //   error tag @4, payload @8).
+// - on_timers(due): ptr+len of 24-byte due-timers (key ptr @0 len @4,
+//   domain @8, due-ms @16); the same result as handle. The glue's on_timers
+//   lets timers pass; a handler with timers exports its own.
 //
 // Nothing here uses AssemblyScript's managed heap (no `new`, no runtime
 // strings): bytes live in an arena that `cabi_post_handle` empties after
@@ -53,6 +60,15 @@ export function cabi_post_handle(_ret: usize): void {
   top = base;
 }
 
+export function cabi_post_on_timers(_ret: usize): void {
+  top = base;
+}
+
+/// For a handler without timers: due timers pass.
+export function on_timers(_due: usize, _dueLen: usize): usize {
+  return handleOk();
+}
+
 // Replaces AssemblyScript's `env.abort` import (see build.sh's --use).
 export function abort(_message: usize, _file: usize, _line: u32, _column: u32): void {
   unreachable();
@@ -61,19 +77,52 @@ export function abort(_message: usize, _file: usize, _line: u32, _column: u32): 
 // ---- imports --------------------------------------------------------------
 
 // @ts-ignore: decorator
-@external("linecook:handler/state@0.1.0", "get")
+@external("linecook:handler/state@0.2.0", "get")
 declare function stateGet(keyPtr: usize, keyLen: usize, ret: usize): void;
 // @ts-ignore: decorator
-@external("linecook:handler/state@0.1.0", "set")
+@external("linecook:handler/state@0.2.0", "set")
 declare function stateSet(keyPtr: usize, keyLen: usize, valuePtr: usize, valueLen: usize): void;
 // @ts-ignore: decorator
-@external("linecook:handler/emit@0.1.0", "send")
+@external("linecook:handler/state@0.2.0", "delete")
+export declare function stateDelete(keyPtr: usize, keyLen: usize): void;
+// @ts-ignore: decorator
+@external("linecook:handler/emit@0.2.0", "send")
 declare function emitSend(
   topicPtr: usize, topicLen: usize,
   keyTag: u32, keyPtr: usize, keyLen: usize,
   valuePtr: usize, valueLen: usize,
   headersPtr: usize, headersLen: usize,
+  timestampTag: u32, timestampMs: i64,
 ): void;
+// @ts-ignore: decorator
+@external("linecook:handler/timers@0.2.0", "set")
+declare function timersSet(keyPtr: usize, keyLen: usize, domain: u32, dueMs: i64): void;
+// @ts-ignore: decorator
+@external("linecook:handler/timers@0.2.0", "watermark")
+declare function timersWatermark(ret: usize): void;
+// @ts-ignore: decorator
+@external("linecook:handler/timers@0.2.0", "allowed-lateness-ms")
+export declare function allowedLatenessMs(): u64;
+
+const i64Area = memory.data(16, 8);
+
+/// The partition's watermark, if it has seen a record (`hasWatermark`).
+export let hasWatermark = false;
+export function watermark(): i64 {
+  timersWatermark(i64Area);
+  hasWatermark = load<u8>(i64Area) != 0;
+  return load<i64>(i64Area, 8);
+}
+
+export const PROCESSING: u32 = 0;
+export const EVENT: u32 = 1;
+
+/// A call of on_timers with the key once `domain`'s clock reaches `dueMs`.
+export function setTimer(keyPtr: usize, keyLen: usize, domain: u32, dueMs: i64): void {
+  timersSet(keyPtr, keyLen, domain, dueMs);
+}
+
+export const DUE_TIMER_SIZE: usize = 24;
 
 const optionArea = memory.data(12, 4);
 
@@ -101,8 +150,17 @@ export function emitWithKeyOf(
   emitSend(
     topicPtr, topicLen,
     load<u8>(record, 32), load<usize>(record, 36), load<usize>(record, 40),
-    valuePtr, valueLen, 0, 0,
+    valuePtr, valueLen, 0, 0, 0, 0,
   );
+}
+
+/// Emits `value` with the key at keyPtr..keyPtr+keyLen (none if `keyTag`
+/// is 0), timestamped `timestampMs`.
+export function emitAt(
+  topicPtr: usize, topicLen: usize, keyTag: u32, keyPtr: usize, keyLen: usize,
+  valuePtr: usize, valueLen: usize, timestampMs: i64,
+): void {
+  emitSend(topicPtr, topicLen, keyTag, keyPtr, keyLen, valuePtr, valueLen, 0, 0, 1, timestampMs);
 }
 
 // ---- records --------------------------------------------------------------
@@ -154,6 +212,16 @@ export function pushAscii(s: string): void {
   for (let i = 0; i < s.length; i++) pushByte(<u8>s.charCodeAt(i));
 }
 
+/// `n` in decimal, with a minus sign if negative.
+export function pushSigned(n: i64): void {
+  if (n < 0) {
+    pushByte(0x2d);
+    pushDecimal(<u64>(-(n + 1)) + 1);
+  } else {
+    pushDecimal(<u64>n);
+  }
+}
+
 export function pushDecimal(n: u64): void {
   let digits: usize = 1;
   for (let rest = n / 10; rest > 0; rest /= 10) digits++;
@@ -162,6 +230,55 @@ export function pushDecimal(n: u64): void {
     n /= 10;
   }
   outLen += digits;
+}
+
+/// Appends the bytes decoded as UTF-8, each maximal invalid subpart replaced
+/// by U+FFFD — the rule Rust's String::from_utf8_lossy follows.
+export function pushLossy(s: usize, n: usize): void {
+  let i: usize = 0;
+  while (i < n) {
+    const c = load<u8>(s + i);
+    if (c < 0x80) {
+      pushByte(c);
+      i++;
+      continue;
+    }
+    let need: usize = 0;
+    let lo: u8 = 0x80;
+    let hi: u8 = 0xbf;
+    if (c >= 0xc2 && c <= 0xdf) {
+      need = 2;
+    } else if (c >= 0xe0 && c <= 0xef) {
+      need = 3;
+      if (c == 0xe0) lo = 0xa0;
+      if (c == 0xed) hi = 0x9f;
+    } else if (c >= 0xf0 && c <= 0xf4) {
+      need = 4;
+      if (c == 0xf0) lo = 0x90;
+      if (c == 0xf4) hi = 0x8f;
+    } else {
+      pushReplacement();
+      i++;
+      continue;
+    }
+    let k: usize = 1;
+    while (k < need && i + k < n) {
+      const t = load<u8>(s + i + k);
+      const tlo: u8 = k == 1 ? lo : 0x80;
+      const thi: u8 = k == 1 ? hi : 0xbf;
+      if (t < tlo || t > thi) break;
+      k++;
+    }
+    if (k == need) pushBytes(s + i, need);
+    else pushReplacement();
+    i += k;
+  }
+}
+
+export function pushReplacement(): void {
+  pushByte(0xef);
+  pushByte(0xbf);
+  pushByte(0xbd);
 }
 
 // ---- results --------------------------------------------------------------
@@ -186,6 +303,17 @@ export function initErr(message: string): usize {
 
 export function handleOk(): usize {
   store<u32>(handleArea, 0);
+  return handleArea;
+}
+
+/// handle's `poison` error naming record `index`, with the bytes of the
+/// current buffer.
+export function handlePoison(index: u32): usize {
+  store<u32>(handleArea, 1);
+  store<u32>(handleArea, 1, 4);
+  store<u32>(handleArea, index, 8);
+  store<usize>(handleArea, outPtr, 12);
+  store<usize>(handleArea, outLen, 16);
   return handleArea;
 }
 

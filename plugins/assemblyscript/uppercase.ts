@@ -10,7 +10,9 @@
 import {
   RECORD_SIZE, bytesEqualAscii, emitWithKeyOf, handleOk, initErr, initOk, valueLen, valuePtr,
 } from "./glue";
-export { cabi_realloc, cabi_post_init, cabi_post_handle } from "./glue";
+export {
+  cabi_realloc, cabi_post_init, cabi_post_handle, cabi_post_on_timers, on_timers,
+} from "./glue";
 
 let outputPtr: usize = 0;
 let outputLen: usize = 0;

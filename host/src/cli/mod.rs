@@ -570,7 +570,22 @@ enum SdkCommand {
         /// The contract whose world is embedded when the module carries none.
         #[arg(long, value_enum, default_value = "0.1.0")]
         contract: ContractArg,
+        /// Rename the module's export OLD to NEW first, for a language that
+        /// cannot name an export after an interface's function
+        /// (`--export handle=linecook:handler/guest@0.2.0#handle`); repeat
+        /// for several.
+        #[arg(long = "export", value_name = "OLD=NEW", value_parser = parse_rename)]
+        renames: Vec<(String, String)>,
     },
+}
+
+fn parse_rename(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((old, new)) if !old.is_empty() && !new.is_empty() => {
+            Ok((old.to_owned(), new.to_owned()))
+        }
+        _ => Err(format!("`{s}` is not OLD=NEW")),
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -1288,10 +1303,11 @@ fn sdk(command: SdkCommand) -> anyhow::Result<()> {
             core,
             output,
             contract,
+            renames,
         } => {
             let bytes =
                 std::fs::read(&core).with_context(|| format!("reading {}", core.display()))?;
-            let component = crate::sdk::componentize(&bytes, contract.into())
+            let component = crate::sdk::componentize_renamed(&bytes, contract.into(), &renames)
                 .with_context(|| format!("{} cannot be made a component", core.display()))?;
             std::fs::write(&output, &component)
                 .with_context(|| format!("writing {}", output.display()))?;
