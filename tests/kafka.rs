@@ -358,16 +358,29 @@ fn total_outputs(brokers: &str) -> i64 {
 }
 
 fn wait_all_counted(brokers: &str, produced: &BTreeMap<String, u64>) -> Vec<Output> {
+    wait_all_counted_also_in(brokers, produced, &[])
+}
+
+/// `wait_all_counted`, the outputs of OUTPUT and of each (topic, its
+/// partition count) of `more` together.
+fn wait_all_counted_also_in(
+    brokers: &str,
+    produced: &BTreeMap<String, u64>,
+    more: &[(&str, i32)],
+) -> Vec<Output> {
     let total: u64 = produced.values().sum();
     let mut outputs = Vec::new();
     wait_until(
         Duration::from_secs(120),
         "every record to be counted",
         || {
-            if (total_outputs(brokers) as u64) < total {
+            if more.is_empty() && (total_outputs(brokers) as u64) < total {
                 return false;
             }
             outputs = read_outputs(brokers);
+            for (topic, partitions) in more {
+                outputs.extend(read_topic(brokers, topic, *partitions));
+            }
             dedup(&outputs).len() as u64 >= total
         },
     );
@@ -1213,17 +1226,7 @@ fn routes_reload_on_a_running_member_with_nothing_lost_or_repeated() {
     // The counter ran through all of it: every count exactly once, in one
     // topic or the other.
     let produced = feeder.finish();
-    let total: u64 = produced.values().sum();
-    let mut outputs = Vec::new();
-    wait_until(
-        Duration::from_secs(120),
-        "every record to be counted",
-        || {
-            outputs = read_outputs(&brokers);
-            outputs.extend(read_topic(&brokers, MOVED_OUT, 3));
-            dedup(&outputs).len() as u64 >= total
-        },
-    );
+    let outputs = wait_all_counted_also_in(&brokers, &produced, &[(MOVED_OUT, 3)]);
     assert_exact_counts(&outputs, &produced);
     host.stop();
 }

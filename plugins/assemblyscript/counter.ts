@@ -12,8 +12,7 @@
 import {
   RECORD_SIZE, begin, bytesEqual, bytesEqualAscii, emitWithKeyOf, handleOk, handleRetry,
   initErr, initOk, keyLen, keyPtr, outLen, outPtr, pushAscii, pushByte, pushBytes,
-  pushDecimal, pushLossy, recordOffset, stateLen, statePtr, stateLoad, stateStore, valueLen,
-  valuePtr,
+  pushDecimal, pushLossy, recordOffset, stateStore, storedNumber, valueLen, valuePtr,
 } from "./glue";
 export {
   cabi_realloc, cabi_post_init, cabi_post_handle, cabi_post_on_timers, on_timers,
@@ -44,19 +43,6 @@ export function init(
   return found ? initOk() : initErr("counter needs route config `output`: the topic to write to");
 }
 
-/// The stored count of the key, or 0 if absent or not a number.
-function storedCount(k: usize, kLen: usize): u64 {
-  stateLoad(k, kLen);
-  if (stateLen <= 0) return 0;
-  let n: u64 = 0;
-  for (let i: usize = 0; i < <usize>stateLen; i++) {
-    const d = load<u8>(statePtr + i);
-    if (d < 0x30 || d > 0x39) return 0;
-    n = n * 10 + <u64>(d - 0x30);
-  }
-  return n;
-}
-
 export function handle(batch: usize, batchLen: usize): usize {
   for (let i: usize = 0; i < batchLen; i++) {
     const r = batch + i * RECORD_SIZE;
@@ -69,7 +55,7 @@ export function handle(batch: usize, batchLen: usize): usize {
     }
     const k = keyPtr(r);
     const kLen = keyLen(r);
-    const count = storedCount(k, kLen) + 1;
+    const count = storedNumber(k, kLen) + 1;
     begin(20);
     pushDecimal(count);
     const digits = outPtr;

@@ -139,6 +139,19 @@ export function stateLoad(keyPtr: usize, keyLen: usize): void {
   }
 }
 
+/// The decimal stored under the key, or 0 if absent or not a number.
+export function storedNumber(keyPtr: usize, keyLen: usize): u64 {
+  stateLoad(keyPtr, keyLen);
+  if (stateLen <= 0) return 0;
+  let n: u64 = 0;
+  for (let i: usize = 0; i < <usize>stateLen; i++) {
+    const d = load<u8>(statePtr + i);
+    if (d < 0x30 || d > 0x39) return 0;
+    n = n * 10 + <u64>(d - 0x30);
+  }
+  return n;
+}
+
 export function stateStore(keyPtr: usize, keyLen: usize, valuePtr: usize, valueLen: usize): void {
   stateSet(keyPtr, keyLen, valuePtr, valueLen);
 }

@@ -12,7 +12,7 @@ import {
   DUE_TIMER_SIZE, EVENT, RECORD_SIZE, allowedLatenessMs, begin, bytesEqualAscii, emitAt,
   handleOk, handlePoison, hasWatermark, initErr, initOk, keyLen, keyPtr, outLen, outPtr,
   pushAscii, pushByte, pushBytes, pushDecimal, pushLossy, pushSigned, setTimer, stateDelete,
-  stateLen, statePtr, stateLoad, stateStore, watermark,
+  stateStore, storedNumber, watermark,
 } from "./glue";
 export { cabi_realloc, cabi_post_init, cabi_post_handle, cabi_post_on_timers } from "./glue";
 
@@ -71,19 +71,6 @@ export function init(
   return initOk();
 }
 
-/// The stored count under the key, or 0 if absent or not a number.
-function readCount(k: usize, kLen: usize): u64 {
-  stateLoad(k, kLen);
-  if (stateLen <= 0) return 0;
-  let n: u64 = 0;
-  for (let i: usize = 0; i < <usize>stateLen; i++) {
-    const d = load<u8>(statePtr + i);
-    if (d < 0x30 || d > 0x39) return 0;
-    n = n * 10 + <u64>(d - 0x30);
-  }
-  return n;
-}
-
 function writeCount(k: usize, kLen: usize, n: u64): void {
   begin(20);
   pushDecimal(n);
@@ -108,7 +95,7 @@ export function handle(batch: usize, batchLen: usize): usize {
     const end = start + windowMs;
     if (mark >= end) {
       if (dropLate) {
-        writeCount(LATE, 4, readCount(LATE, 4) + 1);
+        writeCount(LATE, 4, storedNumber(LATE, 4) + 1);
         continue;
       }
       begin(96);
@@ -130,7 +117,7 @@ export function handle(batch: usize, batchLen: usize): usize {
     for (let b = 7; b >= 0; b--) pushByte(<u8>(s >> (<u64>(8 * b))));
     const countKey = outPtr;
     const countKeyLen = outLen;
-    writeCount(countKey, countKeyLen, readCount(countKey, countKeyLen) + 1);
+    writeCount(countKey, countKeyLen, storedNumber(countKey, countKeyLen) + 1);
     setTimer(countKey + 1, countKeyLen - 1, EVENT, end);
   }
   return handleOk();
@@ -151,7 +138,7 @@ export function on_timers(due: usize, dueLen: usize): usize {
     pushBytes(k, kLen);
     const countKey = outPtr;
     const countKeyLen = outLen;
-    const count = readCount(countKey, countKeyLen);
+    const count = storedNumber(countKey, countKeyLen);
     stateDelete(countKey, countKeyLen);
     begin(bareLen * 3 + 42);
     pushLossy(k, bareLen);

@@ -42,7 +42,7 @@ pub fn onHandle(batch: []const glue.Record) ?glue.HandlerError {
             return .{ .retry = message.bytes() };
         };
         const k = glue.key(record) orelse "";
-        const count = storedCount(k) + 1;
+        const count = glue.state.getNumber(k) + 1;
         var digits = glue.Buffer.init(20);
         digits.pushDecimal(count);
         glue.state.setValue(k, digits.bytes());
@@ -53,18 +53,6 @@ pub fn onHandle(batch: []const glue.Record) ?glue.HandlerError {
         glue.emit(output, glue.key(record), line.bytes());
     }
     return null;
-}
-
-/// The stored count, or 0 if absent or not a number.
-fn storedCount(k: []const u8) u64 {
-    const stored = glue.state.getValue(k) orelse return 0;
-    if (stored.len == 0) return 0;
-    var n: u64 = 0;
-    for (stored) |d| {
-        if (d < '0' or d > '9') return 0;
-        n = n * 10 + (d - '0');
-    }
-    return n;
 }
 
 fn eql(a: []const u8, b: []const u8) bool {

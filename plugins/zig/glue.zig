@@ -242,6 +242,17 @@ pub const state = struct {
         get(k.ptr, k.len, &ret);
         return if (ret.tag == 0) null else ret.ptr[0..ret.len];
     }
+    /// The decimal stored under `k`, or 0 if absent or not a number.
+    pub fn getNumber(k: Bytes) u64 {
+        const stored = getValue(k) orelse return 0;
+        if (stored.len == 0) return 0;
+        var n: u64 = 0;
+        for (stored) |d| {
+            if (d < '0' or d > '9') return 0;
+            n = n * 10 + (d - '0');
+        }
+        return n;
+    }
     pub fn setValue(k: Bytes, v: Bytes) void {
         set(k.ptr, k.len, v.ptr, v.len);
     }

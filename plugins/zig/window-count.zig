@@ -57,7 +57,7 @@ pub fn onHandle(batch: []const glue.Record) ?glue.HandlerError {
         const end = start + window_ms;
         if (mark.? >= end) {
             if (drop_late) {
-                writeCount("late", readCount("late") + 1);
+                writeCount("late", glue.state.getNumber("late") + 1);
                 continue;
             }
             var message = glue.Buffer.init(96);
@@ -79,7 +79,7 @@ pub fn onHandle(batch: []const glue.Record) ?glue.HandlerError {
         for (0..8) |b| be[b] = @truncate(s >> @intCast(8 * (7 - b)));
         window_key.push(&be);
         const ck = countKey(window_key.bytes());
-        writeCount(ck, readCount(ck) + 1);
+        writeCount(ck, glue.state.getNumber(ck) + 1);
         glue.timers.setTimer(window_key.bytes(), .event, end);
     }
     return null;
@@ -94,7 +94,7 @@ pub fn onTimers(due: []const glue.DueTimer) ?glue.HandlerError {
         for (tk[tk.len - 8 ..]) |b| s = (s << 8) | b;
         const start: i64 = @bitCast(s ^ (@as(u64, 1) << 63));
         const ck = countKey(tk);
-        const count = readCount(ck);
+        const count = glue.state.getNumber(ck);
         glue.state.deleteValue(ck);
         var line = glue.Buffer.init(k.len * 3 + 42);
         line.pushLossy(k);
@@ -113,18 +113,6 @@ fn countKey(window_key: []const u8) []const u8 {
     b.push("w");
     b.push(window_key);
     return b.bytes();
-}
-
-/// The stored count, or 0 if absent or not a number.
-fn readCount(k: []const u8) u64 {
-    const stored = glue.state.getValue(k) orelse return 0;
-    if (stored.len == 0) return 0;
-    var n: u64 = 0;
-    for (stored) |d| {
-        if (d < '0' or d > '9') return 0;
-        n = n * 10 + (d - '0');
-    }
-    return n;
 }
 
 fn writeCount(k: []const u8, n: u64) void {
