@@ -159,22 +159,73 @@ fn with_admin_tls_the_api_speaks_only_https_and_the_cli_trusts_its_certificate()
         .get(format!("http://127.0.0.1:{port}/healthz"))
         .call();
     assert!(plain.is_err(), "plain HTTP answered: {plain:?}");
-    let roots = vec![ureq::tls::Certificate::from_der(cert.der()).to_owned()];
-    let tls = ureq::tls::TlsConfig::builder()
-        .provider(ureq::tls::TlsProvider::Rustls)
-        .root_certs(ureq::tls::RootCerts::Specific(std::sync::Arc::new(roots)))
-        .build();
-    let https = ureq::Agent::config_builder()
-        .tls_config(tls)
-        .timeout_global(Some(Duration::from_secs(10)))
-        .build()
-        .new_agent();
-    let response = https
+    let response = trusting(&cert)
         .get(format!("https://localhost:{port}/healthz"))
         .call()
         .unwrap();
     assert_eq!(response.status(), 200);
     host.stop();
+}
+
+/// An HTTPS client that trusts exactly `cert`.
+fn trusting(cert: &rcgen::Certificate) -> ureq::Agent {
+    let roots = vec![ureq::tls::Certificate::from_der(cert.der()).to_owned()];
+    let tls = ureq::tls::TlsConfig::builder()
+        .provider(ureq::tls::TlsProvider::Rustls)
+        .root_certs(ureq::tls::RootCerts::Specific(std::sync::Arc::new(roots)))
+        .build();
+    ureq::Agent::config_builder()
+        .tls_config(tls)
+        .timeout_global(Some(Duration::from_secs(10)))
+        .build()
+        .new_agent()
+}
+
+#[test]
+fn with_metrics_tls_the_metrics_listener_speaks_only_https() {
+    let rcgen::CertifiedKey { cert, key_pair } =
+        rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let port = free_port();
+    let setup = Setup::new(
+        &format!(
+            "metrics = \"127.0.0.1:{port}\"\nmetrics_tls = {{ cert_file = \"metrics.crt\", key_file = \"metrics.key\" }}\n"
+        ),
+        &[],
+    );
+    std::fs::write(setup.dir.path().join("metrics.crt"), cert.pem()).unwrap();
+    std::fs::write(
+        setup.dir.path().join("metrics.key"),
+        key_pair.serialize_pem(),
+    )
+    .unwrap();
+    let mut host = setup.start();
+    host.wait_ready();
+    let plain = agent()
+        .get(format!("http://127.0.0.1:{port}/metrics"))
+        .call();
+    assert!(plain.is_err(), "plain HTTP answered: {plain:?}");
+    let body = trusting(&cert)
+        .get(format!("https://localhost:{port}/metrics"))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    assert!(body.contains("linecook_"), "{body}");
+    // The admin API, without admin_tls, stays plain HTTP.
+    assert!(setup.admin_get("/healthz").contains("ok"));
+    host.stop();
+
+    // Without a metrics listener there is nothing to serve it on.
+    std::fs::write(
+        &setup.config,
+        "group = \"test\"\nadmin = \"127.0.0.1:0\"\nmetrics_tls = { cert_file = \"metrics.crt\", key_file = \"metrics.key\" }\n",
+    )
+    .unwrap();
+    let out = setup.cli(&["run"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("`metrics` is not"), "{stderr}");
 }
 
 #[test]

@@ -99,8 +99,8 @@ pub struct Config {
     #[serde(default)]
     pub admin_token_file: Option<PathBuf>,
     /// Serve the admin API over TLS (rustls): `{ cert_file, key_file }`,
-    /// PEM. The CLI trusts exactly `cert_file`. The `metrics` listener stays
-    /// plain HTTP.
+    /// PEM. The CLI trusts exactly `cert_file`. The `metrics` listener has
+    /// its own, `metrics_tls`.
     #[serde(default)]
     pub admin_tls: Option<AdminTls>,
     /// An extra listener serving only `GET /` (the status page), `/healthz`, `/metrics` and
@@ -108,6 +108,10 @@ pub struct Config {
     /// while `admin` stays on loopback.
     #[serde(default)]
     pub metrics: Option<SocketAddr>,
+    /// Serve the `metrics` listener over TLS only: `{ cert_file, key_file }`
+    /// (PEM), like `admin_tls`; the certificate may be another one.
+    #[serde(default)]
+    pub metrics_tls: Option<AdminTls>,
     /// Signed plugins: when set, a version is accepted only with
     /// `<name>.wasm.sig` beside it, signed by one of these keys
     /// (`ed25519:<base64>`, from `linecook plugins keygen`).
@@ -132,7 +136,8 @@ pub struct Config {
     pub path: PathBuf,
 }
 
-/// `admin_tls`: the admin API's certificate chain and private key (PEM).
+/// `admin_tls` and `metrics_tls`: a listener's certificate chain and private
+/// key (PEM).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdminTls {
@@ -714,7 +719,10 @@ impl Config {
         config.data_dir = base.join(&config.data_dir);
         config.plugins_dir = base.join(&config.plugins_dir);
         config.admin_token_file = config.admin_token_file.map(|f| base.join(f));
-        if let Some(tls) = &mut config.admin_tls {
+        for tls in [&mut config.admin_tls, &mut config.metrics_tls]
+            .into_iter()
+            .flatten()
+        {
             tls.cert_file = base.join(&tls.cert_file);
             tls.key_file = base.join(&tls.key_file);
         }
@@ -758,6 +766,12 @@ impl Config {
                 "`admin` is {}, not a loopback address, and `admin_token_file` is not set: anyone who reaches it could write to topics and resume partitions. Set `admin_token_file`, or keep `admin` on 127.0.0.1 and serve /metrics to other hosts with `metrics = \"0.0.0.0:9464\"`",
                 self.admin
             ));
+        }
+        if self.metrics_tls.is_some() && self.metrics.is_none() {
+            return Err(
+                "`metrics_tls` is set but `metrics` is not: there is no metrics listener to serve it on"
+                    .into(),
+            );
         }
         crate::plugins::trust::Trust::parse(&self.trusted_keys)
             .map_err(|e| format!("`trusted_keys`: {e}"))?;

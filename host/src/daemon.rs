@@ -288,16 +288,29 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     });
     let read_only_listener = match config.metrics {
         Some(addr) => {
+            let metrics_tls = match &config.metrics_tls {
+                Some(tls) => Some(crate::tls::acceptor(&tls.cert_file, &tls.key_file)?),
+                None => None,
+            };
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
                 .with_context(|| format!("binding the metrics listener to {addr}"))?;
-            info!(metrics = %listener.local_addr()?, "serving /metrics, /status and /healthz");
+            info!(metrics = %listener.local_addr()?, tls = metrics_tls.is_some(), "serving /metrics, /status and /healthz");
             let stop = admin_stop.clone();
             let app = crate::admin::read_only(state);
             Some(tokio::spawn(async move {
-                axum::serve(listener, app)
-                    .with_graceful_shutdown(stop.cancelled_owned())
-                    .await
+                match metrics_tls {
+                    Some(acceptor) => {
+                        axum::serve(crate::tls::TlsListener::new(listener, acceptor), app)
+                            .with_graceful_shutdown(stop.cancelled_owned())
+                            .await
+                    }
+                    None => {
+                        axum::serve(listener, app)
+                            .with_graceful_shutdown(stop.cancelled_owned())
+                            .await
+                    }
+                }
             }))
         }
         None => None,

@@ -1,6 +1,6 @@
-//! TLS for the admin API (`admin_tls`): the host serves it with rustls from
-//! PEM files, and the CLI, which reads the same config, trusts exactly that
-//! certificate.
+//! TLS for the admin API (`admin_tls`) and the metrics listener
+//! (`metrics_tls`): the host serves them with rustls from PEM files, and the
+//! CLI, which reads the same config, trusts exactly the admin certificate.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -45,7 +45,12 @@ pub fn acceptor(cert: &Path, key: &Path) -> anyhow::Result<TlsAcceptor> {
     .context("choosing TLS versions")?
     .with_no_client_auth()
     .with_single_cert(chain, key)
-    .context("the certificate and key of `admin_tls` do not make a TLS identity")?;
+    .with_context(|| {
+        format!(
+            "the certificate {} and its key do not make a TLS identity",
+            cert.display()
+        )
+    })?;
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
