@@ -2,11 +2,13 @@
 //! `uppercase` and `counter` handlers of every language in `plugins/`: exact
 //! outputs (keyed, keyless, empty values, non-UTF-8 bytes), exact state, and
 //! a `retry` error path that must leave nothing behind. Then the timers
-//! scenario, for languages with a contract 0.2.0 `window-count`: the
-//! `plugins/fixtures/window-count.toml` fixture (out-of-order timestamps
-//! within the lateness, a late record, exact windows with their timestamps,
-//! state and pending timers) through `linecook test`. Prints a table of
-//! languages × checks; fails if any cell fails.
+//! scenarios, through `linecook test`, for each language's contract 0.2.0
+//! `window-count` and `session`: `plugins/fixtures/window-count.toml`
+//! (event time: out-of-order timestamps within the lateness, a late record,
+//! exact windows with their timestamps, state and pending timers) and
+//! `plugins/fixtures/session.toml` (processing time: sessions that expire
+//! as the clock moves, exact outputs, nothing left in state or timers).
+//! Prints a table of languages × checks; fails if any cell fails.
 
 mod support;
 
@@ -75,7 +77,7 @@ fn retry_inputs() -> Vec<(Option<Bytes>, Bytes)> {
         .collect()
 }
 
-const CHECKS: [&str; 8] = [
+const CHECKS: [&str; 9] = [
     "uppercase",
     "counter",
     "state",
@@ -84,14 +86,16 @@ const CHECKS: [&str; 8] = [
     "non-UTF-8",
     "retry",
     "timers",
+    "processing time",
 ];
 
 struct Language {
     name: &'static str,
     uppercase: PathBuf,
     counter: PathBuf,
-    /// Its contract 0.2.0 `window-count`, or why the row has none.
-    window_count: Result<PathBuf, &'static str>,
+    /// Its contract 0.2.0 `window-count` and `session`, or why the row has
+    /// none.
+    timers: Result<(PathBuf, PathBuf), &'static str>,
 }
 
 fn languages() -> Vec<Language> {
@@ -101,13 +105,19 @@ fn languages() -> Vec<Language> {
             name: "Rust",
             uppercase: plugins().join("uppercase.wasm"),
             counter: plugins().join("counter.wasm"),
-            window_count: Ok(plugins().join("window_count.wasm")),
+            timers: Ok((
+                plugins().join("window_count.wasm"),
+                plugins().join("session.wasm"),
+            )),
         },
         Language {
             name: "C",
             uppercase: support::c_plugins().join("uppercase.wasm"),
             counter: support::c_plugins().join("counter.wasm"),
-            window_count: Ok(support::c_plugins().join("window-count.wasm")),
+            timers: Ok((
+                support::c_plugins().join("window-count.wasm"),
+                support::c_plugins().join("session.wasm"),
+            )),
         },
         // The same checks with `uppercase` called through the packed batch
         // path (plugins/c/packed.h); its counter is the typed 0.1.0 one.
@@ -115,37 +125,52 @@ fn languages() -> Vec<Language> {
             name: "C, packed uppercase",
             uppercase: support::c_plugins().join("uppercase-packed.wasm"),
             counter: support::c_plugins().join("counter.wasm"),
-            window_count: Err("n/a (see C)"),
+            timers: Err("n/a (see C)"),
         },
         Language {
             name: "JavaScript",
             uppercase: support::js_plugins().join("uppercase.wasm"),
             counter: support::js_plugins().join("counter.wasm"),
-            window_count: Ok(support::js_plugins().join("window-count.wasm")),
+            timers: Ok((
+                support::js_plugins().join("window-count.wasm"),
+                support::js_plugins().join("session.wasm"),
+            )),
         },
         Language {
             name: "Zig",
             uppercase: support::zig_plugins().join("uppercase.wasm"),
             counter: support::zig_plugins().join("counter.wasm"),
-            window_count: Ok(support::zig_plugins().join("window-count.wasm")),
+            timers: Ok((
+                support::zig_plugins().join("window-count.wasm"),
+                support::zig_plugins().join("session.wasm"),
+            )),
         },
         Language {
             name: "Go",
             uppercase: support::go_plugins().join("uppercase.wasm"),
             counter: support::go_plugins().join("counter.wasm"),
-            window_count: Ok(support::go_plugins().join("window-count.wasm")),
+            timers: Ok((
+                support::go_plugins().join("window-count.wasm"),
+                support::go_plugins().join("session.wasm"),
+            )),
         },
         Language {
             name: "AssemblyScript",
             uppercase: support::assemblyscript_plugins().join("uppercase.wasm"),
             counter: support::assemblyscript_plugins().join("counter.wasm"),
-            window_count: Ok(support::assemblyscript_plugins().join("window-count.wasm")),
+            timers: Ok((
+                support::assemblyscript_plugins().join("window-count.wasm"),
+                support::assemblyscript_plugins().join("session.wasm"),
+            )),
         },
         Language {
             name: "Python",
             uppercase: support::python_uppercase().to_owned(),
             counter: support::python_counter().to_owned(),
-            window_count: Ok(support::python_window_count().to_owned()),
+            timers: Ok((
+                support::python_window_count().to_owned(),
+                support::python_session().to_owned(),
+            )),
         },
     ]
 }
@@ -193,9 +218,13 @@ fn show((k, v): &(Option<Bytes>, Bytes)) -> String {
 
 /// Runs the scenario for one language; one result per check.
 /// The window-count fixture run against `wasm` with `linecook test`.
-fn timers(wasm: &std::path::Path) -> Result<(), String> {
+/// `plugins/fixtures/<fixture>.toml` run against `wasm` with `linecook test`.
+fn fixture(fixture: &str, wasm: &std::path::Path) -> Result<(), String> {
+    let name = format!("{fixture}.toml");
     let fixture = std::fs::read_to_string(
-        support::workspace_root().join("plugins/fixtures/window-count.toml"),
+        support::workspace_root()
+            .join("plugins/fixtures")
+            .join(&name),
     )
     .unwrap();
     let plugin_line = fixture
@@ -203,7 +232,7 @@ fn timers(wasm: &std::path::Path) -> Result<(), String> {
         .find(|l| l.starts_with("plugin = "))
         .expect("the fixture names its plugin");
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("window-count.toml");
+    let path = dir.path().join(name);
     let fixture = fixture.replace(
         plugin_line,
         &format!("plugin = {:?}", wasm.display().to_string()),
@@ -380,7 +409,13 @@ errors = { retries = 1, backoff_base_ms = 10, backoff_max_ms = 10 }
     ]
     .into_iter()
     .map(Some)
-    .chain([language.window_count.as_deref().ok().map(timers)])
+    .chain(match &language.timers {
+        Ok((window_count, session)) => [
+            Some(fixture("window-count", window_count)),
+            Some(fixture("session", session)),
+        ],
+        Err(_) => [None, None],
+    })
     .collect()
 }
 
@@ -398,11 +433,8 @@ fn every_language_passes_every_check() {
             table.push_str(&match cell {
                 Some(Ok(())) => " pass |".to_owned(),
                 Some(Err(_)) => " FAIL |".to_owned(),
-                // No window-count in this row: why.
-                None => format!(
-                    " {} |",
-                    language.window_count.as_ref().err().unwrap_or(&"n/a")
-                ),
+                // No timer handlers in this row: why.
+                None => format!(" {} |", language.timers.as_ref().err().unwrap_or(&"n/a")),
             });
         }
         table.push('\n');

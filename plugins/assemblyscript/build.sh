@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Builds uppercase.wasm, counter.wasm and window-count.wasm (contract 0.2.0)
-# from AssemblyScript:
+# Builds uppercase.wasm, counter.wasm, window-count.wasm and session.wasm
+# (contract 0.2.0) from AssemblyScript:
 #   asc (npm `assemblyscript`)  a wasm32 module with the stub runtime;
 #                               glue.ts is the hand-written canonical-ABI
 #                               glue (no WIT bindings generator exists)
@@ -20,10 +20,10 @@ renames=()
 for f in init handle on-timers; do
   renames+=(--export "${f//-/_}=$guest#$f" --export "cabi_post_${f//-/_}=cabi_post_$guest#$f")
 done
-for name in uppercase counter window-count; do
+for name in uppercase counter window-count session; do
   # --use abort=...: our trap instead of an `env.abort` import.
   node_modules/.bin/asc "$name.ts" -o "gen/$name.core.wasm" --runtime stub -O3 --noAssert \
     --use abort=glue/abort
   "$linecook" sdk componentize "gen/$name.core.wasm" -o "$name.wasm" --contract 0.2.0 "${renames[@]}"
 done
-echo "built plugins/assemblyscript/{uppercase,counter,window-count}.wasm"
+echo "built plugins/assemblyscript/{uppercase,counter,window-count,session}.wasm"

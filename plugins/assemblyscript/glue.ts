@@ -103,6 +103,9 @@ declare function timersWatermark(ret: usize): void;
 // @ts-ignore: decorator
 @external("linecook:handler/timers@0.2.0", "allowed-lateness-ms")
 export declare function allowedLatenessMs(): u64;
+// @ts-ignore: decorator
+@external("linecook:handler/timers@0.2.0", "now-ms")
+export declare function nowMs(): i64;
 
 const i64Area = memory.data(16, 8);
 
@@ -168,7 +171,15 @@ export function emitWithKeyOf(
 }
 
 /// Emits `value` with the key at keyPtr..keyPtr+keyLen (none if `keyTag`
-/// is 0), timestamped `timestampMs`.
+/// is 0), timestamped with the commit time.
+export function emitKeyed(
+  topicPtr: usize, topicLen: usize, keyTag: u32, keyPtr: usize, keyLen: usize,
+  valuePtr: usize, valueLen: usize,
+): void {
+  emitSend(topicPtr, topicLen, keyTag, keyPtr, keyLen, valuePtr, valueLen, 0, 0, 0, 0);
+}
+
+/// `emitKeyed`, timestamped `timestampMs`.
 export function emitAt(
   topicPtr: usize, topicLen: usize, keyTag: u32, keyPtr: usize, keyLen: usize,
   valuePtr: usize, valueLen: usize, timestampMs: i64,

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builds uppercase.wasm, counter.wasm and window-count.wasm from JavaScript with componentize-js
+# Builds uppercase.wasm, counter.wasm, window-count.wasm and session.wasm from JavaScript with
+# componentize-js
 # (installed with `npm ci` from package-lock.json if missing).
 set -euo pipefail
 cd "$(dirname "$0")"

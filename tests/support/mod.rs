@@ -380,6 +380,13 @@ pub fn python_window_count() -> &'static Path {
     BUILT.get_or_init(|| build_python("window-count"))
 }
 
+/// Builds `plugins/python/session` (contract 0.2.0), like
+/// `python_uppercase`.
+pub fn python_session() -> &'static Path {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(|| build_python("session"))
+}
+
 /// Builds `plugins/c` (installing its toolchain if missing) once per test
 /// binary; returns the directory holding `uppercase.wasm` and `counter.wasm`.
 pub fn c_plugins() -> &'static Path {
