@@ -630,16 +630,6 @@ async fn reload_routes(
         routes: starting.iter().map(|r| (*r).clone()).collect(),
         ..(*new).clone()
     };
-    if let Some(source) = kafka {
-        // The store keeps each consumed topic's partition count; the
-        // cluster must have the topic, and gets its changelog and
-        // dead-letter topics as at start.
-        for (name, partitions) in kafka::prepare_topics(&only_starting, source).await? {
-            store.create_topic(&name, partitions).with_context(|| {
-                format!("recording Kafka topic `{name}` ({partitions} partitions) in the store")
-            })?;
-        }
-    }
     let existing: Vec<String> = store.topics()?.into_iter().map(|t| t.name).collect();
     let present: HashSet<String> = starting
         .iter()
@@ -648,6 +638,17 @@ async fn reload_routes(
         .collect();
     if let Some(problem) = unrunnable_route(&only_starting, Some(&existing), &present) {
         bail!(problem);
+    }
+    if let Some(source) = kafka {
+        // Only once the routes can run: this may create topics in the
+        // cluster. The store keeps each consumed topic's partition count;
+        // the cluster must have the topic, and gets its changelog and
+        // dead-letter topics as at start.
+        for (name, partitions) in kafka::prepare_topics(&only_starting, source).await? {
+            store.create_topic(&name, partitions).with_context(|| {
+                format!("recording Kafka topic `{name}` ({partitions} partitions) in the store")
+            })?;
+        }
     }
     for route in &starting {
         if spawn.registry.subscribe(&route.plugin).is_none() {
