@@ -269,23 +269,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         metrics: metrics.clone(),
     };
     let app = router(state.clone());
-    let admin = tokio::spawn({
-        let stop = admin_stop.clone();
-        async move {
-            match tls {
-                Some(acceptor) => {
-                    axum::serve(crate::tls::TlsListener::new(listener, acceptor), app)
-                        .with_graceful_shutdown(stop.cancelled_owned())
-                        .await
-                }
-                None => {
-                    axum::serve(listener, app)
-                        .with_graceful_shutdown(stop.cancelled_owned())
-                        .await
-                }
-            }
-        }
-    });
+    let admin = tokio::spawn(serve(listener, tls, app, admin_stop.clone()));
     let read_only_listener = match config.metrics {
         Some(addr) => {
             let metrics_tls = match &config.metrics_tls {
@@ -296,22 +280,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
                 .await
                 .with_context(|| format!("binding the metrics listener to {addr}"))?;
             info!(metrics = %listener.local_addr()?, tls = metrics_tls.is_some(), "serving /metrics, /status and /healthz");
-            let stop = admin_stop.clone();
             let app = crate::admin::read_only(state);
-            Some(tokio::spawn(async move {
-                match metrics_tls {
-                    Some(acceptor) => {
-                        axum::serve(crate::tls::TlsListener::new(listener, acceptor), app)
-                            .with_graceful_shutdown(stop.cancelled_owned())
-                            .await
-                    }
-                    None => {
-                        axum::serve(listener, app)
-                            .with_graceful_shutdown(stop.cancelled_owned())
-                            .await
-                    }
-                }
-            }))
+            Some(tokio::spawn(serve(
+                listener,
+                metrics_tls,
+                app,
+                admin_stop.clone(),
+            )))
         }
         None => None,
     };
@@ -484,6 +459,28 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let _ = std::fs::remove_file(&addr_file);
     info!("stopped");
     outcome
+}
+
+/// Serves `app` on `listener` — over TLS only when `tls` is given — until
+/// `stop`.
+async fn serve(
+    listener: tokio::net::TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    app: axum::Router,
+    stop: CancellationToken,
+) -> std::io::Result<()> {
+    match tls {
+        Some(acceptor) => {
+            axum::serve(crate::tls::TlsListener::new(listener, acceptor), app)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await
+        }
+        None => {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await
+        }
+    }
 }
 
 /// How long a reload waits for the config file to settle after a change.

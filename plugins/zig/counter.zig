@@ -21,10 +21,10 @@ var fail_on: ?glue.Bytes = null;
 pub fn onInit(config: []const glue.Pair) ?[]const u8 {
     var found = false;
     for (config) |*pair| {
-        if (eql(glue.pairKey(pair), "output")) {
+        if (glue.eql(glue.pairKey(pair), "output")) {
             output = glue.keep(glue.pairValue(pair));
             found = true;
-        } else if (eql(glue.pairKey(pair), "fail_on")) {
+        } else if (glue.eql(glue.pairKey(pair), "fail_on")) {
             fail_on = glue.keep(glue.pairValue(pair));
         }
     }
@@ -34,7 +34,7 @@ pub fn onInit(config: []const glue.Pair) ?[]const u8 {
 pub fn onHandle(batch: []const glue.Record) ?glue.HandlerError {
     for (batch) |*record| {
         const value = glue.value(record);
-        if (fail_on) |f| if (eql(value, f)) {
+        if (fail_on) |f| if (glue.eql(value, f)) {
             var message = glue.Buffer.init(64);
             message.push("record at offset ");
             message.pushDecimal(record.offset);
@@ -53,10 +53,4 @@ pub fn onHandle(batch: []const glue.Record) ?glue.HandlerError {
         glue.emit(output, glue.key(record), line.bytes());
     }
     return null;
-}
-
-fn eql(a: []const u8, b: []const u8) bool {
-    if (a.len != b.len) return false;
-    for (a, b) |x, y| if (x != y) return false;
-    return true;
 }

@@ -204,6 +204,28 @@ pub const Buffer = struct {
     }
 };
 
+/// Whether `a` and `b` hold the same bytes.
+pub fn eql(a: []const u8, b: []const u8) bool {
+    if (a.len != b.len) return false;
+    for (a, b) |x, y| if (x != y) return false;
+    return true;
+}
+
+/// A positive decimal that fits an i64 (a route config number), or null.
+pub fn parsePositive(s: []const u8) ?i64 {
+    if (s.len == 0) return null;
+    var n: i64 = 0;
+    for (s) |d| {
+        if (d < '0' or d > '9') return null;
+        const times = @mulWithOverflow(n, 10);
+        if (times[1] != 0) return null;
+        const sum = @addWithOverflow(times[0], @as(i64, d - '0'));
+        if (sum[1] != 0) return null;
+        n = sum[0];
+    }
+    return if (n > 0) n else null;
+}
+
 // ---- imports --------------------------------------------------------------
 
 extern "linecook:handler/state@0.2.0" fn get(key_ptr: [*]const u8, key_len: usize, ret: *OptionBytes) void;

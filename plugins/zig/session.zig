@@ -21,16 +21,16 @@ pub fn onInit(config: []const glue.Pair) ?[]const u8 {
     var gap: ?[]const u8 = null;
     for (config) |*pair| {
         const k = glue.pairKey(pair);
-        if (eql(k, "output")) {
+        if (glue.eql(k, "output")) {
             output = glue.keep(glue.pairValue(pair));
             has_output = true;
-        } else if (eql(k, "gap_ms")) {
+        } else if (glue.eql(k, "gap_ms")) {
             gap = glue.pairValue(pair);
         }
     }
     if (!has_output) return "session needs route config `output`: the topic to write to";
     const g = gap orelse return "session needs route config `gap_ms`: the inactivity gap";
-    gap_ms = parsePositive(g) orelse
+    gap_ms = glue.parsePositive(g) orelse
         return "route config `gap_ms` must be a positive number of milliseconds";
     return null;
 }
@@ -100,25 +100,4 @@ pub fn onTimers(due: []const glue.DueTimer) ?glue.HandlerError {
         glue.emit(output, if (k.len > 0) k else null, line.bytes());
     }
     return null;
-}
-
-/// A positive decimal that fits an i64, or null.
-fn parsePositive(s: []const u8) ?i64 {
-    if (s.len == 0) return null;
-    var n: i64 = 0;
-    for (s) |d| {
-        if (d < '0' or d > '9') return null;
-        const times = @mulWithOverflow(n, 10);
-        if (times[1] != 0) return null;
-        const sum = @addWithOverflow(times[0], @as(i64, d - '0'));
-        if (sum[1] != 0) return null;
-        n = sum[0];
-    }
-    return if (n > 0) n else null;
-}
-
-fn eql(a: []const u8, b: []const u8) bool {
-    if (a.len != b.len) return false;
-    for (a, b) |x, y| if (x != y) return false;
-    return true;
 }

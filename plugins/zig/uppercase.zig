@@ -17,10 +17,7 @@ var output: glue.Bytes = "";
 
 pub fn onInit(config: []const glue.Pair) ?[]const u8 {
     for (config) |*pair| {
-        const key = glue.pairKey(pair);
-        if (key.len == 6 and for (key, "output") |a, b| {
-            if (a != b) break false;
-        } else true) {
+        if (glue.eql(glue.pairKey(pair), "output")) {
             output = glue.keep(glue.pairValue(pair));
             return null;
         }

@@ -26,17 +26,17 @@ pub fn onInit(config: []const glue.Pair) ?[]const u8 {
     for (config) |*pair| {
         const k = glue.pairKey(pair);
         const v = glue.pairValue(pair);
-        if (eql(k, "output")) {
+        if (glue.eql(k, "output")) {
             output = glue.keep(v);
             has_output = true;
-        } else if (eql(k, "window_ms")) {
+        } else if (glue.eql(k, "window_ms")) {
             has_window = true;
-            window_ms = parsePositive(v) orelse
+            window_ms = glue.parsePositive(v) orelse
                 return "route config `window_ms` must be a positive number of milliseconds";
-        } else if (eql(k, "late")) {
-            if (eql(v, "drop")) {
+        } else if (glue.eql(k, "late")) {
+            if (glue.eql(v, "drop")) {
                 drop_late = true;
-            } else if (!eql(v, "dead-letter")) {
+            } else if (!glue.eql(v, "dead-letter")) {
                 return "route config `late` must be `dead-letter` or `drop`";
             }
         }
@@ -119,25 +119,4 @@ fn writeCount(k: []const u8, n: u64) void {
     var digits = glue.Buffer.init(20);
     digits.pushDecimal(n);
     glue.state.setValue(k, digits.bytes());
-}
-
-/// A positive decimal that fits an i64, or null.
-fn parsePositive(s: []const u8) ?i64 {
-    if (s.len == 0) return null;
-    var n: i64 = 0;
-    for (s) |d| {
-        if (d < '0' or d > '9') return null;
-        const times = @mulWithOverflow(n, 10);
-        if (times[1] != 0) return null;
-        const sum = @addWithOverflow(times[0], @as(i64, d - '0'));
-        if (sum[1] != 0) return null;
-        n = sum[0];
-    }
-    return if (n > 0) n else null;
-}
-
-fn eql(a: []const u8, b: []const u8) bool {
-    if (a.len != b.len) return false;
-    for (a, b) |x, y| if (x != y) return false;
-    return true;
 }
