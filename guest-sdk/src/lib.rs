@@ -353,6 +353,9 @@ pub mod timers {
 
 pub mod window;
 
+#[cfg(feature = "http")]
+pub mod http;
+
 /// Durable key-value state of the partition this instance serves.
 pub mod state {
     use crate::wit::linecook::handler::state as wit_state;

@@ -410,6 +410,77 @@ pub struct RouteConfig {
     /// log start, counting what was skipped) or `"pause"`.
     #[serde(default)]
     pub on_truncated: OnTruncated,
+    /// Outbound HTTP for the route's handlers (`wasi:http`); without it every
+    /// request is refused. See `HttpAccess`.
+    #[serde(default)]
+    pub http: Option<HttpAccess>,
+}
+
+/// What a route's handlers may reach over HTTP: nothing but the `allow`
+/// entries, with the host adding credentials the guest never sees.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpAccess {
+    /// `host:port` entries a request may go to: a name (`api.example.com:443`),
+    /// a wildcard for its subdomains (`*.internal.example:8443`) or an IP
+    /// address (`127.0.0.1:8080`, `[::1]:8080`). Loopback, private,
+    /// link-local and other special addresses are reachable only through an
+    /// entry that is that address: a name that resolves to one is refused.
+    pub allow: Vec<String>,
+    /// One request's time limit, from sending to the end of the response
+    /// body, in milliseconds (default 5000).
+    #[serde(default = "default_http_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Largest response body accepted, in bytes (default 1 MiB).
+    #[serde(default = "default_http_max_response_bytes")]
+    pub max_response_bytes: u64,
+    /// Requests of one route in flight at once, across its partitions
+    /// (default 8); more wait for a slot within their timeout.
+    #[serde(default = "default_http_max_in_flight")]
+    pub max_in_flight: u32,
+    /// Wall-clock time one call (`handle`, `on-timers`, `init`) may spend,
+    /// waiting on HTTP included, in milliseconds (default 30000). Waiting
+    /// does not count against `limits.cpu_ms`; this bounds it.
+    #[serde(default = "default_http_call_budget_ms")]
+    pub call_budget_ms: u64,
+    /// Headers the host adds to requests matching an `allow` entry, keyed by
+    /// that entry: `headers."api.example.com:443" = { Authorization = { env =
+    /// "PRICES_TOKEN" } }` or `{ file = "token.txt" }`. The guest never sees
+    /// them, and they replace any header of the same name it set.
+    #[serde(default)]
+    pub headers: BTreeMap<String, BTreeMap<String, Secret>>,
+}
+
+/// Where a credential's value comes from: read once, when the route starts.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, untagged)]
+pub enum Secret {
+    /// An environment variable of the host process.
+    Env {
+        /// Its name.
+        env: String,
+    },
+    /// A file (relative to the config file); one trailing newline is dropped.
+    File {
+        /// Its path.
+        file: PathBuf,
+    },
+}
+
+fn default_http_timeout_ms() -> u64 {
+    5_000
+}
+
+fn default_http_max_response_bytes() -> u64 {
+    1 << 20
+}
+
+fn default_http_max_in_flight() -> u32 {
+    8
+}
+
+fn default_http_call_budget_ms() -> u64 {
+    30_000
 }
 
 impl RouteConfig {
@@ -726,6 +797,17 @@ impl Config {
             tls.cert_file = base.join(&tls.cert_file);
             tls.key_file = base.join(&tls.key_file);
         }
+        let secrets = config
+            .routes
+            .iter_mut()
+            .filter_map(|r| r.http.as_mut())
+            .flat_map(|h| h.headers.values_mut())
+            .flat_map(|headers| headers.values_mut());
+        for secret in secrets {
+            if let Secret::File { file } = secret {
+                *file = base.join(&*file);
+            }
+        }
         config.validate().map_err(ParseError::Invalid)?;
         Ok(config)
     }
@@ -928,6 +1010,10 @@ impl Config {
             })?;
             validate_topic_name(&route.dead_letter_topic())
                 .map_err(|e| format!("[[route]] for topic `{}`: dead-letter {e}", route.topic))?;
+            if let Some(http) = &route.http {
+                crate::egress::validate(http)
+                    .map_err(|e| format!("[[route]] for topic `{}`: http: {e}", route.topic))?;
+            }
             for (key, value) in &route.config {
                 if matches!(value, toml::Value::Array(_) | toml::Value::Table(_)) {
                     return Err(format!(

@@ -352,6 +352,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let pool = Pool::start(store.clone(), config.worker_threads())?;
     let mut leaving = false;
     let mut config = config;
+    let egress = std::sync::Mutex::new(BTreeMap::new());
     let spawn = Spawn {
         store: &store,
         live: &live,
@@ -360,6 +361,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         shutdown: &shutdown,
         pool: pool.workers(),
         registry: &registry,
+        egress: &egress,
     };
     let outcome = loop {
         let event = tokio::select! {
@@ -526,9 +528,45 @@ struct Spawn<'a> {
     shutdown: &'a CancellationToken,
     pool: &'a worker::Pool,
     registry: &'a Arc<Registry>,
+    /// Each route's outbound HTTP policy, shared by its partitions, kept
+    /// while its `http` table stays the same.
+    egress: &'a std::sync::Mutex<BTreeMap<String, Egressing>>,
 }
 
+/// A route's `http` table and the policy built from it.
+type Egressing = (crate::config::HttpAccess, Arc<crate::egress::Egress>);
+
 impl Spawn<'_> {
+    /// The outbound HTTP policy of `route` (one refusing everything without
+    /// an `http` table).
+    fn egress(&self, route: &crate::config::RouteConfig) -> Option<Arc<crate::egress::Egress>> {
+        let Some(access) = route.http.as_ref() else {
+            return Some(Arc::new(crate::egress::Egress::none(
+                &route.topic,
+                Some(self.metrics.http.clone()),
+            )));
+        };
+        let mut kept = self.egress.lock().expect("egress lock");
+        if let Some((kept_access, egress)) = kept.get(&route.topic)
+            && kept_access == access
+        {
+            return Some(egress.clone());
+        }
+        match crate::egress::Egress::new(&route.topic, access, Some(self.metrics.http.clone())) {
+            Ok(egress) => {
+                let egress = Arc::new(egress);
+                kept.insert(route.topic.clone(), (access.clone(), egress.clone()));
+                Some(egress)
+            }
+            Err(e) => {
+                // Checked when the config was read; a credential file removed
+                // since refuses the route's requests rather than its start.
+                error!(topic = %route.topic, "http: {e}; every request of this route is refused");
+                None
+            }
+        }
+    }
+
     /// Starts the worker of `partition` of `route`'s topic.
     fn partition(
         &self,
@@ -549,6 +587,7 @@ impl Spawn<'_> {
                 plugin: route.plugin.clone(),
                 config: route.plugin_config(),
                 limits: route.limits,
+                egress: self.egress(route),
                 errors: route.errors.clone(),
                 time: route.time(),
                 on_truncated: route.on_truncated,

@@ -22,6 +22,7 @@ pub mod client;
 pub mod config;
 pub mod daemon;
 pub mod dlq;
+pub mod egress;
 pub mod fixture;
 pub mod group;
 pub mod kafka;

@@ -119,6 +119,8 @@ pub struct Metrics {
     pub restored_records: Counter,
     /// Kafka: outbox producers rebuilt after a fatal error.
     pub producer_restarts: Counter,
+    /// Outbound HTTP of handlers: requests, latency, denials.
+    pub http: crate::egress::HttpMetrics,
     broker_up: Gauge,
     broker_down_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
     outbox_stalled_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
@@ -181,6 +183,11 @@ impl Metrics {
             broker_down_seconds: Gauge::default(),
             outbox_stalled_seconds: Gauge::default(),
             restored_records: Counter::default(),
+            http: crate::egress::HttpMetrics {
+                requests: Family::default(),
+                seconds: Family::new_with_constructor(latency),
+                denied: Family::default(),
+            },
             lag: Family::default(),
             owned: Gauge::default(),
             rejected: Family::default(),
@@ -308,6 +315,22 @@ impl Metrics {
             "restored_records",
             "Changelog records read while restoring partition state",
             m.restored_records.clone(),
+        );
+        r.register(
+            "http_requests",
+            "Outbound HTTP requests of handlers, by route, allow entry and status class (error: no response)",
+            m.http.requests.clone(),
+        );
+        r.register_with_unit(
+            "http_request_duration",
+            "Time from sending an outbound HTTP request to its response's headers",
+            Unit::Seconds,
+            m.http.seconds.clone(),
+        );
+        r.register(
+            "http_denied",
+            "Outbound HTTP requests the host refused, by route and reason",
+            m.http.denied.clone(),
         );
         r.register(
             "producer_restarts",

@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use wasmtime::bail;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use super::bindings::v1::linecook::handler as v1;
 use super::bindings::v2::linecook::handler as v2;
@@ -94,6 +95,12 @@ pub struct HostState {
     pub(crate) memory_bytes: usize,
     /// What the guest wrote to stderr during the current call.
     pub(crate) last_words: Arc<Mutex<LastWords>>,
+    http_ctx: WasiHttpCtx,
+    /// Outbound HTTP: the route's policy and the current call's start.
+    pub(crate) http: crate::egress::Hooks,
+    /// The calling thread's CPU time when the current call started: with
+    /// outbound HTTP, `limits.cpu_ms` counts CPU, not time spent waiting.
+    pub(crate) cpu_started: std::time::Duration,
 }
 
 impl HostState {
@@ -125,7 +132,55 @@ impl HostState {
             limit_hit: None,
             memory_bytes: 0,
             last_words,
+            http_ctx: WasiHttpCtx::new(),
+            http: crate::egress::Hooks::default(),
+            cpu_started: std::time::Duration::ZERO,
         }
+    }
+
+    /// Marks the start of a call, for the CPU and HTTP budgets.
+    pub(crate) fn begin_call(&mut self) {
+        if self.http.egress.as_ref().is_some_and(|e| e.allows_any()) {
+            self.http.call_started = Some(std::time::Instant::now());
+            self.cpu_started = thread_cpu_time();
+        }
+    }
+
+    /// With outbound HTTP, the epoch deadline is a checkpoint, not the limit:
+    /// the call goes on while its thread's CPU time is under `cpu_ms` and its
+    /// wall-clock time under the route's `http.call_budget_ms`.
+    pub(crate) fn past_deadline(&mut self) -> wasmtime::Result<u64> {
+        let cpu = thread_cpu_time().saturating_sub(self.cpu_started);
+        let limit = std::time::Duration::from_millis(self.limits.cpu_ms);
+        if cpu >= limit {
+            return Err(self.exceeded(format!(
+                "CPU time limit exceeded: the call used {} ms of CPU, over the limit of {} ms, and was interrupted (time waiting on HTTP does not count)",
+                cpu.as_millis(),
+                limit.as_millis()
+            )));
+        }
+        let ran = self
+            .http
+            .call_started
+            .map(|s| s.elapsed())
+            .unwrap_or_default();
+        let budget = self
+            .http
+            .egress
+            .as_ref()
+            .map(|e| e.call_budget())
+            .unwrap_or(std::time::Duration::MAX);
+        if ran >= budget {
+            return Err(self.exceeded(format!(
+                "HTTP call budget exceeded: the call ran {} ms, over http.call_budget_ms ({} ms), and was interrupted",
+                ran.as_millis(),
+                budget.as_millis()
+            )));
+        }
+        let left = (limit - cpu).min(budget - ran);
+        Ok((left.as_millis() as u64)
+            .div_ceil(super::EPOCH_TICK.as_millis() as u64)
+            .max(1))
     }
 
     /// Records that `what` exceeded its limit and traps the guest.
@@ -159,6 +214,32 @@ impl WasiView for HostState {
             table: &mut self.table,
         }
     }
+}
+
+impl WasiHttpView for HostState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http_ctx,
+            table: &mut self.table,
+            hooks: &mut self.http,
+        }
+    }
+}
+
+/// CPU time the calling thread has used.
+fn thread_cpu_time() -> std::time::Duration {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `clock_gettime` writes one `timespec` through a pointer to a
+    // live, exclusively borrowed one and reads nothing else.
+    #[allow(unsafe_code)]
+    let status = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) };
+    if status != 0 {
+        return std::time::Duration::ZERO;
+    }
+    std::time::Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
 }
 
 impl v1::types::Host for HostState {}

@@ -16,6 +16,7 @@ mod host;
 pub mod packed;
 mod stdio;
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use wasmtime::component::types::{ComponentExtern, ComponentItem};
@@ -303,6 +304,9 @@ impl Runtime {
             })?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+        // Every component may import `wasi:http`; a request is refused unless
+        // the route's `http` allows it (`egress`).
+        wasmtime_wasi_http::p2::add_only_http_to_linker_sync(&mut linker)?;
         // Both contracts' imports: their names carry their versions, so one
         // linker serves 0.1.0 and 0.2.0 components side by side.
         v1::Handler::add_to_linker::<_, HasSelf<HostState>>(&mut linker, |s| s)?;
@@ -575,17 +579,19 @@ impl Instance {
         context: &Context,
         reader: Box<dyn StateReader>,
     ) -> Result<Instance, InstanceError> {
-        let mut instance = Instance::instantiate(prepared, labels, limits)?;
+        let mut instance = Instance::instantiate(prepared, labels, limits, None)?;
         instance.init(context, reader)?;
         Ok(instance)
     }
 
     /// Instantiates `prepared` without calling anything in it: what can be
-    /// done before a swap's batch boundary, on another thread.
+    /// done before a swap's batch boundary, on another thread. Its `wasi:http`
+    /// requests go through `egress`, or are refused without one.
     pub fn instantiate(
         prepared: &Prepared,
         labels: Labels,
         limits: Limits,
+        egress: Option<Arc<crate::egress::Egress>>,
     ) -> Result<Instance, InstanceError> {
         let mut store = wasmtime::Store::new(prepared.engine(), HostState::new(labels, limits));
         store.limiter(|s| s as &mut dyn wasmtime::ResourceLimiter);
@@ -619,11 +625,32 @@ impl Instance {
                 });
             }
         };
-        Ok(Instance {
+        let mut instance = Instance {
             store,
             bindings,
             packed,
-        })
+        };
+        if let Some(egress) = egress {
+            instance.grant_http(egress);
+        }
+        Ok(instance)
+    }
+
+    /// Lets the instance's `wasi:http` requests through `egress` (refused
+    /// otherwise). From then on `limits.cpu_ms` counts the thread's CPU time,
+    /// so waiting on a response does not use it up.
+    fn grant_http(&mut self, egress: Arc<crate::egress::Egress>) {
+        let allows_any = egress.allows_any();
+        self.store.data_mut().http.egress = Some(egress);
+        if !allows_any {
+            return;
+        }
+        self.store.epoch_deadline_callback(|mut store| {
+            store
+                .data_mut()
+                .past_deadline()
+                .map(wasmtime::UpdateDeadline::Continue)
+        });
     }
 
     /// Calls `init(context)`; an instance whose `init` failed must not be
@@ -642,6 +669,7 @@ impl Instance {
         store.data_mut().scope = Some(BatchScope::new(reader, false, time));
         store.data().last_words.lock().expect("last words").clear();
         store.set_epoch_deadline(deadline_ticks(&limits));
+        store.data_mut().begin_call();
         let started = Instant::now();
         let result = match bindings {
             Bindings::V1(b) => b.call_init(&mut *store, context),
@@ -742,6 +770,7 @@ impl Instance {
             .clear();
         let limits = self.store.data().limits;
         self.store.set_epoch_deadline(deadline_ticks(&limits));
+        self.store.data_mut().begin_call();
         let started = Instant::now();
         let result = call(&self.bindings, &mut self.store);
         let elapsed = started.elapsed();

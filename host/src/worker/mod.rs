@@ -65,6 +65,8 @@ pub struct WorkerSpec {
     pub config: Vec<(String, String)>,
     /// Resource limits of the instance.
     pub limits: Limits,
+    /// The route's outbound HTTP policy; `None` refuses every request.
+    pub egress: Option<Arc<crate::egress::Egress>>,
     /// What to do with failed batches.
     pub errors: ErrorPolicy,
     /// Watermark lateness and default state TTL.

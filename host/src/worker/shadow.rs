@@ -54,10 +54,14 @@ impl Worker {
             self.spec.rt.spawn_blocking(move || drop(old));
         }
         let Some(version) = target else { return };
-        let started =
-            Instance::instantiate(&version.prepared, self.labels(&version), self.spec.limits)
-                .map_err(|e| e.to_string())
-                .and_then(|instance| self.init_instance(instance, &version));
+        let started = Instance::instantiate(
+            &version.prepared,
+            self.labels(&version),
+            self.spec.limits,
+            self.spec.egress.clone(),
+        )
+        .map_err(|e| e.to_string())
+        .and_then(|instance| self.init_instance(instance, &version));
         match started {
             Ok(instance) => {
                 info!(

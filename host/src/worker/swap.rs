@@ -61,7 +61,12 @@ impl Worker {
         } else {
             self.report
                 .emit(Event::State(PartitionState::Starting, None));
-            Instance::instantiate(&newest.prepared, self.labels(&newest), self.spec.limits)
+            Instance::instantiate(
+                &newest.prepared,
+                self.labels(&newest),
+                self.spec.limits,
+                self.spec.egress.clone(),
+            )
         };
         match instantiated
             .map_err(|e| e.to_string())
@@ -144,14 +149,20 @@ impl Worker {
         }
         let (tell, instance) = oneshot::channel();
         let ready = Arc::new(Notify::new());
-        let (labels, limits, version_, ready_) = (
+        let (labels, limits, egress, version_, ready_) = (
             self.labels(version),
             self.spec.limits,
+            self.spec.egress.clone(),
             version.clone(),
             ready.clone(),
         );
         self.spec.rt.spawn_blocking(move || {
-            let _ = tell.send(Instance::instantiate(&version_.prepared, labels, limits));
+            let _ = tell.send(Instance::instantiate(
+                &version_.prepared,
+                labels,
+                limits,
+                egress,
+            ));
             ready_.notify_one();
         });
         self.next = Some(Next {

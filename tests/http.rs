@@ -1,0 +1,584 @@
+//! Outbound HTTP from handlers, against real HTTP servers on loopback: the
+//! `enrich` example's exact outputs, calls repeated only for uncommitted
+//! batches after a SIGKILL, each kind of refusal failing inside the guest
+//! with no request reaching anything, and credentials the guest never sees.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use linecook::record::dead_letter_headers;
+use support::{Setup, read_all, wait_drained, wait_until};
+
+/// What the test server does for a path.
+enum Answer {
+    /// 200 with this body, after a pause.
+    Ok(String, Duration),
+    /// 302 to this URL.
+    Redirect(String),
+    /// 200 with a body of this many bytes.
+    Big(usize),
+    /// Reads the request and never answers.
+    Hang,
+}
+
+/// A request the server received.
+#[derive(Debug, Clone)]
+struct Seen {
+    path: String,
+    headers: Vec<(String, String)>,
+}
+
+impl Seen {
+    fn header(&self, name: &str) -> Vec<&str> {
+        self.headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+}
+
+/// An HTTP/1.1 server on a loopback port, a thread per connection, that
+/// remembers every request.
+struct Server {
+    addr: SocketAddr,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Server {
+    fn start(answer: impl Fn(&str) -> Answer + Send + Sync + 'static) -> Server {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let answer = Arc::new(answer);
+        let (seen_, stop_) = (seen.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !stop_.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((stream, _)) => {
+                        let (seen, answer) = (seen_.clone(), answer.clone());
+                        std::thread::spawn(move || serve(stream, &seen, &*answer));
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        Server { addr, seen, stop }
+    }
+
+    fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+fn serve(stream: TcpStream, seen: &Mutex<Vec<Seen>>, answer: &dyn Fn(&str) -> Answer) {
+    stream.set_nonblocking(false).unwrap();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut line = String::new();
+    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+        return;
+    }
+    let path = line.split_whitespace().nth(1).unwrap_or("/").to_owned();
+    let mut headers = Vec::new();
+    loop {
+        let mut h = String::new();
+        if reader.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
+            break;
+        }
+        if let Some((n, v)) = h.trim_end().split_once(':') {
+            headers.push((n.trim().to_owned(), v.trim().to_owned()));
+        }
+    }
+    seen.lock().unwrap().push(Seen {
+        path: path.clone(),
+        headers,
+    });
+    let mut stream = stream;
+    let (status, extra, body) = match answer(&path) {
+        Answer::Ok(body, pause) => {
+            std::thread::sleep(pause);
+            ("200 OK", String::new(), body.into_bytes())
+        }
+        Answer::Redirect(to) => ("302 Found", format!("Location: {to}\r\n"), Vec::new()),
+        Answer::Big(n) => ("200 OK", String::new(), vec![b'x'; n]),
+        Answer::Hang => {
+            std::thread::sleep(Duration::from_secs(20));
+            return;
+        }
+    };
+    let head = format!(
+        "HTTP/1.1 {status}\r\nContent-Length: {}\r\n{extra}Connection: close\r\n\r\n",
+        body.len()
+    );
+    let _ = stream.write_all(head.as_bytes());
+    let _ = stream.write_all(&body);
+}
+
+/// The key a request asked for: the last path segment.
+fn key_of(path: &str) -> String {
+    path.rsplit('/').next().unwrap_or_default().to_owned()
+}
+
+fn keys(n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("k{i:03}")).collect()
+}
+
+fn produce_keyed(setup: &Setup, topic: &str, keys: &[String]) {
+    let records: Vec<(Option<&str>, String)> = keys
+        .iter()
+        .map(|k| (Some(k.as_str()), format!("v-{k}")))
+        .collect();
+    let borrowed: Vec<(Option<&str>, &str)> =
+        records.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    // The host creates the config's topics when it starts; these come first.
+    let store = setup.store();
+    if store.topic(topic).is_err() {
+        store.create_topic(topic, 1).unwrap();
+    }
+    drop(store);
+    setup.produce(topic, &borrowed);
+}
+
+fn values(setup: &Setup, topic: &str) -> BTreeMap<String, Vec<String>> {
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for r in read_all(&setup.store(), topic) {
+        out.entry(String::from_utf8_lossy(r.key.as_deref().unwrap_or_default()).into_owned())
+            .or_default()
+            .push(String::from_utf8_lossy(&r.value).into_owned());
+    }
+    out
+}
+
+fn enrich_config(port: u16, max_batch: u32) -> String {
+    format!(
+        r#"
+max_batch = {max_batch}
+[[topic]]
+name = "in"
+partitions = 1
+[[topic]]
+name = "out"
+partitions = 1
+[[route]]
+topic = "in"
+plugin = "enrich"
+config = {{ base_url = "http://127.0.0.1:{port}/prices", output = "out" }}
+http = {{ allow = ["127.0.0.1:{port}"] }}
+"#
+    )
+}
+
+#[test]
+fn enrich_asks_once_per_key_and_emits_exactly_the_answers() {
+    let server = Server::start(|path| Answer::Ok(format!("p-{}", key_of(path)), Duration::ZERO));
+    let setup = Setup::new(&enrich_config(server.port(), 7), &["enrich"]);
+    let mut input = keys(40);
+    // Every key twice: the second time the answer comes from state.
+    input.extend(keys(40));
+    produce_keyed(&setup, "in", &input);
+    let mut host = setup.start();
+    host.wait_ready();
+    wait_drained(&setup, "out", 80);
+    let metrics = setup.admin_get("/metrics");
+    host.stop();
+
+    let out = values(&setup, "out");
+    assert_eq!(out.len(), 40);
+    for k in keys(40) {
+        assert_eq!(
+            out[&k],
+            vec![format!("v-{k}|p-{k}"), format!("v-{k}|p-{k}")],
+            "outputs of {k}"
+        );
+    }
+    let mut asked: BTreeMap<String, usize> = BTreeMap::new();
+    for s in server.seen() {
+        assert!(s.path.starts_with("/prices/"), "{s:?}");
+        *asked.entry(key_of(&s.path)).or_default() += 1;
+    }
+    assert_eq!(asked.len(), 40);
+    assert!(
+        asked.values().all(|n| *n == 1),
+        "each key asked once: {asked:?}"
+    );
+    let requests = format!(
+        "linecook_http_requests_total{{route=\"in\",host=\"127.0.0.1:{}\",status=\"2xx\"}} 40",
+        server.port()
+    );
+    assert!(metrics.contains(&requests), "{requests} in:\n{metrics}");
+    assert!(
+        metrics.contains("linecook_http_request_duration_seconds_count"),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn a_killed_host_repeats_calls_only_for_the_batch_it_had_not_committed() {
+    const MAX_BATCH: u32 = 10;
+    let server =
+        Server::start(|path| Answer::Ok(format!("p-{}", key_of(path)), Duration::from_millis(4)));
+    let setup = Setup::new(&enrich_config(server.port(), MAX_BATCH), &["enrich"]);
+    let input = keys(300);
+    produce_keyed(&setup, "in", &input);
+    let mut host = setup.start();
+    host.wait_ready();
+    wait_until(Duration::from_secs(60), "100 requests", || {
+        server.seen().len() >= 100
+    });
+    host.kill();
+    let before = server.seen().len();
+    let store = setup.store();
+    let topic = store.topic("in").unwrap();
+    let committed = store
+        .checkpoint(&topic, 0)
+        .unwrap()
+        .map_or(0, |c| c.next_offset);
+    drop(store);
+    assert!(committed > 0 && committed < 300, "committed {committed}");
+
+    let mut host = setup.start();
+    host.wait_ready();
+    wait_drained(&setup, "out", 300);
+    host.stop();
+
+    let out = values(&setup, "out");
+    for k in &input {
+        assert_eq!(out[k], vec![format!("v-{k}|p-{k}")], "outputs of {k}");
+    }
+    let mut asked: BTreeMap<String, usize> = BTreeMap::new();
+    for s in server.seen() {
+        *asked.entry(key_of(&s.path)).or_default() += 1;
+    }
+    // Offsets are the keys' positions: k000 is offset 0.
+    for (i, k) in input.iter().enumerate() {
+        let n = asked.get(k).copied().unwrap_or(0);
+        let uncommitted = (committed..committed + u64::from(MAX_BATCH)).contains(&(i as u64));
+        if uncommitted {
+            assert!((1..=2).contains(&n), "{k} (offset {i}) asked {n} times");
+        } else {
+            assert_eq!(
+                n, 1,
+                "{k} (offset {i}, committed up to {committed}) asked {n} times"
+            );
+        }
+    }
+    let repeated = asked.values().filter(|n| **n == 2).count();
+    assert!(
+        repeated > 0 || before == committed as usize,
+        "the kill fell between batches, so nothing was asked twice"
+    );
+}
+
+#[test]
+fn refused_requests_fail_inside_the_guest_and_reach_nothing() {
+    let outsider = Server::start(|_| Answer::Ok("outsider".into(), Duration::ZERO));
+    let o = outsider.port();
+    let server = Server::start(move |path| match path.split('/').nth(1) {
+        Some("redirect") => Answer::Redirect(format!("http://127.0.0.1:{o}/x/{}", key_of(path))),
+        Some("big") => Answer::Big(5000),
+        Some("hang") => Answer::Hang,
+        Some("slow") => Answer::Ok("late".into(), Duration::from_millis(400)),
+        _ => Answer::Ok("fine".into(), Duration::ZERO),
+    });
+    let p = server.port();
+    let route = |topic: &str, base: &str, http: &str| {
+        format!(
+            r#"
+[[topic]]
+name = "{topic}"
+partitions = 1
+[[route]]
+topic = "{topic}"
+plugin = "enrich"
+config = {{ base_url = "{base}", output = "out" }}
+http = {http}
+errors = {{ retries = 1, backoff_base_ms = 10, backoff_max_ms = 10 }}
+"#
+        )
+    };
+    let allow = format!(r#"{{ allow = ["127.0.0.1:{p}"] }}"#);
+    let body = [
+        "[[topic]]\nname = \"out\"\npartitions = 1\n".to_owned(),
+        route("unlisted", &format!("http://127.0.0.1:{o}/x"), &allow),
+        route(
+            "by-name",
+            &format!("http://localhost:{p}/fine"),
+            &format!(r#"{{ allow = ["localhost:{p}"] }}"#),
+        ),
+        route(
+            "redirect",
+            &format!("http://127.0.0.1:{p}/redirect"),
+            &allow,
+        ),
+        route(
+            "big",
+            &format!("http://127.0.0.1:{p}/big"),
+            &format!(r#"{{ allow = ["127.0.0.1:{p}"], max_response_bytes = 1000 }}"#),
+        ),
+        route(
+            "hang",
+            &format!("http://127.0.0.1:{p}/hang"),
+            &format!(r#"{{ allow = ["127.0.0.1:{p}"], timeout_ms = 300 }}"#),
+        ),
+        route(
+            "over-budget",
+            &format!("http://127.0.0.1:{p}/slow"),
+            &format!(r#"{{ allow = ["127.0.0.1:{p}"], call_budget_ms = 100 }}"#),
+        ),
+    ]
+    .concat();
+    let setup = Setup::new(&body, &["enrich"]);
+    let cases = [
+        "unlisted",
+        "by-name",
+        "redirect",
+        "big",
+        "hang",
+        "over-budget",
+    ];
+    for topic in cases {
+        produce_keyed(&setup, topic, &keys(2));
+    }
+    let mut host = setup.start();
+    host.wait_ready();
+    wait_until(
+        Duration::from_secs(60),
+        "every record dead-lettered",
+        || {
+            cases.iter().all(|t| {
+                setup
+                    .status()
+                    .partitions
+                    .iter()
+                    .any(|s| s.topic == *t && s.lag == 0)
+            })
+        },
+    );
+    let metrics = setup.admin_get("/metrics");
+    host.stop();
+
+    let expected = [
+        (
+            "unlisted",
+            "refused by the host: not allowed by the route's http.allow",
+        ),
+        (
+            "by-name",
+            "resolves to a loopback, private or link-local address",
+        ),
+        (
+            "redirect",
+            "refused by the host: not allowed by the route's http.allow",
+        ),
+        ("big", "larger than the route's http.max_response_bytes"),
+        ("hang", "timed out"),
+        ("over-budget", "timed out"),
+    ];
+    let store = setup.store();
+    for (topic, message) in expected {
+        let letters = read_all(&store, &format!("{topic}.dlq"));
+        assert_eq!(letters.len(), 2, "{topic}: both records dead-lettered");
+        for letter in letters {
+            let why = letter
+                .headers
+                .iter()
+                .find(|(n, _)| n == dead_letter_headers::ERROR_MESSAGE)
+                .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+                .unwrap_or_default();
+            assert!(why.contains(message), "{topic}: {why:?} names {message:?}");
+        }
+    }
+    assert!(
+        read_all(&store, "out").is_empty(),
+        "a refused request emits nothing"
+    );
+    assert!(outsider.seen().is_empty(), "{:?}", outsider.seen());
+    let reached: Vec<String> = server.seen().iter().map(|s| s.path.clone()).collect();
+    assert!(
+        reached.iter().all(|p| !p.starts_with("/fine")),
+        "a name resolving to loopback reached the server: {reached:?}"
+    );
+    for (reason, topic) in [
+        ("not_allowed", "unlisted"),
+        ("address", "by-name"),
+        ("not_allowed", "redirect"),
+        ("too_large", "big"),
+    ] {
+        let line = format!("linecook_http_denied_total{{route=\"{topic}\",reason=\"{reason}\"}}");
+        assert!(metrics.contains(&line), "{line} in:\n{metrics}");
+    }
+}
+
+#[test]
+fn the_guest_never_sees_the_credentials_the_host_adds() {
+    let server = Server::start(|_| Answer::Ok("answered".into(), Duration::ZERO));
+    let p = server.port();
+    let setup = Setup::new(
+        &format!(
+            r#"
+[[topic]]
+name = "in"
+partitions = 1
+[[topic]]
+name = "out"
+partitions = 1
+[[route]]
+topic = "in"
+plugin = "snoop"
+config = {{ base_url = "http://127.0.0.1:{p}/q", output = "out" }}
+[route.http]
+allow = ["127.0.0.1:{p}"]
+headers."127.0.0.1:{p}" = {{ Authorization = {{ env = "LINECOOK_TEST_TOKEN" }}, X-Api-Key = {{ file = "key.txt" }} }}
+"#
+        ),
+        &["snoop"],
+    );
+    std::fs::write(setup.dir.path().join("key.txt"), "key-from-file\n").unwrap();
+    produce_keyed(&setup, "in", &keys(3));
+    // SAFETY: set before any thread of this test reads the environment; the
+    // host inherits it.
+    #[allow(unsafe_code)]
+    unsafe {
+        std::env::set_var("LINECOOK_TEST_TOKEN", "Bearer s3cret");
+    }
+    let mut host = setup.start();
+    host.wait_ready();
+    wait_drained(&setup, "out", 3);
+    host.stop();
+
+    let seen = server.seen();
+    assert_eq!(seen.len(), 3);
+    for s in &seen {
+        assert_eq!(s.header("authorization"), vec!["Bearer s3cret"], "{s:?}");
+        assert_eq!(s.header("x-api-key"), vec!["key-from-file"], "{s:?}");
+    }
+    for (k, outputs) in values(&setup, "out") {
+        assert_eq!(outputs.len(), 1);
+        let line = &outputs[0];
+        assert!(
+            line.starts_with("env=|"),
+            "{k}: the guest's environment is empty: {line}"
+        );
+        assert!(line.ends_with("|status=200|body=answered"), "{line}");
+        assert!(
+            !line.contains("s3cret") && !line.contains("key-from-file"),
+            "{line}"
+        );
+    }
+}
+
+#[test]
+fn waiting_on_http_does_not_use_up_the_cpu_limit() {
+    // Each answer takes 80 ms and a batch asks five times: 400 ms of
+    // waiting per call, against a CPU limit of 100 ms.
+    let server =
+        Server::start(|path| Answer::Ok(format!("p-{}", key_of(path)), Duration::from_millis(80)));
+    let p = server.port();
+    let setup = Setup::new(
+        &format!(
+            r#"
+max_batch = 5
+[[topic]]
+name = "in"
+partitions = 1
+[[topic]]
+name = "out"
+partitions = 1
+[[route]]
+topic = "in"
+plugin = "enrich"
+config = {{ base_url = "http://127.0.0.1:{p}/prices", output = "out" }}
+http = {{ allow = ["127.0.0.1:{p}"] }}
+limits = {{ cpu_ms = 100 }}
+errors = {{ on_error = "pause" }}
+"#
+        ),
+        &["enrich"],
+    );
+    produce_keyed(&setup, "in", &keys(10));
+    let mut host = setup.start();
+    host.wait_ready();
+    wait_drained(&setup, "out", 10);
+    host.stop();
+    let out = values(&setup, "out");
+    for k in keys(10) {
+        assert_eq!(out[&k], vec![format!("v-{k}|p-{k}")]);
+    }
+    assert!(
+        !setup.host_log().contains("limit exceeded"),
+        "{}",
+        setup.host_log()
+    );
+}
+
+#[test]
+fn a_handler_that_spins_on_a_route_with_http_still_meets_its_cpu_limit() {
+    let setup = Setup::new(
+        r#"
+[[topic]]
+name = "in"
+partitions = 1
+[[topic]]
+name = "out"
+partitions = 1
+[[route]]
+topic = "in"
+plugin = "hostile"
+config = { output = "out" }
+http = { allow = ["127.0.0.1:9"] }
+limits = { cpu_ms = 200 }
+errors = { retries = 0 }
+"#,
+        &["hostile"],
+    );
+    produce_values(&setup, &["one", "loop", "two"]);
+    let mut host = setup.start();
+    host.wait_ready();
+    wait_drained(&setup, "out", 2);
+    host.stop();
+    let store = setup.store();
+    let out: Vec<String> = read_all(&store, "out")
+        .iter()
+        .map(|r| String::from_utf8_lossy(&r.value).into_owned())
+        .collect();
+    assert_eq!(out, ["ok:one", "ok:two"]);
+    let letters = read_all(&store, "in.dlq");
+    assert_eq!(letters.len(), 1);
+    let why = letters[0]
+        .headers
+        .iter()
+        .find(|(n, _)| n == dead_letter_headers::ERROR_MESSAGE)
+        .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+        .unwrap_or_default();
+    assert!(
+        why.contains("CPU time limit exceeded") && why.contains("of CPU, over the limit of 200 ms"),
+        "{why}"
+    );
+}
+
+fn produce_values(setup: &Setup, values: &[&str]) {
+    let store = setup.store();
+    store.create_topic("in", 1).unwrap();
+    drop(store);
+    let records: Vec<(Option<&str>, &str)> = values.iter().map(|v| (Some("k"), *v)).collect();
+    setup.produce("in", &records);
+}
