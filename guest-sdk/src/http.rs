@@ -178,7 +178,7 @@ fn send(
 fn describe(code: &ErrorCode) -> String {
     match code {
         ErrorCode::HttpRequestDenied => {
-            "refused by the host: not allowed by the route's http.allow (see the host's log)".into()
+            "refused by the host (its log says why: not in the route's http.allow, no http table, the call's budget spent, or no canned answer in a linecook test fixture)".into()
         }
         ErrorCode::DestinationIpProhibited => {
             "refused by the host: the name resolves to a loopback, private or link-local address that no http.allow entry names".into()

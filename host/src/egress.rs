@@ -250,6 +250,8 @@ pub struct Canned {
     pub url: String,
     /// Status code.
     pub status: u16,
+    /// Headers.
+    pub headers: Vec<(String, String)>,
     /// Body.
     pub body: Vec<u8>,
 }
@@ -348,13 +350,17 @@ impl Egress {
     /// Whether the route allows any request: only then does waiting on HTTP
     /// need to be kept out of `limits.cpu_ms`.
     pub fn allows_any(&self) -> bool {
-        !self.entries.is_empty()
+        !self.entries.is_empty() || self.canned.is_some()
     }
 
-    /// The same policy answering from `canned` instead of the network.
-    pub fn canned(mut self, canned: Vec<Canned>) -> Egress {
-        self.canned = Some(canned);
-        self
+    /// A policy that answers every request from `canned`, touching no
+    /// network (`linecook test`): a request with no canned answer is
+    /// refused.
+    pub fn canned(canned: Vec<Canned>) -> Egress {
+        Egress {
+            canned: Some(canned),
+            ..Egress::none("fixture", None)
+        }
     }
 
     /// Wall-clock time one call may spend.
@@ -404,6 +410,28 @@ impl Egress {
         let https = uri.scheme() == Some(&Scheme::HTTPS);
         let host = uri.host().ok_or(Error::HttpRequestUriInvalid)?.to_owned();
         let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+        if let Some(canned) = &self.canned {
+            let method = request.method().as_str();
+            let url = uri.to_string();
+            let Some(answer) = canned.iter().find(|c| c.method == method && c.url == url) else {
+                self.deny(
+                    "not_allowed",
+                    &format!("the fixture has no canned response for {method} {url}"),
+                );
+                return Err(Error::HttpRequestDenied);
+            };
+            let body = http_body_util::Full::new(Bytes::from(answer.body.clone()))
+                .map_err(|never| match never {})
+                .boxed_unsync();
+            let mut response = http::Response::builder().status(answer.status);
+            for (name, value) in &answer.headers {
+                response = response.header(name, value);
+            }
+            let response = response
+                .body(body)
+                .map_err(|e| Error::InternalError(Some(e.to_string())))?;
+            return Ok((response, Box::new(async { Ok(()) })));
+        }
         if !self.allows_any() {
             self.deny(
                 "no_http",
@@ -434,26 +462,6 @@ impl Egress {
         }
         for (name, value) in &self.headers[entry] {
             request.headers_mut().insert(name.clone(), value.clone());
-        }
-        if let Some(canned) = &self.canned {
-            let method = request.method().as_str();
-            let url = uri.to_string();
-            let Some(answer) = canned.iter().find(|c| c.method == method && c.url == url) else {
-                self.deny(
-                    "not_allowed",
-                    &format!("the fixture has no canned response for {method} {url}"),
-                );
-                return Err(Error::HttpRequestDenied);
-            };
-            self.count(entry, status_class(answer.status), Some(Duration::ZERO));
-            let body = http_body_util::Full::new(Bytes::from(answer.body.clone()))
-                .map_err(|never| match never {})
-                .boxed_unsync();
-            let response = http::Response::builder()
-                .status(answer.status)
-                .body(body)
-                .map_err(|e| Error::InternalError(Some(e.to_string())))?;
-            return Ok((response, Box::new(async { Ok(()) })));
         }
         let started = Instant::now();
         let result = self

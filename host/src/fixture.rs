@@ -32,6 +32,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{Context as _, bail};
 use base64::Engine as _;
@@ -107,6 +108,10 @@ pub struct Fixture {
     /// The batches, in order.
     #[serde(default)]
     pub batch: Vec<FixtureBatch>,
+    /// Canned answers to the handler's outbound HTTP requests: no network
+    /// is touched, and a request with none is refused.
+    #[serde(default)]
+    pub http: Vec<CannedHttp>,
     /// What the run must do.
     #[serde(default)]
     pub expect: Expect,
@@ -136,6 +141,34 @@ pub struct FixtureBatch {
     /// The records; none only moves the clock (and fires timers).
     #[serde(default)]
     pub records: Vec<FixtureRecord>,
+}
+
+/// A canned answer to one request.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CannedHttp {
+    /// The method (default `GET`).
+    #[serde(default = "default_method")]
+    pub method: String,
+    /// The full URL the handler asks for.
+    pub url: String,
+    /// The status code (default 200).
+    #[serde(default = "default_status")]
+    pub status: u16,
+    /// The body (default empty).
+    #[serde(default)]
+    pub body: Option<Bytes>,
+    /// Response headers, by name (`Location` for a redirect).
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+}
+
+fn default_method() -> String {
+    "GET".to_owned()
+}
+
+fn default_status() -> u16 {
+    200
 }
 
 /// A record of a batch.
@@ -367,6 +400,23 @@ pub fn run(runtime: &Runtime, path: &Path, fixture: &Fixture) -> anyhow::Result<
         partition: 0,
         config: crate::config::plugin_config(&fixture.config),
     };
+    let canned = fixture
+        .http
+        .iter()
+        .map(|c| {
+            Ok(crate::egress::Canned {
+                method: c.method.to_ascii_uppercase(),
+                url: c.url.clone(),
+                status: c.status,
+                headers: c.headers.clone().into_iter().collect(),
+                body: match &c.body {
+                    Some(b) => b.to_vec()?,
+                    None => Vec::new(),
+                },
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let egress = Arc::new(crate::egress::Egress::canned(canned));
     let start = |partition: &Partition| -> anyhow::Result<Instance> {
         let labels = Labels {
             plugin: name.clone(),
@@ -374,13 +424,10 @@ pub fn run(runtime: &Runtime, path: &Path, fixture: &Fixture) -> anyhow::Result<
             topic: fixture.topic.clone(),
             partition: 0,
         };
-        Ok(Instance::start(
-            &prepared,
-            labels,
-            Limits::default(),
-            &context,
-            Box::new(partition.clone()),
-        )?)
+        let mut instance =
+            Instance::instantiate(&prepared, labels, Limits::default(), Some(egress.clone()))?;
+        instance.init(&context, Box::new(partition.clone()))?;
+        Ok(instance)
     };
 
     let mut partition = Partition::default();

@@ -380,6 +380,13 @@ pub fn python_window_count() -> &'static Path {
     BUILT.get_or_init(|| build_python("window-count"))
 }
 
+/// Builds `plugins/python/enrich` (contract 0.2.0 with wasi:http), like
+/// `python_uppercase`.
+pub fn python_enrich() -> &'static Path {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(|| build_python("enrich"))
+}
+
 /// Builds `plugins/python/session` (contract 0.2.0), like
 /// `python_uppercase`.
 pub fn python_session() -> &'static Path {

@@ -350,7 +350,11 @@ pub(super) fn list_plugins(
                 v.state.to_string(),
                 v.contract
                     .as_deref()
-                    .map(|c| format!("contract {c}{}", if v.packed { "+packed" } else { "" }))
+                    .map(|c| format!(
+                        "contract {c}{}{}",
+                        if v.packed { "+packed" } else { "" },
+                        if v.http { "+http" } else { "" }
+                    ))
                     .unwrap_or_default(),
                 humantime::format_rfc3339_seconds(seen),
                 v.source
@@ -451,11 +455,16 @@ pub(super) fn check_plugin(file: &std::path::Path, init: CheckInit) -> anyhow::R
         }
     };
     outln!(
-        "{}: ok, a linecook:handler@{} component{}",
+        "{}: ok, a linecook:handler@{} component{}{}",
         file.display(),
         prepared.contract(),
         if prepared.packed() {
             " with the packed batch path (the host calls handle-packed)"
+        } else {
+            ""
+        },
+        if prepared.http() {
+            "; it makes outbound HTTP requests (wasi:http), which its route's `http` table must allow"
         } else {
             ""
         }

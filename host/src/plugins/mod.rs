@@ -436,11 +436,7 @@ impl Registry {
             first,
             now_ms(),
         );
-        plugin.report.implements(
-            &version.digest,
-            version.prepared.contract().version(),
-            version.prepared.packed(),
-        );
+        plugin.report.implements(&version.digest, &version.prepared);
         match &plugin.newest {
             Some(tx) => {
                 tx.send_replace(version.clone());

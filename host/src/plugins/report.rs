@@ -68,6 +68,9 @@ pub struct VersionReport {
     /// Whether it exports 0.2.0's packed batch path.
     #[serde(default)]
     pub packed: bool,
+    /// Whether it imports `wasi:http/outgoing-handler` (outbound requests).
+    #[serde(default)]
+    pub http: bool,
     /// Its shadow phase's comparison with the serving version, if it had
     /// one.
     #[serde(default)]
@@ -112,10 +115,11 @@ impl PluginReport {
     }
 
     /// What an accepted version implements.
-    pub(super) fn implements(&mut self, digest: &str, contract: &str, packed: bool) {
+    pub(super) fn implements(&mut self, digest: &str, prepared: &crate::runtime::Prepared) {
         if let Some(v) = self.version_mut(digest) {
-            v.contract = Some(contract.to_owned());
-            v.packed = packed;
+            v.contract = Some(prepared.contract().version().to_owned());
+            v.packed = prepared.packed();
+            v.http = prepared.http();
         }
     }
 
@@ -152,6 +156,7 @@ impl PluginReport {
                 prepare_ms: Some(prepare_time.as_millis() as u64),
                 contract: None,
                 packed: false,
+                http: false,
                 shadow: None,
             }),
         }
@@ -175,6 +180,7 @@ impl PluginReport {
                 prepare_ms: None,
                 contract: None,
                 packed: false,
+                http: false,
                 shadow: None,
             }),
         }

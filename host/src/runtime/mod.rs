@@ -246,6 +246,8 @@ pub struct Prepared {
     pre: Pre,
     /// `packed.handle-packed`, when exported.
     packed: Option<ComponentExportIndex>,
+    /// Whether it imports `wasi:http/outgoing-handler`.
+    http: bool,
 }
 
 #[derive(Clone)]
@@ -267,6 +269,12 @@ impl Prepared {
     /// calls instead of `guest.handle`.
     pub fn packed(&self) -> bool {
         self.packed.is_some()
+    }
+
+    /// Whether it imports `wasi:http/outgoing-handler`: it makes outbound
+    /// requests, which its route's `http` table must allow.
+    pub fn http(&self) -> bool {
+        self.http
     }
 
     fn engine(&self) -> &Engine {
@@ -359,7 +367,10 @@ impl Runtime {
             }
         };
         let packed = packed.filter(|_| contract == Contract::V0_2);
-        Ok(Prepared { pre, packed })
+        let http = ty
+            .imports(&self.engine)
+            .any(|(name, _)| name.starts_with("wasi:http/outgoing-handler@"));
+        Ok(Prepared { pre, packed, http })
     }
 
     /// The imports and exports of a compiled component, by name, for
