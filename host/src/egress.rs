@@ -318,6 +318,25 @@ impl Egress {
                 headers[index].push((header, value));
             }
         }
+        if let Some(m) = &metrics {
+            // At zero from the start, so rate() and increase() see a zero
+            // rather than no data.
+            for entry in &entries {
+                for status in ["2xx", "3xx", "4xx", "5xx", "error"] {
+                    drop(m.requests.get_or_create(&RequestLabels {
+                        route: route.to_owned(),
+                        host: entry.text.clone(),
+                        status: status.to_owned(),
+                    }));
+                }
+            }
+            for reason in ["not_allowed", "address", "no_http", "budget", "too_large"] {
+                drop(m.denied.get_or_create(&DenialLabels {
+                    route: route.to_owned(),
+                    reason: reason.to_owned(),
+                }));
+            }
+        }
         Ok(Egress {
             route: route.to_owned(),
             entries,

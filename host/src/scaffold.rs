@@ -16,6 +16,7 @@ const SDK_CARGO: &str = include_str!("../templates/rust/linecook-guest.Cargo.tom
 const SDK_LIB: &str = include_str!("../../guest-sdk/src/lib.rs");
 const SDK_WINDOW: &str = include_str!("../../guest-sdk/src/window.rs");
 const SDK_PACKED: &str = include_str!("../../guest-sdk/src/packed.rs");
+const SDK_HTTP: &str = include_str!("../../guest-sdk/src/http.rs");
 
 /// Languages `linecook new` scaffolds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -108,6 +109,7 @@ pub fn new_project(
                 files.push(("linecook-guest/src/lib.rs", SDK_LIB.to_owned()));
                 files.push(("linecook-guest/src/window.rs", SDK_WINDOW.to_owned()));
                 files.push(("linecook-guest/src/packed.rs", SDK_PACKED.to_owned()));
+                files.push(("linecook-guest/src/http.rs", SDK_HTTP.to_owned()));
                 // The SDK builds contract 0.2.0 components.
                 files.push(("wit/0.2.0/handler.wit", WIT_0_2.to_owned()));
                 "linecook-guest".to_owned()
