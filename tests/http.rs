@@ -7,7 +7,7 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -54,6 +54,33 @@ struct Server {
 
 impl Server {
     fn start(answer: impl Fn(&str) -> Answer + Send + Sync + 'static) -> Server {
+        Server::serving(None, answer)
+    }
+
+    /// The same over TLS with `identity` (certificate PEM, key PEM).
+    fn start_tls(
+        identity: (&str, &str),
+        answer: impl Fn(&str) -> Answer + Send + Sync + 'static,
+    ) -> Server {
+        use rustls_pki_types::pem::PemObject as _;
+        let chain =
+            vec![rustls_pki_types::CertificateDer::from_pem_slice(identity.0.as_bytes()).unwrap()];
+        let key = rustls_pki_types::PrivateKeyDer::from_pem_slice(identity.1.as_bytes()).unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .unwrap();
+        Server::serving(Some(Arc::new(config)), answer)
+    }
+
+    fn serving(
+        tls: Option<Arc<rustls::ServerConfig>>,
+        answer: impl Fn(&str) -> Answer + Send + Sync + 'static,
+    ) -> Server {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
         let addr = listener.local_addr().unwrap();
@@ -65,8 +92,21 @@ impl Server {
             while !stop_.load(Ordering::Relaxed) {
                 match listener.accept() {
                     Ok((stream, _)) => {
-                        let (seen, answer) = (seen_.clone(), answer.clone());
-                        std::thread::spawn(move || serve(stream, &seen, &*answer));
+                        let (seen, answer, tls) = (seen_.clone(), answer.clone(), tls.clone());
+                        std::thread::spawn(move || {
+                            stream.set_nonblocking(false).unwrap();
+                            match tls {
+                                None => serve(stream, &seen, &*answer),
+                                Some(config) => {
+                                    let Ok(connection) = rustls::ServerConnection::new(config)
+                                    else {
+                                        return;
+                                    };
+                                    let tls = rustls::StreamOwned::new(connection, stream);
+                                    serve(tls, &seen, &*answer)
+                                }
+                            }
+                        });
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(5)),
                 }
@@ -90,9 +130,12 @@ impl Drop for Server {
     }
 }
 
-fn serve(stream: TcpStream, seen: &Mutex<Vec<Seen>>, answer: &dyn Fn(&str) -> Answer) {
-    stream.set_nonblocking(false).unwrap();
-    let mut reader = BufReader::new(stream.try_clone().unwrap());
+fn serve(
+    stream: impl std::io::Read + Write,
+    seen: &Mutex<Vec<Seen>>,
+    answer: &dyn Fn(&str) -> Answer,
+) {
+    let mut reader = BufReader::new(stream);
     let mut line = String::new();
     if reader.read_line(&mut line).unwrap_or(0) == 0 {
         return;
@@ -112,7 +155,6 @@ fn serve(stream: TcpStream, seen: &Mutex<Vec<Seen>>, answer: &dyn Fn(&str) -> An
         path: path.clone(),
         headers,
     });
-    let mut stream = stream;
     let (status, extra, body) = match answer(&path) {
         Answer::Ok(body, pause) => {
             std::thread::sleep(pause);
@@ -129,8 +171,10 @@ fn serve(stream: TcpStream, seen: &Mutex<Vec<Seen>>, answer: &dyn Fn(&str) -> An
         "HTTP/1.1 {status}\r\nContent-Length: {}\r\n{extra}Connection: close\r\n\r\n",
         body.len()
     );
+    let stream = reader.get_mut();
     let _ = stream.write_all(head.as_bytes());
     let _ = stream.write_all(&body);
+    let _ = stream.flush();
 }
 
 /// The key a request asked for: the last path segment.
@@ -633,4 +677,68 @@ fn produce_values(setup: &Setup, values: &[&str]) {
     drop(store);
     let records: Vec<(Option<&str>, &str)> = values.iter().map(|v| (Some("k"), *v)).collect();
     setup.produce("in", &records);
+}
+
+#[test]
+fn https_trusts_the_routes_ca_file_and_refuses_an_unknown_certificate() {
+    let rcgen::CertifiedKey { cert, key_pair } =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).unwrap();
+    let (cert_pem, key_pem) = (cert.pem(), key_pair.serialize_pem());
+    let server = Server::start_tls((&cert_pem, &key_pem), |path| {
+        Answer::Ok(format!("p-{}", key_of(path)), Duration::ZERO)
+    });
+    let p = server.port();
+    let route = |topic: &str, ca: &str| {
+        format!(
+            r#"
+[[topic]]
+name = "{topic}"
+partitions = 1
+[[route]]
+topic = "{topic}"
+plugin = "enrich"
+config = {{ base_url = "https://127.0.0.1:{p}/prices", output = "{topic}.out" }}
+http = {{ allow = ["127.0.0.1:{p}"]{ca} }}
+errors = {{ retries = 0 }}
+"#
+        )
+    };
+    let body = [
+        "[[topic]]\nname = \"trusted.out\"\npartitions = 1\n".to_owned(),
+        route("trusted", r#", ca_file = "ca.pem""#),
+        route("untrusted", ""),
+    ]
+    .concat();
+    let setup = Setup::new(&body, &["enrich"]);
+    std::fs::write(setup.dir.path().join("ca.pem"), &cert_pem).unwrap();
+    for topic in ["trusted", "untrusted"] {
+        produce_keyed(&setup, topic, &keys(3));
+    }
+    let mut host = setup.start();
+    host.wait_ready();
+    wait_until(Duration::from_secs(60), "both routes to finish", || {
+        setup.status().partitions.iter().all(|s| s.lag == 0)
+    });
+    host.stop();
+
+    let out = values(&setup, "trusted.out");
+    for k in keys(3) {
+        assert_eq!(out[&k], vec![format!("v-{k}|p-{k}")]);
+    }
+    assert_eq!(
+        server.seen().len(),
+        3,
+        "only the trusted route's requests got through"
+    );
+    let letters = read_all(&setup.store(), "untrusted.dlq");
+    assert_eq!(letters.len(), 3);
+    for letter in letters {
+        let why = letter
+            .headers
+            .iter()
+            .find(|(n, _)| n == dead_letter_headers::ERROR_MESSAGE)
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+            .unwrap_or_default();
+        assert!(why.contains("TLS certificate is not trusted"), "{why}");
+    }
 }

@@ -192,6 +192,9 @@ fn describe(code: &ErrorCode) -> String {
             "timed out (the route's http.timeout_ms, or the call's budget)".into()
         }
         ErrorCode::ConnectionRefused => "connection refused".into(),
+        ErrorCode::TlsCertificateError => {
+            "the server's TLS certificate is not trusted (a private CA goes in the route's http.ca_file)".into()
+        }
         ErrorCode::DnsError(e) => format!(
             "name lookup failed: {}",
             e.rcode.as_deref().unwrap_or("unknown error")

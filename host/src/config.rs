@@ -443,6 +443,10 @@ pub struct HttpAccess {
     /// does not count against `limits.cpu_ms`; this bounds it.
     #[serde(default = "default_http_call_budget_ms")]
     pub call_budget_ms: u64,
+    /// PEM certificates trusted for HTTPS besides the built-in Mozilla
+    /// roots: a private CA (relative to the config file).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
     /// Headers the host adds to requests matching an `allow` entry, keyed by
     /// that entry: `headers."api.example.com:443" = { Authorization = { env =
     /// "PRICES_TOKEN" } }` or `{ file = "token.txt" }`. The guest never sees
@@ -796,6 +800,9 @@ impl Config {
         {
             tls.cert_file = base.join(&tls.cert_file);
             tls.key_file = base.join(&tls.key_file);
+        }
+        for http in config.routes.iter_mut().filter_map(|r| r.http.as_mut()) {
+            http.ca_file = http.ca_file.as_ref().map(|f| base.join(f));
         }
         let secrets = config
             .routes

@@ -266,6 +266,7 @@ pub struct Egress {
     max_response_bytes: u64,
     call_budget: Duration,
     slots: Arc<tokio::sync::Semaphore>,
+    tls: Arc<rustls::ClientConfig>,
     metrics: Option<HttpMetrics>,
     canned: Option<Vec<Canned>>,
 }
@@ -345,6 +346,7 @@ impl Egress {
             max_response_bytes: access.max_response_bytes,
             call_budget: Duration::from_millis(access.call_budget_ms),
             slots: Arc::new(tokio::sync::Semaphore::new(access.max_in_flight as usize)),
+            tls: tls_config(access.ca_file.as_deref())?,
             metrics,
             canned: None,
         })
@@ -361,6 +363,7 @@ impl Egress {
             max_response_bytes: 0,
             call_budget: Duration::MAX,
             slots: Arc::new(tokio::sync::Semaphore::new(0)),
+            tls: tls_config(None).expect("the built-in roots make a TLS config"),
             metrics,
             canned: None,
         }
@@ -562,10 +565,21 @@ impl Egress {
         let stream: Box<dyn Io> = if https {
             let server = rustls_pki_types::ServerName::try_from(name.clone())
                 .map_err(|_| Error::HttpRequestUriInvalid)?;
-            let tls = tokio::time::timeout_at(deadline, tls_connector().connect(server, tcp))
+            let connector = tokio_rustls::TlsConnector::from(self.tls.clone());
+            let tls = tokio::time::timeout_at(deadline, connector.connect(server, tcp))
                 .await
                 .map_err(within(Error::ConnectionTimeout))?
-                .map_err(Error::Tls)?;
+                .map_err(|e| {
+                    warn!(route = %self.route, host = %self.entries[entry].text, "TLS handshake failed: {e}");
+                    match e.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>()) {
+                        Some(rustls::Error::InvalidCertificate(_)) => Error::TlsCertificateError,
+                        Some(rustls::Error::AlertReceived(alert)) => Error::TlsAlertReceived {
+                            alert_id: Some(u8::from(*alert)),
+                            alert_message: Some(format!("{alert:?}")),
+                        },
+                        _ => Error::TlsProtocolError,
+                    }
+                })?;
             Box::new(tls)
         } else {
             Box::new(tcp)
@@ -736,23 +750,28 @@ pub type Response = (
 trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
 impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
 
-fn tls_connector() -> tokio_rustls::TlsConnector {
-    static CONFIG: std::sync::OnceLock<Arc<rustls::ClientConfig>> = std::sync::OnceLock::new();
-    let config = CONFIG.get_or_init(|| {
-        let roots = rustls::RootCertStore {
-            roots: webpki_roots::TLS_SERVER_ROOTS.into(),
-        };
-        Arc::new(
-            rustls::ClientConfig::builder_with_provider(Arc::new(
-                rustls::crypto::ring::default_provider(),
-            ))
-            .with_safe_default_protocol_versions()
-            .expect("ring supports the default protocol versions")
-            .with_root_certificates(roots)
-            .with_no_client_auth(),
-        )
-    });
-    tokio_rustls::TlsConnector::from(config.clone())
+/// HTTPS trusts the Mozilla roots built in (webpki-roots), and the
+/// certificates in `ca_file` if set.
+fn tls_config(ca_file: Option<&std::path::Path>) -> Result<Arc<rustls::ClientConfig>, String> {
+    let mut roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.into(),
+    };
+    if let Some(file) = ca_file {
+        let certs = crate::tls::certificates(file).map_err(|e| format!("ca_file: {e:#}"))?;
+        for cert in certs {
+            roots
+                .add(cert)
+                .map_err(|e| format!("ca_file {}: {e}", file.display()))?;
+        }
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| format!("TLS versions: {e}"))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(Arc::new(config))
 }
 
 fn read_secret(secret: &Secret) -> Result<String, String> {

@@ -34,6 +34,8 @@ def describe(code) -> str:
         return "timed out (the route's http.timeout_ms, or the call's budget)"
     if isinstance(code, http.ErrorCode_ConnectionRefused):
         return "connection refused"
+    if isinstance(code, http.ErrorCode_TlsCertificateError):
+        return "the server's TLS certificate is not trusted (a private CA goes in the route's http.ca_file)"
     return type(code).__name__
 
 
