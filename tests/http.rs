@@ -486,12 +486,7 @@ errors = {{ retries = 1, backoff_base_ms = 10, backoff_max_ms = 10 }}
         let letters = read_all(&store, &format!("{topic}.dlq"));
         assert_eq!(letters.len(), 2, "{topic}: both records dead-lettered");
         for letter in letters {
-            let why = letter
-                .headers
-                .iter()
-                .find(|(n, _)| n == dead_letter_headers::ERROR_MESSAGE)
-                .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
-                .unwrap_or_default();
+            let why = reason(&letter);
             assert!(why.contains(message), "{topic}: {why:?} names {message:?}");
         }
     }
@@ -659,12 +654,7 @@ errors = { retries = 0 }
     assert_eq!(out, ["ok:one", "ok:two"]);
     let letters = read_all(&store, "in.dlq");
     assert_eq!(letters.len(), 1);
-    let why = letters[0]
-        .headers
-        .iter()
-        .find(|(n, _)| n == dead_letter_headers::ERROR_MESSAGE)
-        .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
-        .unwrap_or_default();
+    let why = reason(&letters[0]);
     assert!(
         why.contains("CPU time limit exceeded") && why.contains("of CPU, over the limit of 200 ms"),
         "{why}"
@@ -733,12 +723,17 @@ errors = {{ retries = 0 }}
     let letters = read_all(&setup.store(), "untrusted.dlq");
     assert_eq!(letters.len(), 3);
     for letter in letters {
-        let why = letter
-            .headers
-            .iter()
-            .find(|(n, _)| n == dead_letter_headers::ERROR_MESSAGE)
-            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
-            .unwrap_or_default();
+        let why = reason(&letter);
         assert!(why.contains("TLS certificate is not trusted"), "{why}");
     }
+}
+
+/// Why a dead letter failed: its `linecook.error.message` header.
+fn reason(letter: &linecook::record::LogRecord) -> String {
+    letter
+        .headers
+        .iter()
+        .find(|(n, _)| n == dead_letter_headers::ERROR_MESSAGE)
+        .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+        .unwrap_or_default()
 }

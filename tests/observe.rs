@@ -19,6 +19,8 @@ retention_ms = 86400000
 topic = "words"
 plugin = "uppercase"
 config = { output = "shouted" }
+# Makes no request: its outbound HTTP series exist at zero.
+http = { allow = ["127.0.0.1:9"] }
 "#;
 
 /// A sample line: metric name, labels, value.

@@ -323,6 +323,10 @@ impl Egress {
             // At zero from the start, so rate() and increase() see a zero
             // rather than no data.
             for entry in &entries {
+                drop(m.seconds.get_or_create(&HostLabels {
+                    route: route.to_owned(),
+                    host: entry.text.clone(),
+                }));
                 for status in ["2xx", "3xx", "4xx", "5xx", "error"] {
                     drop(m.requests.get_or_create(&RequestLabels {
                         route: route.to_owned(),
