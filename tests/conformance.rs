@@ -137,7 +137,7 @@ fn languages() -> Vec<Language> {
             )),
         },
         Language {
-            name: "Zig",
+            name: "Zig (packed)",
             uppercase: support::zig_plugins().join("uppercase.wasm"),
             counter: support::zig_plugins().join("counter.wasm"),
             timers: Ok((

@@ -293,3 +293,37 @@ fn a_c_handler_takes_the_packed_path_through_its_header() {
         ]
     );
 }
+
+#[test]
+fn zig_handlers_take_the_packed_path_through_their_glue_and_mean_the_same() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    store.create_topic("in", 1).unwrap();
+    store.create_topic("out", 1).unwrap();
+    let records = vec![
+        record(0, 100, Some("a"), "hello"),
+        record(1, 900, None, "World, é!"),
+        record(2, 1500, Some(""), ""),
+        record(3, 1200, Some("a"), "again"),
+        record(4, 2600, Some("b"), "x"),
+    ];
+    let runtime = Runtime::new().unwrap();
+    for plugin in ["uppercase", "counter", "window-count", "session"] {
+        let path = support::zig_plugins().join(format!("{plugin}.wasm"));
+        let typed = effects_of(&runtime, &store, &path, plugin, Shape::V2, &records);
+        let packed = effects_of(&runtime, &store, &path, plugin, Shape::Packed, &records);
+        assert_eq!(packed, typed, "Zig {plugin}: packed and typed differ");
+        assert!(
+            !(typed.outputs.is_empty() && typed.state.is_empty() && typed.timers.is_empty()),
+            "Zig {plugin} did something to compare"
+        );
+    }
+    let path = support::zig_plugins().join("counter.wasm");
+    let counter = effects_of(&runtime, &store, &path, "counter", Shape::Packed, &records);
+    let lines: Vec<String> = counter
+        .outputs
+        .iter()
+        .map(|o| String::from_utf8_lossy(&o.value).into_owned())
+        .collect();
+    assert_eq!(lines, ["a:1", ":1", ":2", "a:2", "b:1"]);
+}

@@ -5,8 +5,9 @@
 //! trait, for batches of 1 to 1000 records of 100 bytes. Criterion
 //! measures; a markdown table of ns/record and the WASM/native ratios is
 //! printed at the end. The C `uppercase` with the packed path
-//! (`plugins/c/uppercase-packed`, through `plugins/c/packed.h`) is measured
-//! the same way, against the same native handler.
+//! (`plugins/c/uppercase-packed`, through `plugins/c/packed.h`) and the Zig
+//! `uppercase` and `counter` (packed through `plugins/zig/glue.zig`) are
+//! measured the same way, against the same native handlers.
 //!
 //! Run: `cargo bench -p linecook --bench handler`
 
@@ -49,6 +50,15 @@ fn main() {
         "uppercase-packed",
         "uppercase",
     ));
+    // Zig's glue takes the packed path for every handler.
+    for name in ["uppercase", "counter"] {
+        let label = if name == "uppercase" {
+            "uppercase (Zig)"
+        } else {
+            "counter (Zig)"
+        };
+        handlers.push((label, support::zig_plugins(), name, name));
+    }
 
     for &(name, dir, file, native_name) in &handlers {
         let prepared = common::prepare(&runtime, dir, file);

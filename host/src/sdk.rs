@@ -119,7 +119,14 @@ pub fn componentize_renamed(
     };
     let mut module = core.to_vec();
     if !has_world(core)? {
-        let (resolve, world) = resolve(contract)?;
+        // A module that exports the packed batch path gets the world that
+        // has it; otherwise wit-component refuses the export as unknown.
+        let (resolve, world) = match contract {
+            Contract::V0_2 if exports(core, PACKED_EXPORT)? => {
+                resolve_world(contract, PACKED_WORLD)?
+            }
+            _ => resolve(contract)?,
+        };
         embed_component_metadata(&mut module, &resolve, world, StringEncoding::UTF8)?;
     }
     let mut encoder = ComponentEncoder::default();
@@ -186,6 +193,25 @@ fn rename_exports(core: &[u8], renames: &[(String, String)]) -> anyhow::Result<V
         bail!("--export {old}=…: the module exports no `{old}`");
     }
     Ok(module.finish())
+}
+
+/// The core export of the packed batch path, as the canonical ABI names it.
+const PACKED_EXPORT: &str = "linecook:handler/packed@0.2.0#handle-packed";
+
+/// Whether the module exports a function named `name`.
+fn exports(core: &[u8], name: &str) -> anyhow::Result<bool> {
+    for payload in wasmparser::Parser::new(0).parse_all(core) {
+        if let wasmparser::Payload::ExportSection(section) =
+            payload.context("this is not a valid WebAssembly module")?
+        {
+            for export in section {
+                if export?.name == name {
+                    return Ok(true);
+                }
+            }
+        }
+    }
+    Ok(false)
 }
 
 /// Whether the module imports anything from WASI preview 1.

@@ -23,6 +23,15 @@
 //! - Memory is an arena: everything the host passes in and every import
 //!   result is allocated by `cabi_realloc` and dropped in the post-return
 //!   function after `handle`; what `init` allocates stays.
+//! - The packed batch path (`linecook:handler/packed@0.2.0#handle-packed`,
+//!   layouts v1 of docs/contract-0.2.md): the batch comes in as one byte
+//!   list, read into the same `Record`s `onHandle` gets (pointing into the
+//!   buffer, no copies), and every `emit` of the call goes into one effects
+//!   buffer returned as a `result<list<u8>, handler-error>` (20-byte area:
+//!   tag @0, list ptr @4 and len @8, or the error as for `handle`). State
+//!   and timers stay imports. The host calls it instead of `handle`
+//!   whenever a component exports it; `linecook sdk componentize` embeds
+//!   the `packed-handler` world when the module does.
 //!
 //! The handler (the root file) provides
 //!   `pub fn onInit(config: []const Pair) ?[]const u8` (an error message or null) and
@@ -289,11 +298,13 @@ pub const state = struct {
 };
 
 pub fn emit(topic: Bytes, k: ?Bytes, v: Bytes) void {
+    if (effects) |*fx| return fx.output(topic, k, v, null);
     sendOne(topic, k, v, 0, 0);
 }
 
 /// `emit` with the output's timestamp (ms since the Unix epoch).
 pub fn emitAt(topic: Bytes, k: ?Bytes, v: Bytes, timestamp_ms: i64) void {
+    if (effects) |*fx| return fx.output(topic, k, v, timestamp_ms);
     sendOne(topic, k, v, 1, timestamp_ms);
 }
 
@@ -403,5 +414,139 @@ fn result(outcome: ?HandlerError) *const anyopaque {
 }
 
 export fn @"cabi_post_linecook:handler/guest@0.2.0#handle"(_: usize) void {
+    top = base;
+}
+
+// ---- the packed batch path -------------------------------------------------
+
+/// A header as the typed interface lays it out (16 bytes), for the
+/// `headers_ptr` of records read from a packed batch.
+const Header = extern struct { name_ptr: [*]const u8, name_len: usize, value_ptr: [*]const u8, value_len: usize };
+
+/// The effects buffer of the packed call in progress: while it is set,
+/// `emit` writes there instead of calling the host.
+var effects: ?Effects = null;
+
+const Effects = struct {
+    buf: Buffer,
+    cap: usize,
+
+    fn reserve(self: *Effects, n: usize) void {
+        if (self.buf.len + n <= self.cap) return;
+        const cap = (self.buf.len + n) * 2;
+        const grown = alloc(cap, 1);
+        @memcpy(grown[0..self.buf.len], self.buf.ptr[0..self.buf.len]);
+        self.buf.ptr = grown;
+        self.cap = cap;
+    }
+
+    fn int(self: *Effects, comptime T: type, v: T) void {
+        var le: [@sizeOf(T)]u8 = undefined;
+        std.mem.writeInt(T, &le, v, .little);
+        self.buf.push(&le);
+    }
+
+    fn bytes(self: *Effects, b: Bytes) void {
+        self.int(u32, @intCast(b.len));
+        self.buf.push(b);
+    }
+
+    /// Entry 1: an output with no headers; `timestamp_ms` null for the
+    /// commit time.
+    fn output(self: *Effects, topic: Bytes, k: ?Bytes, v: Bytes, timestamp_ms: ?i64) void {
+        self.reserve(32 + topic.len + (if (k) |kk| kk.len else 0) + v.len);
+        self.buf.push(&[_]u8{1});
+        self.bytes(topic);
+        if (k) |kk| self.bytes(kk) else self.int(u32, 0xffff_ffff);
+        self.bytes(v);
+        self.int(u16, 0);
+        if (timestamp_ms) |ts| {
+            self.buf.push(&[_]u8{1});
+            self.int(i64, ts);
+        } else self.buf.push(&[_]u8{0});
+    }
+};
+
+const std = @import("std");
+
+/// Reads batch layout v1; null when the buffer is not one (the host then
+/// gets a `fatal` naming it).
+const Reader = struct {
+    rest: []u8,
+
+    fn take(self: *Reader, n: usize) ?[]u8 {
+        if (self.rest.len < n) return null;
+        const got = self.rest[0..n];
+        self.rest = self.rest[n..];
+        return got;
+    }
+
+    fn int(self: *Reader, comptime T: type) ?T {
+        const b = self.take(@sizeOf(T)) orelse return null;
+        return std.mem.readInt(T, b[0..@sizeOf(T)], .little);
+    }
+
+    fn bytes(self: *Reader) ?[]u8 {
+        const n = self.int(u32) orelse return null;
+        return self.take(n);
+    }
+};
+
+fn readBatch(buf: []u8) ?[]Record {
+    var r = Reader{ .rest = buf };
+    const magic = r.take(4) orelse return null;
+    if (!eql(magic, "LCB1")) return null;
+    const count = r.int(u32) orelse return null;
+    const topic = r.bytes() orelse return null;
+    const partition = r.int(u32) orelse return null;
+    const records: [*]Record = @ptrCast(@alignCast(alloc(count * @sizeOf(Record), 8)));
+    for (0..count) |i| {
+        const offset = r.int(u64) orelse return null;
+        const timestamp = r.int(i64) orelse return null;
+        const key_len = r.int(i32) orelse return null;
+        const k: ?[]u8 = if (key_len < 0) null else (r.take(@intCast(key_len)) orelse return null);
+        const v = r.bytes() orelse return null;
+        const header_count = r.int(u16) orelse return null;
+        const headers: [*]Header = @ptrCast(@alignCast(alloc(@as(usize, header_count) * @sizeOf(Header), 4)));
+        for (0..header_count) |h| {
+            const name_len = r.int(u16) orelse return null;
+            const name = r.take(name_len) orelse return null;
+            const hv = r.bytes() orelse return null;
+            headers[h] = .{ .name_ptr = name.ptr, .name_len = name.len, .value_ptr = hv.ptr, .value_len = hv.len };
+        }
+        records[i] = .{
+            .topic_ptr = topic.ptr,
+            .topic_len = topic.len,
+            .partition = partition,
+            ._pad = 0,
+            .offset = offset,
+            .timestamp_ms = timestamp,
+            .key_tag = @intFromBool(k != null),
+            .key_ptr = if (k) |kk| kk.ptr else topic.ptr,
+            .key_len = if (k) |kk| kk.len else 0,
+            .value_ptr = v.ptr,
+            .value_len = v.len,
+            .headers_ptr = @intFromPtr(headers),
+            .headers_len = header_count,
+        };
+    }
+    return records[0..count];
+}
+
+export fn @"linecook:handler/packed@0.2.0#handle-packed"(batch_ptr: [*]u8, batch_len: usize) *const anyopaque {
+    const batch = readBatch(batch_ptr[0..batch_len]) orelse
+        return result(.{ .fatal = "the packed batch is not in layout v1 (LCB1)" });
+    const cap = batch_len + 64;
+    effects = .{ .buf = .{ .ptr = alloc(cap, 1), .len = 0 }, .cap = cap };
+    effects.?.buf.push("LCE1");
+    const outcome = root.onHandle(batch);
+    const fx = effects.?;
+    effects = null;
+    if (outcome != null) return result(outcome);
+    handle_ret = .{ .tag = 0, .err_tag = @intFromPtr(fx.buf.ptr), .a = fx.buf.len, .b = 0, .c = 0 };
+    return &handle_ret;
+}
+
+export fn @"cabi_post_linecook:handler/packed@0.2.0#handle-packed"(_: usize) void {
     top = base;
 }
