@@ -155,7 +155,7 @@ fn languages() -> Vec<Language> {
             )),
         },
         Language {
-            name: "AssemblyScript",
+            name: "AssemblyScript (packed)",
             uppercase: support::assemblyscript_plugins().join("uppercase.wasm"),
             counter: support::assemblyscript_plugins().join("counter.wasm"),
             timers: Ok((

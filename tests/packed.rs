@@ -296,6 +296,17 @@ fn a_c_handler_takes_the_packed_path_through_its_header() {
 
 #[test]
 fn zig_handlers_take_the_packed_path_through_their_glue_and_mean_the_same() {
+    glue_handlers_mean_the_same(support::zig_plugins(), "Zig");
+}
+
+#[test]
+fn assemblyscript_handlers_take_the_packed_path_through_their_glue_and_mean_the_same() {
+    glue_handlers_mean_the_same(support::assemblyscript_plugins(), "AssemblyScript");
+}
+
+/// The four handlers of a hand-written glue at `dir`: packed and typed
+/// calls do the same, and counter's counts are exact.
+fn glue_handlers_mean_the_same(plugins: &std::path::Path, lang: &str) {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
     store.create_topic("in", 1).unwrap();
@@ -309,16 +320,16 @@ fn zig_handlers_take_the_packed_path_through_their_glue_and_mean_the_same() {
     ];
     let runtime = Runtime::new().unwrap();
     for plugin in ["uppercase", "counter", "window-count", "session"] {
-        let path = support::zig_plugins().join(format!("{plugin}.wasm"));
+        let path = plugins.join(format!("{plugin}.wasm"));
         let typed = effects_of(&runtime, &store, &path, plugin, Shape::V2, &records);
         let packed = effects_of(&runtime, &store, &path, plugin, Shape::Packed, &records);
-        assert_eq!(packed, typed, "Zig {plugin}: packed and typed differ");
+        assert_eq!(packed, typed, "{lang} {plugin}: packed and typed differ");
         assert!(
             !(typed.outputs.is_empty() && typed.state.is_empty() && typed.timers.is_empty()),
-            "Zig {plugin} did something to compare"
+            "{lang} {plugin} did something to compare"
         );
     }
-    let path = support::zig_plugins().join("counter.wasm");
+    let path = plugins.join("counter.wasm");
     let counter = effects_of(&runtime, &store, &path, "counter", Shape::Packed, &records);
     let lines: Vec<String> = counter
         .outputs

@@ -6,8 +6,9 @@
 //! measures; a markdown table of ns/record and the WASM/native ratios is
 //! printed at the end. The C `uppercase` with the packed path
 //! (`plugins/c/uppercase-packed`, through `plugins/c/packed.h`) and the Zig
-//! `uppercase` and `counter` (packed through `plugins/zig/glue.zig`) are
-//! measured the same way, against the same native handlers.
+//! and AssemblyScript `uppercase` and `counter` (packed through their
+//! hand-written glue) are measured the same way, against the same native
+//! handlers.
 //!
 //! Run: `cargo bench -p linecook --bench handler`
 
@@ -50,15 +51,33 @@ fn main() {
         "uppercase-packed",
         "uppercase",
     ));
-    // Zig's glue takes the packed path for every handler.
-    for name in ["uppercase", "counter"] {
-        let label = if name == "uppercase" {
-            "uppercase (Zig)"
-        } else {
-            "counter (Zig)"
-        };
-        handlers.push((label, support::zig_plugins(), name, name));
-    }
+    // The Zig and AssemblyScript glue take the packed path for every handler.
+    handlers.extend([
+        (
+            "uppercase (Zig)",
+            support::zig_plugins(),
+            "uppercase",
+            "uppercase",
+        ),
+        (
+            "counter (Zig)",
+            support::zig_plugins(),
+            "counter",
+            "counter",
+        ),
+        (
+            "uppercase (AssemblyScript)",
+            support::assemblyscript_plugins(),
+            "uppercase",
+            "uppercase",
+        ),
+        (
+            "counter (AssemblyScript)",
+            support::assemblyscript_plugins(),
+            "counter",
+            "counter",
+        ),
+    ]);
 
     for &(name, dir, file, native_name) in &handlers {
         let prepared = common::prepare(&runtime, dir, file);

@@ -20,6 +20,9 @@ renames=()
 for f in init handle on-timers; do
   renames+=(--export "${f//-/_}=$guest#$f" --export "cabi_post_${f//-/_}=cabi_post_$guest#$f")
 done
+# The packed batch path (componentize then embeds the packed-handler world).
+packed=linecook:handler/packed@0.2.0#handle-packed
+renames+=(--export "handle_packed=$packed" --export "cabi_post_handle_packed=cabi_post_$packed")
 for name in uppercase counter window-count session; do
   # --use abort=...: our trap instead of an `env.abort` import.
   node_modules/.bin/asc "$name.ts" -o "gen/$name.core.wasm" --runtime stub -O3 --noAssert \

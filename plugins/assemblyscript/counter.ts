@@ -12,10 +12,10 @@
 import {
   RECORD_SIZE, begin, bytesEqual, bytesEqualAscii, emitWithKeyOf, handleOk, handleRetry,
   initErr, initOk, keyLen, keyPtr, outLen, outPtr, pushAscii, pushByte, pushBytes,
-  pushDecimal, pushLossy, recordOffset, stateStore, storedNumber, valueLen, valuePtr,
+  pushDecimal, pushLossy, recordOffset, stateStore, storedNumber, valueLen, valuePtr, packed,
 } from "./glue";
 export {
-  cabi_realloc, cabi_post_init, cabi_post_handle, cabi_post_on_timers, on_timers,
+  cabi_realloc, cabi_post_init, cabi_post_handle, cabi_post_handle_packed, cabi_post_on_timers, on_timers,
 } from "./glue";
 
 let outputPtr: usize = 0;
@@ -68,4 +68,10 @@ export function handle(batch: usize, batchLen: usize): usize {
     emitWithKeyOf(outputPtr, outputLen, r, outPtr, outLen);
   }
   return handleOk();
+}
+
+/// The packed batch path: the same `handle`, its batch read from one buffer
+/// and its outputs written into one (see glue.ts).
+export function handle_packed(buf: usize, len: usize): usize {
+  return packed(buf, len, handle);
 }

@@ -20,6 +20,16 @@
 //   domain @8, due-ms @16); the same result as handle. The glue's on_timers
 //   lets timers pass; a handler with timers exports its own.
 //
+// - handle_packed(buf): the packed batch path (layouts v1,
+//   docs/contract-0.2.md): batch layout v1 is read into the same 64-byte
+//   records `handle` gets (pointing into the buffer, no copies) and every
+//   emit of the call goes into one effects buffer, returned as
+//   result<list<u8>, handler-error> (tag @0, list ptr @4, len @8). State and
+//   timers stay imports. A handler exports `handle_packed` as
+//   `return packed(buf, len, handle)`; build.sh renames it to
+//   `linecook:handler/packed@0.2.0#handle-packed`, and componentize embeds
+//   the packed-handler world.
+//
 // Nothing here uses AssemblyScript's managed heap (no `new`, no runtime
 // strings): bytes live in an arena that `cabi_post_handle` empties after
 // every batch, and string literals are only read, never allocated.
@@ -163,10 +173,10 @@ export function stateStore(keyPtr: usize, keyLen: usize, valuePtr: usize, valueL
 export function emitWithKeyOf(
   topicPtr: usize, topicLen: usize, record: usize, valuePtr: usize, valueLen: usize,
 ): void {
-  emitSend(
+  send(
     topicPtr, topicLen,
     load<u8>(record, 32), load<usize>(record, 36), load<usize>(record, 40),
-    valuePtr, valueLen, 0, 0, 0, 0,
+    valuePtr, valueLen, 0, 0,
   );
 }
 
@@ -176,7 +186,7 @@ export function emitKeyed(
   topicPtr: usize, topicLen: usize, keyTag: u32, keyPtr: usize, keyLen: usize,
   valuePtr: usize, valueLen: usize,
 ): void {
-  emitSend(topicPtr, topicLen, keyTag, keyPtr, keyLen, valuePtr, valueLen, 0, 0, 0, 0);
+  send(topicPtr, topicLen, keyTag, keyPtr, keyLen, valuePtr, valueLen, 0, 0);
 }
 
 /// `emitKeyed`, timestamped `timestampMs`.
@@ -184,7 +194,7 @@ export function emitAt(
   topicPtr: usize, topicLen: usize, keyTag: u32, keyPtr: usize, keyLen: usize,
   valuePtr: usize, valueLen: usize, timestampMs: i64,
 ): void {
-  emitSend(topicPtr, topicLen, keyTag, keyPtr, keyLen, valuePtr, valueLen, 0, 0, 1, timestampMs);
+  send(topicPtr, topicLen, keyTag, keyPtr, keyLen, valuePtr, valueLen, 1, timestampMs);
 }
 
 // ---- records --------------------------------------------------------------
@@ -348,4 +358,148 @@ export function handleRetry(): usize {
   store<usize>(handleArea, outPtr, 8);
   store<usize>(handleArea, outLen, 12);
   return handleArea;
+}
+
+// ---- the packed batch path -------------------------------------------------
+
+// The effects buffer of the packed call in progress; while `packing`, every
+// emit goes there instead of to the host.
+let packing = false;
+let fxPtr: usize = 0;
+let fxLen: usize = 0;
+let fxCap: usize = 0;
+
+function fxReserve(n: usize): void {
+  if (fxLen + n <= fxCap) return;
+  const cap = (fxLen + n) * 2;
+  const grown = alloc(cap, 1);
+  memory.copy(grown, fxPtr, fxLen);
+  fxPtr = grown;
+  fxCap = cap;
+}
+
+// Wasm is little-endian and allows unaligned stores: the layout's integers
+// are written as they are.
+function fxBytes(ptr: usize, len: usize): void {
+  store<u32>(fxPtr + fxLen, <u32>len);
+  memory.copy(fxPtr + fxLen + 4, ptr, len);
+  fxLen += 4 + len;
+}
+
+function send(
+  topicPtr: usize, topicLen: usize, keyTag: u32, keyPtr: usize, keyLen: usize,
+  valuePtr: usize, valueLen: usize, timestampTag: u32, timestampMs: i64,
+): void {
+  if (!packing) {
+    emitSend(topicPtr, topicLen, keyTag, keyPtr, keyLen, valuePtr, valueLen, 0, 0, timestampTag, timestampMs);
+    return;
+  }
+  // Entry 1: an output with no headers.
+  fxReserve(32 + topicLen + keyLen + valueLen);
+  store<u8>(fxPtr + fxLen, 1);
+  fxLen += 1;
+  fxBytes(topicPtr, topicLen);
+  if (keyTag != 0) {
+    fxBytes(keyPtr, keyLen);
+  } else {
+    store<u32>(fxPtr + fxLen, 0xffffffff);
+    fxLen += 4;
+  }
+  fxBytes(valuePtr, valueLen);
+  store<u16>(fxPtr + fxLen, 0);
+  store<u8>(fxPtr + fxLen + 2, <u8>timestampTag);
+  fxLen += 3;
+  if (timestampTag != 0) {
+    store<i64>(fxPtr + fxLen, timestampMs);
+    fxLen += 8;
+  }
+}
+
+function malformed(): usize {
+  begin(40);
+  pushAscii("the packed batch is not in layout v1");
+  store<u32>(handleArea, 1);
+  store<u32>(handleArea, 2, 4);
+  store<usize>(handleArea, outPtr, 8);
+  store<usize>(handleArea, outLen, 12);
+  return handleArea;
+}
+
+/// The packed batch path: reads the batch at buf..buf+len into records and
+/// calls `handle` with them, emits collected into the effects buffer.
+export function packed(buf: usize, len: usize, handle: (batch: usize, count: usize) => usize): usize {
+  const end = buf + len;
+  // "LCB1" read as a little-endian u32.
+  if (len < 12 || load<u32>(buf) != 0x3142434c) return malformed();
+  const count = <usize>load<u32>(buf, 4);
+  const topicLen = <usize>load<u32>(buf, 8);
+  const topicPtr = buf + 12;
+  let p = topicPtr + topicLen;
+  if (p + 4 > end) return malformed();
+  const partition = load<u32>(p);
+  p += 4;
+  const records = alloc(count * RECORD_SIZE, 8);
+  for (let i: usize = 0; i < count; i++) {
+    const r = records + i * RECORD_SIZE;
+    if (p + 20 > end) return malformed();
+    store<usize>(r, topicPtr);
+    store<usize>(r, topicLen, 4);
+    store<u32>(r, partition, 8);
+    store<u64>(r, load<u64>(p), 16);
+    store<i64>(r, load<i64>(p, 8), 24);
+    const keyLength = load<i32>(p, 16);
+    p += 20;
+    if (keyLength < 0) {
+      store<u32>(r, 0, 32);
+      store<usize>(r, 0, 36);
+      store<usize>(r, 0, 40);
+    } else {
+      if (p + <usize>keyLength > end) return malformed();
+      store<u32>(r, 1, 32);
+      store<usize>(r, p, 36);
+      store<usize>(r, <usize>keyLength, 40);
+      p += <usize>keyLength;
+    }
+    if (p + 4 > end) return malformed();
+    const n = <usize>load<u32>(p);
+    if (p + 4 + n + 2 > end) return malformed();
+    store<usize>(r, p + 4, 44);
+    store<usize>(r, n, 48);
+    p += 4 + n;
+    const headerCount = <usize>load<u16>(p);
+    p += 2;
+    // Headers in the typed layout: 16 bytes, name then value.
+    const headers = alloc(headerCount * 16, 4);
+    for (let h: usize = 0; h < headerCount; h++) {
+      if (p + 2 > end) return malformed();
+      const nameLen = <usize>load<u16>(p);
+      if (p + 2 + nameLen + 4 > end) return malformed();
+      const valueLength = <usize>load<u32>(p + 2 + nameLen);
+      if (p + 6 + nameLen + valueLength > end) return malformed();
+      const header = headers + h * 16;
+      store<usize>(header, p + 2);
+      store<usize>(header, nameLen, 4);
+      store<usize>(header, p + 6 + nameLen, 8);
+      store<usize>(header, valueLength, 12);
+      p += 6 + nameLen + valueLength;
+    }
+    store<usize>(r, headers, 52);
+    store<usize>(r, headerCount, 56);
+  }
+  fxCap = len + 64;
+  fxPtr = alloc(fxCap, 1);
+  store<u32>(fxPtr, 0x3145434c); // "LCE1"
+  fxLen = 4;
+  packing = true;
+  const result = handle(records, count);
+  packing = false;
+  if (load<u8>(result) != 0) return result;
+  store<u32>(handleArea, 0);
+  store<usize>(handleArea, fxPtr, 4);
+  store<usize>(handleArea, fxLen, 8);
+  return handleArea;
+}
+
+export function cabi_post_handle_packed(_ret: usize): void {
+  top = base;
 }

@@ -10,9 +10,9 @@
 import {
   DUE_TIMER_SIZE, PROCESSING, RECORD_SIZE, begin, bytesEqualAscii, emitKeyed, handleOk, initErr,
   initOk, keyLen, keyPtr, nowMs, outLen, outPtr, pushByte, pushDecimal, pushLossy, pushSigned,
-  setTimer, stateDelete, stateLen, statePtr, stateLoad, stateStore,
+  setTimer, stateDelete, stateLen, statePtr, stateLoad, stateStore, packed,
 } from "./glue";
-export { cabi_realloc, cabi_post_init, cabi_post_handle, cabi_post_on_timers } from "./glue";
+export { cabi_realloc, cabi_post_init, cabi_post_handle, cabi_post_handle_packed, cabi_post_on_timers } from "./glue";
 
 let outputPtr: usize = 0;
 let outputLen: usize = 0;
@@ -116,4 +116,10 @@ export function on_timers(due: usize, dueLen: usize): usize {
     emitKeyed(outputPtr, outputLen, kLen > 0 ? 1 : 0, k, kLen, outPtr, outLen);
   }
   return handleOk();
+}
+
+/// The packed batch path: the same `handle`, its batch read from one buffer
+/// and its outputs written into one (see glue.ts).
+export function handle_packed(buf: usize, len: usize): usize {
+  return packed(buf, len, handle);
 }

@@ -8,10 +8,10 @@
 // emptied after every batch.
 
 import {
-  RECORD_SIZE, bytesEqualAscii, emitWithKeyOf, handleOk, initErr, initOk, valueLen, valuePtr,
+  RECORD_SIZE, bytesEqualAscii, emitWithKeyOf, handleOk, initErr, initOk, valueLen, valuePtr, packed,
 } from "./glue";
 export {
-  cabi_realloc, cabi_post_init, cabi_post_handle, cabi_post_on_timers, on_timers,
+  cabi_realloc, cabi_post_init, cabi_post_handle, cabi_post_handle_packed, cabi_post_on_timers, on_timers,
 } from "./glue";
 
 let outputPtr: usize = 0;
@@ -44,4 +44,10 @@ export function handle(batch: usize, batchLen: usize): usize {
     emitWithKeyOf(outputPtr, outputLen, r, v, n);
   }
   return handleOk();
+}
+
+/// The packed batch path: the same `handle`, its batch read from one buffer
+/// and its outputs written into one (see glue.ts).
+export function handle_packed(buf: usize, len: usize): usize {
+  return packed(buf, len, handle);
 }

@@ -12,9 +12,9 @@ import {
   DUE_TIMER_SIZE, EVENT, RECORD_SIZE, allowedLatenessMs, begin, bytesEqualAscii, emitAt,
   handleOk, handlePoison, hasWatermark, initErr, initOk, keyLen, keyPtr, outLen, outPtr,
   pushAscii, pushByte, pushBytes, pushDecimal, pushLossy, pushSigned, setTimer, stateDelete,
-  stateStore, storedNumber, watermark,
+  stateStore, storedNumber, watermark, packed,
 } from "./glue";
-export { cabi_realloc, cabi_post_init, cabi_post_handle, cabi_post_on_timers } from "./glue";
+export { cabi_realloc, cabi_post_init, cabi_post_handle, cabi_post_handle_packed, cabi_post_on_timers } from "./glue";
 
 let outputPtr: usize = 0;
 let outputLen: usize = 0;
@@ -149,4 +149,10 @@ export function on_timers(due: usize, dueLen: usize): usize {
     emitAt(outputPtr, outputLen, bareLen > 0 ? 1 : 0, k, bareLen, outPtr, outLen, start + windowMs);
   }
   return handleOk();
+}
+
+/// The packed batch path: the same `handle`, its batch read from one buffer
+/// and its outputs written into one (see glue.ts).
+export function handle_packed(buf: usize, len: usize): usize {
+  return packed(buf, len, handle);
 }
