@@ -15,5 +15,8 @@ renames=()
 for f in init handle on-timers; do
   renames+=(--export "${f//-/_}=$guest#$f" --export "cabi_post_${f//-/_}=cabi_post_$guest#$f")
 done
+# The packed batch path (componentize then embeds the packed-handler world).
+packed=linecook:handler/packed@0.2.0#handle-packed
+renames+=(--export "handle_packed=$packed" --export "cabi_post_handle_packed=cabi_post_$packed")
 "$linecook" sdk componentize gen/app.core.wasm -o {{name}}.wasm --contract 0.2.0 "${renames[@]}"
 echo "built {{name}}.wasm"
