@@ -1230,3 +1230,77 @@ fn routes_reload_on_a_running_member_with_nothing_lost_or_repeated() {
     assert_exact_counts(&outputs, &produced);
     host.stop();
 }
+
+/// Outputs of OUTPUT per key, each origin once, in the order delivered.
+fn values_per_key(brokers: &str) -> BTreeMap<String, Vec<String>> {
+    let mut seen = BTreeSet::new();
+    let mut per_key: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for o in read_outputs(brokers) {
+        if seen.insert(o.origin.clone()) {
+            per_key.entry(o.key).or_default().push(o.value);
+        }
+    }
+    per_key
+}
+
+/// A counter whose route sets `state_ttl_ms = ttl_ms` counts two records
+/// per key on one member, which stops; `pause` later a fresh member (an
+/// empty data directory) restores the partitions from the changelog and
+/// counts one more. Returns each key's counts.
+fn counts_across_a_move(ttl_ms: u64, pause: Duration) -> BTreeMap<String, Vec<String>> {
+    build_plugins(None);
+    let cluster = Cluster::start();
+    let brokers = cluster.brokers();
+    let route = format!(
+        "[[route]]\ntopic = \"{INPUT}\"\nplugin = \"counter\"\nstate_ttl_ms = {ttl_ms}\nconfig = {{ output = \"{OUTPUT}\" }}\n"
+    );
+    let distinct = |n: u64| {
+        wait_until(Duration::from_secs(90), "every count delivered", || {
+            dedup(&read_outputs(&brokers)).len() as u64 >= n
+        })
+    };
+    let mut produced = BTreeMap::new();
+    let first = cluster.member_with("classic", "range", "", &route, &["counter"]);
+    let mut host = first.start();
+    host.wait_ready();
+    wait_balanced(&[&first]);
+    produce_per_key(&brokers, 2, &mut produced);
+    distinct(KEYS * 2);
+    host.stop();
+    std::thread::sleep(pause);
+
+    let fresh = cluster.member_with("classic", "range", "", &route, &["counter"]);
+    let mut host = fresh.start();
+    host.wait_ready();
+    wait_balanced(&[&fresh]);
+    produce_per_key(&brokers, 1, &mut produced);
+    distinct(KEYS * 3);
+    host.stop();
+    let counts = values_per_key(&brokers);
+    assert_eq!(counts.len() as u64, KEYS);
+    counts
+}
+
+#[test]
+fn state_written_with_a_time_to_live_keeps_it_when_the_partition_moves() {
+    // Ten minutes: still running on the new member, which counts on.
+    for (key, counts) in counts_across_a_move(600_000, Duration::ZERO) {
+        assert_eq!(
+            counts,
+            [format!("{key}:1"), format!("{key}:2"), format!("{key}:3")]
+        );
+    }
+}
+
+#[test]
+fn state_past_its_time_to_live_is_not_brought_back_by_a_restore() {
+    // Two seconds, and the move takes longer: the restored counts are
+    // already expired, so the new member starts every key over. A restore
+    // that kept the values but not their expiry would count on to 3.
+    for (key, counts) in counts_across_a_move(2_000, Duration::from_millis(2_500)) {
+        assert_eq!(
+            counts,
+            [format!("{key}:1"), format!("{key}:2"), format!("{key}:1")]
+        );
+    }
+}

@@ -508,13 +508,13 @@ config = { output = "counts" }
 }
 
 #[test]
-fn a_ttl_route_refuses_the_kafka_source_and_zero() {
+fn a_ttl_of_zero_is_refused() {
     for (source, ttl, error) in [
         ("", "0", "`state_ttl_ms` is 0"),
         (
             "[source]\nkind = \"kafka\"\nbrokers = \"127.0.0.1:1\"\n",
-            "1000",
-            "`state_ttl_ms` needs the embedded source",
+            "0",
+            "`state_ttl_ms` is 0",
         ),
     ] {
         let setup = Setup::new(

@@ -206,13 +206,31 @@ impl StateReader for PartitionState {
     }
 }
 
-/// The expiry rows of the keys `effects` writes: a key set with a time to
-/// live expires `ttl` after now; any other write clears its expiry.
+/// When the keys `effects` sets with a time to live expire, if committed
+/// `now`: `ttl` after it.
+fn expiry_times(effects: &BatchEffects, now: i64) -> BTreeMap<Vec<u8>, i64> {
+    effects
+        .state
+        .iter()
+        .filter(|(_, value)| value.is_some())
+        .filter_map(|(key, _)| {
+            let ttl = effects.ttl.get(key)?;
+            Some((
+                key.clone(),
+                now.saturating_add(i64::try_from(*ttl).unwrap_or(i64::MAX)),
+            ))
+        })
+        .collect()
+}
+
+/// The expiry rows of the keys `effects` writes: a key in `expiries` expires
+/// then; any other write clears its expiry.
 fn write_expiries(
     txn: &redb::WriteTransaction,
     topic_id: u32,
     partition: u32,
     effects: &BatchEffects,
+    expiries: &BTreeMap<Vec<u8>, i64>,
 ) -> Result<(), StoreError> {
     let mut order = txn.open_table(EXPIRY_ORDER)?;
     let had_any = order
@@ -221,10 +239,9 @@ fn write_expiries(
         .transpose()?
         .is_some_and(|(k, _)| (k.value().0, k.value().1) == (topic_id, partition));
     // The common case: nothing of the partition expires, nor will.
-    if !had_any && effects.ttl.is_empty() {
+    if !had_any && expiries.is_empty() {
         return Ok(());
     }
-    let now = now_ms();
     let prefix = state_prefix(topic_id, partition);
     let mut expiry = txn.open_table(EXPIRY)?;
     for (key, value) in &effects.state {
@@ -232,8 +249,7 @@ fn write_expiries(
         if had_any && let Some(old) = expiry.remove(full.as_slice())? {
             order.remove((topic_id, partition, old.value(), key.as_slice()))?;
         }
-        if let (Some(_), Some(ttl)) = (value, effects.ttl.get(key)) {
-            let at = now.saturating_add(i64::try_from(*ttl).unwrap_or(i64::MAX));
+        if let (Some(_), Some(&at)) = (value, expiries.get(key)) {
             expiry.insert(full.as_slice(), at)?;
             order.insert((topic_id, partition, at, key.as_slice()), ())?;
         }
@@ -540,7 +556,8 @@ fn write_batch(
         };
     }
     drop(state);
-    write_expiries(txn, topic.id, partition, effects)?;
+    let expiries = expiry_times(effects, now_ms());
+    write_expiries(txn, topic.id, partition, effects, &expiries)?;
     write_timers(txn, topic.id, partition, effects)?;
     if let Some(watermark) = effects.watermark {
         let mut table = txn.open_table(WATERMARKS)?;
@@ -554,10 +571,10 @@ fn write_batch(
         let entries = crate::outbox::entries_for_batch(
             topic,
             partition,
-            first_offset,
-            next_offset,
+            (first_offset, next_offset),
             changelog_topic,
             effects,
+            &expiries,
         );
         let mut table = txn.open_table(OUTBOX)?;
         for (index, entry) in entries.iter().enumerate() {
@@ -994,20 +1011,26 @@ impl Store {
         partition: u32,
         next_offset: u64,
         state: &BTreeMap<Vec<u8>, Vec<u8>>,
+        expiries: &BTreeMap<Vec<u8>, i64>,
     ) -> Result<(), StoreError> {
         let prefix = state_prefix(topic.id, partition);
         let txn = self.db.begin_write()?;
         {
+            clear_partition(&txn, topic.id, partition)?;
             let mut table = txn.open_table(STATE)?;
-            // Partitions are far below u32::MAX: the next partition's prefix
-            // bounds this one's keys.
-            let end = state_prefix(topic.id, partition + 1);
-            table.retain_in::<&[u8], _>(prefix.as_slice()..end.as_slice(), |_, _| false)?;
             for (key, value) in state {
                 let mut full = prefix.to_vec();
                 full.extend_from_slice(key);
                 table.insert(full.as_slice(), value.as_slice())?;
             }
+            let mut expiry = txn.open_table(EXPIRY)?;
+            let mut order = txn.open_table(EXPIRY_ORDER)?;
+            for (key, &at) in expiries {
+                let full = prefixed(&prefix, key);
+                expiry.insert(full.as_slice(), at)?;
+                order.insert((topic.id, partition, at, key.as_slice()), ())?;
+            }
+            drop((table, expiry, order));
             txn.open_table(CHECKPOINTS)?
                 .insert((topic.id, partition), (next_offset, RESTORED_VERSION))?;
             txn.open_table(OUTBOX)?.retain_in(

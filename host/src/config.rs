@@ -953,12 +953,6 @@ impl Config {
                     route.topic
                 ));
             }
-            if route.state_ttl_ms.is_some() && matches!(self.source, Source::Kafka(_)) {
-                return Err(format!(
-                    "[[route]] for topic `{}`: `state_ttl_ms` needs the embedded source; Kafka mode does not carry expiries in the changelog yet",
-                    route.topic
-                ));
-            }
             if !routed.insert(route.topic.as_str()) {
                 return Err(format!(
                     "[[route]] topic `{}` is routed twice; a topic has one plugin",

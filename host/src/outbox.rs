@@ -57,6 +57,9 @@ pub mod batch_headers {
     /// The ownership epoch of the member that delivered it (decimal; see
     /// `kafka::fence`). Records of older linecook versions have none: 0.
     pub const EPOCH: &str = "linecook.epoch";
+    /// On a state write with a time to live: when the value expires (ms
+    /// since the Unix epoch, decimal), so a restore keeps the expiry.
+    pub const EXPIRES: &str = "linecook.expires";
 }
 
 /// Changelog keys start with a kind byte: state keys and batch markers share
@@ -107,15 +110,16 @@ impl OutboxEntry {
 }
 
 /// The entries one batch puts in the outbox, in delivery order: its state
-/// writes for `changelog_topic`, a batch marker if it emitted anything, then
-/// its outputs with origin headers.
+/// writes for `changelog_topic` (with their expiry times, from `expiries`),
+/// a batch marker if it emitted anything, then its outputs with origin
+/// headers.
 pub(crate) fn entries_for_batch(
     topic: &TopicInfo,
     partition: u32,
-    first_offset: u64,
-    next_offset: u64,
+    (first_offset, next_offset): (u64, u64),
     changelog_topic: &str,
     effects: &BatchEffects,
+    expiries: &std::collections::BTreeMap<Vec<u8>, i64>,
 ) -> Vec<OutboxEntry> {
     let batch = || {
         vec![
@@ -134,12 +138,19 @@ pub(crate) fn entries_for_batch(
         let mut full = Vec::with_capacity(key.len() + 1);
         full.push(changelog_key::STATE);
         full.extend_from_slice(key);
+        let mut headers = batch();
+        if let Some(at) = expiries.get(key) {
+            headers.push((
+                batch_headers::EXPIRES.to_owned(),
+                at.to_string().into_bytes(),
+            ));
+        }
         entries.push(OutboxEntry {
             topic: changelog_topic.to_owned(),
             partition: Some(partition),
             key: Some(full),
             value: value.clone(),
-            headers: batch(),
+            headers,
             changelog: true,
         });
     }
@@ -379,7 +390,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::checkpoint::BatchCommit;
+    use crate::checkpoint::{BatchCommit, StateReader as _};
     use crate::record::OutputRecord;
 
     fn effects(writes: &[(&str, Option<&str>)], outputs: &[&str]) -> BatchEffects {
@@ -414,6 +425,40 @@ mod tests {
                 changelog: Some("cl"),
             })
             .unwrap();
+    }
+
+    #[test]
+    fn a_write_with_a_time_to_live_carries_its_expiry_to_the_changelog() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let topic = store.create_topic("in", 4).unwrap();
+        let mut fx = effects(&[("a", Some("1")), ("b", Some("2"))], &[]);
+        fx.ttl.insert(b"a".to_vec(), 60_000);
+        let before = crate::record::now_ms();
+        commit(&store, &topic, 0, 10, &fx);
+        let after = crate::record::now_ms();
+        let expires = |entry: &OutboxEntry| {
+            entry
+                .headers
+                .iter()
+                .find(|(k, _)| k == batch_headers::EXPIRES)
+                .map(|(_, v)| {
+                    String::from_utf8(v.clone())
+                        .unwrap()
+                        .parse::<i64>()
+                        .unwrap()
+                })
+        };
+        let entries = store.outbox_peek(100).unwrap();
+        let a = expires(&entries[0].1).expect("a was written with a time to live");
+        assert!((before + 60_000..=after + 60_000).contains(&a), "{a}");
+        assert_eq!(expires(&entries[1].1), None, "b never expires");
+        // The local expiry is the same instant: a restore elsewhere and this
+        // store agree on when `a` goes.
+        let local = store.partition_state_at(&topic, 2, a - 1).unwrap();
+        assert_eq!(local.get(b"a").unwrap(), Some(b"1".to_vec()));
+        let local = store.partition_state_at(&topic, 2, a).unwrap();
+        assert_eq!(local.get(b"a").unwrap(), None);
     }
 
     #[test]
@@ -521,7 +566,9 @@ mod tests {
             })
             .unwrap();
         let restored: BTreeMap<Vec<u8>, Vec<u8>> = [(b"k".to_vec(), b"7".to_vec())].into();
-        store.restore_partition(&topic, 2, 42, &restored).unwrap();
+        store
+            .restore_partition(&topic, 2, 42, &restored, &Default::default())
+            .unwrap();
         assert_eq!(
             store.state_entries(&topic, 2).unwrap(),
             vec![(b"k".to_vec(), b"7".to_vec())]
@@ -531,5 +578,25 @@ mod tests {
             store.checkpoint(&topic, 2).unwrap().unwrap().next_offset,
             42
         );
+
+        // Restored with expiries: each value goes when its writer said.
+        let restored: BTreeMap<Vec<u8>, Vec<u8>> = [
+            (b"a".to_vec(), b"1".to_vec()),
+            (b"b".to_vec(), b"2".to_vec()),
+        ]
+        .into();
+        let expiries: BTreeMap<Vec<u8>, i64> = [(b"a".to_vec(), 5_000)].into();
+        store
+            .restore_partition(&topic, 2, 50, &restored, &expiries)
+            .unwrap();
+        let at = |now| {
+            let state = store.partition_state_at(&topic, 2, now).unwrap();
+            (state.get(b"a").unwrap(), state.get(b"b").unwrap())
+        };
+        assert_eq!(at(4_999), (Some(b"1".to_vec()), Some(b"2".to_vec())));
+        assert_eq!(at(5_000), (None, Some(b"2".to_vec())));
+        // Swept like any expired entry.
+        store.sweep_expired(&topic, 2, 5_000, 100).unwrap();
+        assert_eq!(store.state_entries(&topic, 2).unwrap().len(), 1);
     }
 }

@@ -86,6 +86,10 @@ impl Goal {
 pub struct Restored {
     /// The partition's state as of `upto` (empty for `Goal::Plan`).
     pub state: BTreeMap<Vec<u8>, Vec<u8>>,
+    /// When keys of `state` written with a time to live expire (ms since
+    /// the Unix epoch), as their writers computed it. An entry already past
+    /// it is restored too, and hidden as soon as it is, like any expired one.
+    pub expiries: BTreeMap<Vec<u8>, i64>,
     /// Batches (`first..end`) a previous owner handled from the start offset
     /// on, in offset order, not overlapping.
     pub plan: Vec<(u64, u64)>,
@@ -104,6 +108,9 @@ pub enum Kind<'a> {
         key: &'a [u8],
         /// The value.
         value: Option<&'a [u8]>,
+        /// When the value expires (ms since the Unix epoch), if it was
+        /// written with a time to live.
+        expires: Option<i64>,
         /// First source offset of the batch.
         first: u64,
         /// Source offset after the batch.
@@ -135,6 +142,7 @@ struct Write {
     epoch: u64,
     end: u64,
     value: Option<Vec<u8>>,
+    expires: Option<i64>,
 }
 
 /// The decision part of a read, fed one record at a time in log order.
@@ -187,6 +195,7 @@ impl Fold {
             Kind::State {
                 key,
                 value,
+                expires,
                 first,
                 end,
             } => {
@@ -215,6 +224,7 @@ impl Fold {
                             epoch: entry.epoch,
                             end,
                             value: value.map(<[u8]>::to_vec),
+                            expires,
                         },
                     );
                 }
@@ -235,12 +245,18 @@ impl Fold {
                 cursor = end;
             }
         }
+        let expiries = self
+            .writes
+            .iter()
+            .filter_map(|(k, w)| Some((k.clone(), w.value.as_ref().and(w.expires)?)))
+            .collect();
         Restored {
             state: self
                 .writes
                 .into_iter()
                 .filter_map(|(k, w)| Some((k, w.value?)))
                 .collect(),
+            expiries,
             plan,
             records: self.records,
             fenced: self.fenced,
@@ -424,16 +440,16 @@ impl Reader {
 
 /// A changelog record's meaning, from its key and headers.
 fn parse<'a>(message: &'a rdkafka::message::BorrowedMessage<'a>) -> anyhow::Result<Entry<'a>> {
-    let (mut first, mut end, mut epoch) = (None, None, 0);
+    let (mut first, mut end, mut epoch, mut expires) = (None, None, 0, None);
     if let Some(headers) = message.headers() {
         for h in headers.iter() {
-            let value = h
-                .value
-                .and_then(|v| std::str::from_utf8(v).ok()?.parse::<u64>().ok());
+            let text = h.value.and_then(|v| std::str::from_utf8(v).ok());
+            let value = text.and_then(|t| t.parse::<u64>().ok());
             match h.key {
                 batch_headers::FIRST => first = value,
                 batch_headers::END => end = value,
                 batch_headers::EPOCH => epoch = value.unwrap_or(0),
+                batch_headers::EXPIRES => expires = text.and_then(|t| t.parse::<i64>().ok()),
                 _ => {}
             }
         }
@@ -449,6 +465,7 @@ fn parse<'a>(message: &'a rdkafka::message::BorrowedMessage<'a>) -> anyhow::Resu
             Kind::State {
                 key,
                 value: message.payload(),
+                expires,
                 first,
                 end,
             }
@@ -473,6 +490,7 @@ mod tests {
             kind: Kind::State {
                 key: key.as_bytes(),
                 value: Some(value.as_bytes()),
+                expires: None,
                 first,
                 end,
             },
@@ -613,6 +631,7 @@ mod tests {
                     kind: Kind::State {
                         key: b"k",
                         value: None,
+                        expires: None,
                         first: 10,
                         end: 20,
                     },
@@ -621,5 +640,46 @@ mod tests {
             ],
         );
         assert!(r.state.is_empty());
+    }
+
+    #[test]
+    fn a_value_keeps_the_expiry_it_was_written_with_and_a_newer_write_decides() {
+        let ttl = |key: &'static str, value: &'static str, expires, first, end| Entry {
+            epoch: 1,
+            kind: Kind::State {
+                key: key.as_bytes(),
+                value: Some(value.as_bytes()),
+                expires: Some(expires),
+                first,
+                end,
+            },
+        };
+        let r = fold(
+            Goal::Restore { upto: 30 },
+            &[
+                claim(1),
+                ttl("a", "1", 5_000, 0, 10),
+                ttl("b", "1", 6_000, 0, 10),
+                // A plain write after a TTL write: b never expires now.
+                set(1, "b", "2", 10, 20),
+                ttl("c", "1", 7_000, 10, 20),
+                // An uncommitted batch's expiry is not restored either.
+                ttl("c", "2", 9_000, 30, 40),
+            ],
+        );
+        assert_eq!(
+            state(&r),
+            [
+                ("a".into(), "1".into()),
+                ("b".into(), "2".into()),
+                ("c".into(), "1".into())
+            ]
+        );
+        let expiries: Vec<(&[u8], i64)> = r
+            .expiries
+            .iter()
+            .map(|(k, at)| (k.as_slice(), *at))
+            .collect();
+        assert_eq!(expiries, [(&b"a"[..], 5_000), (&b"c"[..], 7_000)]);
     }
 }

@@ -91,7 +91,7 @@ impl PartitionSource {
         )?;
         if let Goal::Restore { upto } = goal {
             ctx.store
-                .restore_partition(ctx.topic, ctx.partition, upto, &r.state)?;
+                .restore_partition(ctx.topic, ctx.partition, upto, &r.state, &r.expiries)?;
         }
         Ok((claim, r))
     }

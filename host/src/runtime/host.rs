@@ -53,8 +53,8 @@ pub struct CallTime {
     pub allowed_lateness_ms: u64,
     /// The route's default time to live for `state.set`.
     pub state_ttl_ms: Option<u64>,
-    /// Why timers and state TTL cannot be used here, if they cannot (Kafka
-    /// mode does not carry them in the changelog yet).
+    /// Why timers cannot be used here, if they cannot (Kafka mode does not
+    /// carry them in the changelog yet).
     pub no_timers: Option<&'static str>,
 }
 
@@ -318,11 +318,6 @@ impl HostState {
         }
         let scope = self.writable_scope("state.set")?;
         let ttl = ttl_ms.or(scope.time.state_ttl_ms);
-        if ttl_ms.is_some()
-            && let Some(why) = scope.time.no_timers
-        {
-            bail!("state.set-with-ttl: {why}");
-        }
         match ttl {
             Some(ttl) => scope.effects.ttl.insert(key.clone(), ttl),
             None => scope.effects.ttl.remove(&key),

@@ -653,9 +653,9 @@ impl Worker {
             watermark,
             allowed_lateness_ms: self.spec.time.allowed_lateness_ms,
             state_ttl_ms: self.spec.time.state_ttl_ms,
-            no_timers: self.source.changelog().map(|_| {
-                "timers and state with a time to live are not supported in Kafka mode yet: the changelog does not carry them"
-            }),
+            no_timers: self.source.changelog().map(
+                |_| "timers are not supported in Kafka mode yet: the changelog does not carry them",
+            ),
         }
     }
 
