@@ -146,7 +146,7 @@ fn languages() -> Vec<Language> {
             )),
         },
         Language {
-            name: "Go",
+            name: "Go (packed)",
             uppercase: support::go_plugins().join("uppercase.wasm"),
             counter: support::go_plugins().join("counter.wasm"),
             timers: Ok((

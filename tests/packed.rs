@@ -304,6 +304,11 @@ fn assemblyscript_handlers_take_the_packed_path_through_their_glue_and_mean_the_
     glue_handlers_mean_the_same(support::assemblyscript_plugins(), "AssemblyScript");
 }
 
+#[test]
+fn go_handlers_take_the_packed_path_through_their_glue_and_mean_the_same() {
+    glue_handlers_mean_the_same(support::go_plugins(), "Go");
+}
+
 /// The four handlers of a hand-written glue at `dir`: packed and typed
 /// calls do the same, and counter's counts are exact.
 fn glue_handlers_mean_the_same(plugins: &std::path::Path, lang: &str) {

@@ -5,8 +5,8 @@
 //! trait, for batches of 1 to 1000 records of 100 bytes. Criterion
 //! measures; a markdown table of ns/record and the WASM/native ratios is
 //! printed at the end. The C `uppercase` with the packed path
-//! (`plugins/c/uppercase-packed`, through `plugins/c/packed.h`) and the Zig
-//! and AssemblyScript `uppercase` and `counter` (packed through their
+//! (`plugins/c/uppercase-packed`, through `plugins/c/packed.h`) and the Zig,
+//! AssemblyScript and Go `uppercase` and `counter` (packed through their
 //! hand-written glue) are measured the same way, against the same native
 //! handlers.
 //!
@@ -51,7 +51,8 @@ fn main() {
         "uppercase-packed",
         "uppercase",
     ));
-    // The Zig and AssemblyScript glue take the packed path for every handler.
+    // The Zig, AssemblyScript and Go glue take the packed path for every
+    // handler.
     handlers.extend([
         (
             "uppercase (Zig)",
@@ -77,6 +78,13 @@ fn main() {
             "counter",
             "counter",
         ),
+        (
+            "uppercase (Go)",
+            support::go_plugins(),
+            "uppercase",
+            "uppercase",
+        ),
+        ("counter (Go)", support::go_plugins(), "counter", "counter"),
     ]);
 
     for &(name, dir, file, native_name) in &handlers {

@@ -27,6 +27,14 @@
 //   - emit.send takes the output record flattened to 10 i32s and an i64
 //     (timestamp option: tag, value); option<s64> results come through a
 //     16-byte area (tag @0, value @8).
+//   - The packed batch path, packed.handle-packed(batch: list<u8>) (layouts
+//     v1 of docs/contract-0.2.md): the batch is read into the same Records
+//     Handle gets (slices of the buffer, nothing copied), and while Handle
+//     runs every Emit is appended to one effects buffer, returned as
+//     result<list<u8>, handler-error> (tag @0, list ptr @4, len @8). State
+//     and timers stay imports. The host calls it instead of handle whenever
+//     a component exports it; componentize embeds the packed-handler world
+//     when the module does.
 //
 // Memory: what the host passes in (the batch, the config, import results)
 // lands in an arena that cabi_realloc serves and that is reset after every
@@ -350,6 +358,10 @@ func EmitAt(topic string, key, value []byte, timestampMs int64) {
 }
 
 func emit(topic string, key, value []byte, timestampTag uint32, timestampMs int64) {
+	if packing {
+		appendOutput(topic, key, value, timestampTag, timestampMs)
+		return
+	}
 	var tag uint32
 	if key != nil {
 		tag = 1
@@ -538,3 +550,134 @@ func wasmOnTimers(duePtr, dueLen uint32) unsafe.Pointer {
 
 //go:wasmexport cabi_post_linecook:handler/guest@0.2.0#on-timers
 func postOnTimers(uint32) { message = ""; reset() }
+
+// ---- the packed batch path --------------------------------------------------
+
+// While packing, Emit appends to fx instead of calling the host. fx is a Go
+// slice kept in a global: reachable (and Go's heap does not move) until
+// the host has read it after the call.
+var (
+	packing bool
+	fx      []byte
+)
+
+func appendU32(b []byte, v uint32) []byte {
+	return append(b, byte(v), byte(v>>8), byte(v>>16), byte(v>>24))
+}
+
+func appendBytes(b, v []byte) []byte { return append(appendU32(b, uint32(len(v))), v...) }
+
+// appendOutput adds entry 1, an output with no headers.
+func appendOutput(topic string, key, value []byte, timestampTag uint32, timestampMs int64) {
+	fx = append(fx, 1)
+	fx = append(appendU32(fx, uint32(len(topic))), topic...)
+	if key != nil {
+		fx = appendBytes(fx, key)
+	} else {
+		fx = appendU32(fx, 0xffffffff)
+	}
+	fx = appendBytes(fx, value)
+	fx = append(fx, 0, 0, byte(timestampTag))
+	if timestampTag != 0 {
+		fx = appendU32(appendU32(fx, uint32(timestampMs)), uint32(uint64(timestampMs)>>32))
+	}
+}
+
+// batchReader reads batch layout v1; ok turns false at the first byte
+// missing.
+type batchReader struct {
+	rest []byte
+	ok   bool
+}
+
+func (r *batchReader) take(n int) []byte {
+	if !r.ok || n < 0 || len(r.rest) < n {
+		r.ok = false
+		return nil
+	}
+	b := r.rest[:n:n]
+	r.rest = r.rest[n:]
+	return b
+}
+
+func (r *batchReader) u16() uint16 {
+	b := r.take(2)
+	if b == nil {
+		return 0
+	}
+	return uint16(b[0]) | uint16(b[1])<<8
+}
+
+func (r *batchReader) u32() uint32 {
+	b := r.take(4)
+	if b == nil {
+		return 0
+	}
+	return uint32(b[0]) | uint32(b[1])<<8 | uint32(b[2])<<16 | uint32(b[3])<<24
+}
+
+func (r *batchReader) u64() uint64 { return uint64(r.u32()) | uint64(r.u32())<<32 }
+
+func readBatch(buf []byte) ([]Record, bool) {
+	r := batchReader{rest: buf, ok: true}
+	if string(r.take(4)) != "LCB1" {
+		return nil, false
+	}
+	count := r.u32()
+	topic := r.take(int(r.u32()))
+	partition := r.u32()
+	if !r.ok || uint64(count) > uint64(len(buf)) {
+		return nil, false
+	}
+	batch := make([]Record, count)
+	for i := range batch {
+		offset := r.u64()
+		timestamp := int64(r.u64())
+		var key []byte
+		if keyLen := int32(r.u32()); keyLen >= 0 {
+			key = r.take(int(keyLen))
+		}
+		value := r.take(int(r.u32()))
+		var headers []Header
+		if n := r.u16(); n > 0 {
+			headers = make([]Header, n)
+			for j := range headers {
+				name := r.take(int(r.u16()))
+				headers[j] = Header{string(name), r.take(int(r.u32()))}
+			}
+		}
+		if !r.ok {
+			return nil, false
+		}
+		batch[i] = Record{
+			Topic:       unsafe.String(unsafe.SliceData(topic), len(topic)),
+			Partition:   partition,
+			Offset:      offset,
+			TimestampMs: timestamp,
+			Key:         key,
+			Value:       value,
+			Headers:     headers,
+		}
+	}
+	return batch, true
+}
+
+//go:wasmexport linecook:handler/packed@0.2.0#handle-packed
+func wasmHandlePacked(batchPtr, batchLen uint32) unsafe.Pointer {
+	batch, ok := readBatch(bytesAt(batchPtr, batchLen))
+	if !ok {
+		return result(Fatal("the packed batch is not in layout v1 (LCB1)"))
+	}
+	fx = append(fx[:0], "LCE1"...)
+	packing = true
+	err := handler.Handle(batch)
+	packing = false
+	if err != nil {
+		return result(err)
+	}
+	handleRet = [5]uint32{0, addr(fx), uint32(len(fx)), 0, 0}
+	return unsafe.Pointer(&handleRet)
+}
+
+//go:wasmexport cabi_post_linecook:handler/packed@0.2.0#handle-packed
+func postHandlePacked(uint32) { message = ""; reset() }
