@@ -8,7 +8,7 @@ mod support;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -736,4 +736,62 @@ fn reason(letter: &linecook::record::LogRecord) -> String {
         .find(|(n, _)| n == dead_letter_headers::ERROR_MESSAGE)
         .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
         .unwrap_or_default()
+}
+
+/// Runs `enrich` over 48 keys in 4 partitions on 4 worker threads, each
+/// answer taking 40 ms, with the route's `max_in_flight`; returns the most
+/// requests the server had in progress at once.
+fn most_in_flight(max_in_flight: u32) -> usize {
+    let (active, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let server = Server::start({
+        let (active, most) = (active.clone(), most.clone());
+        move |path| {
+            let now = active.fetch_add(1, Ordering::SeqCst) + 1;
+            most.fetch_max(now, Ordering::SeqCst);
+            std::thread::sleep(Duration::from_millis(40));
+            active.fetch_sub(1, Ordering::SeqCst);
+            Answer::Ok(format!("p-{}", key_of(path)), Duration::ZERO)
+        }
+    });
+    let p = server.port();
+    let setup = Setup::new(
+        &format!(
+            r#"
+max_batch = 4
+worker_threads = 4
+[[topic]]
+name = "in"
+partitions = 4
+[[topic]]
+name = "out"
+partitions = 1
+[[route]]
+topic = "in"
+plugin = "enrich"
+config = {{ base_url = "http://127.0.0.1:{p}/prices", output = "out" }}
+http = {{ allow = ["127.0.0.1:{p}"], max_in_flight = {max_in_flight} }}
+"#
+        ),
+        &["enrich"],
+    );
+    setup.store().create_topic("in", 4).unwrap();
+    produce_keyed(&setup, "in", &keys(48));
+    let mut host = setup.start();
+    host.wait_ready();
+    wait_drained(&setup, "out", 48);
+    host.stop();
+    let out = values(&setup, "out");
+    for k in keys(48) {
+        assert_eq!(out[&k], vec![format!("v-{k}|p-{k}")]);
+    }
+    most.load(Ordering::SeqCst)
+}
+
+#[test]
+fn max_in_flight_bounds_a_routes_requests_across_its_partitions() {
+    // Four partitions on four threads do ask at once when allowed to...
+    let free = most_in_flight(8);
+    assert!(free >= 2, "with max_in_flight = 8, at most {free} at once");
+    // ...and one at a time when the route says so.
+    assert_eq!(most_in_flight(1), 1);
 }
