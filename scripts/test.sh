@@ -40,7 +40,21 @@ for package in json.load(sys.stdin)["packages"]:
 ')
 # shellcheck disable=SC2086 # one word per flag and target name
 cargo test --workspace --lib --bins $others "$@"
-cargo test -p linecook --test kafka "$@" -- --test-threads 4
+# The tests that take a mock broker down run one at a time, after the
+# others: librdkafka's mock closes the broker's listening socket and binds
+# its port again at once, and a process another test thread forks at that
+# moment still holds the socket until it execs, so the bind fails and
+# librdkafka aborts the whole test binary (seen once in CI).
+outages=(
+  a_fatal_producer_error_rebuilds_the_producer_and_loses_nothing
+  a_broker_outage_longer_than_the_session_shows_in_status_and_loses_nothing
+  a_member_restarted_on_its_old_data_directory_delivers_no_stale_work
+  a_zombie_member_that_lost_its_session_cannot_deliver_stale_work
+)
+skips=()
+for t in "${outages[@]}"; do skips+=(--skip "$t"); done
+cargo test -p linecook --test kafka "$@" -- --test-threads 4 "${skips[@]}"
+cargo test -p linecook --test kafka "$@" -- --test-threads 1 --exact "${outages[@]}"
 cargo test --workspace --doc "$@"
 
 if [ -f "$table" ]; then
