@@ -41,10 +41,11 @@ for package in json.load(sys.stdin)["packages"]:
 # shellcheck disable=SC2086 # one word per flag and target name
 cargo test --workspace --lib --bins $others "$@"
 # The tests that take a mock broker down run one at a time, after the
-# others: librdkafka's mock closes the broker's listening socket and binds
-# its port again at once, and a process another test thread forks at that
-# moment still holds the socket until it execs, so the bind fails and
-# librdkafka aborts the whole test binary (seen once in CI).
+# others. Taking a broker down, librdkafka's mock closes its listening
+# socket and binds the port again at once; once in CI that bind failed and
+# librdkafka aborted the whole test binary. The likely cause (not proven): a
+# process another test thread forked at that moment still held the socket
+# until its exec. With no other test running, nothing forks then.
 outages=(
   a_fatal_producer_error_rebuilds_the_producer_and_loses_nothing
   a_broker_outage_longer_than_the_session_shows_in_status_and_loses_nothing
