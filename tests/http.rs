@@ -301,10 +301,12 @@ fn enrich_asks_once_per_key(lang: Lang) {
         server.port()
     );
     assert!(metrics.contains(&requests), "{requests} in:\n{metrics}");
-    assert!(
-        metrics.contains("linecook_http_request_duration_seconds_count"),
-        "{metrics}"
+    // The series exist at zero from the start: the count must be the 40.
+    let timed = format!(
+        "linecook_http_request_duration_seconds_count{{route=\"in\",host=\"127.0.0.1:{}\"}} 40",
+        server.port()
     );
+    assert!(metrics.contains(&timed), "{timed} in:\n{metrics}");
 }
 
 #[test]

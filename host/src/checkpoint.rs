@@ -209,6 +209,10 @@ impl StateReader for PartitionState {
 /// When the keys `effects` sets with a time to live expire, if committed
 /// `now`: `ttl` after it.
 fn expiry_times(effects: &BatchEffects, now: i64) -> BTreeMap<Vec<u8>, i64> {
+    // Most batches set nothing with a TTL: skip walking their state writes.
+    if effects.ttl.is_empty() {
+        return BTreeMap::new();
+    }
     effects
         .state
         .iter()
