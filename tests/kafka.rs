@@ -138,11 +138,7 @@ impl Feeder {
         let thread = std::thread::spawn({
             let stop = stop.clone();
             move || {
-                let producer: BaseProducer = ClientConfig::new()
-                    .set("bootstrap.servers", &brokers)
-                    .set("partitioner", "murmur2_random")
-                    .create()
-                    .unwrap();
+                let producer = keyed_producer(&brokers);
                 let mut counts: BTreeMap<String, u64> = BTreeMap::new();
                 let mut i = 0u64;
                 while !stop.load(Ordering::Relaxed) {
@@ -174,13 +170,23 @@ impl Feeder {
     }
 }
 
-/// One delivered output: its key, value and origin headers.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One delivered output: its key, value, origin headers and timestamp.
+#[derive(Debug, Clone)]
 struct Output {
     headers: BTreeMap<String, String>,
     key: String,
     value: String,
     origin: (String, String, String, String),
+    timestamp_ms: Option<i64>,
+}
+
+/// Copies of one output are equal in all but the timestamp: a batch formed
+/// again is stamped again by the producer unless its handler set one.
+impl PartialEq for Output {
+    fn eq(&self, other: &Output) -> bool {
+        (&self.headers, &self.key, &self.value, &self.origin)
+            == (&other.headers, &other.key, &other.value, &other.origin)
+    }
 }
 
 /// Reads every record of OUTPUT from the beginning.
@@ -247,6 +253,7 @@ fn read_topic(brokers: &str, topic: &str, partitions: i32) -> Vec<Output> {
                 header("linecook.origin.offset"),
                 header("linecook.origin.index"),
             ),
+            timestamp_ms: m.timestamp().to_millis(),
         });
     }
     out
@@ -648,11 +655,7 @@ fn a_fresh_member_restores_every_final_count(
     let mut host = fresh.start();
     host.wait_ready();
     wait_balanced(&[&fresh]);
-    let producer: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", cluster.brokers())
-        .set("partitioner", "murmur2_random")
-        .create()
-        .unwrap();
+    let producer = keyed_producer(&cluster.brokers());
     for (key, n) in produced.iter_mut() {
         producer
             .send(BaseRecord::to(INPUT).key(key.as_str()).payload("last"))
@@ -903,13 +906,19 @@ fn a_broker_outage_longer_than_the_session_shows_in_status_and_loses_nothing() {
     host_b.stop();
 }
 
-/// Sends `per_key` records for every key and adds them to `produced`.
-fn produce_per_key(brokers: &str, per_key: u64, produced: &mut BTreeMap<String, u64>) {
-    let producer: BaseProducer = ClientConfig::new()
+/// A producer that partitions keyed records as Kafka's Java client does
+/// (and as linecook's embedded log does).
+fn keyed_producer(brokers: &str) -> BaseProducer {
+    ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("partitioner", "murmur2_random")
         .create()
-        .unwrap();
+        .unwrap()
+}
+
+/// Sends `per_key` records for every key and adds them to `produced`.
+fn produce_per_key(brokers: &str, per_key: u64, produced: &mut BTreeMap<String, u64>) {
+    let producer = keyed_producer(brokers);
     for i in 0..KEYS * per_key {
         let key = format!("k{}", i % KEYS);
         producer
@@ -1302,5 +1311,87 @@ fn state_past_its_time_to_live_is_not_brought_back_by_a_restore() {
             counts,
             [format!("{key}:1"), format!("{key}:2"), format!("{key}:1")]
         );
+    }
+}
+
+/// Sends one record per key with timestamp `ts` for each of `timestamps`.
+fn produce_at(brokers: &str, timestamps: &[i64]) {
+    let producer = keyed_producer(brokers);
+    for &ts in timestamps {
+        for i in 0..KEYS {
+            let key = format!("k{i}");
+            producer
+                .send(BaseRecord::to(INPUT).key(&key).payload("x").timestamp(ts))
+                .map_err(|(e, _)| e)
+                .unwrap();
+        }
+    }
+    producer.flush(Duration::from_secs(10)).unwrap();
+}
+
+#[test]
+fn pending_timers_move_with_the_partition_and_fire_exactly_once() {
+    build_plugins(None);
+    let cluster = Cluster::start();
+    let brokers = cluster.brokers();
+    let route = format!(
+        "[[route]]\ntopic = \"{INPUT}\"\nplugin = \"window_count\"\nconfig = {{ output = \"{OUTPUT}\", window_ms = 1000 }}\n"
+    );
+    let distinct = |n: u64| {
+        wait_until(Duration::from_secs(90), "every window delivered", || {
+            dedup(&read_outputs(&brokers)).len() as u64 >= n
+        })
+    };
+    // Two records per key in window 0..1000, then one in 1000..2000: the
+    // watermark passes 1000, window 0 fires, window 1000's timers wait.
+    let first = cluster.member_with("classic", "range", "", &route, &["window_count"]);
+    let mut host = first.start();
+    host.wait_ready();
+    wait_balanced(&[&first]);
+    produce_at(&brokers, &[100, 200, 1_500]);
+    distinct(KEYS);
+    // No chance to commit anything more: the group's offset is at most the
+    // boundary where window 0 fired, so the new owner finds that firing in
+    // the changelog past its start.
+    host.kill();
+
+    let fresh = cluster.member_with("classic", "range", "", &route, &["window_count"]);
+    let mut host = fresh.start();
+    host.wait_ready();
+    wait_balanced(&[&fresh]);
+    // Window 1000's timers come with the partitions.
+    let pending = || -> u64 {
+        fresh
+            .status()
+            .partitions
+            .iter()
+            .map(|p| p.timers_pending)
+            .sum()
+    };
+    wait_until(Duration::from_secs(60), "the timers restored", || {
+        pending() == KEYS
+    });
+    produce_at(&brokers, &[2_500]);
+    distinct(KEYS * 2);
+    host.stop();
+    // Duplicates (same origin) are exact copies (`dedup` checks); distinct
+    // origins are distinct windows: none lost, none fired twice.
+    for (key, windows) in values_per_key(&brokers) {
+        assert_eq!(windows, [format!("{key}:0:2"), format!("{key}:1000:1")]);
+    }
+    let log = fresh.host_log();
+    assert!(
+        log.contains("applied again as recorded"),
+        "the new owner applied the old owner's firings from their records:\n{log}"
+    );
+    // Each window's output carries the timestamp its handler gave it, its
+    // end, through the outbox (and a firing's record).
+    for o in read_outputs(&brokers) {
+        let end = if o.value.ends_with(":0:2") {
+            1_000
+        } else {
+            2_000
+        };
+        assert_eq!(o.timestamp_ms, Some(end), "{}", o.value);
     }
 }

@@ -119,6 +119,7 @@ fn the_packed_path_and_the_typed_interface_do_the_same() {
             version: "seed",
             effects: &committed,
             changelog: None,
+            firing_seq: None,
         })
         .unwrap();
 

@@ -109,6 +109,7 @@ fn run(
                                 version: "bench".into(),
                                 effects,
                                 changelog: None,
+                                firing_seq: None,
                             });
                             done.result.unwrap();
                             if let Some(n) = done.wrote {
@@ -125,6 +126,7 @@ fn run(
                                     version: "bench",
                                     effects: &effects,
                                     changelog: None,
+                                    firing_seq: None,
                                 })
                                 .unwrap();
                             transactions += 1;

@@ -119,6 +119,7 @@ fn commit(store: &Store, input: &TopicInfo, from: u64, to: u64, effects: &BatchE
             version: "bench",
             effects,
             changelog: None,
+            firing_seq: None,
         })
         .unwrap();
 }

@@ -19,8 +19,8 @@ use crate::log::{LogAppender, TopicInfo};
 use crate::partitioner::partition_for_key;
 use crate::record::{BatchEffects, TimeDomain, now_ms};
 use crate::store::{
-    CHECKPOINTS, EXPIRY, EXPIRY_ORDER, OUTBOX, STATE, Store, StoreError, TIMER_COUNTS, TIMER_KEYS,
-    TIMERS, VERSION_HISTORY, WATERMARKS, state_prefix,
+    CHECKPOINTS, EXPIRY, EXPIRY_ORDER, FIRINGS, OUTBOX, STATE, Store, StoreError, TIMER_COUNTS,
+    TIMER_KEYS, TIMERS, VERSION_HISTORY, WATERMARKS, state_prefix,
 };
 
 /// The version a restored checkpoint names: state came from the changelog,
@@ -82,6 +82,11 @@ pub struct BatchCommit<'a> {
     /// Where outputs go: `None` appends them to the embedded log; `Some` puts
     /// them, and the state writes for the named changelog topic, in the outbox.
     pub changelog: Option<&'a str>,
+    /// With a changelog, a commit at a batch boundary (`first_offset ==
+    /// next_offset`) is a timer firing and gets the next sequence number
+    /// there; `Some` gives it this one instead: another owner's recorded
+    /// firing applied again.
+    pub firing_seq: Option<u32>,
 }
 
 /// State entries as (key, value), in key order.
@@ -340,6 +345,25 @@ fn write_timers(
     Ok(())
 }
 
+/// The sequence number of a timer firing at `offset` of `partition`
+/// (topic id, partition): the next one there, or `replayed`, a recorded
+/// firing's own. Moves the partition's counter past it.
+fn next_firing_seq(
+    txn: &redb::WriteTransaction,
+    partition: (u32, u32),
+    offset: u64,
+    replayed: Option<u32>,
+) -> Result<u32, StoreError> {
+    let mut table = txn.open_table(FIRINGS)?;
+    let next = match table.get(partition)?.map(|v| v.value()) {
+        Some((at, next)) if at == offset => next,
+        _ => 0,
+    };
+    let seq = replayed.unwrap_or(next);
+    table.insert(partition, (offset, next.max(seq + 1)))?;
+    Ok(seq)
+}
+
 /// A batch's checkpoint that owns what it writes, for
 /// [`Store::commit_grouped`].
 #[derive(Debug)]
@@ -358,6 +382,8 @@ pub struct OwnedCommit {
     pub effects: BatchEffects,
     /// See [`BatchCommit::changelog`].
     pub changelog: Option<String>,
+    /// See [`BatchCommit::firing_seq`].
+    pub firing_seq: Option<u32>,
 }
 
 impl BatchCommit<'_> {
@@ -366,10 +392,7 @@ impl BatchCommit<'_> {
     fn notifies(&self) -> (bool, bool) {
         let effects = self.effects;
         match self.changelog {
-            Some(_) => (
-                false,
-                !effects.outputs.is_empty() || !effects.state.is_empty(),
-            ),
+            Some(_) => (false, !effects.is_empty()),
             None => (!effects.outputs.is_empty(), false),
         }
     }
@@ -385,6 +408,7 @@ impl OwnedCommit {
             version: &self.version,
             effects: &self.effects,
             changelog: self.changelog.as_deref(),
+            firing_seq: self.firing_seq,
         }
     }
 }
@@ -520,6 +544,7 @@ fn write_batch(
         version,
         effects,
         changelog,
+        firing_seq,
     } = *batch;
     let previous = txn
         .open_table(CHECKPOINTS)?
@@ -572,6 +597,16 @@ fn write_batch(
     }
 
     if let Some(changelog_topic) = changelog {
+        let firing = if first_offset == next_offset {
+            Some(next_firing_seq(
+                txn,
+                (topic.id, partition),
+                first_offset,
+                firing_seq,
+            )?)
+        } else {
+            None
+        };
         let entries = crate::outbox::entries_for_batch(
             topic,
             partition,
@@ -579,11 +614,27 @@ fn write_batch(
             changelog_topic,
             effects,
             &expiries,
+            firing,
         );
         let mut table = txn.open_table(OUTBOX)?;
+        // After the undelivered entries of earlier commits at this offset:
+        // timer firings at the boundary the batch starts at.
+        let base = table
+            .range(
+                (topic.id, partition, first_offset, 0)
+                    ..(
+                        topic.id,
+                        partition,
+                        first_offset,
+                        crate::outbox::REPAIR_INDEX,
+                    ),
+            )?
+            .next_back()
+            .transpose()?
+            .map_or(0, |(k, _)| k.value().3 + 1);
         for (index, entry) in entries.iter().enumerate() {
             table.insert(
-                (topic.id, partition, first_offset, index as u32),
+                (topic.id, partition, first_offset, base + index as u32),
                 entry.encode().as_slice(),
             )?;
         }
@@ -999,9 +1050,10 @@ impl Store {
         Ok(from)
     }
 
-    /// Replaces the state of `topic`/`partition` with `state`, sets its
-    /// checkpoint to `next_offset` and drops its undelivered outbox entries,
-    /// in one transaction: what restoring from the changelog ends with.
+    /// Replaces the state of `topic`/`partition` — values, expiries, timers,
+    /// watermark — with `restored`, sets its checkpoint to `next_offset` and
+    /// drops its undelivered outbox entries, in one transaction: what
+    /// restoring from the changelog ends with.
     /// Whatever this member did past the group's offset is redone from
     /// there, so none of it may be delivered.
     ///
@@ -1014,27 +1066,41 @@ impl Store {
         topic: &TopicInfo,
         partition: u32,
         next_offset: u64,
-        state: &BTreeMap<Vec<u8>, Vec<u8>>,
-        expiries: &BTreeMap<Vec<u8>, i64>,
+        restored: &RestoredPartition,
     ) -> Result<(), StoreError> {
         let prefix = state_prefix(topic.id, partition);
         let txn = self.db.begin_write()?;
         {
             clear_partition(&txn, topic.id, partition)?;
             let mut table = txn.open_table(STATE)?;
-            for (key, value) in state {
+            for (key, value) in &restored.state {
                 let mut full = prefix.to_vec();
                 full.extend_from_slice(key);
                 table.insert(full.as_slice(), value.as_slice())?;
             }
             let mut expiry = txn.open_table(EXPIRY)?;
             let mut order = txn.open_table(EXPIRY_ORDER)?;
-            for (key, &at) in expiries {
+            for (key, &at) in &restored.expiries {
                 let full = prefixed(&prefix, key);
                 expiry.insert(full.as_slice(), at)?;
                 order.insert((topic.id, partition, at, key.as_slice()), ())?;
             }
             drop((table, expiry, order));
+            let timers = BatchEffects {
+                timers: restored
+                    .timers
+                    .iter()
+                    .map(|(k, &due)| (k.clone(), Some(due)))
+                    .collect(),
+                ..Default::default()
+            };
+            write_timers(&txn, topic.id, partition, &timers)?;
+            if let Some(watermark) = restored.watermark {
+                txn.open_table(WATERMARKS)?
+                    .insert((topic.id, partition), watermark)?;
+            }
+            txn.open_table(FIRINGS)?
+                .insert((topic.id, partition), (next_offset, restored.next_firing))?;
             txn.open_table(CHECKPOINTS)?
                 .insert((topic.id, partition), (next_offset, RESTORED_VERSION))?;
             txn.open_table(OUTBOX)?.retain_in(
@@ -1045,6 +1111,37 @@ impl Store {
         txn.commit()?;
         Ok(())
     }
+
+    /// Kafka source: the offset of the partition's latest timer firing at a
+    /// batch boundary and the sequence number the next one there takes.
+    pub fn next_firing(
+        &self,
+        topic: &TopicInfo,
+        partition: u32,
+    ) -> Result<Option<(u64, u32)>, StoreError> {
+        let txn = self.db.begin_read()?;
+        Ok(txn
+            .open_table(FIRINGS)?
+            .get((topic.id, partition))?
+            .map(|v| v.value()))
+    }
+}
+
+/// A partition's durable state as a restore rebuilt it (Kafka source).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct RestoredPartition {
+    /// State entries.
+    pub state: BTreeMap<Vec<u8>, Vec<u8>>,
+    /// When keys of `state` written with a time to live expire (ms since
+    /// the Unix epoch).
+    pub expiries: BTreeMap<Vec<u8>, i64>,
+    /// Pending timers: due time by (domain, key).
+    pub timers: BTreeMap<(TimeDomain, Vec<u8>), i64>,
+    /// The event-time watermark.
+    pub watermark: Option<i64>,
+    /// The sequence number the next timer firing at the restored offset
+    /// takes: past every firing an owner made there.
+    pub next_firing: u32,
 }
 
 #[cfg(test)]
@@ -1158,6 +1255,7 @@ mod tests {
                 version: "v1",
                 effects: &fx,
                 changelog: None,
+                firing_seq: None,
             });
             if commit.is_err() {
                 break;
@@ -1275,6 +1373,7 @@ mod tests {
             version: "v1".into(),
             effects: fx,
             changelog: None,
+            firing_seq: None,
         }
     }
 
@@ -1514,6 +1613,7 @@ mod tests {
                 version: "v1",
                 effects: &fx,
                 changelog: None,
+                firing_seq: None,
             })
             .unwrap();
         assert_eq!(
@@ -1539,6 +1639,7 @@ mod tests {
                 version: "v2",
                 effects: &fx,
                 changelog: None,
+                firing_seq: None,
             })
             .unwrap();
         let state = store.partition_state(&input, 1).unwrap();
@@ -1566,6 +1667,7 @@ mod tests {
                 version: "v1",
                 effects: &fx,
                 changelog: None,
+                firing_seq: None,
             })
             .unwrap_err();
         assert!(
@@ -1591,6 +1693,7 @@ mod tests {
                 version: "v1",
                 effects: &fx,
                 changelog: None,
+                firing_seq: None,
             })
             .unwrap_err();
         assert!(matches!(err, StoreError::UnknownTopic(_)), "{err}");
@@ -1622,6 +1725,7 @@ mod tests {
                 version: "v",
                 effects: &fx,
                 changelog: None,
+                firing_seq: None,
             })
             .unwrap();
         let state = store.partition_state(&input, 0).unwrap();

@@ -447,7 +447,6 @@ pub fn run(runtime: &Runtime, path: &Path, fixture: &Fixture) -> anyhow::Result<
             watermark: partition.watermark,
             allowed_lateness_ms: fixture.allowed_lateness_ms,
             state_ttl_ms: None,
-            no_timers: None,
         };
         if !batch.records.is_empty() {
             let records = records(batch, now, &mut offset)?;

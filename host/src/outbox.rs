@@ -14,7 +14,7 @@ use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata};
 use serde::{Deserialize, Serialize};
 
 use crate::log::TopicInfo;
-use crate::record::{BatchEffects, Header};
+use crate::record::{BatchEffects, Header, TimeDomain};
 pub use crate::store::OutboxKey;
 use crate::store::{CHECKPOINTS, OUTBOX, STATE, Store, StoreError, state_prefix};
 
@@ -32,18 +32,22 @@ pub mod origin_headers {
 
     /// The four headers of the output at `index` of the batch of
     /// `topic`/`partition` that started at `offset`.
-    pub fn of(
-        topic: &str,
-        partition: u32,
-        offset: u64,
-        index: usize,
-    ) -> [crate::record::Header; 4] {
+    pub fn of(topic: &str, partition: u32, offset: u64, index: u64) -> [crate::record::Header; 4] {
         [
             (TOPIC.to_owned(), topic.as_bytes().to_vec()),
             (PARTITION.to_owned(), partition.to_string().into_bytes()),
             (OFFSET.to_owned(), offset.to_string().into_bytes()),
             (INDEX.to_owned(), index.to_string().into_bytes()),
         ]
+    }
+
+    /// The origin index of output `index` of timer firing `seq` at a batch
+    /// boundary (Kafka mode): `(seq + 1) * 2^32 + index`. A firing at offset
+    /// N shares the origin offset N with the batch that starts there; the
+    /// index keeps the four headers unique, so deduplicating by them never
+    /// takes a firing's output for a batch's.
+    pub fn firing_index(seq: u32, index: usize) -> u64 {
+        ((u64::from(seq) + 1) << 32) + index as u64
     }
 }
 
@@ -60,6 +64,9 @@ pub mod batch_headers {
     /// On a state write with a time to live: when the value expires (ms
     /// since the Unix epoch, decimal), so a restore keeps the expiry.
     pub const EXPIRES: &str = "linecook.expires";
+    /// On a firing record (`changelog_key::MARKER` with a value): the
+    /// firing's sequence number among the firings at its offset (decimal).
+    pub const FIRING: &str = "linecook.firing";
 }
 
 /// Changelog keys start with a kind byte: state keys and batch markers share
@@ -75,6 +82,24 @@ pub mod changelog_key {
     /// before it reads the changelog. Everything a previous owner delivers
     /// after a newer claim is fenced (`kafka::fence`).
     pub const CLAIM: &[u8] = &[2];
+    /// `TIMER ++ domain tag ++ key`: a timer set or moved (the value is its
+    /// due time, 8 bytes big-endian, ms since the Unix epoch), or removed —
+    /// cancelled or fired — (a null value).
+    pub const TIMER: u8 = 3;
+    /// The partition's watermark (8 bytes big-endian) after a batch moved it.
+    pub const WATERMARK: &[u8] = &[4];
+}
+
+/// A timer firing at a batch boundary, as its changelog record carries it
+/// (Kafka mode): everything it did, so a new owner that finds it past the
+/// group's committed offset applies exactly this instead of firing again
+/// with its own clock. Its outputs, re-delivered, carry the same origin.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Firing {
+    /// Its sequence number among the firings at its offset.
+    pub seq: u32,
+    /// What it did.
+    pub effects: BatchEffects,
 }
 
 /// One record waiting for delivery.
@@ -92,6 +117,21 @@ pub struct OutboxEntry {
     pub headers: Vec<Header>,
     /// A changelog record: delivered before the outputs of its batch.
     pub changelog: bool,
+    /// The record's timestamp (ms since the Unix epoch), when the handler
+    /// set one (`emit.send-at`); otherwise the producer stamps it.
+    pub timestamp_ms: Option<i64>,
+}
+
+/// An outbox entry as linecook wrote it before entries had a timestamp:
+/// an upgraded host still delivers what an older one left undelivered.
+#[derive(Deserialize)]
+struct UntimedEntry {
+    topic: String,
+    partition: Option<u32>,
+    key: Option<Vec<u8>>,
+    value: Option<Vec<u8>>,
+    headers: Vec<Header>,
+    changelog: bool,
 }
 
 impl OutboxEntry {
@@ -100,19 +140,36 @@ impl OutboxEntry {
     }
 
     fn decode(key: OutboxKey, bytes: &[u8]) -> Result<OutboxEntry, StoreError> {
-        postcard::from_bytes(bytes).map_err(|e| StoreError::Corrupt {
-            topic_id: key.0,
-            partition: key.1,
-            offset: key.2,
-            message: format!("outbox entry {}: {e}", key.3),
-        })
+        // postcard is not self-describing: an older entry ends where the
+        // timestamp would start, so it fails as this one and reads as that.
+        postcard::from_bytes(bytes)
+            .or_else(|e| {
+                postcard::from_bytes::<UntimedEntry>(bytes)
+                    .map(|old| OutboxEntry {
+                        topic: old.topic,
+                        partition: old.partition,
+                        key: old.key,
+                        value: old.value,
+                        headers: old.headers,
+                        changelog: old.changelog,
+                        timestamp_ms: None,
+                    })
+                    .map_err(|_| e)
+            })
+            .map_err(|e| StoreError::Corrupt {
+                topic_id: key.0,
+                partition: key.1,
+                offset: key.2,
+                message: format!("outbox entry {}: {e}", key.3),
+            })
     }
 }
 
 /// The entries one batch puts in the outbox, in delivery order: its state
 /// writes for `changelog_topic` (with their expiry times, from `expiries`),
-/// a batch marker if it emitted anything, then its outputs with origin
-/// headers.
+/// its timer changes and watermark, a batch marker if it emitted anything
+/// — or, for timer firing `firing` at a boundary, the firing's record — then
+/// its outputs with origin headers.
 pub(crate) fn entries_for_batch(
     topic: &TopicInfo,
     partition: u32,
@@ -120,9 +177,11 @@ pub(crate) fn entries_for_batch(
     changelog_topic: &str,
     effects: &BatchEffects,
     expiries: &std::collections::BTreeMap<Vec<u8>, i64>,
+    firing: Option<u32>,
 ) -> Vec<OutboxEntry> {
+    // A firing's writes say so: they count only once the group is past it.
     let batch = || {
-        vec![
+        let mut headers = vec![
             (
                 batch_headers::FIRST.to_owned(),
                 first_offset.to_string().into_bytes(),
@@ -131,7 +190,23 @@ pub(crate) fn entries_for_batch(
                 batch_headers::END.to_owned(),
                 next_offset.to_string().into_bytes(),
             ),
-        ]
+        ];
+        if let Some(seq) = firing {
+            headers.push((
+                batch_headers::FIRING.to_owned(),
+                seq.to_string().into_bytes(),
+            ));
+        }
+        headers
+    };
+    let changelog = |key: Vec<u8>, value: Option<Vec<u8>>, headers| OutboxEntry {
+        topic: changelog_topic.to_owned(),
+        partition: Some(partition),
+        key: Some(key),
+        value,
+        headers,
+        changelog: true,
+        timestamp_ms: None,
     };
     let mut entries = Vec::with_capacity(effects.state.len() + effects.outputs.len() + 1);
     for (key, value) in &effects.state {
@@ -145,27 +220,59 @@ pub(crate) fn entries_for_batch(
                 at.to_string().into_bytes(),
             ));
         }
-        entries.push(OutboxEntry {
-            topic: changelog_topic.to_owned(),
-            partition: Some(partition),
-            key: Some(full),
-            value: value.clone(),
-            headers,
-            changelog: true,
-        });
+        entries.push(changelog(full, value.clone(), headers));
     }
-    if !effects.outputs.is_empty() {
-        entries.push(OutboxEntry {
-            topic: changelog_topic.to_owned(),
-            partition: Some(partition),
-            key: Some(changelog_key::MARKER.to_vec()),
-            value: Some(Vec::new()),
-            headers: batch(),
-            changelog: true,
-        });
+    let timer_key = |domain: TimeDomain, key: &[u8]| {
+        let mut full = Vec::with_capacity(key.len() + 2);
+        full.extend_from_slice(&[changelog_key::TIMER, domain.tag()]);
+        full.extend_from_slice(key);
+        full
+    };
+    for ((domain, key), due) in &effects.timers {
+        let value = due.map(|due| due.to_be_bytes().to_vec());
+        entries.push(changelog(timer_key(*domain, key), value, batch()));
+    }
+    for timer in &effects.fired {
+        // A fired timer the call set again stays (`timers` wins).
+        if !effects
+            .timers
+            .contains_key(&(timer.domain, timer.key.clone()))
+        {
+            entries.push(changelog(
+                timer_key(timer.domain, &timer.key),
+                None,
+                batch(),
+            ));
+        }
+    }
+    if let Some(watermark) = effects.watermark {
+        entries.push(changelog(
+            changelog_key::WATERMARK.to_vec(),
+            Some(watermark.to_be_bytes().to_vec()),
+            batch(),
+        ));
+    }
+    if let Some(seq) = firing {
+        let record =
+            postcard::to_allocvec(&FiringRef { seq, effects }).expect("a firing always encodes");
+        entries.push(changelog(
+            changelog_key::MARKER.to_vec(),
+            Some(record),
+            batch(),
+        ));
+    } else if !effects.outputs.is_empty() {
+        entries.push(changelog(
+            changelog_key::MARKER.to_vec(),
+            Some(Vec::new()),
+            batch(),
+        ));
     }
     for (index, output) in effects.outputs.iter().enumerate() {
         let mut headers = output.headers.clone();
+        let index = match firing {
+            Some(seq) => origin_headers::firing_index(seq, index),
+            None => index as u64,
+        };
         headers.extend(origin_headers::of(
             &topic.name,
             partition,
@@ -179,9 +286,17 @@ pub(crate) fn entries_for_batch(
             value: Some(output.value.clone()),
             headers,
             changelog: false,
+            timestamp_ms: output.timestamp_ms,
         });
     }
     entries
+}
+
+/// [`Firing`], borrowed for encoding (the same bytes).
+#[derive(Serialize)]
+struct FiringRef<'a> {
+    seq: u32,
+    effects: &'a BatchEffects,
 }
 
 impl Store {
@@ -368,6 +483,7 @@ impl Store {
                     value,
                     headers: bounds(),
                     changelog: true,
+                    timestamp_ms: None,
                 };
                 outbox.insert((topic_id, partition, at, index), entry.encode().as_slice())?;
                 index = index.saturating_sub(1).max(REPAIR_INDEX);
@@ -383,14 +499,13 @@ impl Store {
 
 /// Outbox indexes from here on hold repairs (`Store::outbox_repair`), far
 /// above any batch's entry count.
-const REPAIR_INDEX: u32 = 1 << 31;
+pub(crate) const REPAIR_INDEX: u32 = 1 << 31;
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
 
     use super::*;
-    use crate::checkpoint::{BatchCommit, StateReader as _};
+    use crate::checkpoint::{BatchCommit, RestoredPartition, StateReader as _};
     use crate::record::OutputRecord;
 
     fn effects(writes: &[(&str, Option<&str>)], outputs: &[&str]) -> BatchEffects {
@@ -423,6 +538,7 @@ mod tests {
                 version: "v1",
                 effects: fx,
                 changelog: Some("cl"),
+                firing_seq: None,
             })
             .unwrap();
     }
@@ -563,12 +679,14 @@ mod tests {
                 version: "v1",
                 effects: &effects(&[("keep", Some("1"))], &[]),
                 changelog: None,
+                firing_seq: None,
             })
             .unwrap();
-        let restored: BTreeMap<Vec<u8>, Vec<u8>> = [(b"k".to_vec(), b"7".to_vec())].into();
-        store
-            .restore_partition(&topic, 2, 42, &restored, &Default::default())
-            .unwrap();
+        let restored = RestoredPartition {
+            state: [(b"k".to_vec(), b"7".to_vec())].into(),
+            ..Default::default()
+        };
+        store.restore_partition(&topic, 2, 42, &restored).unwrap();
         assert_eq!(
             store.state_entries(&topic, 2).unwrap(),
             vec![(b"k".to_vec(), b"7".to_vec())]
@@ -580,15 +698,16 @@ mod tests {
         );
 
         // Restored with expiries: each value goes when its writer said.
-        let restored: BTreeMap<Vec<u8>, Vec<u8>> = [
-            (b"a".to_vec(), b"1".to_vec()),
-            (b"b".to_vec(), b"2".to_vec()),
-        ]
-        .into();
-        let expiries: BTreeMap<Vec<u8>, i64> = [(b"a".to_vec(), 5_000)].into();
-        store
-            .restore_partition(&topic, 2, 50, &restored, &expiries)
-            .unwrap();
+        let restored = RestoredPartition {
+            state: [
+                (b"a".to_vec(), b"1".to_vec()),
+                (b"b".to_vec(), b"2".to_vec()),
+            ]
+            .into(),
+            expiries: [(b"a".to_vec(), 5_000)].into(),
+            ..Default::default()
+        };
+        store.restore_partition(&topic, 2, 50, &restored).unwrap();
         let at = |now| {
             let state = store.partition_state_at(&topic, 2, now).unwrap();
             (state.get(b"a").unwrap(), state.get(b"b").unwrap())
@@ -598,5 +717,175 @@ mod tests {
         // Swept like any expired entry.
         store.sweep_expired(&topic, 2, 5_000, 100).unwrap();
         assert_eq!(store.state_entries(&topic, 2).unwrap().len(), 1);
+    }
+
+    fn header(entry: &OutboxEntry, name: &str) -> Option<String> {
+        entry
+            .headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| String::from_utf8(v.clone()).unwrap())
+    }
+
+    #[test]
+    fn timer_firings_at_a_boundary_outbox_between_the_batches_around_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let topic = store.create_topic("in", 4).unwrap();
+        let mut batch = effects(&[("k", Some("1"))], &["b1"]);
+        batch
+            .timers
+            .insert((TimeDomain::Processing, b"s".to_vec()), Some(100));
+        batch.watermark = Some(5);
+        commit(&store, &topic, 0, 10, &batch);
+        let timer = crate::record::Timer {
+            key: b"s".to_vec(),
+            domain: TimeDomain::Processing,
+            due_ms: 100,
+        };
+        let mut fired = effects(&[("k", None)], &["closed"]);
+        fired.fired = vec![timer];
+        commit(&store, &topic, 10, 10, &fired);
+        commit(&store, &topic, 10, 10, &effects(&[], &["again"]));
+        commit(&store, &topic, 10, 20, &effects(&[], &["b2"]));
+
+        let entries = store.outbox_peek(100).unwrap();
+        let keys: Vec<(u64, u32)> = entries.iter().map(|(k, _)| (k.2, k.3)).collect();
+        let summary: Vec<(u64, Vec<u8>, Option<String>)> = entries
+            .iter()
+            .map(|(k, e)| {
+                (
+                    k.2,
+                    e.key.clone().unwrap_or_else(|| e.value.clone().unwrap()),
+                    header(e, batch_headers::FIRING),
+                )
+            })
+            .collect();
+        let (timer_key, watermark) = (
+            [&[changelog_key::TIMER, 0][..], b"s"].concat(),
+            changelog_key::WATERMARK.to_vec(),
+        );
+        let marker = changelog_key::MARKER.to_vec();
+        let some = |s: &str| Some(s.to_owned());
+        assert_eq!(
+            summary,
+            vec![
+                (0, b"\0k".to_vec(), None),
+                (0, timer_key.clone(), None),
+                (0, watermark, None),
+                (0, marker.clone(), None),
+                (0, b"b1".to_vec(), None),
+                // The first firing at 10: its writes (the fired timer's
+                // removal too), its record, its output.
+                (10, b"\0k".to_vec(), some("0")),
+                (10, timer_key, some("0")),
+                (10, marker.clone(), some("0")),
+                (10, b"closed".to_vec(), None),
+                (10, marker.clone(), some("1")),
+                (10, b"again".to_vec(), None),
+                // The batch from 10 after them, at the indexes after theirs.
+                (10, marker, None),
+                (10, b"b2".to_vec(), None),
+            ]
+        );
+        assert_eq!(
+            keys[5..].iter().map(|k| k.1).collect::<Vec<_>>(),
+            (0..8).collect::<Vec<_>>()
+        );
+        assert_eq!(entries[6].1.value, None, "the fired timer is removed");
+
+        // Outputs of firings have origin indexes of their own.
+        let origin = |i: usize| header(&entries[i].1, origin_headers::INDEX).unwrap();
+        assert_eq!(origin(8), (1u64 << 32).to_string());
+        assert_eq!(origin(10), (2u64 << 32).to_string());
+        assert_eq!(origin(12), "0");
+        assert_eq!(
+            header(&entries[8].1, origin_headers::OFFSET).as_deref(),
+            Some("10")
+        );
+
+        // The record carries the firing whole.
+        let record: Firing = postcard::from_bytes(entries[7].1.value.as_deref().unwrap()).unwrap();
+        assert_eq!(record.seq, 0);
+        assert_eq!(record.effects, fired);
+
+        // Undelivered firings hold the group's offset at their boundary.
+        let delivered: Vec<OutboxKey> = entries[..5].iter().map(|(k, _)| *k).collect();
+        store.outbox_remove(&delivered).unwrap();
+        assert_eq!(store.deliverable_offset(&topic, 2).unwrap(), Some(10));
+        assert_eq!(store.next_firing(&topic, 2).unwrap(), Some((10, 2)));
+    }
+
+    #[test]
+    fn a_replayed_firing_keeps_its_number_and_the_next_one_follows_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let topic = store.create_topic("in", 4).unwrap();
+        commit(&store, &topic, 0, 10, &effects(&[], &[]));
+        store
+            .commit_batch(BatchCommit {
+                topic: &topic,
+                partition: 2,
+                first_offset: 10,
+                next_offset: 10,
+                version: "v1",
+                effects: &effects(&[], &["x"]),
+                changelog: Some("cl"),
+                firing_seq: Some(4),
+            })
+            .unwrap();
+        commit(&store, &topic, 10, 10, &effects(&[], &["y"]));
+        let entries = store.outbox_peek(100).unwrap();
+        let seqs: Vec<Option<String>> = entries
+            .iter()
+            .filter(|(_, e)| e.changelog)
+            .map(|(_, e)| header(e, batch_headers::FIRING))
+            .collect();
+        assert_eq!(seqs, [Some("4".to_owned()), Some("5".to_owned())]);
+        assert_eq!(store.next_firing(&topic, 2).unwrap(), Some((10, 6)));
+    }
+
+    #[test]
+    fn outputs_keep_their_timestamps_and_older_entries_still_decode() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let topic = store.create_topic("in", 4).unwrap();
+        let mut fx = effects(&[], &["x", "y"]);
+        fx.outputs[0].timestamp_ms = Some(7_000);
+        commit(&store, &topic, 0, 10, &fx);
+        let entries = store.outbox_peek(100).unwrap();
+        let stamps: Vec<Option<i64>> = entries.iter().map(|(_, e)| e.timestamp_ms).collect();
+        assert_eq!(stamps, [None, Some(7_000), None], "marker, x, y");
+
+        // An entry an older linecook left undelivered, without the field.
+        #[derive(Serialize)]
+        struct Untimed<'a> {
+            topic: &'a str,
+            partition: Option<u32>,
+            key: Option<Vec<u8>>,
+            value: Option<Vec<u8>>,
+            headers: Vec<Header>,
+            changelog: bool,
+        }
+        let old = postcard::to_allocvec(&Untimed {
+            topic: "out",
+            partition: None,
+            key: Some(b"k".to_vec()),
+            value: Some(b"v".to_vec()),
+            headers: vec![("h".into(), b"1".to_vec())],
+            changelog: false,
+        })
+        .unwrap();
+        let txn = store.db.begin_write().unwrap();
+        txn.open_table(OUTBOX)
+            .unwrap()
+            .insert((topic.id, 3, 0, 0), old.as_slice())
+            .unwrap();
+        txn.commit().unwrap();
+        let entries = store.outbox_peek(100).unwrap();
+        let (_, old) = entries.iter().find(|(k, _)| k.1 == 3).unwrap();
+        assert_eq!(old.value.as_deref(), Some(&b"v"[..]));
+        assert_eq!(old.headers, [("h".to_owned(), b"1".to_vec())]);
+        assert_eq!(old.timestamp_ms, None);
     }
 }

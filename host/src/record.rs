@@ -40,7 +40,7 @@ pub struct NewRecord {
 }
 
 /// A record a handler emitted, bound for `topic`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OutputRecord {
     /// Destination topic.
     pub topic: String,
@@ -146,7 +146,9 @@ mod tests {
 
 /// The effects of one successful `handle` (or `on-timers`) call, not yet
 /// durable.
-#[derive(Debug, Default, PartialEq, Eq)]
+// Serialized: with Kafka, a timer firing travels whole in its changelog
+// record (`outbox::Firing`), so a new owner applies exactly what was fired.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BatchEffects {
     /// State writes by key: `Some(value)` sets, `None` deletes.
     pub state: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
@@ -177,7 +179,7 @@ impl BatchEffects {
 }
 
 /// Which clock a timer follows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum TimeDomain {
     /// The host's wall clock.
     Processing,
@@ -213,7 +215,7 @@ impl TimeDomain {
 }
 
 /// A pending timer of a partition.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Timer {
     /// The key it was set for.
     pub key: Vec<u8>,

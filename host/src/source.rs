@@ -7,7 +7,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::log::TopicInfo;
 use crate::metrics::Metrics;
-use crate::record::LogRecord;
+use crate::record::{BatchEffects, LogRecord};
 use crate::status::{Live, PartitionState};
 use crate::store::{Store, StoreError};
 
@@ -84,6 +84,23 @@ pub trait Source: Send + std::fmt::Debug {
     fn changelog(&self) -> Option<&str> {
         None
     }
+
+    /// Whether a previous owner's history from offset `from` on is still to
+    /// be replayed (Kafka): until it is, the partition fires no timers of its
+    /// own — that history was made without them.
+    fn replaying(&mut self, _from: u64) -> bool {
+        false
+    }
+
+    /// A previous owner's timer firing at boundary `at` to apply again now,
+    /// before any batch from `at`: its sequence number and effects. It stays
+    /// the next one until [`Source::planned_firing_done`].
+    fn planned_firing(&self, _at: u64) -> Option<(u32, BatchEffects)> {
+        None
+    }
+
+    /// The firing [`Source::planned_firing`] gave was committed.
+    fn planned_firing_done(&mut self) {}
 }
 
 /// The embedded log in the store.

@@ -48,8 +48,14 @@ pub(crate) const META: TableDefinition<&str, &str> = TableDefinition::new("meta"
 /// `OutboxKey`, until the cluster acknowledged it (see `outbox`).
 pub(crate) const OUTBOX: TableDefinition<OutboxKey, &[u8]> = TableDefinition::new("outbox");
 
-/// (source topic id, source partition, batch first offset, index).
+/// (source topic id, source partition, batch first offset, index). Timer
+/// firings at a batch boundary N (Kafka mode) are keyed at N too: the
+/// entries of each commit at N take the indexes after those already there.
 pub type OutboxKey = (u32, u32, u64, u32);
+/// Kafka source: (topic id, partition) → (offset, next firing sequence
+/// number there): timer firings at a batch boundary, numbered so each has
+/// its own origin headers, also across owners (`outbox::Firing`).
+pub(crate) const FIRINGS: TableDefinition<(u32, u32), (u64, u32)> = TableDefinition::new("firings");
 /// (dead-letter topic id, partition, offset) → (topic id, partition, offset)
 /// it was replayed to: a letter is replayed at most once (`dlq`).
 pub(crate) const REPLAYED: TableDefinition<(u32, u32, u64), (u32, u32, u64)> =
@@ -299,6 +305,7 @@ impl Store {
             txn.open_table(STATE)?;
             txn.open_table(META)?;
             txn.open_table(OUTBOX)?;
+            txn.open_table(FIRINGS)?;
             txn.open_table(REPLAYED)?;
             txn.open_table(TIMERS)?;
             txn.open_table(TIMER_KEYS)?;

@@ -213,6 +213,7 @@ mod tests {
                 version: "v",
                 effects,
                 changelog: None,
+                firing_seq: None,
             })
             .unwrap();
     }

@@ -246,10 +246,15 @@ impl Deliverer {
             .map(|(key, ..)| key)
             .filter(|k| checked.contains(&(k.0, k.1)))
             .collect();
+        // Outputs also wait for every changelog record of their partition
+        // in this round: a timer firing's record, last of its changelog
+        // records, says to a new owner that all of them landed, so no output
+        // may leave before it.
+        let landed: BTreeSet<OutboxKey> = removed.iter().copied().collect();
         let pending: BTreeSet<(u32, u32)> = changelog
             .iter()
+            .filter(|(k, _)| !checked.contains(&(k.0, k.1)) || !landed.contains(k))
             .map(|(k, _)| (k.0, k.1))
-            .filter(|tp| !checked.contains(tp))
             .collect();
         let sendable: Vec<_> = outputs
             .into_iter()
@@ -400,6 +405,9 @@ impl Deliverer {
             if let Some(p) = entry.partition {
                 record = record.partition(p as i32);
             }
+            if let Some(ts) = entry.timestamp_ms {
+                record = record.timestamp(ts);
+            }
             loop {
                 match self.producer.send_result(record) {
                     Ok(future) => {
@@ -531,6 +539,7 @@ mod tests {
                 version: "v",
                 effects: &effects,
                 changelog: Some("changelog"),
+                firing_seq: None,
             })
             .unwrap();
         let settings = ClientSettings {

@@ -31,9 +31,12 @@ use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
+use tracing::warn;
 
 use super::ClientSettings;
+use crate::checkpoint::RestoredPartition;
 use crate::outbox::{batch_headers, changelog_key};
+use crate::record::{BatchEffects, TimeDomain};
 
 /// How long the changelog may go without delivering a record before the
 /// read is given up (and retried by the worker).
@@ -84,19 +87,39 @@ impl Goal {
 /// What a read found.
 #[derive(Debug, Default)]
 pub struct Restored {
-    /// The partition's state as of `upto` (empty for `Goal::Plan`).
-    pub state: BTreeMap<Vec<u8>, Vec<u8>>,
-    /// When keys of `state` written with a time to live expire (ms since
-    /// the Unix epoch), as their writers computed it. An entry already past
-    /// it is restored too, and hidden as soon as it is, like any expired one.
-    pub expiries: BTreeMap<Vec<u8>, i64>,
-    /// Batches (`first..end`) a previous owner handled from the start offset
-    /// on, in offset order, not overlapping.
-    pub plan: Vec<(u64, u64)>,
+    /// The partition's state, timers and watermark as of `upto` (empty for
+    /// `Goal::Plan`). A value already past its expiry is restored too, and
+    /// hidden as soon as it is, like any expired one.
+    pub partition: RestoredPartition,
+    /// What a previous owner did from the start offset on, in order: record
+    /// batches to re-form and timer firings to apply again.
+    pub plan: Vec<Planned>,
     /// Changelog records read.
     pub records: u64,
     /// Records an older owner delivered after a newer owner's claim.
     pub fenced: u64,
+}
+
+/// One step of a previous owner's history past the start offset.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Planned {
+    /// Records `first..end`, handled as one batch.
+    Batch {
+        /// First source offset.
+        first: u64,
+        /// Source offset after the batch.
+        end: u64,
+    },
+    /// A timer firing at the batch boundary `at`: applied again exactly,
+    /// not fired again (its `now` was the old owner's clock).
+    Firing {
+        /// The boundary.
+        at: u64,
+        /// Its sequence number among the firings there.
+        seq: u32,
+        /// What it did.
+        effects: BatchEffects,
+    },
 }
 
 /// What a changelog record is.
@@ -115,6 +138,35 @@ pub enum Kind<'a> {
         first: u64,
         /// Source offset after the batch.
         end: u64,
+        /// Written by timer firing `seq` at `first` (= `end`).
+        firing: Option<u32>,
+    },
+    /// A timer set or moved to `due`, or removed (`None`), by batch
+    /// `first..end` or a firing.
+    Timer {
+        /// Its clock.
+        domain: TimeDomain,
+        /// Its key.
+        key: &'a [u8],
+        /// When it is due (ms since the Unix epoch).
+        due: Option<i64>,
+        /// First source offset of the batch.
+        first: u64,
+        /// Source offset after the batch.
+        end: u64,
+        /// Written by timer firing `seq` at `first` (= `end`).
+        firing: Option<u32>,
+    },
+    /// The watermark after batch `first..end` (or a firing).
+    Watermark {
+        /// The watermark, ms.
+        value: i64,
+        /// First source offset of the batch.
+        first: u64,
+        /// Source offset after the batch.
+        end: u64,
+        /// Written by timer firing `seq` at `first` (= `end`).
+        firing: Option<u32>,
     },
     /// Batch `first..end` emitted outputs.
     Marker {
@@ -122,6 +174,17 @@ pub enum Kind<'a> {
         first: u64,
         /// Source offset after the batch.
         end: u64,
+    },
+    /// Timer firing `seq` at boundary `at`, whole: written after its other
+    /// changelog records and before its outputs, so its presence says every
+    /// write of the firing landed.
+    Firing {
+        /// The boundary.
+        at: u64,
+        /// Its sequence number there.
+        seq: u32,
+        /// The encoded `outbox::Firing`.
+        record: &'a [u8],
     },
     /// A member took the partition.
     Claim,
@@ -136,7 +199,15 @@ pub struct Entry<'a> {
     pub kind: Kind<'a>,
 }
 
-/// The newest write of a key seen so far: compared by (epoch, batch end).
+/// What a changelog write is to: compaction keeps one record per slot.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Slot {
+    State(Vec<u8>),
+    Timer(TimeDomain, Vec<u8>),
+    Watermark,
+}
+
+/// The newest write of a slot seen so far: compared by (epoch, batch end).
 #[derive(Debug)]
 struct Write {
     epoch: u64,
@@ -156,12 +227,22 @@ struct Write {
 /// batch is the newer. A key only an older epoch wrote was not touched by
 /// the records after that write (the newer owner would have written it), so
 /// its value is still the one to keep.
+///
+/// Timer firings at a boundary N share N with the batch that starts there
+/// and hold the group's offset at N while undelivered, so the offset cannot
+/// say whether one landed. A firing's writes count only once the group is
+/// past N; a firing at or past the start is applied again from its record,
+/// which lands after all its writes — or, without that record, was never
+/// whole and its outputs never left, and its timers fire anew.
 #[derive(Debug)]
 pub struct Fold {
     goal: Goal,
     claim: u64,
-    writes: BTreeMap<Vec<u8>, Write>,
+    writes: BTreeMap<Slot, Write>,
     batches: BTreeMap<u64, u64>,
+    firings: BTreeMap<(u64, u32), Vec<u8>>,
+    /// The highest firing sequence number seen at the start offset.
+    last_seq: Option<u32>,
     records: u64,
     fenced: u64,
 }
@@ -174,6 +255,8 @@ impl Fold {
             claim: 0,
             writes: BTreeMap::new(),
             batches: BTreeMap::new(),
+            firings: BTreeMap::new(),
+            last_seq: None,
             records: 0,
             fenced: 0,
         }
@@ -192,43 +275,113 @@ impl Fold {
                     self.batches.insert(first, end);
                 }
             }
+            Kind::Firing { at, seq, record } => {
+                self.saw_firing(at, seq);
+                if late {
+                    self.fenced += 1;
+                } else if at >= self.goal.start() {
+                    self.firings
+                        .entry((at, seq))
+                        .or_insert_with(|| record.to_vec());
+                }
+            }
             Kind::State {
                 key,
                 value,
                 expires,
                 first,
                 end,
-            } => {
-                if late {
-                    self.fenced += 1;
-                }
-                // A batch past the start is re-formed (or was fenced): its
-                // marker, not its writes, is what counts.
-                if first >= self.goal.start() && !late && end > first {
-                    self.batches.insert(first, end);
-                }
-                let Goal::Restore { upto } = self.goal else {
-                    return;
-                };
-                if end > upto {
-                    return;
-                }
-                let newer = self
-                    .writes
-                    .get(key)
-                    .is_none_or(|w| (entry.epoch, end) >= (w.epoch, w.end));
-                if newer {
-                    self.writes.insert(
-                        key.to_vec(),
-                        Write {
-                            epoch: entry.epoch,
-                            end,
-                            value: value.map(<[u8]>::to_vec),
-                            expires,
-                        },
-                    );
-                }
-            }
+                firing,
+            } => self.write(
+                (entry.epoch, late),
+                Slot::State(key.to_vec()),
+                Write {
+                    epoch: entry.epoch,
+                    end,
+                    value: value.map(<[u8]>::to_vec),
+                    expires,
+                },
+                (first, firing),
+            ),
+            Kind::Timer {
+                domain,
+                key,
+                due,
+                first,
+                end,
+                firing,
+            } => self.write(
+                (entry.epoch, late),
+                Slot::Timer(domain, key.to_vec()),
+                Write {
+                    epoch: entry.epoch,
+                    end,
+                    value: due.map(|d| d.to_be_bytes().to_vec()),
+                    expires: None,
+                },
+                (first, firing),
+            ),
+            Kind::Watermark {
+                value,
+                first,
+                end,
+                firing,
+            } => self.write(
+                (entry.epoch, late),
+                Slot::Watermark,
+                Write {
+                    epoch: entry.epoch,
+                    end,
+                    value: Some(value.to_be_bytes().to_vec()),
+                    expires: None,
+                },
+                (first, firing),
+            ),
+        }
+    }
+
+    fn saw_firing(&mut self, at: u64, seq: u32) {
+        if at == self.goal.start() {
+            self.last_seq = self.last_seq.max(Some(seq));
+        }
+    }
+
+    /// One write of batch `first..write.end`, or of firing `firing` at
+    /// `first`.
+    fn write(
+        &mut self,
+        (epoch, late): (u64, bool),
+        slot: Slot,
+        write: Write,
+        (first, firing): (u64, Option<u32>),
+    ) {
+        let end = write.end;
+        if late {
+            self.fenced += 1;
+        }
+        if let Some(seq) = firing {
+            self.saw_firing(first, seq);
+        } else if first >= self.goal.start() && !late && end > first {
+            // A batch past the start is re-formed (or was fenced): its
+            // marker, not its writes, is what counts.
+            self.batches.insert(first, end);
+        }
+        let Goal::Restore { upto } = self.goal else {
+            return;
+        };
+        let committed = match firing {
+            Some(_) => first < upto,
+            None => end <= upto,
+        };
+        if !committed {
+            return;
+        }
+        let newer = self
+            .writes
+            .get(&slot)
+            .is_none_or(|w| (epoch, end) >= (w.epoch, w.end));
+        if newer {
+            self.writes.insert(slot, write);
         }
     }
 
@@ -236,32 +389,88 @@ impl Fold {
     pub fn finish(self) -> Restored {
         let start = self.goal.start();
         // Batches of different owners past the commit may overlap; in offset
-        // order, the first wins.
-        let mut plan = Vec::new();
-        let mut cursor = start;
+        // order, the first wins. A firing at N comes after the batch that
+        // ends at N and before the one that starts there.
+        let mut steps: Vec<((u64, u8, u32), Planned)> = Vec::new();
         for (first, end) in self.batches {
-            if first >= cursor {
-                plan.push((first, end));
-                cursor = end;
+            steps.push(((first, 1, 0), Planned::Batch { first, end }));
+        }
+        for ((at, seq), record) in self.firings {
+            match postcard::from_bytes::<crate::outbox::Firing>(&record) {
+                Ok(firing) => steps.push((
+                    (at, 0, seq),
+                    Planned::Firing {
+                        at,
+                        seq,
+                        effects: firing.effects,
+                    },
+                )),
+                Err(e) => warn!(
+                    at,
+                    seq, "a timer firing's changelog record does not decode, skipped: {e}"
+                ),
             }
         }
-        let expiries = self
-            .writes
-            .iter()
-            .filter_map(|(k, w)| Some((k.clone(), w.value.as_ref().and(w.expires)?)))
-            .collect();
+        steps.sort_by_key(|(order, _)| *order);
+        let mut plan = Vec::new();
+        let mut cursor = start;
+        for (_, step) in steps {
+            match step {
+                Planned::Batch { first, end } if first >= cursor => {
+                    cursor = end;
+                    plan.push(step);
+                }
+                Planned::Firing { at, .. } if at >= cursor => {
+                    cursor = at;
+                    plan.push(step);
+                }
+                _ => {}
+            }
+        }
+        let mut partition = RestoredPartition {
+            next_firing: self.last_seq.map_or(0, |s| s + 1),
+            ..Default::default()
+        };
+        for (slot, write) in self.writes {
+            let Some(value) = write.value else { continue };
+            match slot {
+                Slot::State(key) => {
+                    if let Some(at) = write.expires {
+                        partition.expiries.insert(key.clone(), at);
+                    }
+                    partition.state.insert(key, value);
+                }
+                Slot::Timer(domain, key) => {
+                    if let Ok(due) = value.as_slice().try_into() {
+                        partition
+                            .timers
+                            .insert((domain, key), i64::from_be_bytes(due));
+                    }
+                }
+                Slot::Watermark => {
+                    partition.watermark = value.as_slice().try_into().ok().map(i64::from_be_bytes);
+                }
+            }
+        }
         Restored {
-            state: self
-                .writes
-                .into_iter()
-                .filter_map(|(k, w)| Some((k, w.value?)))
-                .collect(),
-            expiries,
+            partition,
             plan,
             records: self.records,
             fenced: self.fenced,
         }
     }
+}
+
+/// Drops from a plan read for the local checkpoint (`Goal::Plan`) the
+/// firings this store already made: `local` is its firing counter (offset,
+/// next sequence number), and a firing there numbered below it is in the
+/// local state. Another owner numbered its own firings there after every
+/// one it found, so those stay.
+pub fn drop_local_firings(plan: &mut Vec<Planned>, local: Option<(u64, u32)>) {
+    let Some((at, next)) = local else { return };
+    plan.retain(
+        |step| !matches!(*step, Planned::Firing { at: a, seq, .. } if a == at && seq < next),
+    );
 }
 
 /// Writes a claim of `changelog`/`partition` for `epoch` and returns its
@@ -343,7 +552,12 @@ pub fn read(
                     cancel,
                     |_| {},
                     |e| {
-                        if let Kind::State { end, .. } | Kind::Marker { end, .. } = e.kind {
+                        if let Kind::State { end, .. }
+                        | Kind::Timer { end, .. }
+                        | Kind::Watermark { end, .. }
+                        | Kind::Marker { end, .. }
+                        | Kind::Firing { at: end, .. } = e.kind
+                        {
                             reached |= end <= goal.start();
                         }
                         fold.apply(e)
@@ -440,7 +654,7 @@ impl Reader {
 
 /// A changelog record's meaning, from its key and headers.
 fn parse<'a>(message: &'a rdkafka::message::BorrowedMessage<'a>) -> anyhow::Result<Entry<'a>> {
-    let (mut first, mut end, mut epoch, mut expires) = (None, None, 0, None);
+    let (mut first, mut end, mut epoch, mut expires, mut firing) = (None, None, 0, None, None);
     if let Some(headers) = message.headers() {
         for h in headers.iter() {
             let text = h.value.and_then(|v| std::str::from_utf8(v).ok());
@@ -450,30 +664,60 @@ fn parse<'a>(message: &'a rdkafka::message::BorrowedMessage<'a>) -> anyhow::Resu
                 batch_headers::END => end = value,
                 batch_headers::EPOCH => epoch = value.unwrap_or(0),
                 batch_headers::EXPIRES => expires = text.and_then(|t| t.parse::<i64>().ok()),
+                batch_headers::FIRING => firing = text.and_then(|t| t.parse::<u32>().ok()),
                 _ => {}
             }
         }
     }
     let key = message.key().unwrap_or_default();
-    let batch = || match (first, end) {
-        (Some(first), Some(end)) => Ok((first, end)),
+    let (first, end) = match (first, end) {
+        (Some(first), Some(end)) => (first, end),
+        _ if key == changelog_key::CLAIM => (0, 0),
         _ => bail!("no batch headers"),
     };
+    let eight = |value: Option<&[u8]>| -> anyhow::Result<Option<i64>> {
+        value
+            .map(|v| {
+                <[u8; 8]>::try_from(v)
+                    .map(i64::from_be_bytes)
+                    .map_err(|_| anyhow::anyhow!("a time is 8 bytes, not {}", v.len()))
+            })
+            .transpose()
+    };
     let kind = match key.split_first() {
-        Some((&changelog_key::STATE, key)) => {
-            let (first, end) = batch()?;
-            Kind::State {
+        Some((&changelog_key::STATE, key)) => Kind::State {
+            key,
+            value: message.payload(),
+            expires,
+            first,
+            end,
+            firing,
+        },
+        Some((&changelog_key::TIMER, rest)) => {
+            let (&tag, key) = rest.split_first().context("a timer key without a domain")?;
+            Kind::Timer {
+                domain: TimeDomain::from_tag(tag).context("an unknown timer domain")?,
                 key,
-                value: message.payload(),
-                expires,
+                due: eight(message.payload())?,
                 first,
                 end,
+                firing,
             }
         }
-        _ if key == changelog_key::MARKER => {
-            let (first, end) = batch()?;
-            Kind::Marker { first, end }
-        }
+        _ if key == changelog_key::WATERMARK => Kind::Watermark {
+            value: eight(message.payload())?.context("a watermark without a value")?,
+            first,
+            end,
+            firing,
+        },
+        _ if key == changelog_key::MARKER => match firing {
+            Some(seq) => Kind::Firing {
+                at: first,
+                seq,
+                record: message.payload().unwrap_or_default(),
+            },
+            None => Kind::Marker { first, end },
+        },
         _ if key == changelog_key::CLAIM => Kind::Claim,
         _ => bail!("unknown key kind"),
     };
@@ -493,6 +737,7 @@ mod tests {
                 expires: None,
                 first,
                 end,
+                firing: None,
             },
         }
     }
@@ -511,6 +756,17 @@ mod tests {
         }
     }
 
+    /// The plan's batches, as (first, end).
+    fn batches(r: &Restored) -> Vec<(u64, u64)> {
+        r.plan
+            .iter()
+            .filter_map(|step| match *step {
+                Planned::Batch { first, end } => Some((first, end)),
+                Planned::Firing { .. } => None,
+            })
+            .collect()
+    }
+
     fn fold(goal: Goal, entries: &[Entry<'_>]) -> Restored {
         let mut f = Fold::new(goal);
         for e in entries {
@@ -520,7 +776,8 @@ mod tests {
     }
 
     fn state(r: &Restored) -> Vec<(String, String)> {
-        r.state
+        r.partition
+            .state
             .iter()
             .map(|(k, v)| {
                 (
@@ -544,7 +801,11 @@ mod tests {
             ],
         );
         assert_eq!(state(&r), [("k".into(), "2".into())]);
-        assert_eq!(r.plan, [(20, 30)], "the uncommitted batch is re-formed");
+        assert_eq!(
+            batches(&r),
+            [(20, 30)],
+            "the uncommitted batch is re-formed"
+        );
     }
 
     #[test]
@@ -598,7 +859,7 @@ mod tests {
                 claim(3),
             ],
         );
-        assert_eq!(r.plan, [(10, 20)]);
+        assert_eq!(batches(&r), [(10, 20)]);
         assert_eq!(r.fenced, 1);
     }
 
@@ -617,7 +878,7 @@ mod tests {
         );
         // 10..20 replaced 10..30 (same first offset, later wins); 20..40 and
         // 40..50 follow.
-        assert_eq!(r.plan, [(10, 20), (20, 40), (40, 50)]);
+        assert_eq!(batches(&r), [(10, 20), (20, 40), (40, 50)]);
     }
 
     #[test]
@@ -634,12 +895,13 @@ mod tests {
                         expires: None,
                         first: 10,
                         end: 20,
+                        firing: None,
                     },
                 },
                 set(1, "k", "3", 10, 20),
             ],
         );
-        assert!(r.state.is_empty());
+        assert!(r.partition.state.is_empty());
     }
 
     #[test]
@@ -652,6 +914,7 @@ mod tests {
                 expires: Some(expires),
                 first,
                 end,
+                firing: None,
             },
         };
         let r = fold(
@@ -676,10 +939,240 @@ mod tests {
             ]
         );
         let expiries: Vec<(&[u8], i64)> = r
+            .partition
             .expiries
             .iter()
             .map(|(k, at)| (k.as_slice(), *at))
             .collect();
         assert_eq!(expiries, [(&b"a"[..], 5_000), (&b"c"[..], 7_000)]);
+    }
+
+    fn firing_write<'a>(
+        epoch: u64,
+        key: &'a str,
+        value: Option<&'a str>,
+        at: u64,
+        seq: u32,
+    ) -> Entry<'a> {
+        Entry {
+            epoch,
+            kind: Kind::State {
+                key: key.as_bytes(),
+                value: value.map(str::as_bytes),
+                expires: None,
+                first: at,
+                end: at,
+                firing: Some(seq),
+            },
+        }
+    }
+
+    fn timer<'a>(
+        epoch: u64,
+        key: &'a str,
+        due: Option<i64>,
+        (first, end): (u64, u64),
+        firing: Option<u32>,
+    ) -> Entry<'a> {
+        Entry {
+            epoch,
+            kind: Kind::Timer {
+                domain: TimeDomain::Processing,
+                key: key.as_bytes(),
+                due,
+                first,
+                end,
+                firing,
+            },
+        }
+    }
+
+    /// A firing's record, as the outbox encodes it, emitting `outputs`.
+    fn record(seq: u32, outputs: &[&str]) -> Vec<u8> {
+        let effects = BatchEffects {
+            outputs: outputs
+                .iter()
+                .map(|v| crate::record::OutputRecord {
+                    topic: "out".into(),
+                    key: None,
+                    value: v.as_bytes().to_vec(),
+                    headers: Vec::new(),
+                    timestamp_ms: Some(7),
+                })
+                .collect(),
+            ..Default::default()
+        };
+        postcard::to_allocvec(&crate::outbox::Firing { seq, effects }).unwrap()
+    }
+
+    fn firing(epoch: u64, at: u64, seq: u32, record: &[u8]) -> Entry<'_> {
+        Entry {
+            epoch,
+            kind: Kind::Firing { at, seq, record },
+        }
+    }
+
+    /// The plan as (offset, seq) for firings and (first, end) for batches,
+    /// tagged.
+    fn steps(r: &Restored) -> Vec<(&'static str, u64, u64)> {
+        r.plan
+            .iter()
+            .map(|step| match step {
+                Planned::Batch { first, end } => ("batch", *first, *end),
+                Planned::Firing { at, seq, .. } => ("firing", *at, u64::from(*seq)),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_firing_at_the_committed_offset_is_applied_again_from_its_record_not_its_writes() {
+        let closed = record(0, &["closed"]);
+        let log = [
+            claim(1),
+            set(1, "k", "1", 0, 10),
+            timer(1, "s", Some(100), (0, 10), None),
+            firing_write(1, "k", None, 10, 0),
+            timer(1, "s", None, (10, 10), Some(0)),
+            firing(1, 10, 0, &closed),
+        ];
+        // The group is at 10 whether or not the firing landed: its writes do
+        // not count, its record is replayed.
+        let r = fold(Goal::Restore { upto: 10 }, &log);
+        assert_eq!(state(&r), [("k".into(), "1".into())]);
+        assert_eq!(
+            r.partition.timers,
+            [((TimeDomain::Processing, b"s".to_vec()), 100)].into()
+        );
+        assert_eq!(steps(&r), [("firing", 10, 0)]);
+        let Planned::Firing { effects, .. } = &r.plan[0] else {
+            unreachable!()
+        };
+        assert_eq!(effects.outputs[0].value, b"closed");
+        assert_eq!(effects.outputs[0].timestamp_ms, Some(7));
+        assert_eq!(
+            r.partition.next_firing, 1,
+            "a new firing at 10 is the second"
+        );
+
+        // Once the group is past 10, the firing is history like any batch.
+        let mut later = log.to_vec();
+        later.push(marker(1, 10, 20));
+        let r = fold(Goal::Restore { upto: 20 }, &later);
+        assert!(r.partition.state.is_empty());
+        assert!(r.partition.timers.is_empty());
+        assert!(r.plan.is_empty());
+        assert_eq!(r.partition.next_firing, 0);
+    }
+
+    #[test]
+    fn a_firing_whose_record_never_landed_never_happened() {
+        let r = fold(
+            Goal::Restore { upto: 10 },
+            &[
+                claim(1),
+                set(1, "k", "1", 0, 10),
+                timer(1, "s", Some(100), (0, 10), None),
+                firing_write(1, "k", None, 10, 0),
+            ],
+        );
+        assert_eq!(state(&r), [("k".into(), "1".into())]);
+        assert_eq!(r.partition.timers.len(), 1, "the timer fires anew");
+        assert!(r.plan.is_empty());
+        assert_eq!(r.partition.next_firing, 1, "its number is not reused");
+    }
+
+    #[test]
+    fn firings_replay_between_the_batches_around_them() {
+        let (a, b, c) = (record(0, &[]), record(0, &[]), record(1, &[]));
+        let r = fold(
+            Goal::Restore { upto: 10 },
+            &[
+                claim(1),
+                marker(1, 20, 30),
+                firing(1, 20, 1, &c),
+                marker(1, 10, 20),
+                firing(1, 10, 0, &a),
+                firing(1, 20, 0, &b),
+                // A firing inside a batch another owner formed differently
+                // belongs to no history that is replayed.
+                firing(1, 25, 0, &a),
+            ],
+        );
+        assert_eq!(
+            steps(&r),
+            [
+                ("firing", 10, 0),
+                ("batch", 10, 20),
+                ("firing", 20, 0),
+                ("firing", 20, 1),
+                ("batch", 20, 30),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_firing_delivered_after_a_newer_claim_is_fenced() {
+        let a = record(0, &["x"]);
+        let r = fold(
+            Goal::Plan { from: 10 },
+            &[claim(1), claim(2), firing(1, 10, 0, &a)],
+        );
+        assert!(r.plan.is_empty());
+        assert_eq!(r.fenced, 1);
+    }
+
+    #[test]
+    fn timers_and_the_watermark_restore_like_state() {
+        let watermark = |value, first, end| Entry {
+            epoch: 1,
+            kind: Kind::Watermark {
+                value,
+                first,
+                end,
+                firing: None,
+            },
+        };
+        let r = fold(
+            Goal::Restore { upto: 20 },
+            &[
+                claim(1),
+                timer(1, "a", Some(100), (0, 10), None),
+                timer(1, "b", Some(200), (0, 10), None),
+                watermark(50, 0, 10),
+                // Moved, cancelled; an uncommitted batch changes nothing.
+                timer(1, "a", Some(150), (10, 20), None),
+                timer(1, "b", None, (10, 20), None),
+                watermark(70, 10, 20),
+                timer(1, "c", Some(300), (20, 30), None),
+                watermark(90, 20, 30),
+            ],
+        );
+        assert_eq!(
+            r.partition.timers,
+            [((TimeDomain::Processing, b"a".to_vec()), 150)].into()
+        );
+        assert_eq!(r.partition.watermark, Some(70));
+    }
+
+    #[test]
+    fn a_plan_for_the_local_checkpoint_skips_the_firings_made_here() {
+        let (ours, theirs) = (record(0, &[]), record(1, &[]));
+        let mut r = fold(
+            Goal::Plan { from: 10 },
+            &[
+                claim(1),
+                firing(1, 10, 0, &ours),
+                claim(2),
+                firing(2, 10, 0, &ours),
+                firing(2, 10, 1, &theirs),
+                marker(2, 10, 20),
+            ],
+        );
+        drop_local_firings(&mut r.plan, Some((10, 1)));
+        assert_eq!(steps(&r), [("firing", 10, 1), ("batch", 10, 20)]);
+        // A counter at another offset says nothing about these.
+        let mut plan = fold(Goal::Plan { from: 10 }, &[firing(1, 10, 0, &ours)]).plan;
+        drop_local_firings(&mut plan, Some((5, 3)));
+        assert_eq!(plan.len(), 1);
     }
 }

@@ -11,8 +11,8 @@ use tracing::{error, info};
 
 use super::ClientSettings;
 use super::fence::{Leases, StartFrom};
-use super::restore::{self, Goal};
-use crate::record::LogRecord;
+use super::restore::{self, Goal, Planned};
+use crate::record::{BatchEffects, LogRecord};
 use crate::source::{PartitionCtx, Source};
 use crate::status::PartitionState;
 use crate::store::StoreError;
@@ -44,15 +44,26 @@ pub struct PartitionSource {
     pub client: ClientSettings,
     /// The consumer group.
     pub group: String,
-    /// Batches (`first..end`) a previous owner handled beyond the group's
-    /// commit, to be re-formed exactly (after a restore); empty until then.
-    pub replay: VecDeque<(u64, u64)>,
+    /// What a previous owner did beyond the group's commit (or the local
+    /// checkpoint): batches to re-form exactly and timer firings to apply
+    /// again, in order; empty until the restore.
+    pub replay: VecDeque<Planned>,
     /// Where an operator's reset asks the consumer thread to move the
     /// group's offset and the fetch position.
     pub moves: std::sync::mpsc::Sender<super::ownership::Move>,
 }
 
 impl PartitionSource {
+    /// Forgets the steps of the replay plan the partition is past.
+    fn drop_replayed(&mut self, from: u64) {
+        while self.replay.front().is_some_and(|step| match *step {
+            Planned::Batch { end, .. } => end <= from,
+            Planned::Firing { at, .. } => at < from,
+        }) {
+            self.replay.pop_front();
+        }
+    }
+
     /// One attempt: claim (once per assignment: a retry reads up to the same
     /// claim), read what `goal` needs, restore state if asked to.
     fn try_restore(
@@ -91,7 +102,7 @@ impl PartitionSource {
         )?;
         if let Goal::Restore { upto } = goal {
             ctx.store
-                .restore_partition(ctx.topic, ctx.partition, upto, &r.state, &r.expiries)?;
+                .restore_partition(ctx.topic, ctx.partition, upto, &r.partition)?;
         }
         Ok((claim, r))
     }
@@ -177,10 +188,11 @@ impl Source for PartitionSource {
                     let took_ms = started.elapsed().as_millis() as u64;
                     info!(
                         from,
-                        keys = restoring.then_some(r.state.len()),
+                        keys = restoring.then_some(r.partition.state.len()),
+                        timers = restoring.then_some(r.partition.timers.len()),
                         changelog_records = r.records,
                         fenced_records = r.fenced,
-                        replay_batches = r.plan.len(),
+                        replay_steps = r.plan.len(),
                         epoch = self.epoch,
                         took_ms,
                         "{}",
@@ -192,7 +204,12 @@ impl Source for PartitionSource {
                     );
                     self.leases
                         .take(ctx.topic.id, ctx.partition, self.epoch, claim);
-                    self.replay = r.plan.into();
+                    let mut plan = r.plan;
+                    if !restoring {
+                        let local = ctx.store.next_firing(ctx.topic, ctx.partition);
+                        restore::drop_local_firings(&mut plan, local.ok().flatten());
+                    }
+                    self.replay = plan.into();
                     ctx.set_state(PartitionState::Starting, None);
                     return Some(from);
                 }
@@ -218,27 +235,51 @@ impl Source for PartitionSource {
     }
 
     /// While replaying a previous owner's batches, exactly the next one — or
-    /// nothing until all of it has been fetched.
+    /// nothing until all of it has been fetched, or while a firing comes
+    /// first.
     fn read(
         &mut self,
         _: &PartitionCtx<'_>,
         from: u64,
         max: usize,
     ) -> Result<Vec<LogRecord>, StoreError> {
-        while self.replay.front().is_some_and(|&(_, end)| end <= from) {
-            self.replay.pop_front();
-        }
+        self.drop_replayed(from);
         Ok(match self.replay.front() {
-            Some(&(first, end)) if first <= from => {
+            Some(&Planned::Batch { first, end }) if first <= from => {
                 // The previous owner's batch ended with the record at end - 1.
                 if self.buffer.last_offset().is_none_or(|last| last + 1 < end) {
                     return Ok(Vec::new());
                 }
                 self.buffer.read(from, usize::MAX, Some(end))
             }
-            Some(&(first, _)) => self.buffer.read(from, max, Some(first)),
+            Some(&Planned::Firing { at, .. }) if at <= from => Vec::new(),
+            Some(&Planned::Batch { first: bound, .. } | &Planned::Firing { at: bound, .. }) => {
+                self.buffer.read(from, max, Some(bound))
+            }
             None => self.buffer.read(from, max, None),
         })
+    }
+
+    fn replaying(&mut self, from: u64) -> bool {
+        self.drop_replayed(from);
+        !self.replay.is_empty()
+    }
+
+    fn planned_firing(&self, at: u64) -> Option<(u32, BatchEffects)> {
+        match self.replay.front()? {
+            Planned::Firing {
+                at: a,
+                seq,
+                effects,
+            } if *a == at => Some((*seq, effects.clone())),
+            _ => None,
+        }
+    }
+
+    fn planned_firing_done(&mut self) {
+        if matches!(self.replay.front(), Some(Planned::Firing { .. })) {
+            self.replay.pop_front();
+        }
     }
 
     fn reset(

@@ -53,9 +53,6 @@ pub struct CallTime {
     pub allowed_lateness_ms: u64,
     /// The route's default time to live for `state.set`.
     pub state_ttl_ms: Option<u64>,
-    /// Why timers cannot be used here, if they cannot (Kafka mode does not
-    /// carry them in the changelog yet).
-    pub no_timers: Option<&'static str>,
 }
 
 /// What one call sees and does while `init`, `handle` or `on-timers` runs.
@@ -412,9 +409,6 @@ impl HostState {
         due: Option<i64>,
     ) -> wasmtime::Result<()> {
         let scope = self.writable_scope(call)?;
-        if let Some(why) = scope.time.no_timers {
-            bail!("{call}: {why}");
-        }
         scope.effects.timers.insert((domain, key), due);
         Ok(())
     }

@@ -250,14 +250,6 @@ impl Worker {
                 return;
             }
         }
-        match self
-            .spec
-            .store
-            .watermark(&self.spec.topic, self.spec.partition)
-        {
-            Ok(watermark) => self.watermark = watermark,
-            Err(e) => warn!("cannot read the watermark, starting without one: {e}"),
-        }
         self.report.emit(Event::Owned);
         let prepared = if self.source.prepare_blocks() {
             self.prepare_off_the_pool().await
@@ -270,6 +262,15 @@ impl Worker {
                 self.report.emit(Event::Released);
                 return;
             }
+        }
+        // After `prepare`: a restore from the changelog brings its own.
+        match self
+            .spec
+            .store
+            .watermark(&self.spec.topic, self.spec.partition)
+        {
+            Ok(watermark) => self.watermark = watermark,
+            Err(e) => warn!("cannot read the watermark, starting without one: {e}"),
         }
         debug!(offset = self.next_offset, "partition assigned");
         let mut paused = false;
@@ -304,10 +305,14 @@ impl Worker {
                 self.wait(None, Wake::VersionOrCancel).await;
                 continue;
             }
-            // Due timers fire between batches, before the next one.
-            let outcome = match self.fire_timers().await {
+            // Due timers fire between batches, before the next one; a
+            // previous owner's firing replayed here comes before either.
+            let outcome = match self.replay_firing().await {
                 Some(outcome) => outcome,
-                None => self.process_batch().await,
+                None => match self.fire_timers().await {
+                    Some(outcome) => outcome,
+                    None => self.process_batch().await,
+                },
             };
             if self.last_sweep.elapsed() >= SWEEP_EVERY {
                 self.sweep_expired();
@@ -492,7 +497,7 @@ impl Worker {
                 }
                 let emitted = effects.outputs.len() as u64;
                 let outcome = self
-                    .commit(next, &version, effects, batch.len() as u64, emitted)
+                    .commit(next, &version, effects, (batch.len() as u64, emitted), None)
                     .instrument(span.clone())
                     .await;
                 if matches!(outcome, Outcome::Committed) {
@@ -653,9 +658,6 @@ impl Worker {
             watermark,
             allowed_lateness_ms: self.spec.time.allowed_lateness_ms,
             state_ttl_ms: self.spec.time.state_ttl_ms,
-            no_timers: self.source.changelog().map(
-                |_| "timers are not supported in Kafka mode yet: the changelog does not carry them",
-            ),
         }
     }
 
@@ -681,11 +683,34 @@ impl Worker {
         }
     }
 
+    /// Applies a previous owner's timer firing at this boundary again, as
+    /// it was recorded (Kafka): `None` when the replay plan has none here.
+    async fn replay_firing(&mut self) -> Option<Outcome> {
+        let (seq, effects) = self.source.planned_firing(self.next_offset)?;
+        let version = self.instance.as_ref()?.1.clone();
+        let (fired, emitted) = (effects.fired.len() as u64, effects.outputs.len() as u64);
+        let outcome = self
+            .commit(self.next_offset, &version, effects, (0, emitted), Some(seq))
+            .await;
+        if matches!(outcome, Outcome::Committed) {
+            info!(
+                offset = self.next_offset,
+                seq,
+                timers = fired,
+                outputs = emitted,
+                "a previous owner's timer firing applied again as recorded"
+            );
+            self.source.planned_firing_done();
+            self.report.emit(Event::TimersFired(fired));
+        }
+        Some(outcome)
+    }
+
     /// Fires the partition's due timers, when its instance can receive them
     /// (0.2.0): `None` when nothing is due.
     async fn fire_timers(&mut self) -> Option<Outcome> {
         let (instance, _) = self.instance.as_ref()?;
-        if instance.contract() != Contract::V0_2 || self.source.changelog().is_some() {
+        if instance.contract() != Contract::V0_2 || self.source.replaying(self.next_offset) {
             return None;
         }
         let spec = &self.spec;
@@ -755,7 +780,7 @@ impl Worker {
             Ok((effects, _)) => {
                 let emitted = effects.outputs.len() as u64;
                 let outcome = self
-                    .commit(self.next_offset, &version, effects, 0, emitted)
+                    .commit(self.next_offset, &version, effects, (0, emitted), None)
                     .instrument(span.clone())
                     .await;
                 if matches!(outcome, Outcome::Committed) {
@@ -808,7 +833,9 @@ impl Worker {
                     fired: vec![timer.clone()],
                     ..Default::default()
                 };
-                let outcome = self.commit(self.next_offset, version, effects, 0, 0).await;
+                let outcome = self
+                    .commit(self.next_offset, version, effects, (0, 0), None)
+                    .await;
                 if matches!(outcome, Outcome::Committed) {
                     warn!(
                         domain = timer.domain.name(),
@@ -894,7 +921,9 @@ impl Worker {
             ..Default::default()
         };
         // The record was consumed (one in) but the handler emitted nothing.
-        let outcome = self.commit(record.offset + 1, version, effects, 1, 0).await;
+        let outcome = self
+            .commit(record.offset + 1, version, effects, (1, 0), None)
+            .await;
         if matches!(outcome, Outcome::Committed) {
             warn!(
                 offset = record.offset,
@@ -915,8 +944,8 @@ impl Worker {
         next_offset: u64,
         version: &Arc<PluginVersion>,
         mut effects: BatchEffects,
-        handled: u64,
-        emitted: u64,
+        (handled, emitted): (u64, u64),
+        firing_seq: Option<u32>,
     ) -> Outcome {
         let spec = &self.spec;
         if spec.origin_headers && self.source.changelog().is_none() {
@@ -927,7 +956,7 @@ impl Worker {
                         &spec.topic.name,
                         spec.partition,
                         self.next_offset,
-                        index,
+                        index as u64,
                     ));
                 }
             }
@@ -946,6 +975,7 @@ impl Worker {
                 version: version.digest.clone(),
                 effects,
                 changelog: self.source.changelog().map(str::to_owned),
+                firing_seq,
             })
             .instrument(tracing::debug_span!("checkpoint"))
             .await;
