@@ -156,8 +156,10 @@ fn run(
 }
 
 /// The storage limit: one durable redb transaction per batch writing the
-/// same output bytes and an offset, with no log read and no handler.
-fn raw_redb(n: usize, batch: usize) -> f64 {
+/// same output bytes and an offset, with no log read and no handler; a row
+/// per record (`per_row = 1`), or `per_row` records' bytes per row, as the
+/// log's blocks store them (`linecook::log::BLOCK_RECORDS`).
+fn raw_redb(n: usize, batch: usize, per_row: usize) -> f64 {
     use redb::{Database, TableDefinition};
     const OUT: TableDefinition<(u32, u32, u64), &[u8]> = TableDefinition::new("out");
     const OFFSETS: TableDefinition<u32, u64> = TableDefinition::new("offsets");
@@ -166,13 +168,20 @@ fn raw_redb(n: usize, batch: usize) -> f64 {
     let values: Vec<Vec<u8>> = (0..batch).map(common::value).collect();
     let started = Instant::now();
     let mut offset = 0u64;
+    let mut row = Vec::new();
     while (offset as usize) < n {
         let p = (offset / batch as u64) as u32 % PARTITIONS;
         let txn = db.begin_write().unwrap();
         {
             let mut out = txn.open_table(OUT).unwrap();
-            for (i, v) in values.iter().enumerate() {
-                out.insert((0, p, offset + i as u64), v.as_slice()).unwrap();
+            for (i, chunk) in values.chunks(per_row).enumerate() {
+                row.clear();
+                for v in chunk {
+                    row.extend_from_slice(&(v.len() as u32).to_le_bytes());
+                    row.extend_from_slice(v);
+                }
+                let first = offset + (i * per_row) as u64;
+                out.insert((0, p, first), row.as_slice()).unwrap();
             }
             txn.open_table(OFFSETS)
                 .unwrap()
@@ -193,7 +202,8 @@ fn main() {
     let plugins = support::plugins();
 
     let mut rows = Vec::new();
-    let raw = raw_redb(n, batch);
+    let raw_rows = raw_redb(n, batch, 1);
+    let raw = raw_redb(n, batch, linecook::log::BLOCK_RECORDS as usize);
     for name in ["uppercase", "counter"] {
         let prepared = common::prepare(&runtime, plugins, name);
         for grouped in [false, true] {
@@ -215,7 +225,12 @@ fn main() {
     );
     println!("|---|---|---|---|---|---|---|");
     println!(
-        "| raw redb write loop, same bytes, a transaction per batch | {raw:.0} | | 1.00 | | {batch} | 1 |"
+        "| raw redb write loop, same bytes, a transaction per batch, a row per record | {raw_rows:.0} | | {:.2} | | {batch} | 1 |",
+        raw_rows / raw
+    );
+    println!(
+        "| raw redb write loop, same bytes, a transaction per batch, {} records a row (as the log's blocks) | {raw:.0} | | 1.00 | | {batch} | 1 |",
+        linecook::log::BLOCK_RECORDS
     );
     for (name, grouped, native, wasm) in &rows {
         let commits = if *grouped {

@@ -1,5 +1,11 @@
 //! The embedded log: topics of fixed partition count, records at
 //! (topic, partition, offset), placed by Kafka's default partitioner.
+//!
+//! Records are stored in blocks of up to `BLOCK_RECORDS` consecutive
+//! records of a partition, one B-tree row each (`LOG_BLOCKS`): a row per
+//! record made redb's insert most of what appending cost. Each append
+//! transaction closes its blocks, so a block never changes once written
+//! (retention cuts the one it starts in).
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -9,7 +15,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::partitioner::partition_for_key;
 use crate::record::{Header, LogRecord, NewRecord, StoredRecord, now_ms};
-use crate::store::{LOG_BYTES, LOG_ENDS, LOG_STARTS, RECORDS, Store, StoreError, TOPICS};
+use crate::store::{
+    LOG_BLOCKS, LOG_BYTES, LOG_ENDS, LOG_STARTS, RECORDS, Store, StoreError, TOPICS,
+};
 
 /// Most partitions a topic may have.
 pub const MAX_PARTITIONS: u32 = 4096;
@@ -182,20 +190,27 @@ impl Store {
         max: usize,
     ) -> Result<Vec<LogRecord>, StoreError> {
         let txn = self.db.begin_read()?;
-        let records = txn.open_table(RECORDS)?;
         let mut out = Vec::new();
-        let range = records.range((topic.id, partition, from)..=(topic.id, partition, u64::MAX))?;
-        for entry in range.take(max) {
-            let (key, value) = entry?;
-            let (_, _, offset) = key.value();
-            let stored = StoredRecord::decode(value.value()).map_err(|e| StoreError::Corrupt {
-                topic_id: topic.id,
-                partition,
-                offset,
-                message: e.to_string(),
-            })?;
-            out.push(stored.into_log_record(partition, offset));
+        if max == 0 {
+            return Ok(out);
         }
+        let (rows, blocks) = (txn.open_table(RECORDS)?, txn.open_table(LOG_BLOCKS)?);
+        scan_records(
+            &rows,
+            &blocks,
+            (topic.id, partition),
+            from,
+            |offset, bytes| {
+                let stored = StoredRecord::decode(bytes).map_err(|e| StoreError::Corrupt {
+                    topic_id: topic.id,
+                    partition,
+                    offset,
+                    message: e.to_string(),
+                })?;
+                out.push(stored.into_log_record(partition, offset));
+                Ok(out.len() < max)
+            },
+        )?;
         Ok(out)
     }
 
@@ -256,11 +271,193 @@ impl Store {
     }
 }
 
+/// Calls `each` with (offset, encoded record) for the records of
+/// `partition` (topic id, partition) from offset `from` on, in offset order
+/// — the rows an older linecook wrote a record each, then the blocks —
+/// until it returns false.
+pub(crate) fn scan_records(
+    rows: &impl ReadableTable<(u32, u32, u64), &'static [u8]>,
+    blocks: &impl ReadableTable<(u32, u32, u64), &'static [u8]>,
+    (topic_id, partition): (u32, u32),
+    from: u64,
+    mut each: impl FnMut(u64, &[u8]) -> Result<bool, StoreError>,
+) -> Result<(), StoreError> {
+    let mut next = from;
+    for entry in rows.range((topic_id, partition, from)..=(topic_id, partition, u64::MAX))? {
+        let (key, value) = entry?;
+        next = key.value().2 + 1;
+        if !each(key.value().2, value.value())? {
+            return Ok(());
+        }
+    }
+    // The block holding `next` starts at or before it.
+    let begin = blocks
+        .range((topic_id, partition, 0)..=(topic_id, partition, next))?
+        .next_back()
+        .transpose()?
+        .map_or(next, |(k, _)| k.value().2);
+    for entry in blocks.range((topic_id, partition, begin)..=(topic_id, partition, u64::MAX))? {
+        let (key, value) = entry?;
+        let first = key.value().2;
+        for record in Block::records(first, value.value()) {
+            let (offset, bytes) = record.map_err(|message| StoreError::Corrupt {
+                topic_id,
+                partition,
+                offset: first,
+                message,
+            })?;
+            if offset >= next && !each(offset, bytes)? {
+                return Ok(());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Most records in one block; a block is also closed once it holds
+/// `BLOCK_BYTES`. Reading one record walks at most this many lengths.
+pub const BLOCK_RECORDS: u32 = 256;
+/// Size past which a block is closed.
+const BLOCK_BYTES: usize = 64 * 1024;
+
+/// Consecutive records of one partition, as one row: the record count
+/// (u32, little-endian), then per record its length (u32, little-endian)
+/// and its encoding (`StoredRecord`).
+#[derive(Debug)]
+pub(crate) struct Block {
+    first: u64,
+    count: u32,
+    bytes: Vec<u8>,
+}
+
+impl Block {
+    /// An empty block whose first record will have offset `first`.
+    pub(crate) fn starting_at(first: u64) -> Block {
+        let mut bytes = Vec::with_capacity(4096);
+        bytes.extend_from_slice(&0u32.to_le_bytes());
+        Block {
+            first,
+            count: 0,
+            bytes,
+        }
+    }
+
+    /// Offset of its first record.
+    pub(crate) fn first(&self) -> u64 {
+        self.first
+    }
+
+    /// Appends a record encoded by `encode` (which appends to the buffer it
+    /// is given and returns it); returns the record's encoded size.
+    fn push_with(&mut self, encode: impl FnOnce(Vec<u8>) -> Vec<u8>) -> u64 {
+        let at = self.bytes.len();
+        self.bytes.extend_from_slice(&0u32.to_le_bytes());
+        self.bytes = encode(std::mem::take(&mut self.bytes));
+        let len = self.bytes.len() - at - 4;
+        self.bytes[at..at + 4].copy_from_slice(&(len as u32).to_le_bytes());
+        self.count += 1;
+        len as u64
+    }
+
+    /// Appends a record already encoded.
+    pub(crate) fn push_encoded(&mut self, record: &[u8]) {
+        self.push_with(|mut buf| {
+            buf.extend_from_slice(record);
+            buf
+        });
+    }
+
+    fn is_full(&self) -> bool {
+        self.count >= BLOCK_RECORDS || self.bytes.len() >= BLOCK_BYTES
+    }
+
+    /// The row.
+    pub(crate) fn finish(mut self) -> Vec<u8> {
+        self.bytes[..4].copy_from_slice(&self.count.to_le_bytes());
+        self.bytes
+    }
+
+    /// How many records the row `bytes` holds.
+    pub(crate) fn count(bytes: &[u8]) -> Result<u32, String> {
+        let head = bytes
+            .get(..4)
+            .ok_or("a log block shorter than its header")?;
+        Ok(u32::from_le_bytes(head.try_into().expect("4 bytes")))
+    }
+
+    /// The records of the row `bytes` of the block starting at `first`, as
+    /// (offset, encoded record), without decoding them.
+    pub(crate) fn records(first: u64, bytes: &[u8]) -> BlockRecords<'_> {
+        match Block::count(bytes) {
+            Ok(left) => BlockRecords {
+                first,
+                offset: first,
+                left,
+                rest: &bytes[4..],
+            },
+            // A short row fails as a record length cut off.
+            Err(_) => BlockRecords {
+                first,
+                offset: first,
+                left: 1,
+                rest: &[],
+            },
+        }
+    }
+}
+
+/// The records of a block, in offset order (`Block::records`).
+#[derive(Debug)]
+pub(crate) struct BlockRecords<'a> {
+    first: u64,
+    offset: u64,
+    left: u32,
+    rest: &'a [u8],
+}
+
+impl<'a> Iterator for BlockRecords<'a> {
+    type Item = Result<(u64, &'a [u8]), String>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.left == 0 {
+            return None;
+        }
+        let first = self.first;
+        let parsed = self
+            .rest
+            .split_first_chunk::<4>()
+            .ok_or_else(|| format!("log block at {first} ends inside a record length"))
+            .and_then(|(len, tail)| {
+                let len = u32::from_le_bytes(*len) as usize;
+                if tail.len() < len {
+                    return Err(format!(
+                        "log block at {first} ends inside record {}",
+                        self.offset
+                    ));
+                }
+                Ok(tail.split_at(len))
+            });
+        match parsed {
+            Ok((record, tail)) => {
+                let offset = self.offset;
+                self.rest = tail;
+                self.offset += 1;
+                self.left -= 1;
+                Some(Ok((offset, record)))
+            }
+            Err(e) => {
+                self.left = 0;
+                Some(Err(e))
+            }
+        }
+    }
+}
+
 /// Appends records inside a caller's write transaction, so a checkpoint can
 /// append a batch's outputs atomically with everything else it writes.
 pub(crate) struct LogAppender<'txn> {
     topics: Table<'txn, &'static str, (u32, u32)>,
-    records: Table<'txn, (u32, u32, u64), &'static [u8]>,
+    blocks: Table<'txn, (u32, u32, u64), &'static [u8]>,
     ends: Table<'txn, (u32, u32), u64>,
     bytes: Table<'txn, (u32, u32), u64>,
     known: HashMap<String, TopicInfo>,
@@ -268,29 +465,36 @@ pub(crate) struct LogAppender<'txn> {
     /// `ends` and `bytes` once at the end instead of on every record (a
     /// B-tree write per record saved).
     moved: HashMap<(u32, u32), (u64, u64)>,
+    /// The block each partition is filling, written once full or at the end.
+    open: HashMap<(u32, u32), Block>,
 }
 
 impl<'txn> LogAppender<'txn> {
     pub(crate) fn new(txn: &'txn WriteTransaction) -> Result<Self, StoreError> {
         Ok(LogAppender {
             topics: txn.open_table(TOPICS)?,
-            records: txn.open_table(RECORDS)?,
+            blocks: txn.open_table(LOG_BLOCKS)?,
             ends: txn.open_table(LOG_ENDS)?,
             bytes: txn.open_table(LOG_BYTES)?,
             known: HashMap::new(),
             moved: HashMap::new(),
+            open: HashMap::new(),
         })
     }
 
-    /// Writes the log ends the appends moved. Call it before committing;
-    /// dropping the appender does it too (the appender borrows the
-    /// transaction, so it is always dropped before a commit), but only
-    /// `finish` reports a failure.
+    /// Writes the blocks still open and the log ends the appends moved.
+    /// Call it before committing; dropping the appender does it too (the
+    /// appender borrows the transaction, so it is always dropped before a
+    /// commit), but only `finish` reports a failure.
     pub(crate) fn finish(mut self) -> Result<(), StoreError> {
         self.write_ends()
     }
 
     fn write_ends(&mut self) -> Result<(), StoreError> {
+        for ((topic, partition), block) in self.open.drain() {
+            self.blocks
+                .insert((topic, partition, block.first), block.finish().as_slice())?;
+        }
         for (key, (end, added)) in self.moved.drain() {
             self.ends.insert(key, end)?;
             let before = self.bytes.get(key)?.map_or(0, |b| b.value());
@@ -328,11 +532,22 @@ impl<'txn> LogAppender<'txn> {
         headers: &[Header],
     ) -> Result<u64, StoreError> {
         let offset = self.end(topic, partition)?;
-        let bytes = StoredRecord::encode(timestamp_ms, key, value, headers);
-        self.records
-            .insert((topic.id, partition, offset), bytes.as_slice())?;
-        let moved = self.moved.entry((topic.id, partition)).or_default();
-        *moved = (offset + 1, moved.1 + bytes.len() as u64);
+        let id = (topic.id, partition);
+        let block = self
+            .open
+            .entry(id)
+            .or_insert_with(|| Block::starting_at(offset));
+        let size =
+            block.push_with(|buf| StoredRecord::encode(buf, timestamp_ms, key, value, headers));
+        if block.is_full() {
+            let block = self.open.remove(&id).expect("just filled");
+            self.blocks.insert(
+                (topic.id, partition, block.first),
+                block.finish().as_slice(),
+            )?;
+        }
+        let moved = self.moved.entry(id).or_default();
+        *moved = (offset + 1, moved.1 + size);
         Ok(offset)
     }
 
@@ -359,6 +574,8 @@ impl Drop for LogAppender<'_> {
 
 #[cfg(test)]
 mod tests {
+    use redb::ReadableTableMetadata as _;
+
     use super::*;
 
     fn store() -> (tempfile::TempDir, Store) {
@@ -423,5 +640,123 @@ mod tests {
             per_partition[p as usize] += 1;
         }
         assert_eq!(per_partition, [2, 2, 2, 2]);
+    }
+
+    fn values(n: usize, from: usize) -> Vec<NewRecord> {
+        (from..from + n)
+            .map(|i| NewRecord {
+                timestamp_ms: Some(i as i64),
+                key: None,
+                value: format!("v{i}").into_bytes(),
+                headers: vec![("h".into(), vec![i as u8])],
+                partition: Some(0),
+            })
+            .collect()
+    }
+
+    fn offsets_and_values(records: &[LogRecord]) -> Vec<(u64, String)> {
+        records
+            .iter()
+            .map(|r| (r.offset, String::from_utf8(r.value.clone()).unwrap()))
+            .collect()
+    }
+
+    #[test]
+    fn records_read_back_from_any_offset_across_blocks_and_transactions() {
+        let (_dir, store) = store();
+        let topic = store.create_topic("t", 1).unwrap();
+        // 600 in one transaction: blocks of 256, 256 and 88; then 10 more.
+        store.produce("t", &values(600, 0)).unwrap();
+        store.produce("t", &values(10, 600)).unwrap();
+        let all = store.read(&topic, 0, 0, usize::MAX).unwrap();
+        assert_eq!(all.len(), 610);
+        for (i, r) in all.iter().enumerate() {
+            assert_eq!(r.offset, i as u64);
+            assert_eq!(r.value, format!("v{i}").into_bytes());
+            assert_eq!(r.timestamp_ms, i as i64);
+            assert_eq!(r.headers, vec![("h".to_owned(), vec![i as u8])]);
+        }
+        let window = |from, max| offsets_and_values(&store.read(&topic, 0, from, max).unwrap());
+        assert_eq!(window(250, 10), offsets_and_values(&all[250..260]));
+        assert_eq!(
+            window(255, 3),
+            offsets_and_values(&all[255..258]),
+            "across a block end"
+        );
+        assert_eq!(
+            window(598, 5),
+            offsets_and_values(&all[598..603]),
+            "across transactions"
+        );
+        assert_eq!(window(609, 5), offsets_and_values(&all[609..]));
+        assert!(window(610, 5).is_empty());
+        assert!(window(0, 0).is_empty());
+        let rows: u64 = {
+            let txn = store.db.begin_read().unwrap();
+            txn.open_table(LOG_BLOCKS).unwrap().len().unwrap()
+        };
+        assert_eq!(rows, 4, "a row per block, not per record");
+        assert_eq!(store.stored_records().unwrap(), 610);
+    }
+
+    #[test]
+    fn records_an_older_version_stored_a_row_each_come_before_the_blocks() {
+        let (_dir, store) = store();
+        let topic = store.create_topic("t", 1).unwrap();
+        {
+            // As linecook wrote the log before blocks.
+            let txn = store.db.begin_write().unwrap();
+            {
+                let mut rows = txn.open_table(RECORDS).unwrap();
+                for i in 0..5u64 {
+                    let bytes = StoredRecord::encode(
+                        Vec::new(),
+                        i as i64,
+                        None,
+                        format!("v{i}").as_bytes(),
+                        &[],
+                    );
+                    rows.insert((topic.id, 0, i), bytes.as_slice()).unwrap();
+                }
+                txn.open_table(LOG_ENDS)
+                    .unwrap()
+                    .insert((topic.id, 0), 5)
+                    .unwrap();
+            }
+            txn.commit().unwrap();
+        }
+        store.produce("t", &values(3, 5)).unwrap();
+        let read = |from, max| offsets_and_values(&store.read(&topic, 0, from, max).unwrap());
+        let expected: Vec<(u64, String)> = (0..8).map(|i| (i, format!("v{i}"))).collect();
+        assert_eq!(read(0, 100), expected);
+        assert_eq!(read(3, 3), expected[3..6]);
+        assert_eq!(read(0, 5), expected[..5]);
+        assert_eq!(store.stored_records().unwrap(), 8);
+    }
+
+    #[test]
+    fn a_damaged_block_is_reported_not_misread() {
+        let (_dir, store) = store();
+        let topic = store.create_topic("t", 1).unwrap();
+        store.produce("t", &values(3, 0)).unwrap();
+        {
+            let txn = store.db.begin_write().unwrap();
+            {
+                let mut blocks = txn.open_table(LOG_BLOCKS).unwrap();
+                let row = blocks
+                    .get((topic.id, 0, 0))
+                    .unwrap()
+                    .unwrap()
+                    .value()
+                    .to_vec();
+                blocks
+                    .insert((topic.id, 0, 0), &row[..row.len() - 2])
+                    .unwrap();
+            }
+            txn.commit().unwrap();
+        }
+        let err = store.read(&topic, 0, 0, 10).unwrap_err();
+        assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
+        assert!(err.to_string().contains("ends inside record 2"), "{err}");
     }
 }

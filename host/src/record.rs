@@ -65,7 +65,9 @@ pub(crate) struct StoredRecord {
 }
 
 impl StoredRecord {
+    /// Appends the encoding of a record to `buf`.
     pub(crate) fn encode(
+        buf: Vec<u8>,
         timestamp_ms: i64,
         key: Option<&[u8]>,
         value: &[u8],
@@ -90,7 +92,7 @@ impl StoredRecord {
                 .collect(),
         };
         // Serialising plain structs into a Vec cannot fail.
-        postcard::to_allocvec(&borrowed).expect("postcard encodes in memory")
+        postcard::to_extend(&borrowed, buf).expect("postcard encodes in memory")
     }
 
     pub(crate) fn decode(bytes: &[u8]) -> Result<StoredRecord, postcard::Error> {
@@ -128,7 +130,7 @@ mod tests {
     #[test]
     fn stored_record_round_trips() {
         let headers = vec![("h".to_string(), vec![0, 255])];
-        let bytes = StoredRecord::encode(42, Some(b"k"), b"\xffvalue", &headers);
+        let bytes = StoredRecord::encode(Vec::new(), 42, Some(b"k"), b"\xffvalue", &headers);
         let back = StoredRecord::decode(&bytes).unwrap().into_log_record(3, 7);
         assert_eq!(
             back,

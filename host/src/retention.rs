@@ -20,9 +20,10 @@ use tracing::{debug, info, warn};
 
 use crate::config::{Config, OnTruncated, RetentionPolicy};
 use crate::log::TopicInfo;
+use crate::log::{Block, scan_records};
 use crate::metrics::Metrics;
 use crate::record::{StoredRecord, now_ms};
-use crate::store::{CHECKPOINTS, LOG_BYTES, LOG_STARTS, RECORDS, Store, StoreError};
+use crate::store::{CHECKPOINTS, LOG_BLOCKS, LOG_BYTES, LOG_STARTS, RECORDS, Store, StoreError};
 
 /// Most records one retention transaction removes.
 pub const TRIM_LIMIT: usize = 4096;
@@ -85,26 +86,26 @@ impl Store {
         let txn = self.db.begin_write()?;
         let trimmed = {
             let id = (topic.id, partition);
+            let corrupt = |offset, message: String| StoreError::Corrupt {
+                topic_id: topic.id,
+                partition,
+                offset,
+                message,
+            };
             let mut starts = txn.open_table(LOG_STARTS)?;
             let mut sizes = txn.open_table(LOG_BYTES)?;
-            let mut records = txn.open_table(RECORDS)?;
+            let mut rows = txn.open_table(RECORDS)?;
+            let mut blocks = txn.open_table(LOG_BLOCKS)?;
             let start = starts.get(id)?.map_or(0, |v| v.value());
             let total = sizes.get(id)?.map_or(0, |v| v.value());
             let mut oldest = Vec::new();
-            for entry in records
-                .range((topic.id, partition, start)..=(topic.id, partition, u64::MAX))?
-                .take(limit)
-            {
-                let (key, value) = entry?;
-                let offset = key.value().2;
-                let bytes = value.value();
-                let stored = StoredRecord::decode(bytes).map_err(|e| StoreError::Corrupt {
-                    topic_id: topic.id,
-                    partition,
-                    offset,
-                    message: e.to_string(),
+            if limit > 0 {
+                scan_records(&rows, &blocks, id, start, |offset, bytes| {
+                    let stored =
+                        StoredRecord::decode(bytes).map_err(|e| corrupt(offset, e.to_string()))?;
+                    oldest.push((offset, stored.timestamp_ms, bytes.len() as u64));
+                    Ok(oldest.len() < limit)
                 })?;
-                oldest.push((offset, stored.timestamp_ms, bytes.len() as u64));
             }
             let (count, bytes) = removable(policy, now_ms, oldest.iter().copied(), total, floor);
             if count == 0 {
@@ -114,10 +115,11 @@ impl Store {
                 });
             }
             let new_start = oldest[count - 1].0 + 1;
-            records.retain_in(
+            rows.retain_in(
                 (topic.id, partition, start)..(topic.id, partition, new_start),
                 |_, _| false,
             )?;
+            cut_blocks(&mut blocks, (topic.id, partition), new_start)?;
             starts.insert(id, new_start)?;
             sizes.insert(id, total.saturating_sub(bytes))?;
             Trimmed {
@@ -145,8 +147,66 @@ impl Store {
     pub fn stored_records(&self) -> Result<u64, StoreError> {
         use redb::ReadableDatabase as _;
         let txn = self.db.begin_read()?;
-        Ok(txn.open_table(RECORDS)?.len()?)
+        let mut count = txn.open_table(RECORDS)?.len()?;
+        for entry in txn.open_table(LOG_BLOCKS)?.iter()? {
+            let (key, value) = entry?;
+            let (topic_id, partition, first) = key.value();
+            count +=
+                u64::from(
+                    Block::count(value.value()).map_err(|message| StoreError::Corrupt {
+                        topic_id,
+                        partition,
+                        offset: first,
+                        message,
+                    })?,
+                );
+        }
+        Ok(count)
     }
+}
+
+/// Removes the blocks of `partition` (topic id, partition) that end at or
+/// before `new_start` and cuts the one it falls in, so exactly the records
+/// from `new_start` on stay.
+fn cut_blocks(
+    blocks: &mut redb::Table<'_, (u32, u32, u64), &'static [u8]>,
+    (topic_id, partition): (u32, u32),
+    new_start: u64,
+) -> Result<(), StoreError> {
+    let corrupt = |offset, message| StoreError::Corrupt {
+        topic_id,
+        partition,
+        offset,
+        message,
+    };
+    let mut gone = Vec::new();
+    let mut kept = None;
+    for entry in blocks.range((topic_id, partition, 0)..(topic_id, partition, new_start))? {
+        let (key, value) = entry?;
+        let first = key.value().2;
+        gone.push(first);
+        let count = Block::count(value.value()).map_err(|e| corrupt(first, e))?;
+        if first + u64::from(count) > new_start {
+            let mut rest = Block::starting_at(new_start);
+            for record in Block::records(first, value.value()) {
+                let (offset, bytes) = record.map_err(|e| corrupt(first, e))?;
+                if offset >= new_start {
+                    rest.push_encoded(bytes);
+                }
+            }
+            kept = Some(rest);
+        }
+    }
+    for first in gone {
+        blocks.remove((topic_id, partition, first))?;
+    }
+    if let Some(rest) = kept {
+        blocks.insert(
+            (topic_id, partition, rest.first()),
+            rest.finish().as_slice(),
+        )?;
+    }
+    Ok(())
 }
 
 /// Which topics retention applies to and how: per embedded topic, its

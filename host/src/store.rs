@@ -21,8 +21,16 @@ pub const STORE_FILE: &str = "linecook.redb";
 /// Topic name → (topic id, partition count). Ids keep the hot tables' keys
 /// fixed-width.
 pub(crate) const TOPICS: TableDefinition<&str, (u32, u32)> = TableDefinition::new("topics");
-/// (topic id, partition, offset) → encoded record (`record::StoredRecord`).
+/// (topic id, partition, offset) → encoded record (`record::StoredRecord`):
+/// the records linecook stored a row each before the log moved to blocks.
+/// Read before the blocks of the same partition, removed by retention,
+/// never written.
 pub(crate) const RECORDS: TableDefinition<(u32, u32, u64), &[u8]> = TableDefinition::new("records");
+/// (topic id, partition, offset of its first record) → consecutive records
+/// of the partition (`log::Block`): one B-tree row for up to
+/// `log::BLOCK_RECORDS` records.
+pub(crate) const LOG_BLOCKS: TableDefinition<(u32, u32, u64), &[u8]> =
+    TableDefinition::new("log_blocks");
 /// (topic id, partition) → next offset to append.
 pub(crate) const LOG_ENDS: TableDefinition<(u32, u32), u64> = TableDefinition::new("log_ends");
 /// (topic id, partition) → first offset still stored; absent: 0. Moves only
@@ -297,6 +305,7 @@ impl Store {
             // Create every table up front so readers never meet a missing one.
             txn.open_table(TOPICS)?;
             txn.open_table(RECORDS)?;
+            txn.open_table(LOG_BLOCKS)?;
             txn.open_table(LOG_ENDS)?;
             txn.open_table(LOG_STARTS)?;
             count_log_bytes(&txn)?;
