@@ -55,11 +55,14 @@ outages=(
 )
 skips=()
 for t in "${outages[@]}"; do skips+=(--skip "$t"); done
-cargo test -p linecook --test kafka "$@" -- --test-threads 4 "${skips[@]}"
+# `--workspace`, as the build above: with `-p linecook` the features of
+# shared dependencies resolve otherwise, and a fresh machine compiled
+# wasmtime and its WASI crates a second time (~80 s) just for these tests.
+cargo test --workspace --test kafka "$@" -- --test-threads 4 "${skips[@]}"
 outage_logs=$(mktemp -d)
 pids=()
 for t in "${outages[@]}"; do
-  cargo test -p linecook --test kafka "$@" -- --exact "$t" >"$outage_logs/$t" 2>&1 &
+  cargo test --workspace --test kafka "$@" -- --exact "$t" >"$outage_logs/$t" 2>&1 &
   pids+=("$!")
 done
 failed=0
