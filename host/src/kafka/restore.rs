@@ -294,14 +294,9 @@ impl Fold {
                 firing,
             } => self.write(
                 (entry.epoch, late),
-                Slot::State(key.to_vec()),
-                Write {
-                    epoch: entry.epoch,
-                    end,
-                    value: value.map(<[u8]>::to_vec),
-                    expires,
-                },
-                (first, firing),
+                (first, end, firing),
+                || Slot::State(key.to_vec()),
+                || (value.map(<[u8]>::to_vec), expires),
             ),
             Kind::Timer {
                 domain,
@@ -312,14 +307,9 @@ impl Fold {
                 firing,
             } => self.write(
                 (entry.epoch, late),
-                Slot::Timer(domain, key.to_vec()),
-                Write {
-                    epoch: entry.epoch,
-                    end,
-                    value: due.map(|d| d.to_be_bytes().to_vec()),
-                    expires: None,
-                },
-                (first, firing),
+                (first, end, firing),
+                || Slot::Timer(domain, key.to_vec()),
+                || (due.map(|d| d.to_be_bytes().to_vec()), None),
             ),
             Kind::Watermark {
                 value,
@@ -328,14 +318,9 @@ impl Fold {
                 firing,
             } => self.write(
                 (entry.epoch, late),
-                Slot::Watermark,
-                Write {
-                    epoch: entry.epoch,
-                    end,
-                    value: Some(value.to_be_bytes().to_vec()),
-                    expires: None,
-                },
-                (first, firing),
+                (first, end, firing),
+                || Slot::Watermark,
+                || (Some(value.to_be_bytes().to_vec()), None),
             ),
         }
     }
@@ -346,16 +331,17 @@ impl Fold {
         }
     }
 
-    /// One write of batch `first..write.end`, or of firing `firing` at
-    /// `first`.
+    /// One write of batch `first..end`, or of firing `firing` at `first`:
+    /// its slot and (value, expiry), built only if it is kept (a restore
+    /// reads the whole changelog; most writes are overwritten or are not
+    /// needed at all).
     fn write(
         &mut self,
         (epoch, late): (u64, bool),
-        slot: Slot,
-        write: Write,
-        (first, firing): (u64, Option<u32>),
+        (first, end, firing): (u64, u64, Option<u32>),
+        slot: impl FnOnce() -> Slot,
+        value: impl FnOnce() -> (Option<Vec<u8>>, Option<i64>),
     ) {
-        let end = write.end;
         if late {
             self.fenced += 1;
         }
@@ -376,12 +362,22 @@ impl Fold {
         if !committed {
             return;
         }
+        let slot = slot();
         let newer = self
             .writes
             .get(&slot)
             .is_none_or(|w| (epoch, end) >= (w.epoch, w.end));
         if newer {
-            self.writes.insert(slot, write);
+            let (value, expires) = value();
+            self.writes.insert(
+                slot,
+                Write {
+                    epoch,
+                    end,
+                    value,
+                    expires,
+                },
+            );
         }
     }
 
