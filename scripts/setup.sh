@@ -22,7 +22,9 @@ if ! rustup target list --installed | grep -qx wasm32-wasip2; then
 fi
 
 echo "==> building the example plugins (plugins/ -> wasm32-wasip2 components)"
-(cd plugins && cargo build --release --target wasm32-wasip2 --quiet)
+# Into plugins/target whatever CARGO_TARGET_DIR says: scripts/demo.sh and
+# the tests take the components from there.
+(cd plugins && cargo build --release --target wasm32-wasip2 --target-dir target --quiet)
 
 # `--no-host`: scripts/test.sh builds the host with its tests instead. A
 # plain build here would compile wasmtime and the wit crates a second time:
