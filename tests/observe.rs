@@ -429,16 +429,146 @@ fn each_batch_is_a_trace_of_its_own() {
         assert_eq!(spans[0]["topic"], "words", "{line}");
         assert!(spans[0]["partition"].is_u64(), "{line}");
     }
+}
 
-    // An endpoint set for a build that cannot export is said, not ignored.
-    let out = std::process::Command::new(support::BIN)
-        .args(["config-help"])
-        .env("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318")
-        .output()
+/// One request an OTLP/HTTP collector received.
+struct Export {
+    head: String,
+    body: Vec<u8>,
+}
+
+/// Answers every HTTP/1.1 request on `stream` with 200, sending each to `tx`.
+fn collect_exports(stream: std::net::TcpStream, tx: std::sync::mpsc::Sender<Export>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut writer = stream;
+    loop {
+        let mut head = String::new();
+        loop {
+            let mut line = String::new();
+            match reader.read_line(&mut line) {
+                Ok(0) | Err(_) => return,
+                Ok(_) if line == "\r\n" => break,
+                Ok(_) => head.push_str(&line),
+            }
+        }
+        let length = head
+            .lines()
+            .find_map(|l| {
+                let (name, value) = l.split_once(':')?;
+                name.eq_ignore_ascii_case("content-length")
+                    .then(|| value.trim().parse::<usize>().ok())?
+            })
+            .unwrap_or(0);
+        let mut body = vec![0; length];
+        if reader.read_exact(&mut body).is_err() {
+            return;
+        }
+        let answered = writer.write_all(
+            b"HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\ncontent-length: 0\r\n\r\n",
+        );
+        if tx.send(Export { head, body }).is_err() || answered.is_err() {
+            return;
+        }
+    }
+}
+
+/// With the `otlp` feature (as `scripts/test.sh` builds the tests), each
+/// batch's spans reach an OTLP/HTTP collector — a real HTTP server on
+/// loopback. Without it, an endpoint that is set is said, not ignored.
+#[test]
+fn spans_reach_an_otlp_collector_or_the_build_says_it_cannot() {
+    if !cfg!(feature = "otlp") {
+        let out = std::process::Command::new(support::BIN)
+            .args(["config-help"])
+            .env("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("built without the `otlp` feature"),
+            "{stderr}"
+        );
+        return;
+    }
+    let collector = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", collector.local_addr().unwrap());
+    let (tx, exports) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in collector.incoming().flatten() {
+            let tx = tx.clone();
+            std::thread::spawn(move || collect_exports(stream, tx));
+        }
+    });
+    let setup = Setup::new(ROUTE, &["uppercase"]);
+    let log_path = setup.dir.path().join("host.log");
+    let mut child = std::process::Command::new(support::BIN)
+        .args(["run", "--config"])
+        .arg(&setup.config)
+        .env("RUST_LOG", "linecook=debug")
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
         .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("built without the `otlp` feature"),
-        "{stderr}"
+    support::wait_until(
+        std::time::Duration::from_secs(30),
+        "the host to start",
+        || setup.data_dir().join("admin.addr").exists(),
     );
+    let input: String = (0..20).map(|i| format!("k{i}:v\n")).collect();
+    let out = setup.cli_with_stdin(
+        &["produce", "--topic", "words", "--key-separator", ":"],
+        &input,
+    );
+    assert!(out.status.success());
+    wait_drained(&setup, "shouted", 20);
+    // Spans are exported in batches; a clean stop flushes what is left.
+    let term = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    assert!(child.wait().unwrap().success());
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(log.contains("exporting spans over OTLP/HTTP"), "{log}");
+
+    let mut received = Vec::new();
+    let wait = |got: &Vec<Export>| {
+        std::time::Duration::from_millis(if got.is_empty() { 10_000 } else { 500 })
+    };
+    while let Ok(export) = exports.recv_timeout(wait(&received)) {
+        received.push(export);
+    }
+    assert!(
+        !received.is_empty(),
+        "the collector received nothing:\n{log}"
+    );
+    let mut body = Vec::new();
+    for export in &received {
+        let head = export.head.to_ascii_lowercase();
+        assert!(head.starts_with("post /v1/traces "), "{head}");
+        assert!(
+            head.contains("content-type: application/x-protobuf"),
+            "{head}"
+        );
+        body.extend_from_slice(&export.body);
+    }
+    // Protobuf stores strings as their bytes: the service, the spans and
+    // their attributes can be found without decoding the message.
+    let contains = |needle: &[u8]| body.windows(needle.len()).any(|w| w == needle);
+    for needle in [
+        "linecook",
+        "batch",
+        "handle",
+        "checkpoint",
+        "words",
+        "uppercase",
+    ] {
+        assert!(
+            contains(needle.as_bytes()),
+            "no {needle:?} in the {} bytes exported",
+            body.len()
+        );
+    }
 }
