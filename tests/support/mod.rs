@@ -206,7 +206,9 @@ impl Host {
     /// loaded its plugins).
     pub fn wait_ready(&mut self) {
         let addr_file = self.data_dir.join("admin.addr");
-        wait_until(Duration::from_secs(60), "host to start", || {
+        // A start compiles the plugins first: an 18 MB Python component takes
+        // ~15 s alone, and several times that while other test binaries run.
+        wait_until(Duration::from_secs(180), "host to start", || {
             if let Ok(Some(status)) = self.child.try_wait() {
                 panic!(
                     "linecook run exited early with {status}:\n{}",
@@ -423,6 +425,7 @@ pub fn assemblyscript_plugins() -> &'static Path {
 /// with this build's binary for its `linecook sdk` steps.
 fn build_language(lang: &str) -> PathBuf {
     let dir = workspace_root().join("plugins").join(lang);
+    let _turn = build_turn(lang);
     let started = Instant::now();
     let status = Command::new("bash")
         .arg(dir.join("build.sh"))
@@ -434,7 +437,50 @@ fn build_language(lang: &str) -> PathBuf {
         "built plugins/{lang} (toolchain included) in {:.1} s",
         started.elapsed().as_secs_f64()
     );
-    dir
+    snapshot(&dir, lang)
+}
+
+/// Holds the build of `what` against other test processes:
+/// `scripts/test.sh` runs test binaries side by side, and two builds of one
+/// directory would write the same files.
+fn build_turn(what: &str) -> std::fs::File {
+    let locks = std::env::temp_dir().join("linecook-test-builds");
+    std::fs::create_dir_all(&locks).unwrap();
+    let lock =
+        std::fs::File::create(locks.join(format!("{}.lock", what.replace('/', "-")))).unwrap();
+    lock.lock().unwrap();
+    lock
+}
+
+/// Copies the `.wasm` files of `dir` into a directory of this process and
+/// returns it: another test process may build `dir` again while this one
+/// still reads them.
+fn snapshot(dir: &Path, what: &str) -> PathBuf {
+    static SWEPT: std::sync::Once = std::sync::Once::new();
+    let tmp = std::env::temp_dir();
+    // Copies of test processes that have ended are not needed by anyone.
+    SWEPT.call_once(|| {
+        for entry in std::fs::read_dir(&tmp).into_iter().flatten().flatten() {
+            let name = entry.file_name();
+            let pid = name
+                .to_str()
+                .and_then(|n| n.strip_prefix("linecook-test-plugins-"));
+            if pid.is_some_and(|pid| !Path::new("/proc").join(pid).exists()) {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+    });
+    let copy = tmp
+        .join(format!("linecook-test-plugins-{}", std::process::id()))
+        .join(what.replace('/', "-"));
+    std::fs::create_dir_all(&copy).unwrap();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "wasm") {
+            std::fs::copy(&path, copy.join(path.file_name().unwrap())).unwrap();
+        }
+    }
+    copy
 }
 
 /// Builds `plugins/js` (npm-installing componentize-js if missing), like
@@ -446,6 +492,7 @@ pub fn js_plugins() -> &'static Path {
 
 fn build_python(name: &str) -> PathBuf {
     let dir = workspace_root().join("plugins/python").join(name);
+    let _turn = build_turn(&format!("python/{name}"));
     let started = Instant::now();
     let status = Command::new("bash")
         .arg(dir.join("build.sh"))
@@ -456,7 +503,7 @@ fn build_python(name: &str) -> PathBuf {
         "built plugins/python/{name} in {:.1} s",
         started.elapsed().as_secs_f64()
     );
-    dir.join(format!("{name}.wasm"))
+    snapshot(&dir, &format!("python/{name}")).join(format!("{name}.wasm"))
 }
 
 /// `component` with a custom section appended: the same code under a new
