@@ -88,3 +88,66 @@ state = [{{ key = "a", value = "2" }}]
     let (ok, said) = linecook_test(&[&path]);
     assert!(ok && said.starts_with("ok    "), "{said}");
 }
+
+/// The cache's entries: every compiled component under `dir` (not
+/// wasmtime's usage statistics and clean-up markers), with its contents.
+fn cache_entries(dir: &std::path::Path) -> std::collections::BTreeMap<std::path::PathBuf, Vec<u8>> {
+    let mut entries = std::collections::BTreeMap::new();
+    let mut dirs = vec![dir.join("modules")];
+    while let Some(d) = dirs.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_none_or(|e| e != "stats") {
+                entries.insert(path.clone(), std::fs::read(&path).unwrap());
+            }
+        }
+    }
+    entries
+}
+
+/// With LINECOOK_COMPILE_CACHE, `linecook test` keeps the compiled
+/// component in that directory and the next run reuses it (same result,
+/// nothing written again); a damaged entry is compiled again, not used.
+#[test]
+fn a_compile_cache_is_filled_once_reused_and_repaired() {
+    support::plugins();
+    let cache = tempfile::tempdir().unwrap();
+    let fixture = support::workspace_root().join("plugins/fixtures/uppercase.toml");
+    let run = || {
+        let out = Command::new(support::BIN)
+            .arg("test")
+            .arg(&fixture)
+            .env("LINECOOK_COMPILE_CACHE", cache.path())
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{said}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        said
+    };
+    let first = run();
+    let filled = cache_entries(cache.path());
+    assert_eq!(
+        filled.len(),
+        1,
+        "one compiled component: {:?}",
+        filled.keys()
+    );
+
+    assert_eq!(run(), first);
+    assert_eq!(cache_entries(cache.path()), filled, "reused as it was");
+
+    let (path, _) = filled.iter().next().unwrap();
+    std::fs::write(path, b"not a compiled component").unwrap();
+    assert_eq!(run(), first);
+    assert_eq!(
+        cache_entries(cache.path()),
+        filled,
+        "the damaged entry was compiled and written again"
+    );
+}

@@ -79,7 +79,12 @@ Quick start:
 produce, tail and status work whether or not `linecook run` is running: when it
 holds the data directory they go through its admin API.
 
-Logging: RUST_LOG=debug (or e.g. RUST_LOG=linecook=debug,linecook::guest=trace)."
+Logging: RUST_LOG=debug (or e.g. RUST_LOG=linecook=debug,linecook::guest=trace).
+
+Compiled plugins: LINECOOK_COMPILE_CACHE=<dir> keeps every compiled component
+in <dir> and reuses it in any linecook command (`test` and `plugins check`
+compile on every run otherwise; `run` also keeps its own cache in the data
+directory)."
 )]
 pub struct Cli {
     /// Log format on standard error: `pretty` for people, `json` for log

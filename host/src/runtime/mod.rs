@@ -300,6 +300,16 @@ impl Runtime {
         // CPU-time limits: every call gets a deadline in epoch ticks, and a
         // ticker thread advances the epoch.
         config.epoch_interruption(true);
+        if let Some(dir) = compile_cache_dir() {
+            // Every linecook process on the machine may share it: `linecook
+            // test` and `plugins check` compile on every run otherwise, and
+            // a large component (Python, JavaScript) takes seconds.
+            let mut cache = wasmtime::CacheConfig::new();
+            cache.with_directory(&dir);
+            let cache = wasmtime::Cache::new(cache)
+                .map_err(|e| anyhow::anyhow!("{COMPILE_CACHE} = {}: {e:#}", dir.display()))?;
+            config.cache(Some(cache));
+        }
         let engine = Engine::new(&config)?;
         let ticker = engine.clone();
         std::thread::Builder::new()
@@ -386,6 +396,17 @@ impl Runtime {
         let exports = ty.exports(&self.engine).map(name).collect();
         (imports, exports)
     }
+}
+
+/// The environment variable naming a directory where compiled components
+/// are kept, keyed by their bytes and the engine's settings, and reused by
+/// any linecook command.
+pub const COMPILE_CACHE: &str = "LINECOOK_COMPILE_CACHE";
+
+fn compile_cache_dir() -> Option<std::path::PathBuf> {
+    std::env::var_os(COMPILE_CACHE)
+        .filter(|d| !d.is_empty())
+        .map(std::path::PathBuf::from)
 }
 
 fn list_or_nothing(names: &[&str]) -> String {
