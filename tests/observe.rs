@@ -383,14 +383,18 @@ fn status_json_is_complete_and_matches_the_log() {
     );
 }
 
-#[test]
-fn each_batch_is_a_trace_of_its_own() {
-    let setup = Setup::new(ROUTE, &["uppercase"]);
-    let log_path = setup.dir.path().join("json.log");
+/// Runs a host with `args` after `run` and `env`, with debug logging, on
+/// `setup`; produces twenty records, waits until they are handled, stops it
+/// with SIGTERM and returns its log.
+fn twenty_records_through(setup: &Setup, args: &[&str], env: &[(&str, &str)]) -> String {
+    let log_path = setup.dir.path().join("traced.log");
     let mut child = std::process::Command::new(support::BIN)
-        .args(["run", "--log-format", "json", "--config"])
+        .arg("run")
+        .args(args)
+        .arg("--config")
         .arg(&setup.config)
         .env("RUST_LOG", "linecook=debug")
+        .envs(env.iter().copied())
         .stdout(std::process::Stdio::null())
         .stderr(std::fs::File::create(&log_path).unwrap())
         .spawn()
@@ -406,14 +410,21 @@ fn each_batch_is_a_trace_of_its_own() {
         &input,
     );
     assert!(out.status.success());
-    wait_drained(&setup, "shouted", 20);
+    wait_drained(setup, "shouted", 20);
+    // A clean stop also flushes spans not exported yet.
     let term = std::process::Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
         .unwrap();
     assert!(term.success());
     assert!(child.wait().unwrap().success());
-    let log = std::fs::read_to_string(&log_path).unwrap();
+    std::fs::read_to_string(&log_path).unwrap()
+}
+
+#[test]
+fn each_batch_is_a_trace_of_its_own() {
+    let setup = Setup::new(ROUTE, &["uppercase"]);
+    let log = twenty_records_through(&setup, &["--log-format", "json"], &[]);
     let committed: Vec<serde_json::Value> = log
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
@@ -501,36 +512,7 @@ fn spans_reach_an_otlp_collector_or_the_build_says_it_cannot() {
         }
     });
     let setup = Setup::new(ROUTE, &["uppercase"]);
-    let log_path = setup.dir.path().join("host.log");
-    let mut child = std::process::Command::new(support::BIN)
-        .args(["run", "--config"])
-        .arg(&setup.config)
-        .env("RUST_LOG", "linecook=debug")
-        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&log_path).unwrap())
-        .spawn()
-        .unwrap();
-    support::wait_until(
-        std::time::Duration::from_secs(30),
-        "the host to start",
-        || setup.data_dir().join("admin.addr").exists(),
-    );
-    let input: String = (0..20).map(|i| format!("k{i}:v\n")).collect();
-    let out = setup.cli_with_stdin(
-        &["produce", "--topic", "words", "--key-separator", ":"],
-        &input,
-    );
-    assert!(out.status.success());
-    wait_drained(&setup, "shouted", 20);
-    // Spans are exported in batches; a clean stop flushes what is left.
-    let term = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(term.success());
-    assert!(child.wait().unwrap().success());
-    let log = std::fs::read_to_string(&log_path).unwrap();
+    let log = twenty_records_through(&setup, &[], &[("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)]);
     assert!(log.contains("exporting spans over OTLP/HTTP"), "{log}");
 
     let mut received = Vec::new();
