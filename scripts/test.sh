@@ -44,15 +44,13 @@ cargo test --workspace "${features[@]}" --no-run "$@"
 # starts, on a broker's session timeouts, on toolchain downloads — which one
 # binary at a time left idle. Each binary runs slower beside the others (two
 # cores are shared), but the whole ran in 10 min instead of 13.
-#   languages: conformance, which installs every language's toolchain, then
-#              scaffold, whose templates install their own unless present
-#              (their installs do not take turns with other lanes');
+#   languages: conformance, which builds every language's plugins;
 #   kafka:     the mock-cluster tests, four at a time, then the outage tests
 #              (mostly waiting), then timers and languages;
 #   host:      everything else.
 # The lanes take about the same time; each lane's output goes to a file,
 # shown when every lane has ended.
-languages=(conformance scaffold)
+languages=(conformance)
 after_kafka=(timers languages)
 others=$(cargo metadata --no-deps --format-version 1 | python3 -c '
 import json, sys

@@ -126,6 +126,11 @@ for lang in "$@"; do
       fi
       echo "$(go_root)/bin/go"
       ;;
+    python)
+      if ! command -v componentize-py >/dev/null; then
+        timed Python "componentize-py 0.25" python3 -m pip install --quiet 'componentize-py==0.25.*'
+      fi
+      ;;
     zig)
       if ! python3 -m ziglang version >/dev/null 2>&1; then
         timed Zig "zig $ZIG_VERSION" python3 -m pip install --quiet "ziglang==$ZIG_VERSION"

@@ -25,6 +25,17 @@ fn new_project(lang: &str, dir: &std::path::Path, name: &str) -> std::path::Path
 fn scaffolded_handlers_build_with_one_command_and_run() {
     // Shares compiled dependencies with the example plugins.
     build_plugins(None);
+    // The templates install what they miss on their own, without taking
+    // turns with other test processes (scripts/test.sh runs binaries side
+    // by side); installed here first, through the shared lock, they find
+    // everything in place.
+    let status = Command::new("bash")
+        .arg(workspace_root().join("scripts/toolchains.sh"))
+        .args(["c", "zig", "go", "python"])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "scripts/toolchains.sh failed");
     let work = tempfile::tempdir().unwrap();
     for (lang, name, contract) in [
         ("rust", "hello-rs", "0.2.0"),
