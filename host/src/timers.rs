@@ -55,6 +55,32 @@ pub struct Pending {
     pub next_event: Option<i64>,
 }
 
+/// [`Store::pending_timers`] in tables already open, so a caller reading
+/// every partition (status) does it in one transaction.
+pub(crate) fn pending_in(
+    timers: &impl ReadableTable<(u32, u32, u8, i64, &'static [u8]), ()>,
+    counts: &impl ReadableTable<(u32, u32), u64>,
+    topic: &TopicInfo,
+    partition: u32,
+) -> Result<Pending, StoreError> {
+    let first = |domain: TimeDomain| -> Result<Option<i64>, StoreError> {
+        let tag = domain.tag();
+        Ok(timers
+            .range((topic.id, partition, tag, i64::MIN, &[][..])..)?
+            .next()
+            .transpose()?
+            .and_then(|(k, _)| {
+                let (t, p, d, due, _) = k.value();
+                ((t, p, d) == (topic.id, partition, tag)).then_some(due)
+            }))
+    };
+    Ok(Pending {
+        timers: counts.get((topic.id, partition))?.map_or(0, |c| c.value()),
+        next_processing: first(TimeDomain::Processing)?,
+        next_event: first(TimeDomain::Event)?,
+    })
+}
+
 impl Store {
     /// The partition's watermark, if it has seen a record with a timestamp.
     pub fn watermark(&self, topic: &TopicInfo, partition: u32) -> Result<Option<i64>, StoreError> {
@@ -96,26 +122,12 @@ impl Store {
     /// domain.
     pub fn pending_timers(&self, topic: &TopicInfo, partition: u32) -> Result<Pending, StoreError> {
         let txn = self.db.begin_read()?;
-        let table = txn.open_table(TIMERS)?;
-        let first = |domain: TimeDomain| -> Result<Option<i64>, StoreError> {
-            let tag = domain.tag();
-            Ok(table
-                .range((topic.id, partition, tag, i64::MIN, &[][..])..)?
-                .next()
-                .transpose()?
-                .and_then(|(k, _)| {
-                    let (t, p, d, due, _) = k.value();
-                    ((t, p, d) == (topic.id, partition, tag)).then_some(due)
-                }))
-        };
-        Ok(Pending {
-            timers: txn
-                .open_table(TIMER_COUNTS)?
-                .get((topic.id, partition))?
-                .map_or(0, |c| c.value()),
-            next_processing: first(TimeDomain::Processing)?,
-            next_event: first(TimeDomain::Event)?,
-        })
+        pending_in(
+            &txn.open_table(TIMERS)?,
+            &txn.open_table(TIMER_COUNTS)?,
+            topic,
+            partition,
+        )
     }
 
     /// Deletes up to `limit` state entries of the partition that expired by
