@@ -387,14 +387,10 @@ pub struct OwnedCommit {
 }
 
 impl BatchCommit<'_> {
-    /// Whether committing this batch appends to the log, and whether it
-    /// adds outbox entries: who must be woken.
-    fn notifies(&self) -> (bool, bool) {
-        let effects = self.effects;
-        match self.changelog {
-            Some(_) => (false, !effects.is_empty()),
-            None => (!effects.outputs.is_empty(), false),
-        }
+    /// Whether committing this batch adds outbox entries: whether the
+    /// outbox's deliverer must be woken.
+    fn outboxes(&self) -> bool {
+        self.changelog.is_some() && !self.effects.is_empty()
     }
 }
 
@@ -531,10 +527,16 @@ impl Drop for Leading<'_> {
 /// the batch alone — a checkpoint conflict, an output topic that does not
 /// exist — runs before its first write, so a refused batch leaves `txn` as
 /// it was and the other batches of a group go on.
-fn write_batch(
-    txn: &WriteTransaction,
+///
+/// Outputs go through `log`, opened on first need: a group's batches share
+/// it, so they fill blocks together rather than each starting a row per
+/// destination partition, and the caller finishes it — learning which
+/// partitions to wake — before committing.
+fn write_batch<'t>(
+    txn: &'t WriteTransaction,
     batch: &BatchCommit<'_>,
     now: i64,
+    log: &mut Option<LogAppender<'t>>,
 ) -> Result<(), StoreError> {
     let BatchCommit {
         topic,
@@ -559,13 +561,18 @@ fn write_batch(
             committed,
         });
     }
-    let mut log = None;
-    if changelog.is_none() && !effects.outputs.is_empty() {
-        let appender = log.insert(LogAppender::new(txn)?);
+    let log = if changelog.is_none() && !effects.outputs.is_empty() {
+        let appender = match log {
+            Some(appender) => appender,
+            None => log.insert(LogAppender::new(txn)?),
+        };
         for output in &effects.outputs {
             appender.topic(&output.topic)?;
         }
-    }
+        Some(appender)
+    } else {
+        None
+    };
 
     let mut checkpoints = txn.open_table(CHECKPOINTS)?;
     if previous.as_ref().map(|p| p.1.as_str()) != Some(version) {
@@ -638,7 +645,7 @@ fn write_batch(
                 entry.encode().as_slice(),
             )?;
         }
-    } else if let Some(log) = log.as_mut() {
+    } else if let Some(log) = log {
         // Keyless outputs of one batch stick to one partition, chosen from
         // the batch's position so a replay after a crash puts them exactly
         // where the first attempt would have.
@@ -656,9 +663,6 @@ fn write_batch(
                 &output.headers,
             )?;
         }
-    }
-    if let Some(log) = log {
-        log.finish()?;
     }
     Ok(())
 }
@@ -750,9 +754,16 @@ impl Store {
     /// version — in a transaction of its own.
     pub fn commit_batch(&self, batch: BatchCommit<'_>) -> Result<(), StoreError> {
         let txn = self.db.begin_write()?;
-        write_batch(&txn, &batch, now_ms())?;
+        let touched = {
+            let mut log = None;
+            write_batch(&txn, &batch, now_ms(), &mut log)?;
+            log.map(LogAppender::finish).transpose()?
+        };
         txn.commit()?;
-        self.notify_committed(&batch);
+        self.notify_appended(&touched.unwrap_or_default());
+        if batch.outboxes() {
+            self.notify_outboxed();
+        }
         Ok(())
     }
 
@@ -903,22 +914,27 @@ impl Store {
             .begin_write()
             .map_err(StoreError::from)
             .and_then(|txn| {
-                let refusals: Vec<Option<StoreError>> = batches
-                    .iter()
-                    .map(|(_, c)| match write_batch(&txn, &c.borrowed(), now) {
-                        Ok(()) => Ok(None),
-                        Err(e) if e.refuses_batch_only() => Ok(Some(e)),
-                        Err(e) => Err(e),
-                    })
-                    .collect::<Result<_, _>>()?;
+                let (refusals, touched) = {
+                    let mut log = None;
+                    let refusals: Vec<Option<StoreError>> = batches
+                        .iter()
+                        .map(
+                            |(_, c)| match write_batch(&txn, &c.borrowed(), now, &mut log) {
+                                Ok(()) => Ok(None),
+                                Err(e) if e.refuses_batch_only() => Ok(Some(e)),
+                                Err(e) => Err(e),
+                            },
+                        )
+                        .collect::<Result<_, _>>()?;
+                    (refusals, log.map(LogAppender::finish).transpose()?)
+                };
                 txn.commit()?;
-                Ok(refusals)
+                Ok((refusals, touched.unwrap_or_default()))
             });
         match written {
-            Ok(refusals) => {
-                // One wake-up per group, not per batch: every idle worker
-                // of the process watches these.
-                let (mut appended, mut outboxed) = (false, false);
+            Ok((refusals, touched)) => {
+                // One wake-up per group and partition, not per batch.
+                let mut outboxed = false;
                 let answers = batches
                     .into_iter()
                     .zip(refusals)
@@ -926,18 +942,14 @@ impl Store {
                         let result = match refused {
                             Some(e) => Err(e),
                             None => {
-                                let (a, o) = commit.borrowed().notifies();
-                                appended |= a;
-                                outboxed |= o;
+                                outboxed |= commit.borrowed().outboxes();
                                 Ok(())
                             }
                         };
                         (ticket, (result, commit.effects))
                     })
                     .collect();
-                if appended {
-                    self.notify_appended();
-                }
+                self.notify_appended(&touched);
                 if outboxed {
                     self.notify_outboxed();
                 }
@@ -960,16 +972,6 @@ impl Store {
                     })
                     .collect()
             }
-        }
-    }
-
-    fn notify_committed(&self, batch: &BatchCommit<'_>) {
-        let (appended, outboxed) = batch.notifies();
-        if appended {
-            self.notify_appended();
-        }
-        if outboxed {
-            self.notify_outboxed();
         }
     }
 
@@ -1148,6 +1150,8 @@ pub struct RestoredPartition {
 mod tests {
     use super::*;
     use crate::record::OutputRecord;
+    use crate::store::LOG_BLOCKS;
+    use tokio::sync::watch;
 
     /// A disk that loses power: writes land in `live`; only `sync_data`
     /// makes them `durable`; after `writes_left` writes every call fails, as
@@ -1458,6 +1462,89 @@ mod tests {
         assert_eq!(values, [b"p0".to_vec(), b"p3".to_vec()]);
         // Effects come back to their callers.
         assert_eq!(results[1].1.1.outputs[0].value, b"conflict");
+    }
+
+    #[test]
+    fn a_commit_wakes_the_readers_of_the_partitions_it_appended_to_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let input = store.create_topic("in", 2).unwrap();
+        let out = store.create_topic("out", 4).unwrap();
+        let mut readers: Vec<_> = (0..4).map(|p| store.subscribe_appends(&out, p)).collect();
+        let idle_input = store.subscribe_appends(&input, 1);
+        let woken = |readers: &mut [watch::Receiver<u64>]| -> Vec<u32> {
+            (0..4u32)
+                .filter(|&p| {
+                    let r = &mut readers[p as usize];
+                    let changed = r.has_changed().unwrap();
+                    r.borrow_and_update();
+                    changed
+                })
+                .collect()
+        };
+
+        let results = store.commit_together(vec![(
+            1,
+            owned(&input, 0, 0, 1, effects(&[], &[("a", "x")])),
+        )]);
+        assert!(results[0].1.0.is_ok());
+        assert_eq!(woken(&mut readers), [partition_for_key(b"a", 4)]);
+
+        store
+            .commit_batch(owned(&input, 0, 1, 2, effects(&[], &[("b", "y")])).borrowed())
+            .unwrap();
+        assert_eq!(woken(&mut readers), [partition_for_key(b"b", 4)]);
+
+        // State alone appends nothing.
+        store
+            .commit_batch(owned(&input, 0, 2, 3, effects(&[("k", Some("v"))], &[])).borrowed())
+            .unwrap();
+        assert_eq!(woken(&mut readers), Vec::<u32>::new());
+
+        let produced = store
+            .produce(
+                "out",
+                &[crate::record::NewRecord {
+                    key: None,
+                    value: b"z".to_vec(),
+                    headers: vec![],
+                    partition: Some(3),
+                    timestamp_ms: None,
+                }],
+            )
+            .unwrap();
+        assert_eq!(produced, [(3, 0)]);
+        assert_eq!(woken(&mut readers), [3]);
+        assert!(!idle_input.has_changed().unwrap());
+    }
+
+    #[test]
+    fn the_batches_of_a_group_share_log_blocks() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let input = store.create_topic("in", 3).unwrap();
+        let out = store.create_topic("out", 1).unwrap();
+        let results = store.commit_together(
+            (0..3)
+                .map(|p| (p, owned(&input, p, 0, 1, effects(&[], &[("k", "v")]))))
+                .collect(),
+        );
+        assert!(results.iter().all(|(_, (r, _))| r.is_ok()));
+        let txn = store.db.begin_read().unwrap();
+        let blocks = txn.open_table(LOG_BLOCKS).unwrap();
+        let rows = blocks
+            .range((out.id, 0, 0)..=(out.id, 0, u64::MAX))
+            .unwrap()
+            .count();
+        // A block per batch before: three rows of one record.
+        assert_eq!(rows, 1);
+        let values: Vec<Vec<u8>> = store
+            .read(&out, 0, 0, 10)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.value)
+            .collect();
+        assert_eq!(values, [b"v".to_vec(), b"v".to_vec(), b"v".to_vec()]);
     }
 
     #[test]

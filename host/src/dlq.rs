@@ -168,7 +168,7 @@ impl Store {
         }
         let txn = self.db.begin_write()?;
         let mut report = ReplayReport::default();
-        {
+        let touched = {
             let mut marks = txn.open_table(REPLAYED)?;
             let mut log = LogAppender::new(&txn)?;
             let now = now_ms();
@@ -228,13 +228,13 @@ impl Store {
                     (target_name, partition, offset),
                 ));
             }
-            log.finish()?;
-        }
+            log.finish()?
+        };
         if dry_run {
             txn.abort()?;
         } else {
             txn.commit()?;
-            self.notify_appended();
+            self.notify_appended(&touched);
         }
         Ok(report)
     }

@@ -150,7 +150,7 @@ impl Store {
         records: &[NewRecord],
     ) -> Result<Vec<(u32, u64)>, StoreError> {
         let txn = self.db.begin_write()?;
-        let positions = {
+        let (positions, touched) = {
             let mut log = LogAppender::new(&txn)?;
             let info = log.topic(topic)?;
             let now = now_ms();
@@ -173,11 +173,11 @@ impl Store {
                 )?;
                 positions.push((partition, offset));
             }
-            log.finish()?;
-            positions
+            let touched = log.finish()?;
+            (positions, touched)
         };
         txn.commit()?;
-        self.notify_appended();
+        self.notify_appended(&touched);
         Ok(positions)
     }
 
@@ -486,21 +486,25 @@ impl<'txn> LogAppender<'txn> {
     /// Call it before committing; dropping the appender does it too (the
     /// appender borrows the transaction, so it is always dropped before a
     /// commit), but only `finish` reports a failure.
-    pub(crate) fn finish(mut self) -> Result<(), StoreError> {
+    /// Returns the (topic id, partition) pairs appended to, whose readers
+    /// [`Store::notify_appended`] wakes once the transaction committed.
+    pub(crate) fn finish(mut self) -> Result<Vec<(u32, u32)>, StoreError> {
         self.write_ends()
     }
 
-    fn write_ends(&mut self) -> Result<(), StoreError> {
+    fn write_ends(&mut self) -> Result<Vec<(u32, u32)>, StoreError> {
         for ((topic, partition), block) in self.open.drain() {
             self.blocks
                 .insert((topic, partition, block.first), block.finish().as_slice())?;
         }
+        let mut touched = Vec::with_capacity(self.moved.len());
         for (key, (end, added)) in self.moved.drain() {
             self.ends.insert(key, end)?;
             let before = self.bytes.get(key)?.map_or(0, |b| b.value());
             self.bytes.insert(key, before + added)?;
+            touched.push(key);
         }
-        Ok(())
+        Ok(touched)
     }
 
     pub(crate) fn topic(&mut self, name: &str) -> Result<TopicInfo, StoreError> {

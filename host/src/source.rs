@@ -109,7 +109,7 @@ pub struct Embedded;
 
 impl Source for Embedded {
     fn subscribe(&self, ctx: &PartitionCtx<'_>) -> watch::Receiver<u64> {
-        ctx.store.subscribe_appends()
+        ctx.store.subscribe_appends(ctx.topic, ctx.partition)
     }
 
     fn read(

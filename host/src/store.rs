@@ -255,7 +255,10 @@ fn count_log_bytes(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
 pub struct Store {
     pub(crate) db: Database,
     path: PathBuf,
-    appended: watch::Sender<u64>,
+    /// Per (topic id, partition), created by the first subscriber: a
+    /// commit wakes the workers of the partitions it appended to, not
+    /// every idle worker (a thousand of them woke for every group commit).
+    appended: std::sync::Mutex<std::collections::HashMap<(u32, u32), watch::Sender<u64>>>,
     outboxed: watch::Sender<u64>,
     /// Next partition for keyless records produced through `produce`.
     pub(crate) round_robin: AtomicU32,
@@ -327,7 +330,7 @@ impl Store {
         Ok(Store {
             db,
             path,
-            appended: watch::Sender::new(0),
+            appended: Default::default(),
             outboxed: watch::Sender::new(0),
             round_robin: AtomicU32::new(0),
             group: Default::default(),
@@ -364,13 +367,32 @@ impl Store {
         Ok(meta.get("group")?.map(|v| v.value().to_owned()))
     }
 
-    /// A receiver that changes whenever records were appended by this process.
-    pub fn subscribe_appends(&self) -> watch::Receiver<u64> {
-        self.appended.subscribe()
+    /// A receiver that changes whenever this process appended records to
+    /// `topic`/`partition`.
+    pub fn subscribe_appends(
+        &self,
+        topic: &crate::log::TopicInfo,
+        partition: u32,
+    ) -> watch::Receiver<u64> {
+        let mut senders = self.appended.lock().expect("append signals");
+        senders
+            .entry((topic.id, partition))
+            .or_insert_with(|| watch::Sender::new(0))
+            .subscribe()
     }
 
-    pub(crate) fn notify_appended(&self) {
-        self.appended.send_modify(|n| *n = n.wrapping_add(1));
+    /// Wakes the subscribers of the partitions in `touched`, (topic id,
+    /// partition) pairs.
+    pub(crate) fn notify_appended(&self, touched: &[(u32, u32)]) {
+        if touched.is_empty() {
+            return;
+        }
+        let senders = self.appended.lock().expect("append signals");
+        for key in touched {
+            if let Some(sender) = senders.get(key) {
+                sender.send_modify(|n| *n = n.wrapping_add(1));
+            }
+        }
     }
 
     /// A receiver that changes whenever a checkpoint added outbox entries.
