@@ -6,7 +6,8 @@
 //! - the one-stage run again with a rebuild of `uppercase` in shadow from
 //!   the first record (every batch handled twice and compared);
 //! - 200,000 records (SPREAD) over 1,024 partitions against the same over
-//!   16, with the host's thread count and peak RSS.
+//!   16, with the host's thread count and peak RSS; then the same records
+//!   under one key, so one partition is busy and the others idle.
 //!
 //! Run: `cargo bench -p linecook --bench binary` (RECORDS=n for the first
 //! two, default 1,000,000; SPREAD=n for the 16- and 1,024-partition runs,
@@ -32,10 +33,15 @@ fn env(name: &str, default: usize) -> usize {
 
 /// `n` lines `key-<i % 1000>\t<100-byte value>`.
 fn lines(n: usize) -> Vec<u8> {
+    lines_keyed(n, |i| format!("key-{}", i % 1000))
+}
+
+/// `n` lines `<key(i)>\t<100-byte value>`.
+fn lines_keyed(n: usize, key: impl Fn(usize) -> String) -> Vec<u8> {
     let mut out = Vec::with_capacity(n * 110);
     for i in 0..n {
         let start = out.len();
-        write!(out, "key-{}\trecord {i:08} ", i % 1000).unwrap();
+        write!(out, "{}\trecord {i:08} ", key(i)).unwrap();
         let value_start = start + out[start..].iter().position(|&b| b == b'\t').unwrap() + 1;
         out.resize(value_start + 100, b'x');
         out.push(b'\n');
@@ -236,6 +242,16 @@ fn main() {
         produce(&setup, "in", &input, small);
         spread.push((partitions, run_until_drained(&setup, small as u64, 1)));
     }
+    // The same records under one key: one busy partition among idle ones,
+    // as a skewed topic has.
+    let hot_input = lines_keyed(small, |_| "hot".into());
+    let mut hot = Vec::new();
+    for partitions in [16, 1024] {
+        let setup = Setup::new(&config(partitions, false), &plugins);
+        create_input(&setup, partitions);
+        produce(&setup, "in", &hot_input, small);
+        hot.push((partitions, run_until_drained(&setup, small as u64, 1)));
+    }
 
     println!("\nthe release binary, pre-produced log, 100-byte values, max_batch 1000\n");
     println!("| measure | records/s | host threads (max) | peak RSS (MiB) |");
@@ -268,9 +284,16 @@ fn main() {
             r.records_per_sec, r.threads, r.peak_rss_mib
         );
     }
+    for (partitions, r) in &hot {
+        println!(
+            "| `linecook run`, uppercase, {small} records under one key (one busy partition) of {partitions} partitions | {:.0} | {} | {:.0} |",
+            r.records_per_sec, r.threads, r.peak_rss_mib
+        );
+    }
     println!(
-        "\n1,024 partitions / 16 partitions, records/s: {:.2}",
-        spread[1].1.records_per_sec / spread[0].1.records_per_sec
+        "\n1,024 partitions / 16 partitions, records/s: {:.2}; one busy partition: {:.2}",
+        spread[1].1.records_per_sec / spread[0].1.records_per_sec,
+        hot[1].1.records_per_sec / hot[0].1.records_per_sec
     );
     println!(
         "with a version in shadow / without, records/s: {:.2} ({} batches compared in shadow)",
