@@ -164,6 +164,11 @@ struct Worker {
     watermark: Option<i64>,
     /// Failed calls of `on-timers` with the current due list.
     timer_failures: u32,
+    /// Timers the partition has pending, as last read; `None` before the
+    /// first read or after a failed one. Only this worker's commits and
+    /// resets change them, and both read them again, so a known 0 spares
+    /// the timer reads before every batch and idle wake-up.
+    pending_timers: Option<u64>,
     /// When expired state was last swept.
     last_sweep: Instant,
     /// Operators' reset requests, handled at batch boundaries.
@@ -225,6 +230,7 @@ impl Worker {
             swap_log: None,
             watermark: None,
             timer_failures: 0,
+            pending_timers: None,
             last_sweep: Instant::now(),
             resets,
             reset_waiting: None,
@@ -635,18 +641,24 @@ impl Worker {
     }
 
     /// Reports the partition's committed timers and watermark.
-    fn report_timers(&self) {
+    fn report_timers(&mut self) {
         let spec = &self.spec;
         match spec.store.pending_timers(&spec.topic, spec.partition) {
-            Ok(pending) => self.report.emit(Event::Time {
-                pending: pending.timers,
-                watermark: spec
-                    .store
-                    .watermark(&spec.topic, spec.partition)
-                    .ok()
-                    .flatten(),
-            }),
-            Err(e) => debug!("cannot read pending timers: {e}"),
+            Ok(pending) => {
+                self.pending_timers = Some(pending.timers);
+                self.report.emit(Event::Time {
+                    pending: pending.timers,
+                    watermark: spec
+                        .store
+                        .watermark(&spec.topic, spec.partition)
+                        .ok()
+                        .flatten(),
+                })
+            }
+            Err(e) => {
+                self.pending_timers = None;
+                debug!("cannot read pending timers: {e}")
+            }
         }
     }
 
@@ -665,7 +677,7 @@ impl Worker {
     /// timer, at most `IDLE_POLL`.
     fn idle_timeout(&self) -> Duration {
         let timers = matches!(&self.instance, Some((i, _)) if i.contract() == Contract::V0_2);
-        if !timers {
+        if !timers || !timers_may_be_pending(self.pending_timers) {
             return IDLE_POLL;
         }
         match self
@@ -710,7 +722,10 @@ impl Worker {
     /// (0.2.0): `None` when nothing is due.
     async fn fire_timers(&mut self) -> Option<Outcome> {
         let (instance, _) = self.instance.as_ref()?;
-        if instance.contract() != Contract::V0_2 || self.source.replaying(self.next_offset) {
+        if instance.contract() != Contract::V0_2
+            || self.source.replaying(self.next_offset)
+            || !timers_may_be_pending(self.pending_timers)
+        {
             return None;
         }
         let spec = &self.spec;
@@ -1070,6 +1085,12 @@ impl Worker {
     }
 }
 
+/// Whether the store must be read for timers: unless the worker knows the
+/// partition has none.
+fn timers_may_be_pending(known: Option<u64>) -> bool {
+    known != Some(0)
+}
+
 /// A log record as the handler receives it (moved, not copied).
 pub fn to_stream_record(topic: &str, r: LogRecord) -> StreamRecord {
     StreamRecord {
@@ -1084,5 +1105,20 @@ pub fn to_stream_record(topic: &str, r: LogRecord) -> StreamRecord {
             .into_iter()
             .map(|(key, value)| Header { key, value })
             .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::timers_may_be_pending;
+
+    #[test]
+    fn timers_are_read_unless_known_to_be_none() {
+        assert!(
+            timers_may_be_pending(None),
+            "never read, or the read failed"
+        );
+        assert!(timers_may_be_pending(Some(3)));
+        assert!(!timers_may_be_pending(Some(0)));
     }
 }
