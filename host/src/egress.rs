@@ -367,7 +367,7 @@ impl Egress {
             max_response_bytes: 0,
             call_budget: Duration::MAX,
             slots: Arc::new(tokio::sync::Semaphore::new(0)),
-            tls: tls_config(None).expect("the built-in roots make a TLS config"),
+            tls: default_tls(),
             metrics,
             canned: None,
         }
@@ -753,6 +753,15 @@ pub type Response = (
 
 trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
 impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
+
+/// [`tls_config`] without a `ca_file`, built once: every partition of a
+/// route without `http` holds one, and building it parses ~150 roots.
+fn default_tls() -> Arc<rustls::ClientConfig> {
+    static DEFAULT: std::sync::OnceLock<Arc<rustls::ClientConfig>> = std::sync::OnceLock::new();
+    DEFAULT
+        .get_or_init(|| tls_config(None).expect("the built-in roots make a TLS config"))
+        .clone()
+}
 
 /// HTTPS trusts the Mozilla roots built in (webpki-roots), and the
 /// certificates in `ca_file` if set.
