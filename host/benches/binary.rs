@@ -234,24 +234,21 @@ fn main() {
     // The measure is 200,000 records; SPREAD=n spreads more, which
     // shows the per-partition start-up cost amortised.
     let small = env("SPREAD", 200_000);
-    let input = lines(small);
-    let mut spread = Vec::new();
-    for partitions in [16, 1024] {
-        let setup = Setup::new(&config(partitions, false), &plugins);
-        create_input(&setup, partitions);
-        produce(&setup, "in", &input, small);
-        spread.push((partitions, run_until_drained(&setup, small as u64, 1)));
-    }
+    let over_16_and_1024 = |input: &[u8]| -> Vec<(u32, Run)> {
+        [16, 1024]
+            .into_iter()
+            .map(|partitions| {
+                let setup = Setup::new(&config(partitions, false), &plugins);
+                create_input(&setup, partitions);
+                produce(&setup, "in", input, small);
+                (partitions, run_until_drained(&setup, small as u64, 1))
+            })
+            .collect()
+    };
+    let spread = over_16_and_1024(&lines(small));
     // The same records under one key: one busy partition among idle ones,
     // as a skewed topic has.
-    let hot_input = lines_keyed(small, |_| "hot".into());
-    let mut hot = Vec::new();
-    for partitions in [16, 1024] {
-        let setup = Setup::new(&config(partitions, false), &plugins);
-        create_input(&setup, partitions);
-        produce(&setup, "in", &hot_input, small);
-        hot.push((partitions, run_until_drained(&setup, small as u64, 1)));
-    }
+    let hot = over_16_and_1024(&lines_keyed(small, |_| "hot".into()));
 
     println!("\nthe release binary, pre-produced log, 100-byte values, max_batch 1000\n");
     println!("| measure | records/s | host threads (max) | peak RSS (MiB) |");
