@@ -57,6 +57,14 @@ pub trait Source: Send + std::fmt::Debug {
         false
     }
 
+    /// Whether the receiver of [`Source::subscribe`] changes for every
+    /// record that arrives at the partition: the worker then reads again at
+    /// an offset that read empty only once it changed, not on every idle
+    /// wake-up.
+    fn signals_every_append(&self) -> bool {
+        false
+    }
+
     /// Up to `max` records from offset `from`. Empty while nothing is ready.
     fn read(
         &mut self,
@@ -110,6 +118,12 @@ pub struct Embedded;
 impl Source for Embedded {
     fn subscribe(&self, ctx: &PartitionCtx<'_>) -> watch::Receiver<u64> {
         ctx.store.subscribe_appends(ctx.topic, ctx.partition)
+    }
+
+    /// Every append to the store goes through `LogAppender::finish`, whose
+    /// partitions are signalled once the transaction committed.
+    fn signals_every_append(&self) -> bool {
+        true
     }
 
     fn read(

@@ -169,6 +169,9 @@ struct Worker {
     /// resets change them, and both read them again, so a known 0 spares
     /// the timer reads before every batch and idle wake-up.
     pending_timers: Option<u64>,
+    /// The offset the last read found nothing at, and the append signal's
+    /// value before that read (see `read_needed`).
+    empty_at: Option<(u64, u64)>,
     /// When expired state was last swept.
     last_sweep: Instant,
     /// Operators' reset requests, handled at batch boundaries.
@@ -231,6 +234,7 @@ impl Worker {
             watermark: None,
             timer_failures: 0,
             pending_timers: None,
+            empty_at: None,
             last_sweep: Instant::now(),
             resets,
             reset_waiting: None,
@@ -417,7 +421,16 @@ impl Worker {
     async fn process_batch(&mut self) -> Outcome {
         // Mark appends seen before reading, so an append racing the read
         // still wakes the wait that follows an empty read.
-        self.appends.borrow_and_update();
+        // The value, not `has_changed`: the wait that woke this worker has
+        // already marked the change seen.
+        let signal = *self.appends.borrow_and_update();
+        if !read_needed(
+            self.source.signals_every_append(),
+            self.empty_at,
+            (self.next_offset, signal),
+        ) {
+            return Outcome::Idle;
+        }
         let window = self
             .attempts
             .isolating
@@ -427,8 +440,14 @@ impl Worker {
             .source
             .read(&ctx(&self.spec), self.next_offset, window as usize)
         {
-            Ok(records) if records.is_empty() => return Outcome::Idle,
-            Ok(records) => records,
+            Ok(records) if records.is_empty() => {
+                self.empty_at = Some((self.next_offset, signal));
+                return Outcome::Idle;
+            }
+            Ok(records) => {
+                self.empty_at = None;
+                records
+            }
             Err(StoreError::Truncated { from, start, .. }) => return self.truncated(from, start),
             Err(e) => return Outcome::Retry(format!("reading the log failed: {e}"), HOST_RETRY),
         };
@@ -1085,6 +1104,14 @@ impl Worker {
     }
 }
 
+/// Whether to read the log at `now`, (next offset, append signal's value):
+/// unless the last read found nothing at that offset and the source, which
+/// signals every append, signalled none since. An idle partition otherwise
+/// reads the log on every wake-up.
+fn read_needed(signals_every_append: bool, empty_at: Option<(u64, u64)>, now: (u64, u64)) -> bool {
+    !(signals_every_append && empty_at == Some(now))
+}
+
 /// Whether the store must be read for timers: unless the worker knows the
 /// partition has none.
 fn timers_may_be_pending(known: Option<u64>) -> bool {
@@ -1110,7 +1137,29 @@ pub fn to_stream_record(topic: &str, r: LogRecord) -> StreamRecord {
 
 #[cfg(test)]
 mod tests {
-    use super::timers_may_be_pending;
+    use super::{read_needed, timers_may_be_pending};
+
+    #[test]
+    fn an_offset_that_read_empty_is_read_again_only_after_an_append() {
+        // Read empty at 7 with the signal at 2, nothing appended since.
+        assert!(!read_needed(true, Some((7, 2)), (7, 2)));
+        assert!(
+            read_needed(true, Some((7, 2)), (7, 3)),
+            "an append was signalled"
+        );
+        assert!(
+            read_needed(true, Some((7, 2)), (3, 2)),
+            "a reset moved the offset"
+        );
+        assert!(
+            read_needed(true, None, (7, 2)),
+            "the last read found records"
+        );
+        assert!(
+            read_needed(false, Some((7, 2)), (7, 2)),
+            "a source that may not signal every record (Kafka)"
+        );
+    }
 
     #[test]
     fn timers_are_read_unless_known_to_be_none() {
