@@ -667,6 +667,21 @@ fn write_batch<'t>(
     Ok(())
 }
 
+/// [`Store::checkpoint`] of (topic id, partition) in a table already open,
+/// so a caller reading every partition (status) does it in one transaction.
+pub(crate) fn checkpoint_in(
+    table: &impl ReadableTable<(u32, u32), (u64, &'static str)>,
+    key: (u32, u32),
+) -> Result<Option<Checkpoint>, StoreError> {
+    Ok(table.get(key)?.map(|v| {
+        let (next_offset, version) = v.value();
+        Checkpoint {
+            next_offset,
+            version: version.to_owned(),
+        }
+    }))
+}
+
 impl Store {
     /// The committed checkpoint of `topic`/`partition`, if it has one.
     pub fn checkpoint(
@@ -675,14 +690,7 @@ impl Store {
         partition: u32,
     ) -> Result<Option<Checkpoint>, StoreError> {
         let txn = self.db.begin_read()?;
-        let table = txn.open_table(CHECKPOINTS)?;
-        Ok(table.get((topic.id, partition))?.map(|v| {
-            let (next_offset, version) = v.value();
-            Checkpoint {
-                next_offset,
-                version: version.to_owned(),
-            }
-        }))
+        checkpoint_in(&txn.open_table(CHECKPOINTS)?, (topic.id, partition))
     }
 
     /// A snapshot of the committed state of `topic`/`partition`, now.

@@ -627,13 +627,7 @@ fn at_rest(store: &Store, topic: &crate::log::TopicInfo) -> Result<Vec<AtRest>, 
         .map(|p| {
             let key = (topic.id, p);
             Ok(AtRest {
-                checkpoint: checkpoints.get(key)?.map(|v| {
-                    let (next_offset, version) = v.value();
-                    crate::checkpoint::Checkpoint {
-                        next_offset,
-                        version: version.to_owned(),
-                    }
-                }),
+                checkpoint: crate::checkpoint::checkpoint_in(&checkpoints, key)?,
                 pending: crate::timers::pending_in(&timers, &counts, topic, p)?,
                 watermark_ms: watermarks.get(key)?.map(|w| w.value()),
                 end_offset: ends.get(key)?.map_or(0, |v| v.value()),
