@@ -508,6 +508,60 @@ config = { output = "counts" }
 }
 
 #[test]
+fn an_idle_partition_removes_its_expired_state_from_disk() {
+    // Expired entries are hidden at once; removing them from the file is
+    // the sweep's work, which an idle partition must still do.
+    let setup = Setup::new(
+        r#"
+[[topic]]
+name = "keys"
+partitions = 2
+[[topic]]
+name = "counts"
+partitions = 1
+[[route]]
+topic = "keys"
+plugin = "counter"
+state_ttl_ms = 200
+config = { output = "counts" }
+"#,
+        &["counter"],
+    );
+    let mut host = setup.start();
+    host.wait_ready();
+    // Idle a while first, as between bursts: the host has looked for
+    // expired state before any was written.
+    std::thread::sleep(Duration::from_secs(2));
+    let out = setup.cli_with_stdin(
+        &["produce", "--topic", "keys", "--key-separator", ":"],
+        "a:1\nb:1\nc:1\n",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_until(Duration::from_secs(30), "three counts", || {
+        tail_values(&setup, "counts").len() == 3
+    });
+    // Expired 200 ms after their commit; swept within a second after that.
+    std::thread::sleep(Duration::from_secs(4));
+    host.stop();
+    use linecook::checkpoint::StateReader;
+    let store = setup.store();
+    let keys = store.topic("keys").unwrap();
+    for partition in 0..2 {
+        // As of the earliest time: what is on disk, expired or not.
+        let on_disk = store
+            .partition_state_at(&keys, partition, i64::MIN)
+            .unwrap()
+            .scan(b"", None, usize::MAX)
+            .unwrap();
+        assert!(on_disk.is_empty(), "partition {partition} kept {on_disk:?}");
+    }
+}
+
+#[test]
 fn a_ttl_of_zero_is_refused() {
     for (source, ttl, error) in [
         ("", "0", "`state_ttl_ms` is 0"),

@@ -55,6 +55,16 @@ pub struct Pending {
     pub next_event: Option<i64>,
 }
 
+/// What [`Store::sweep_expired`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Swept {
+    /// Entries removed.
+    pub removed: usize,
+    /// The earliest expiry the partition still has (at or before `now`
+    /// when the sweep stopped at its limit); `None` when it has none.
+    pub next: Option<i64>,
+}
+
 /// [`Store::pending_timers`] in tables already open, so a caller reading
 /// every partition (status) does it in one transaction.
 pub(crate) fn pending_in(
@@ -131,31 +141,36 @@ impl Store {
     }
 
     /// Deletes up to `limit` state entries of the partition that expired by
-    /// `now`, in one transaction; returns how many. Bounded so a sweep never
-    /// holds the write lock long.
+    /// `now`, in one transaction. Bounded so a sweep never holds the write
+    /// lock long.
     pub fn sweep_expired(
         &self,
         topic: &TopicInfo,
         partition: u32,
         now: i64,
         limit: usize,
-    ) -> Result<usize, StoreError> {
-        let expired: Vec<(i64, Vec<u8>)> = {
+    ) -> Result<Swept, StoreError> {
+        let (expired, next) = {
             let txn = self.db.begin_read()?;
             let order = txn.open_table(EXPIRY_ORDER)?;
-            let mut out = Vec::new();
+            let mut out: Vec<(i64, Vec<u8>)> = Vec::new();
+            let mut next = None;
             for entry in order.range((topic.id, partition, i64::MIN, &[][..])..)? {
                 let (key, _) = entry?;
                 let (t, p, at, key) = key.value();
-                if (t, p) != (topic.id, partition) || at > now || out.len() >= limit {
+                if (t, p) != (topic.id, partition) {
+                    break;
+                }
+                if at > now || out.len() >= limit {
+                    next = Some(at);
                     break;
                 }
                 out.push((at, key.to_vec()));
             }
-            out
+            (out, next)
         };
         if expired.is_empty() {
-            return Ok(0);
+            return Ok(Swept { removed: 0, next });
         }
         let prefix = state_prefix(topic.id, partition);
         let txn = self.db.begin_write()?;
@@ -177,7 +192,10 @@ impl Store {
             }
         }
         txn.commit()?;
-        Ok(expired.len())
+        Ok(Swept {
+            removed: expired.len(),
+            next,
+        })
     }
 }
 
@@ -259,9 +277,29 @@ mod tests {
             vec![(b"forever".to_vec(), b"2".to_vec())]
         );
         // Another partition is untouched, and nothing is swept early.
-        assert_eq!(store.sweep_expired(&topic, 1, now + 1000, 10).unwrap(), 0);
-        assert_eq!(store.sweep_expired(&topic, 0, now - 1000, 10).unwrap(), 0);
-        assert_eq!(store.sweep_expired(&topic, 0, now + 1000, 10).unwrap(), 1);
+        let swept = |p, at| store.sweep_expired(&topic, p, at, 10).unwrap();
+        assert_eq!(
+            swept(1, now + 1000),
+            Swept {
+                removed: 0,
+                next: None
+            }
+        );
+        // Not yet: the next expiry is 50 ms after the commit.
+        let early = swept(0, now - 1000);
+        assert_eq!(early.removed, 0);
+        assert!(
+            early
+                .next
+                .is_some_and(|at| at > now - 1000 && at <= now + 1000)
+        );
+        assert_eq!(
+            swept(0, now + 1000),
+            Swept {
+                removed: 1,
+                next: None
+            }
+        );
         assert_eq!(store.state_entries(&topic, 0).unwrap().len(), 1);
 
         // Set again without a time to live, a key no longer expires.
@@ -278,8 +316,35 @@ mod tests {
         assert_eq!(much_later.get(b"k").unwrap(), Some(b"2".to_vec()));
         assert_eq!(
             store.sweep_expired(&topic, 0, now + 1_000_000, 10).unwrap(),
-            0
+            Swept {
+                removed: 0,
+                next: None
+            }
         );
+    }
+
+    #[test]
+    fn a_sweep_at_its_limit_says_more_is_due_and_the_last_says_none_is_left() {
+        let (_dir, store, topic) = store();
+        let mut effects = crate::record::BatchEffects::default();
+        for key in [b"a", b"b", b"c"] {
+            effects.state.insert(key.to_vec(), Some(b"1".to_vec()));
+            effects.ttl.insert(key.to_vec(), 50);
+        }
+        commit(&store, &topic, 0, &effects);
+        let later = crate::record::now_ms() + 1000;
+        let first = store.sweep_expired(&topic, 0, later, 2).unwrap();
+        assert_eq!(first.removed, 2);
+        assert!(first.next.is_some_and(|at| at <= later), "{first:?}");
+        let second = store.sweep_expired(&topic, 0, later, 2).unwrap();
+        assert_eq!(
+            second,
+            Swept {
+                removed: 1,
+                next: None
+            }
+        );
+        assert!(store.state_entries(&topic, 0).unwrap().is_empty());
     }
 
     #[test]
@@ -380,7 +445,13 @@ mod tests {
         assert_eq!(store.pending_timers(&topic, 0).unwrap(), Pending::default());
         assert_eq!(store.watermark(&topic, 0).unwrap(), None);
         assert!(store.state_entries(&topic, 0).unwrap().is_empty());
-        assert_eq!(store.sweep_expired(&topic, 0, i64::MAX, 10).unwrap(), 0);
+        assert_eq!(
+            store.sweep_expired(&topic, 0, i64::MAX, 10).unwrap(),
+            Swept {
+                removed: 0,
+                next: None
+            }
+        );
         assert_eq!(store.checkpoint(&topic, 0).unwrap().unwrap().next_offset, 1);
         assert!(
             store

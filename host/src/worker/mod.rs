@@ -42,7 +42,9 @@ use crate::source::{PartitionCtx, Source};
 use crate::status::{Live, PartitionState};
 use crate::store::{Store, StoreError};
 
-/// How long an idle worker sleeps between checks when nothing wakes it.
+/// How long an idle worker sleeps between checks when nothing wakes it:
+/// with a source that does not signal every append (Kafka), and at most
+/// until a processing-time timer (the clock may move).
 const IDLE_POLL: Duration = Duration::from_millis(500);
 /// Backoff for failures outside the handler (storage, missing topic).
 const HOST_RETRY: Duration = Duration::from_millis(500);
@@ -174,6 +176,12 @@ struct Worker {
     empty_at: Option<(u64, u64)>,
     /// When expired state was last swept.
     last_sweep: Instant,
+    /// The partition's earliest state expiry as the last sweep left it:
+    /// `Some(None)` none, `None` unknown (no sweep yet, or a commit or
+    /// reset since that may have added one). Only this worker's commits
+    /// and resets add expiries, so an idle partition that knows it has
+    /// none, and no timers, sleeps until something wakes it.
+    next_expiry: Option<Option<i64>>,
     /// Operators' reset requests, handled at batch boundaries.
     resets: tokio::sync::mpsc::UnboundedReceiver<crate::status::ResetRequest>,
     /// A reset request that arrived while the worker waited.
@@ -236,6 +244,7 @@ impl Worker {
             pending_timers: None,
             empty_at: None,
             last_sweep: Instant::now(),
+            next_expiry: None,
             resets,
             reset_waiting: None,
             next: None,
@@ -324,7 +333,9 @@ impl Worker {
                     None => self.process_batch().await,
                 },
             };
-            if self.last_sweep.elapsed() >= SWEEP_EVERY {
+            if sweep_in(self.last_sweep.elapsed(), self.next_expiry, now_ms())
+                == Some(Duration::ZERO)
+            {
                 self.sweep_expired();
             }
             match outcome {
@@ -335,7 +346,7 @@ impl Worker {
                         info!("{line}");
                     }
                     let idle = Instant::now();
-                    self.wait(Some(self.idle_timeout()), Wake::AnyChange).await;
+                    self.wait(self.idle_timeout(), Wake::AnyChange).await;
                     self.idle_since_batch += idle.elapsed();
                 }
                 Outcome::Retry(reason, delay) => {
@@ -588,9 +599,16 @@ impl Worker {
             .store
             .sweep_expired(&spec.topic, spec.partition, now_ms(), SWEEP_LIMIT)
         {
-            Ok(0) => {}
-            Ok(n) => debug!(entries = n, "expired state removed"),
-            Err(e) => warn!("removing expired state failed, will try again: {e}"),
+            Ok(swept) => {
+                self.next_expiry = Some(swept.next);
+                if swept.removed > 0 {
+                    debug!(entries = swept.removed, "expired state removed");
+                }
+            }
+            Err(e) => {
+                self.next_expiry = None;
+                warn!("removing expired state failed, will try again: {e}")
+            }
         }
     }
 
@@ -643,6 +661,7 @@ impl Worker {
             self.attempts = Attempts::default();
             self.commit_failures = 0;
             self.timer_failures = 0;
+            self.next_expiry = None;
             if request.state == ResetState::Clear || self.source.changelog().is_some() {
                 // Guest memory may cache what was just forgotten (or, with
                 // Kafka, rebuilt as of another offset).
@@ -692,26 +711,30 @@ impl Worker {
         }
     }
 
-    /// How long an idle partition waits: until its earliest processing
-    /// timer, at most `IDLE_POLL`.
-    fn idle_timeout(&self) -> Duration {
+    /// How long an idle partition waits before something time-driven is
+    /// due (`None`: until something wakes it; see `idle_wait`).
+    fn idle_timeout(&self) -> Option<Duration> {
+        let now = now_ms();
         let timers = matches!(&self.instance, Some((i, _)) if i.contract() == Contract::V0_2);
-        if !timers || !timers_may_be_pending(self.pending_timers) {
-            return IDLE_POLL;
-        }
-        match self
-            .spec
-            .store
-            .pending_timers(&self.spec.topic, self.spec.partition)
-        {
-            Ok(pending) => match pending.next_processing {
-                Some(due) => {
-                    Duration::from_millis(due.saturating_sub(now_ms()).max(0) as u64).min(IDLE_POLL)
-                }
-                None => IDLE_POLL,
-            },
-            Err(_) => IDLE_POLL,
-        }
+        let timer_in = if !timers || !timers_may_be_pending(self.pending_timers) {
+            None
+        } else {
+            match self
+                .spec
+                .store
+                .pending_timers(&self.spec.topic, self.spec.partition)
+            {
+                Ok(pending) => pending
+                    .next_processing
+                    .map(|due| Duration::from_millis(due.saturating_sub(now).max(0) as u64)),
+                Err(_) => Some(IDLE_POLL),
+            }
+        };
+        idle_wait(
+            self.source.signals_every_append(),
+            timer_in,
+            sweep_in(self.last_sweep.elapsed(), self.next_expiry, now),
+        )
     }
 
     /// Applies a previous owner's timer firing at this boundary again, as
@@ -997,6 +1020,7 @@ impl Worker {
         }
         let started = Instant::now();
         let timers_changed = !effects.timers.is_empty() || !effects.fired.is_empty();
+        let expiries_added = !effects.ttl.is_empty();
         let watermark = effects.watermark;
         // Other partitions' batches ready now commit in the same transaction.
         let grouped = spec
@@ -1020,6 +1044,9 @@ impl Worker {
             Ok(()) => {
                 // Timers changed: count them again (a read). The watermark
                 // alone, which moves with nearly every batch, is known here.
+                if expiries_added {
+                    self.next_expiry = None;
+                }
                 if timers_changed {
                     self.report_timers();
                 } else if let Some(watermark) = watermark {
@@ -1112,6 +1139,39 @@ fn read_needed(signals_every_append: bool, empty_at: Option<(u64, u64)>, now: (u
     !(signals_every_append && empty_at == Some(now))
 }
 
+/// How long until expired state should be swept (`Some(ZERO)`: now): at
+/// most every `SWEEP_EVERY`, and only once an expiry may have passed —
+/// never when the partition is known to have none (`next_expiry`:
+/// `Worker::next_expiry`).
+fn sweep_in(since_last: Duration, next_expiry: Option<Option<i64>>, now: i64) -> Option<Duration> {
+    let cadence = SWEEP_EVERY.saturating_sub(since_last);
+    match next_expiry {
+        None => Some(cadence),
+        Some(None) => None,
+        Some(Some(at)) => {
+            Some(cadence.max(Duration::from_millis(at.saturating_sub(now).max(0) as u64)))
+        }
+    }
+}
+
+/// How long an idle worker sleeps (`None`: until a signal wakes it — an
+/// append, a version, a reset, a resume, the end): until a processing-time
+/// timer is due (`timer_in`, at most `IDLE_POLL`, as the clock may move)
+/// or a sweep (`sweep_in`), and no longer than `IDLE_POLL` with a source
+/// whose appends are not all signalled. An idle partition with neither
+/// costs nothing: a thousand of them used to wake twice a second each.
+fn idle_wait(
+    signals_every_append: bool,
+    timer_in: Option<Duration>,
+    sweep_in: Option<Duration>,
+) -> Option<Duration> {
+    let poll = (!signals_every_append).then_some(IDLE_POLL);
+    [timer_in.map(|t| t.min(IDLE_POLL)), sweep_in, poll]
+        .into_iter()
+        .flatten()
+        .min()
+}
+
 /// Whether the store must be read for timers: unless the worker knows the
 /// partition has none.
 fn timers_may_be_pending(known: Option<u64>) -> bool {
@@ -1137,7 +1197,8 @@ pub fn to_stream_record(topic: &str, r: LogRecord) -> StreamRecord {
 
 #[cfg(test)]
 mod tests {
-    use super::{read_needed, timers_may_be_pending};
+    use super::{IDLE_POLL, SWEEP_EVERY, idle_wait, read_needed, sweep_in, timers_may_be_pending};
+    use std::time::Duration;
 
     #[test]
     fn an_offset_that_read_empty_is_read_again_only_after_an_append() {
@@ -1169,5 +1230,42 @@ mod tests {
         );
         assert!(timers_may_be_pending(Some(3)));
         assert!(!timers_may_be_pending(Some(0)));
+    }
+
+    #[test]
+    fn a_sweep_is_due_once_an_expiry_may_have_passed_and_at_most_every_second() {
+        let ms = Duration::from_millis;
+        let now = 10_000;
+        // Unknown: on the cadence.
+        assert_eq!(sweep_in(ms(0), None, now), Some(SWEEP_EVERY));
+        assert_eq!(sweep_in(ms(400), None, now), Some(ms(600)));
+        assert_eq!(sweep_in(ms(1500), None, now), Some(Duration::ZERO));
+        // None left: never.
+        assert_eq!(sweep_in(ms(60_000), Some(None), now), None);
+        // One pending: when it passes, not before the cadence allows.
+        assert_eq!(
+            sweep_in(ms(1500), Some(Some(now + 5000)), now),
+            Some(ms(5000))
+        );
+        assert_eq!(
+            sweep_in(ms(1500), Some(Some(now - 1)), now),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(sweep_in(ms(200), Some(Some(now - 1)), now), Some(ms(800)));
+    }
+
+    #[test]
+    fn an_idle_partition_sleeps_until_signalled_unless_something_is_due() {
+        let ms = Duration::from_millis;
+        // The embedded log signals every append: nothing due, no timeout.
+        assert_eq!(idle_wait(true, None, None), None);
+        assert_eq!(idle_wait(true, Some(ms(30)), None), Some(ms(30)));
+        assert_eq!(idle_wait(true, None, Some(ms(700))), Some(ms(700)));
+        assert_eq!(idle_wait(true, Some(ms(90)), Some(ms(70))), Some(ms(70)));
+        // A timer far off is looked at again within the poll.
+        assert_eq!(idle_wait(true, Some(ms(60_000)), None), Some(IDLE_POLL));
+        // A source that does not signal every append is polled.
+        assert_eq!(idle_wait(false, None, None), Some(IDLE_POLL));
+        assert_eq!(idle_wait(false, None, Some(ms(5))), Some(ms(5)));
     }
 }
