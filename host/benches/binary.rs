@@ -7,7 +7,9 @@
 //!   the first record (every batch handled twice and compared);
 //! - 200,000 records (SPREAD) over 1,024 partitions against the same over
 //!   16, with the host's thread count and peak RSS; then the same records
-//!   under one key, so one partition is busy and the others idle.
+//!   under one key, so one partition is busy and the others idle;
+//! - after the spread runs drain, the host's CPU time over 10 s of
+//!   idleness, for 16 and for 1,024 partitions.
 //!
 //! Run: `cargo bench -p linecook --bench binary` (RECORDS=n for the first
 //! two, default 1,000,000; SPREAD=n for the 16- and 1,024-partition runs,
@@ -125,6 +127,32 @@ struct Run {
     peak_rss_mib: f64,
     /// Batches a version in shadow compared, if one ran.
     shadow_batches: Option<u64>,
+    /// Host CPU time per second of idleness after draining, if measured.
+    idle_cpu_ms_per_s: Option<f64>,
+}
+
+/// How long an idle host is watched after draining.
+const IDLE_FOR: Duration = Duration::from_secs(10);
+
+/// CPU time (user and system) process `pid` has used.
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // utime and stime are fields 14 and 15; the 2nd, the command, is in
+    // parentheses and may hold spaces, so count from after it.
+    let fields: Vec<u64> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .map(|f| f.parse().unwrap_or(0))
+        .collect();
+    let ticks = fields.get(11).unwrap_or(&0) + fields.get(12).unwrap_or(&0);
+    let hz: u64 = Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok()?.trim().parse().ok())
+        .unwrap_or(100);
+    Duration::from_millis(ticks * 1000 / hz.max(1))
 }
 
 fn proc_status(pid: u32, field: &str) -> u64 {
@@ -137,8 +165,9 @@ fn proc_status(pid: u32, field: &str) -> u64 {
 }
 
 /// Starts `linecook run`, waits until every route has handled all `n`
-/// input records and every lag is 0, and stops it.
-fn run_until_drained(setup: &Setup, n: u64, stages: usize) -> Run {
+/// input records and every lag is 0, with `idle` watches its CPU time
+/// for `IDLE_FOR` (no status requests meanwhile), and stops it.
+fn run_until_drained(setup: &Setup, n: u64, stages: usize, idle: bool) -> Run {
     let mut host = setup.start();
     host.wait_ready();
     let started = Instant::now();
@@ -171,11 +200,19 @@ fn run_until_drained(setup: &Setup, n: u64, stages: usize) -> Run {
     }
     let elapsed = started.elapsed().as_secs_f64();
     let peak_rss_mib = proc_status(host.pid(), "VmHWM:") as f64 / 1024.0;
+    let idle_cpu_ms_per_s = idle.then(|| {
+        // The last commits' wake-ups settle first.
+        std::thread::sleep(Duration::from_secs(1));
+        let before = cpu_time(host.pid());
+        std::thread::sleep(IDLE_FOR);
+        (cpu_time(host.pid()) - before).as_secs_f64() * 1000.0 / IDLE_FOR.as_secs_f64()
+    });
     host.stop();
     Run {
         records_per_sec: n as f64 / elapsed,
         threads,
         peak_rss_mib,
+        idle_cpu_ms_per_s,
         shadow_batches: last
             .plugins
             .iter()
@@ -194,13 +231,13 @@ fn main() {
     let setup = Setup::new(&config(4, false), &plugins);
     create_input(&setup, 4);
     let produced = produce(&setup, "in", &input, n);
-    let one = run_until_drained(&setup, n as u64, 1);
+    let one = run_until_drained(&setup, n as u64, 1, false);
     drop(setup);
 
     let setup = Setup::new(&config(4, true), &plugins);
     create_input(&setup, 4);
     produce(&setup, "in", &input, n);
-    let two = run_until_drained(&setup, n as u64, 2);
+    let two = run_until_drained(&setup, n as u64, 2, false);
     drop(setup);
 
     // Shadow from the first record: one record commits with uppercase, then
@@ -216,14 +253,14 @@ fn main() {
     );
     create_input(&setup, 4);
     produce(&setup, "in", &lines(1), 1);
-    run_until_drained(&setup, 1, 1);
+    run_until_drained(&setup, 1, 1, false);
     let rebuilt = support::with_custom_section(
         &std::fs::read(support::plugins().join("uppercase.wasm")).unwrap(),
         3,
     );
     std::fs::write(setup.dir.path().join("plugins/uppercase.wasm"), &rebuilt).unwrap();
     produce(&setup, "in", &input, n);
-    let shadowed = run_until_drained(&setup, n as u64 + 1, 1);
+    let shadowed = run_until_drained(&setup, n as u64 + 1, 1, false);
     let log = setup.host_log();
     assert!(
         log.contains("runs in shadow again"),
@@ -234,21 +271,21 @@ fn main() {
     // The measure is 200,000 records; SPREAD=n spreads more, which
     // shows the per-partition start-up cost amortised.
     let small = env("SPREAD", 200_000);
-    let over_16_and_1024 = |input: &[u8]| -> Vec<(u32, Run)> {
+    let over_16_and_1024 = |input: &[u8], idle: bool| -> Vec<(u32, Run)> {
         [16, 1024]
             .into_iter()
             .map(|partitions| {
                 let setup = Setup::new(&config(partitions, false), &plugins);
                 create_input(&setup, partitions);
                 produce(&setup, "in", input, small);
-                (partitions, run_until_drained(&setup, small as u64, 1))
+                (partitions, run_until_drained(&setup, small as u64, 1, idle))
             })
             .collect()
     };
-    let spread = over_16_and_1024(&lines(small));
+    let spread = over_16_and_1024(&lines(small), true);
     // The same records under one key: one busy partition among idle ones,
     // as a skewed topic has.
-    let hot = over_16_and_1024(&lines_keyed(small, |_| "hot".into()));
+    let hot = over_16_and_1024(&lines_keyed(small, |_| "hot".into()), false);
 
     println!("\nthe release binary, pre-produced log, 100-byte values, max_batch 1000\n");
     println!("| measure | records/s | host threads (max) | peak RSS (MiB) |");
@@ -292,6 +329,12 @@ fn main() {
         spread[1].1.records_per_sec / spread[0].1.records_per_sec,
         hot[1].1.records_per_sec / hot[0].1.records_per_sec
     );
+    for (partitions, r) in &spread {
+        println!(
+            "idle after draining, {partitions} partitions: {:.1} ms of host CPU per second",
+            r.idle_cpu_ms_per_s.unwrap_or(f64::NAN)
+        );
+    }
     println!(
         "with a version in shadow / without, records/s: {:.2} ({} batches compared in shadow)",
         shadowed.records_per_sec / one.records_per_sec,
