@@ -7,13 +7,14 @@
 //!   the first record (every batch handled twice and compared);
 //! - 200,000 records (SPREAD) over 1,024 partitions against the same over
 //!   16, with the host's thread count and peak RSS; then the same records
-//!   under one key, so one partition is busy and the others idle;
+//!   under one key, so one partition is busy and the others idle; both in
+//!   turn, ROUNDS times (default 3), reported as medians;
 //! - after the spread runs drain, the host's CPU time over 10 s of
 //!   idleness, for 16 and for 1,024 partitions.
 //!
 //! Run: `cargo bench -p linecook --bench binary` (RECORDS=n for the first
 //! two, default 1,000,000; SPREAD=n for the 16- and 1,024-partition runs,
-//! default 200,000).
+//! default 200,000; ROUNDS=n for their rounds, default 3).
 
 #[path = "../../tests/support/mod.rs"]
 mod support;
@@ -121,6 +122,7 @@ fn create_input(setup: &Setup, partitions: u32) {
     setup.store().create_topic("in", partitions).unwrap();
 }
 
+#[derive(Clone)]
 struct Run {
     records_per_sec: f64,
     threads: u64,
@@ -129,6 +131,17 @@ struct Run {
     shadow_batches: Option<u64>,
     /// Host CPU time per second of idleness after draining, if measured.
     idle_cpu_ms_per_s: Option<f64>,
+}
+
+/// 16 against 1,024 partitions over rounds.
+struct Spread {
+    /// The median run of each.
+    median: [(u32, Run); 2],
+    /// The median of the rounds' 1,024 / 16 ratios, and all of them.
+    ratio: f64,
+    ratios: Vec<f64>,
+    /// Host CPU per second idle after the first round's runs.
+    idle: [Option<f64>; 2],
 }
 
 /// How long an idle host is watched after draining.
@@ -271,16 +284,43 @@ fn main() {
     // The measure is 200,000 records; SPREAD=n spreads more, which
     // shows the per-partition start-up cost amortised.
     let small = env("SPREAD", 200_000);
-    let over_16_and_1024 = |input: &[u8], idle: bool| -> Vec<(u32, Run)> {
-        [16, 1024]
-            .into_iter()
-            .map(|partitions| {
+    // One run differs from the next by more than 16 and 1,024 partitions
+    // do: ROUNDS rounds (default 3) of both in turn, each on a fresh data
+    // directory; the median run of each, and the median of the rounds'
+    // ratios. The idle host is watched in the first round.
+    let rounds = env("ROUNDS", 3).max(1);
+    let over_16_and_1024 = |input: &[u8], idle: bool| -> Spread {
+        let mut runs: [Vec<Run>; 2] = [Vec::new(), Vec::new()];
+        for round in 0..rounds {
+            for (i, partitions) in [16, 1024].into_iter().enumerate() {
                 let setup = Setup::new(&config(partitions, false), &plugins);
                 create_input(&setup, partitions);
                 produce(&setup, "in", input, small);
-                (partitions, run_until_drained(&setup, small as u64, 1, idle))
-            })
-            .collect()
+                runs[i].push(run_until_drained(
+                    &setup,
+                    small as u64,
+                    1,
+                    idle && round == 0,
+                ));
+            }
+        }
+        let mut ratios: Vec<f64> = runs[0]
+            .iter()
+            .zip(&runs[1])
+            .map(|(a, b)| b.records_per_sec / a.records_per_sec)
+            .collect();
+        ratios.sort_by(f64::total_cmp);
+        let idle = [runs[0][0].idle_cpu_ms_per_s, runs[1][0].idle_cpu_ms_per_s];
+        let [mut a, mut b] = runs;
+        for runs in [&mut a, &mut b] {
+            runs.sort_by(|x, y| x.records_per_sec.total_cmp(&y.records_per_sec));
+        }
+        Spread {
+            median: [(16, a[a.len() / 2].clone()), (1024, b[b.len() / 2].clone())],
+            ratio: ratios[ratios.len() / 2],
+            ratios,
+            idle,
+        }
     };
     let spread = over_16_and_1024(&lines(small), true);
     // The same records under one key: one busy partition among idle ones,
@@ -312,27 +352,36 @@ fn main() {
             r.records_per_sec, r.threads, r.peak_rss_mib
         );
     }
-    for (partitions, r) in &spread {
+    for (partitions, r) in &spread.median {
         println!(
-            "| `linecook run`, uppercase, {small} records over {partitions} partitions | {:.0} | {} | {:.0} |",
+            "| `linecook run`, uppercase, {small} records over {partitions} partitions (median of {rounds}) | {:.0} | {} | {:.0} |",
             r.records_per_sec, r.threads, r.peak_rss_mib
         );
     }
-    for (partitions, r) in &hot {
+    for (partitions, r) in &hot.median {
         println!(
-            "| `linecook run`, uppercase, {small} records under one key (one busy partition) of {partitions} partitions | {:.0} | {} | {:.0} |",
+            "| `linecook run`, uppercase, {small} records under one key (one busy partition) of {partitions} partitions (median of {rounds}) | {:.0} | {} | {:.0} |",
             r.records_per_sec, r.threads, r.peak_rss_mib
         );
     }
+    let list = |ratios: &[f64]| {
+        ratios
+            .iter()
+            .map(|r| format!("{r:.2}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     println!(
-        "\n1,024 partitions / 16 partitions, records/s: {:.2}; one busy partition: {:.2}",
-        spread[1].1.records_per_sec / spread[0].1.records_per_sec,
-        hot[1].1.records_per_sec / hot[0].1.records_per_sec
+        "\n1,024 partitions / 16 partitions, records/s: {:.2} (median; rounds: {}); one busy partition: {:.2} (rounds: {})",
+        spread.ratio,
+        list(&spread.ratios),
+        hot.ratio,
+        list(&hot.ratios)
     );
-    for (partitions, r) in &spread {
+    for (partitions, idle) in [16, 1024].into_iter().zip(spread.idle) {
         println!(
             "idle after draining, {partitions} partitions: {:.1} ms of host CPU per second",
-            r.idle_cpu_ms_per_s.unwrap_or(f64::NAN)
+            idle.unwrap_or(f64::NAN)
         );
     }
     println!(
