@@ -602,7 +602,7 @@ pub fn __handle(batch: Vec<wit_types::StreamRecord>) -> Result<(), wit_types::Ha
 
 #[doc(hidden)]
 pub fn __handle_packed(batch: Vec<u8>) -> Result<Vec<u8>, wit_types::HandlerError> {
-    packed::begin();
+    packed::begin(batch.len());
     let records = Batch(BatchOf::Packed(packed::Records::new(&batch)));
     match with_instance("handle-packed", |h| h.handle(records)) {
         Ok(()) => Ok(packed::finish().expect("begun above")),

@@ -190,8 +190,13 @@ thread_local! {
 }
 
 /// Starts collecting a packed call's effects.
-pub(crate) fn begin() {
-    let mut out = Vec::with_capacity(4096);
+/// Starts a call whose batch buffer is `batch_len` bytes long. The outputs
+/// buffer starts that large: a handler that emits about what it reads (a
+/// transform) then fills it without growing it again and again — each
+/// growth a copy, and new pages for a fresh instance's first batch — and
+/// one that emits little leaves the pages it does not write untouched.
+pub(crate) fn begin(batch_len: usize) {
+    let mut out = Vec::with_capacity(batch_len.max(4096));
     out.extend_from_slice(b"LCE1");
     PENDING.with(|p| {
         *p.borrow_mut() = Some(Pending {

@@ -30,6 +30,9 @@ use linecook::runtime::Runtime;
 use linecook::store::Store;
 
 const PARTITIONS: u32 = 4;
+/// Records in the first batch of a fresh instance: about what each of
+/// 1,024 partitions gets in the binary bench's spread run.
+const FIRST_BATCH: usize = 300;
 
 fn env(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -293,9 +296,9 @@ fn main() {
 
     println!("\nper plugin: compile and instantiate\n");
     println!(
-        "| plugin | size (bytes) | compile, uncached (ms) | load from cache (ms) | cached / uncached | instantiate + init (µs, median of 200) |"
+        "| plugin | size (bytes) | compile, uncached (ms) | load from cache (ms) | cached / uncached | instantiate + init (µs, median of 200) | + a first batch of {FIRST_BATCH} records (µs, median of 200) |"
     );
-    println!("|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|");
     let cache_dir = tempfile::tempdir().unwrap();
     let cache = ArtifactCache::new(cache_dir.path().to_owned(), runtime.engine());
     for name in HANDLERS.iter().chain(["tag"].iter()) {
@@ -330,8 +333,26 @@ fn main() {
                 })
                 .collect(),
         );
+        // What a partition pays before its first batch is done, when it
+        // has few records (a host with many partitions): a fresh instance's
+        // first call, its memory not yet touched.
+        let inputs: Vec<_> = (0..200).map(|_| common::records(FIRST_BATCH)).collect();
+        let first_batch = median(
+            inputs
+                .into_iter()
+                .map(|records| {
+                    let t = Instant::now();
+                    let mut wasm = Wasm(common::instance(&prepared, name));
+                    let batch = wasm.batch(records);
+                    std::hint::black_box(
+                        wasm.handle(&batch, Box::new(common::MemState::default())),
+                    );
+                    t.elapsed().as_secs_f64() * 1e6
+                })
+                .collect(),
+        );
         println!(
-            "| {name} | {} | {compile:.1} | {load:.2} | {:.3} | {instantiate:.0} |",
+            "| {name} | {} | {compile:.1} | {load:.2} | {:.3} | {instantiate:.0} | {first_batch:.0} |",
             bytes.len(),
             load / compile
         );
