@@ -567,7 +567,7 @@ fn write_batch<'t>(
             None => log.insert(LogAppender::new(txn)?),
         };
         for output in &effects.outputs {
-            appender.topic(&output.topic)?;
+            appender.topic_ref(&output.topic)?;
         }
         Some(appender)
     } else {
@@ -651,11 +651,12 @@ fn write_batch<'t>(
         // where the first attempt would have.
         let sticky_seed = format!("{}/{partition}/{first_offset}", topic.id);
         for output in &effects.outputs {
-            let dest = log.topic(&output.topic)?;
+            let dest = log.topic_ref(&output.topic)?;
+            let (dest_id, dest_partitions) = (dest.id, dest.partitions);
             let key = output.key.as_deref().unwrap_or(sticky_seed.as_bytes());
-            let dest_partition = partition_for_key(key, dest.partitions);
+            let dest_partition = partition_for_key(key, dest_partitions);
             log.append(
-                &dest,
+                dest_id,
                 dest_partition,
                 output.timestamp_ms.unwrap_or(now),
                 output.key.as_deref(),

@@ -210,7 +210,7 @@ impl Store {
                 } else {
                     let headers = replayed_record(dlq, letter);
                     let offset = log.append(
-                        &target,
+                        target.id,
                         partition,
                         now,
                         letter.key.as_deref(),

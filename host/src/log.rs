@@ -8,9 +8,11 @@
 //! (retention cuts the one it starts in).
 
 use std::collections::HashMap;
+use std::hash::BuildHasherDefault;
 use std::sync::atomic::Ordering;
 
 use redb::{ReadableDatabase, ReadableTable, Table, WriteTransaction};
+use rustc_hash::FxHasher;
 use serde::{Deserialize, Serialize};
 
 use crate::partitioner::partition_for_key;
@@ -164,7 +166,7 @@ impl Store {
                     }
                 };
                 let offset = log.append(
-                    &info,
+                    info.id,
                     partition,
                     record.timestamp_ms.unwrap_or(now),
                     record.key.as_deref(),
@@ -460,13 +462,24 @@ pub(crate) struct LogAppender<'txn> {
     blocks: Table<'txn, (u32, u32, u64), &'static [u8]>,
     ends: Table<'txn, (u32, u32), u64>,
     bytes: Table<'txn, (u32, u32), u64>,
-    known: HashMap<String, TopicInfo>,
-    /// Log ends moved by this appender, and bytes it added, written to
-    /// `ends` and `bytes` once at the end instead of on every record (a
-    /// B-tree write per record saved).
-    moved: HashMap<(u32, u32), (u64, u64)>,
-    /// The block each partition is filling, written once full or at the end.
-    open: HashMap<(u32, u32), Block>,
+    /// Looked up per record: a hash quicker than the default's, which
+    /// resists collisions chosen by an attacker that topic names and
+    /// partition numbers are not.
+    known: HashMap<String, TopicInfo, BuildHasherDefault<FxHasher>>,
+    /// The partitions appended to, one lookup per record.
+    tails: HashMap<(u32, u32), Tail, BuildHasherDefault<FxHasher>>,
+}
+
+/// What an appender holds for a partition it appended to. The log end
+/// moved and the bytes added are written to `ends` and `bytes` once at the
+/// end instead of on every record (a B-tree write per record saved).
+struct Tail {
+    /// The offset the next record gets.
+    end: u64,
+    /// Bytes appended.
+    added: u64,
+    /// The block being filled, written once full or at the end.
+    block: Option<Block>,
 }
 
 impl<'txn> LogAppender<'txn> {
@@ -476,9 +489,8 @@ impl<'txn> LogAppender<'txn> {
             blocks: txn.open_table(LOG_BLOCKS)?,
             ends: txn.open_table(LOG_ENDS)?,
             bytes: txn.open_table(LOG_BYTES)?,
-            known: HashMap::new(),
-            moved: HashMap::new(),
-            open: HashMap::new(),
+            known: HashMap::default(),
+            tails: HashMap::default(),
         })
     }
 
@@ -493,23 +505,29 @@ impl<'txn> LogAppender<'txn> {
     }
 
     fn write_ends(&mut self) -> Result<Vec<(u32, u32)>, StoreError> {
-        for ((topic, partition), block) in self.open.drain() {
-            self.blocks
-                .insert((topic, partition, block.first), block.finish().as_slice())?;
-        }
-        let mut touched = Vec::with_capacity(self.moved.len());
-        for (key, (end, added)) in self.moved.drain() {
-            self.ends.insert(key, end)?;
+        let mut touched = Vec::with_capacity(self.tails.len());
+        for ((topic, partition), tail) in self.tails.drain() {
+            if let Some(block) = tail.block {
+                self.blocks
+                    .insert((topic, partition, block.first), block.finish().as_slice())?;
+            }
+            let key = (topic, partition);
+            self.ends.insert(key, tail.end)?;
             let before = self.bytes.get(key)?.map_or(0, |b| b.value());
-            self.bytes.insert(key, before + added)?;
+            self.bytes.insert(key, before + tail.added)?;
             touched.push(key);
         }
         Ok(touched)
     }
 
     pub(crate) fn topic(&mut self, name: &str) -> Result<TopicInfo, StoreError> {
-        if let Some(info) = self.known.get(name) {
-            return Ok(info.clone());
+        self.topic_ref(name).cloned()
+    }
+
+    /// [`LogAppender::topic`] without a copy, for a lookup per record.
+    pub(crate) fn topic_ref(&mut self, name: &str) -> Result<&TopicInfo, StoreError> {
+        if self.known.contains_key(name) {
+            return Ok(&self.known[name]);
         }
         let (id, partitions) = self
             .topics
@@ -521,44 +539,49 @@ impl<'txn> LogAppender<'txn> {
             id,
             partitions,
         };
-        self.known.insert(name.to_owned(), info.clone());
-        Ok(info)
+        Ok(self.known.entry(name.to_owned()).or_insert(info))
     }
 
-    /// Appends one record and returns its offset.
+    /// Appends one record to partition `partition` of the topic with id
+    /// `topic_id` and returns its offset.
     pub(crate) fn append(
         &mut self,
-        topic: &TopicInfo,
+        topic_id: u32,
         partition: u32,
         timestamp_ms: i64,
         key: Option<&[u8]>,
         value: &[u8],
         headers: &[Header],
     ) -> Result<u64, StoreError> {
-        let offset = self.end(topic, partition)?;
-        let id = (topic.id, partition);
-        let block = self
-            .open
-            .entry(id)
-            .or_insert_with(|| Block::starting_at(offset));
+        let id = (topic_id, partition);
+        let tail = match self.tails.entry(id) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(v) => v.insert(Tail {
+                end: self.ends.get(id)?.map_or(0, |e| e.value()),
+                added: 0,
+                block: None,
+            }),
+        };
+        let offset = tail.end;
+        let block = tail.block.get_or_insert_with(|| Block::starting_at(offset));
         let size =
             block.push_with(|buf| StoredRecord::encode(buf, timestamp_ms, key, value, headers));
         if block.is_full() {
-            let block = self.open.remove(&id).expect("just filled");
+            let block = tail.block.take().expect("just filled");
             self.blocks.insert(
-                (topic.id, partition, block.first),
+                (topic_id, partition, block.first),
                 block.finish().as_slice(),
             )?;
         }
-        let moved = self.moved.entry(id).or_default();
-        *moved = (offset + 1, moved.1 + size);
+        tail.end = offset + 1;
+        tail.added += size;
         Ok(offset)
     }
 
     /// The offset the next record of `topic`/`partition` gets.
     pub(crate) fn end(&self, topic: &TopicInfo, partition: u32) -> Result<u64, StoreError> {
-        if let Some((end, _)) = self.moved.get(&(topic.id, partition)) {
-            return Ok(*end);
+        if let Some(tail) = self.tails.get(&(topic.id, partition)) {
+            return Ok(tail.end);
         }
         Ok(self
             .ends
