@@ -446,27 +446,32 @@ config = { output = "upper" }
     host.stop();
 }
 
-#[test]
-fn state_written_under_a_route_ttl_is_forgotten_after_it() {
-    // The C counter, contract 0.1.0: the route's TTL applies to any plain
-    // `state.set`, whatever the contract.
-    let c = support::c_plugins();
-    let setup = Setup::new(
+/// `counter` on `keys` (`partitions` partitions) into `counts`, its state
+/// forgotten `ttl_ms` after each write.
+fn counter_with_ttl(partitions: u32, ttl_ms: u64) -> String {
+    format!(
         r#"
 [[topic]]
 name = "keys"
-partitions = 1
+partitions = {partitions}
 [[topic]]
 name = "counts"
 partitions = 1
 [[route]]
 topic = "keys"
 plugin = "counter"
-state_ttl_ms = 1500
-config = { output = "counts" }
-"#,
-        &[],
-    );
+state_ttl_ms = {ttl_ms}
+config = {{ output = "counts" }}
+"#
+    )
+}
+
+#[test]
+fn state_written_under_a_route_ttl_is_forgotten_after_it() {
+    // The C counter, contract 0.1.0: the route's TTL applies to any plain
+    // `state.set`, whatever the contract.
+    let c = support::c_plugins();
+    let setup = Setup::new(&counter_with_ttl(1, 1500), &[]);
     std::fs::copy(
         c.join("counter.wasm"),
         setup.dir.path().join("plugins/counter.wasm"),
@@ -511,22 +516,7 @@ config = { output = "counts" }
 fn an_idle_partition_removes_its_expired_state_from_disk() {
     // Expired entries are hidden at once; removing them from the file is
     // the sweep's work, which an idle partition must still do.
-    let setup = Setup::new(
-        r#"
-[[topic]]
-name = "keys"
-partitions = 2
-[[topic]]
-name = "counts"
-partitions = 1
-[[route]]
-topic = "keys"
-plugin = "counter"
-state_ttl_ms = 200
-config = { output = "counts" }
-"#,
-        &["counter"],
-    );
+    let setup = Setup::new(&counter_with_ttl(2, 200), &["counter"]);
     let mut host = setup.start();
     host.wait_ready();
     // Idle a while first, as between bursts: the host has looked for
