@@ -110,6 +110,16 @@ impl std::fmt::Display for Contract {
     }
 }
 
+/// Whether an error was the kernel saying a resource is busy (EBUSY):
+/// worth trying again, unlike anything about the component.
+fn busy(e: &wasmtime::Error) -> bool {
+    e.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.raw_os_error() == Some(libc::EBUSY))
+    })
+}
+
 /// Why an instance could not be created for a partition.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -625,6 +635,32 @@ impl Instance {
         limits: Limits,
         egress: Option<Arc<crate::egress::Egress>>,
     ) -> Result<Instance, InstanceError> {
+        // wasmtime makes a component's memory image the first time it is
+        // instantiated: a memfd it seals read-only. Linux refuses the seal
+        // with EBUSY while any of the file's pages has an extra reference,
+        // which happens for a moment under memory pressure (seen once in CI,
+        // a 12 MB JavaScript component on a loaded machine). Nothing about
+        // the component is wrong, so it is tried again before a version is
+        // refused for it.
+        let mut attempt = 0;
+        loop {
+            match Instance::instantiate_once(prepared, labels.clone(), limits, egress.clone()) {
+                Err(InstanceError::Instantiate(e)) if attempt < 3 && busy(&e) => {
+                    attempt += 1;
+                    tracing::debug!("instantiation met a busy resource, trying again: {e:#}");
+                    std::thread::sleep(std::time::Duration::from_millis(50 << attempt));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn instantiate_once(
+        prepared: &Prepared,
+        labels: Labels,
+        limits: Limits,
+        egress: Option<Arc<crate::egress::Egress>>,
+    ) -> Result<Instance, InstanceError> {
         let mut store = wasmtime::Store::new(prepared.engine(), HostState::new(labels, limits));
         store.limiter(|s| s as &mut dyn wasmtime::ResourceLimiter);
         store.epoch_deadline_trap();
@@ -894,6 +930,33 @@ fn deadline_ticks(limits: &Limits) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_busy_kernel_resource_is_tried_again() {
+        // As the memfd crate reports a refused seal: its own error, the
+        // system's as its source.
+        #[derive(Debug)]
+        struct AddSeals(std::io::Error);
+        impl std::fmt::Display for AddSeals {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("cannot add seals to the memfd")
+            }
+        }
+        impl std::error::Error for AddSeals {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let sealing =
+            wasmtime::Error::from(AddSeals(std::io::Error::from_raw_os_error(libc::EBUSY)));
+        assert!(busy(&sealing));
+        let wrapped = wasmtime::Error::from(std::io::Error::from_raw_os_error(libc::EBUSY))
+            .context("making the memory image");
+        assert!(busy(&wrapped));
+        assert!(!busy(&wasmtime::Error::msg("start function trapped")));
+        let denied = wasmtime::Error::from(std::io::Error::from_raw_os_error(libc::EPERM));
+        assert!(!busy(&denied));
+    }
 
     #[test]
     fn the_exports_name_the_contract() {
