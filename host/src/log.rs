@@ -462,9 +462,9 @@ pub(crate) struct LogAppender<'txn> {
     blocks: Table<'txn, (u32, u32, u64), &'static [u8]>,
     ends: Table<'txn, (u32, u32), u64>,
     bytes: Table<'txn, (u32, u32), u64>,
-    /// Looked up per record: a hash quicker than the default's, which
-    /// resists collisions chosen by an attacker that topic names and
-    /// partition numbers are not.
+    /// Both maps are looked up per record, so they hash with `FxHasher`:
+    /// the default hash resists collisions an attacker chooses, which buys
+    /// nothing for topic names and partition numbers.
     known: HashMap<String, TopicInfo, BuildHasherDefault<FxHasher>>,
     /// The partitions appended to, one lookup per record.
     tails: HashMap<(u32, u32), Tail, BuildHasherDefault<FxHasher>>,
@@ -526,6 +526,8 @@ impl<'txn> LogAppender<'txn> {
 
     /// [`LogAppender::topic`] without a copy, for a lookup per record.
     pub(crate) fn topic_ref(&mut self, name: &str) -> Result<&TopicInfo, StoreError> {
+        // Two lookups on a hit: returning `get`'s borrow would keep `known`
+        // borrowed for the insert below (a limit of today's borrow checker).
         if self.known.contains_key(name) {
             return Ok(&self.known[name]);
         }
