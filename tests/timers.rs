@@ -33,6 +33,20 @@ fn produce_at(setup: &Setup, topic: &str, records: &[(&str, i64, &str)]) {
     store.produce(topic, &records).unwrap();
 }
 
+/// `linecook produce` of `lines` (`key:value` each) into topic `keys`,
+/// through the running host.
+fn produce_keys(setup: &Setup, lines: &str) {
+    let out = setup.cli_with_stdin(
+        &["produce", "--topic", "keys", "--key-separator", ":"],
+        lines,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 fn values(records: &[LogRecord]) -> Vec<String> {
     records
         .iter()
@@ -430,15 +444,7 @@ config = { output = "upper" }
     wait_until(Duration::from_secs(60), "the 0.2.0 counter to run", || {
         contracts(&setup)[0].1.as_deref() == Some("0.2.0")
     });
-    let out = setup.cli_with_stdin(
-        &["produce", "--topic", "keys", "--key-separator", ":"],
-        "a:3\n",
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    produce_keys(&setup, "a:3\n");
     wait_until(Duration::from_secs(60), "the third count", || {
         tail_values(&setup, "counts").len() == 3
     });
@@ -479,17 +485,7 @@ fn state_written_under_a_route_ttl_is_forgotten_after_it() {
     .unwrap();
     let mut host = setup.start();
     host.wait_ready();
-    let produce = |line: &str| {
-        let out = setup.cli_with_stdin(
-            &["produce", "--topic", "keys", "--key-separator", ":"],
-            &format!("{line}\n"),
-        );
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
+    let produce = |line: &str| produce_keys(&setup, &format!("{line}\n"));
     produce("a:1");
     produce("a:2");
     wait_until(Duration::from_secs(30), "two counts", || {
@@ -522,15 +518,7 @@ fn an_idle_partition_removes_its_expired_state_from_disk() {
     // Idle a while first, as between bursts: the host has looked for
     // expired state before any was written.
     std::thread::sleep(Duration::from_secs(2));
-    let out = setup.cli_with_stdin(
-        &["produce", "--topic", "keys", "--key-separator", ":"],
-        "a:1\nb:1\nc:1\n",
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    produce_keys(&setup, "a:1\nb:1\nc:1\n");
     wait_until(Duration::from_secs(30), "three counts", || {
         tail_values(&setup, "counts").len() == 3
     });
