@@ -59,8 +59,9 @@ pub trait Source: Send + std::fmt::Debug {
 
     /// Whether the receiver of [`Source::subscribe`] changes for every
     /// record that arrives at the partition: the worker then reads again at
-    /// an offset that read empty only once it changed, not on every idle
-    /// wake-up.
+    /// an offset that read empty only once it changed, and an idle worker
+    /// with no timer or expiry due sleeps until it changes instead of
+    /// polling.
     fn signals_every_append(&self) -> bool {
         false
     }
