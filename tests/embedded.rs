@@ -140,6 +140,10 @@ partitions = 1
 topic = "in"
 plugin = "counter"
 config = { output = "out", fail_on = "boom" }
+# Enough quick retries that the batch is never halved to set "boom" aside
+# while the test watches: the default (3 retries, then isolate) would commit
+# "y" alone after ~0.7 s.
+errors = { retries = 1000, backoff_base_ms = 50, backoff_max_ms = 50 }
 "#,
         &["counter"],
     );
