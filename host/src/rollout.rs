@@ -27,6 +27,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -110,12 +111,47 @@ pub enum WorkerEvent {
     },
 }
 
+impl WorkerEvent {
+    /// Whether the plan acts on this event with no rollout in flight. The
+    /// others (a batch committed or failed, a version adopted) only count
+    /// toward a rollout, so a worker sends them only while one is in
+    /// flight: each send wakes the controller, and a host with many
+    /// partitions would otherwise wake it for every batch.
+    pub fn matters_between_rollouts(&self) -> bool {
+        matches!(
+            self,
+            WorkerEvent::Owned { .. } | WorkerEvent::Released { .. } | WorkerEvent::Refused { .. }
+        )
+    }
+}
+
+/// Where a partition's worker reports to its route's rollout.
+#[derive(Debug, Clone)]
+pub struct Events {
+    tx: mpsc::UnboundedSender<WorkerEvent>,
+    /// Set by the controller before it moves any target for a rollout, so a
+    /// worker that adopts the candidate always sees it set.
+    in_flight: Arc<AtomicBool>,
+}
+
+impl Events {
+    /// Sends `event` unless no rollout is in flight and the plan would
+    /// ignore it.
+    pub fn send(&self, event: WorkerEvent) {
+        if event.matters_between_rollouts() || self.in_flight.load(Ordering::Acquire) {
+            // The controller outlives every worker; a send can only fail at
+            // shutdown, when nobody needs the event.
+            let _ = self.tx.send(event);
+        }
+    }
+}
+
 /// A route's rollout: the channels its workers follow and report to.
 #[derive(Debug)]
 pub struct RouteRollout {
     targets: BTreeMap<u32, watch::Receiver<Arc<PluginVersion>>>,
     shadows: BTreeMap<u32, watch::Receiver<Option<Arc<PluginVersion>>>>,
-    events: mpsc::UnboundedSender<WorkerEvent>,
+    events: Events,
 }
 
 impl RouteRollout {
@@ -130,7 +166,7 @@ impl RouteRollout {
     }
 
     /// Where `partition`'s worker reports.
-    pub fn events(&self) -> mpsc::UnboundedSender<WorkerEvent> {
+    pub fn events(&self) -> Events {
         self.events.clone()
     }
 }
@@ -159,17 +195,22 @@ pub fn start(
         shadows.insert(p, rx);
     }
     let (events_tx, events_rx) = mpsc::unbounded_channel();
+    let in_flight = Arc::new(AtomicBool::new(false));
     let controller = Controller {
         plan: Plan::new(topic, policy, partitions, stable),
         registry,
         targets: senders,
         shadows: shadow_senders,
+        in_flight: in_flight.clone(),
     };
     tokio::spawn(controller.run(versions, events_rx, cancel));
     RouteRollout {
         targets,
         shadows,
-        events: events_tx,
+        events: Events {
+            tx: events_tx,
+            in_flight,
+        },
     }
 }
 
@@ -180,6 +221,8 @@ struct Controller {
     registry: Arc<Registry>,
     targets: BTreeMap<u32, watch::Sender<Arc<PluginVersion>>>,
     shadows: BTreeMap<u32, watch::Sender<Option<Arc<PluginVersion>>>>,
+    /// What the workers' `Events` read.
+    in_flight: Arc<AtomicBool>,
 }
 
 impl Controller {
@@ -201,6 +244,9 @@ impl Controller {
                 }
                 Some(event) = events.recv() => self.plan.on_event(event),
             };
+            // Before the actions: a worker retargeted below must see it.
+            self.in_flight
+                .store(self.plan.in_flight(), Ordering::Release);
             for action in actions {
                 match action {
                     Action::Retarget(partitions, version) => {
@@ -304,6 +350,12 @@ impl<V: Version> Plan<V> {
             rollout: None,
             actions: Vec::new(),
         }
+    }
+
+    /// Whether a rollout is in flight: only then does the plan act on the
+    /// events that are not [`WorkerEvent::matters_between_rollouts`].
+    pub fn in_flight(&self) -> bool {
+        self.rollout.is_some()
     }
 
     /// The registry published `version` as the newest.
@@ -999,5 +1051,57 @@ mod tests {
             plan.on_event(WorkerEvent::Owned { partition: 1 }),
             [Action::Shadow(set(&[1]), Some(V("v2")))]
         );
+    }
+    #[test]
+    fn between_rollouts_the_plan_ignores_every_event_a_worker_holds_back_then() {
+        let cannot_commit = |digest: &str| WorkerEvent::CannotCommit {
+            partition: 0,
+            digest: digest.into(),
+            reason: "too large".into(),
+        };
+        let shadow_failed = WorkerEvent::ShadowFailed {
+            partition: 0,
+            digest: "v2".into(),
+            reason: "trap".into(),
+        };
+        for policy in [Rollout::All, canary(1, 1), shadow(1, 0, 0)] {
+            let mut plan = plan(policy);
+            assert!(!plan.in_flight());
+            for event in [
+                adopted(0, "v1"),
+                adopted(0, "v2"),
+                committed(0, "v1"),
+                committed(0, "v2"),
+                failed(0, "v1"),
+                failed(0, "v2"),
+                cannot_commit("v1"),
+                cannot_commit("v2"),
+                shadowed(0, 0),
+                shadow_failed.clone(),
+            ] {
+                assert!(!event.matters_between_rollouts(), "{event:?}");
+                assert_eq!(plan.on_event(event), [], "{policy:?}");
+                assert!(!plan.in_flight());
+            }
+            assert!(!plan.on_published(V("v2")).is_empty());
+            assert!(plan.in_flight(), "{policy:?}");
+        }
+        let refused = WorkerEvent::Refused {
+            partition: 0,
+            digest: "v1".into(),
+            reason: "init failed".into(),
+        };
+        assert!(refused.matters_between_rollouts());
+        assert!(WorkerEvent::Owned { partition: 0 }.matters_between_rollouts());
+        assert!(WorkerEvent::Released { partition: 0 }.matters_between_rollouts());
+    }
+
+    #[test]
+    fn a_rollout_is_in_flight_until_every_partition_adopted_the_version() {
+        let mut plan = plan(Rollout::All);
+        plan.on_published(V("v2"));
+        assert!(plan.in_flight());
+        every_partition_adopts_v2(&mut plan, &ALL);
+        assert!(!plan.in_flight());
     }
 }

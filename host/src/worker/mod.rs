@@ -24,7 +24,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, error, info, warn};
 
@@ -35,7 +35,7 @@ use crate::metrics::{Metrics, PartitionLabels};
 use crate::plugins::PluginVersion;
 use crate::policy::{self, Attempts, Decision, Failure, TimerDecision};
 use crate::record::{BatchEffects, LogRecord, TimeDomain, Timer, now_ms};
-use crate::rollout::WorkerEvent;
+use crate::rollout::Events;
 use crate::runtime::bindings::{HandlerError, Header, StreamRecord};
 use crate::runtime::{Batch, BatchFailure, CallTime, Contract, Instance};
 use crate::source::{PartitionCtx, Source};
@@ -90,7 +90,7 @@ pub struct WorkerSpec {
     /// always does).
     pub origin_headers: bool,
     /// Where the worker reports swaps and batch outcomes to the rollout.
-    pub events: mpsc::UnboundedSender<WorkerEvent>,
+    pub events: Events,
     /// Changes when an operator asks a paused partition to resume.
     pub resume: watch::Receiver<u64>,
     /// Most records per batch.

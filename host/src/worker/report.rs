@@ -5,11 +5,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
-
 use crate::metrics::{ErrorLabels, Metrics, PartitionLabels, TopicLabels};
 use crate::plugins::short;
-use crate::rollout::WorkerEvent;
+use crate::rollout::{Events, WorkerEvent};
 use crate::runtime::Contract;
 use crate::status::{Live, PartitionState, SwapEvent};
 
@@ -87,7 +85,7 @@ pub(super) struct Reporter {
     topic_labels: TopicLabels,
     live: Arc<Live>,
     metrics: Arc<Metrics>,
-    rollout: mpsc::UnboundedSender<WorkerEvent>,
+    rollout: Events,
 }
 
 impl Reporter {
@@ -95,7 +93,7 @@ impl Reporter {
         labels: PartitionLabels,
         live: Arc<Live>,
         metrics: Arc<Metrics>,
-        rollout: mpsc::UnboundedSender<WorkerEvent>,
+        rollout: Events,
     ) -> Reporter {
         Reporter {
             topic_labels: TopicLabels {
@@ -336,8 +334,6 @@ impl Reporter {
     }
 
     fn tell(&self, event: WorkerEvent) {
-        // The rollout outlives every worker; a send can only fail at
-        // shutdown, when nobody needs the event.
-        let _ = self.rollout.send(event);
+        self.rollout.send(event);
     }
 }

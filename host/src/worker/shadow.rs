@@ -86,7 +86,7 @@ impl Worker {
             version.name,
             version.short_digest()
         );
-        let _ = self.spec.events.send(WorkerEvent::ShadowFailed {
+        self.spec.events.send(WorkerEvent::ShadowFailed {
             partition: self.spec.partition,
             digest: version.digest.clone(),
             reason,
@@ -119,7 +119,7 @@ impl Worker {
                 skipped: 1,
                 ..Default::default()
             };
-            let _ = self.spec.events.send(WorkerEvent::Shadowed {
+            self.spec.events.send(WorkerEvent::Shadowed {
                 partition,
                 digest,
                 batch,
@@ -150,7 +150,7 @@ impl Worker {
                     &candidate,
                     &self.spec.shadow_compare,
                 );
-                let _ = self.spec.events.send(WorkerEvent::Shadowed {
+                self.spec.events.send(WorkerEvent::Shadowed {
                     partition,
                     digest,
                     batch,
