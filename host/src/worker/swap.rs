@@ -11,7 +11,7 @@
 use std::sync::Arc;
 
 use tokio::sync::{Notify, oneshot};
-use tracing::{error, info};
+use tracing::{debug, error};
 
 use super::Worker;
 use super::report::Event;
@@ -87,7 +87,10 @@ impl Worker {
                             newest.short_digest()
                         ));
                     }
-                    None => info!("running {} {}", newest.name, newest.short_digest()),
+                    // A line per partition would be a thousand lines at a
+                    // large host's start; `partitions assigned` and the
+                    // plugin's `loaded` line say it, refusals are errors.
+                    None => debug!("running {} {}", newest.name, newest.short_digest()),
                 }
                 let contract = instance.contract();
                 let old = self.instance.replace((instance, newest.clone()));
