@@ -41,7 +41,7 @@ pub struct Remote {
 impl Access {
     /// Opens the store, or finds the running host that holds it.
     pub fn connect(config: &Config) -> anyhow::Result<Access> {
-        match Store::open(&config.data_dir) {
+        match Store::open_with_cache(&config.data_dir, config.store_cache_mb) {
             Ok(store) => Ok(Access::Direct(store)),
             Err(StoreError::InUse(dir)) => {
                 // A host that is still starting holds the store before it

@@ -83,6 +83,10 @@ pub struct Config {
     /// Most records handed to one `handle` call (1 to 100000).
     #[serde(default = "default_max_batch")]
     pub max_batch: u32,
+    /// Most memory, in MiB, the store keeps of its file (1 to 65536;
+    /// default 64). The kernel's page cache holds the rest of the file.
+    #[serde(default = "default_store_cache_mb")]
+    pub store_cache_mb: u64,
     /// Threads that run partitions' handlers (1 to 256); default: one per
     /// core. Every owned partition is a task on them, however many there are.
     #[serde(default)]
@@ -755,6 +759,9 @@ fn default_plugins_dir() -> PathBuf {
 fn default_max_batch() -> u32 {
     500
 }
+fn default_store_cache_mb() -> u64 {
+    crate::store::DEFAULT_CACHE_MB
+}
 fn default_admin() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 7420))
 }
@@ -868,6 +875,12 @@ impl Config {
             return Err(format!(
                 "`max_batch` is {}; it must be between 1 and {MAX_BATCH_LIMIT}",
                 self.max_batch
+            ));
+        }
+        if !(1..=65536).contains(&self.store_cache_mb) {
+            return Err(format!(
+                "`store_cache_mb` is {}; it must be between 1 and 65536 (MiB)",
+                self.store_cache_mb
             ));
         }
         if let Some(n) = self.worker_threads
@@ -1063,6 +1076,7 @@ mod tests {
     fn minimal_config_gets_defaults_and_resolves_paths() {
         let c = parse("group = \"g\"").unwrap();
         assert_eq!(c.max_batch, 500);
+        assert_eq!(c.store_cache_mb, 64);
         assert_eq!(c.data_dir, Path::new("/base/data"));
         assert_eq!(c.admin.ip().to_string(), "127.0.0.1");
     }
@@ -1097,6 +1111,21 @@ mod tests {
         assert!(err.contains("sticky"), "{err}");
         let err = parse(&format!("{base}[[topic]]\nname = \"a\"\npartitions = 1")).unwrap_err();
         assert!(err.contains("source is kafka"), "{err}");
+    }
+
+    #[test]
+    fn the_store_cache_is_at_least_one_mib() {
+        assert_eq!(
+            parse("group = \"g\"\nstore_cache_mb = 1")
+                .unwrap()
+                .store_cache_mb,
+            1
+        );
+        let err = parse("group = \"g\"\nstore_cache_mb = 0").unwrap_err();
+        assert!(
+            err.contains("`store_cache_mb` is 0; it must be between 1 and 65536"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -995,7 +995,7 @@ fn unrunnable_route(
 async fn open_store(config: &Config) -> anyhow::Result<Store> {
     let deadline = tokio::time::Instant::now() + OPEN_RETRY;
     loop {
-        match Store::open(&config.data_dir) {
+        match Store::open_with_cache(&config.data_dir, config.store_cache_mb) {
             Ok(store) => return Ok(store),
             // A CLI command may hold the store for a moment; a running host
             // holds it for good.
