@@ -532,8 +532,14 @@ impl Worker {
                     effects.watermark = watermark;
                 }
                 let emitted = effects.outputs.len() as u64;
+                let handled = batch.len() as u64;
+                // The records and their packed copy are not needed past the
+                // call: freed now, they are not held while the commit waits
+                // — with a thousand partitions, by hundreds of batches at
+                // once.
+                drop(batch);
                 let outcome = self
-                    .commit(next, &version, effects, (batch.len() as u64, emitted), None)
+                    .commit(next, &version, effects, (handled, emitted), None)
                     .instrument(span.clone())
                     .await;
                 if matches!(outcome, Outcome::Committed) {
