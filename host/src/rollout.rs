@@ -1052,6 +1052,7 @@ mod tests {
             [Action::Shadow(set(&[1]), Some(V("v2")))]
         );
     }
+
     #[test]
     fn between_rollouts_the_plan_ignores_every_event_a_worker_holds_back_then() {
         let cannot_commit = |digest: &str| WorkerEvent::CannotCommit {

@@ -297,7 +297,9 @@ impl Store {
         })?;
         let path = data_dir.join(STORE_FILE);
         let mut builder = Database::builder();
-        builder.set_cache_size(usize::try_from(cache_mb << 20).unwrap_or(usize::MAX));
+        builder.set_cache_size(
+            usize::try_from(cache_mb.saturating_mul(1 << 20)).unwrap_or(usize::MAX),
+        );
         let db = match builder.create(&path) {
             Ok(db) => db,
             Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
