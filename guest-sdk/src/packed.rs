@@ -279,9 +279,13 @@ pub(crate) fn get(key: &[u8]) -> Option<Option<Vec<u8>>> {
 /// no packed call is running.
 pub(crate) fn prefetch<'k>(keys: impl IntoIterator<Item = &'k [u8]>) -> bool {
     let Some(missing) = with(|p| {
-        let mut seen: HashSet<&[u8], BuildHasherDefault<Fx>> = HashSet::default();
-        keys.into_iter()
-            .filter(|k| !p.known.contains_key(*k) && seen.insert(k))
+        let keys = keys.into_iter();
+        // Sized up front: growing a table rehashes every key in it, and
+        // growing two of them from empty to a batch's keys was a fifth
+        // of a counting handler's own time.
+        let mut seen: HashSet<&[u8], BuildHasherDefault<Fx>> =
+            HashSet::with_capacity_and_hasher(keys.size_hint().0, Default::default());
+        keys.filter(|k| !p.known.contains_key(*k) && seen.insert(k))
             .collect::<Vec<&[u8]>>()
     }) else {
         return false;
@@ -291,6 +295,7 @@ pub(crate) fn prefetch<'k>(keys: impl IntoIterator<Item = &'k [u8]>) -> bool {
     }
     let values = wit_state::get_many(&missing);
     with(|p| {
+        p.known.reserve(missing.len());
         for (key, value) in missing.into_iter().zip(values) {
             p.known.insert(key.to_vec(), value);
         }
