@@ -1223,8 +1223,8 @@ fn resident_mib(pid: u32) -> u64 {
 
 /// The store keeps at most `store_cache_mb` (64 MiB by default) of its file
 /// in memory. With redb's own default of 1 GiB, a host's memory grew by
-/// ~60 MB for every 200,000 records it handled, until a container's limit
-/// killed it.
+/// ~60 MiB for every 200,000 records it handled, up to that gigabyte: more
+/// than many containers allow.
 #[test]
 fn a_hosts_memory_stays_bounded_as_its_log_grows() {
     let setup = Setup::new(
