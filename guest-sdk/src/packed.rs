@@ -7,8 +7,9 @@
 //! guest until the call ends (or a scan needs the host to see them).
 
 use std::cell::RefCell;
-use std::collections::{HashMap, HashSet};
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::Hasher;
+
+use hashbrown::HashTable;
 
 use crate::wit::linecook::handler::state as wit_state;
 use crate::wit::linecook::handler::types::StateWrite;
@@ -144,7 +145,91 @@ struct Pending {
     /// write of a key wins there as it does here.
     writes: Vec<u8>,
     /// The latest value of each key this call read from the host or wrote.
-    known: HashMap<Vec<u8>, Option<Vec<u8>>, BuildHasherDefault<Fx>>,
+    known: Known,
+}
+
+/// The per-call cache of state: key → latest value (`None`: absent). Its
+/// keys and values live in one buffer, so caching a key costs a copy, not
+/// an allocation (and later a free) of its own — two per record for a
+/// handler that reads and writes a key per record.
+#[derive(Default)]
+struct Known {
+    table: HashTable<Entry>,
+    bytes: Vec<u8>,
+}
+
+struct Entry {
+    hash: u64,
+    key: Span,
+    value: Option<Span>,
+}
+
+/// A range of `Known::bytes`.
+#[derive(Clone, Copy)]
+struct Span {
+    start: u32,
+    len: u32,
+}
+
+fn hash(key: &[u8]) -> u64 {
+    let mut h = Fx::default();
+    h.write(key);
+    h.finish()
+}
+
+fn slice(bytes: &[u8], span: Span) -> &[u8] {
+    &bytes[span.start as usize..][..span.len as usize]
+}
+
+fn push(bytes: &mut Vec<u8>, data: &[u8]) -> Span {
+    let start = bytes.len() as u32;
+    bytes.extend_from_slice(data);
+    Span {
+        start,
+        len: data.len() as u32,
+    }
+}
+
+impl Known {
+    /// `None` when the call has not seen `key`; `Some(None)` when it is
+    /// absent.
+    fn get(&self, key: &[u8]) -> Option<Option<&[u8]>> {
+        let bytes = &self.bytes;
+        let entry = self.table.find(hash(key), |e| slice(bytes, e.key) == key)?;
+        Some(entry.value.map(|v| slice(bytes, v)))
+    }
+
+    /// Records `key`'s latest value.
+    fn set(&mut self, key: &[u8], value: Option<&[u8]>) {
+        let Known { table, bytes } = self;
+        let value = value.map(|v| push(bytes, v));
+        let hash = hash(key);
+        match table.entry(hash, |e| slice(bytes, e.key) == key, |e| e.hash) {
+            hashbrown::hash_table::Entry::Occupied(mut e) => e.get_mut().value = value,
+            hashbrown::hash_table::Entry::Vacant(e) => {
+                let key = push(bytes, key);
+                e.insert(Entry { hash, key, value });
+            }
+        }
+    }
+
+    /// Adds `key` as absent unless the call has seen it; `true` if added.
+    fn add_unseen(&mut self, key: &[u8]) -> bool {
+        let Known { table, bytes } = self;
+        let hash = hash(key);
+        match table.entry(hash, |e| slice(bytes, e.key) == key, |e| e.hash) {
+            hashbrown::hash_table::Entry::Occupied(_) => false,
+            hashbrown::hash_table::Entry::Vacant(e) => {
+                let key = push(bytes, key);
+                e.insert(Entry {
+                    hash,
+                    key,
+                    value: None,
+                });
+                true
+            }
+        }
+    }
 }
 
 /// A fast hash for the per-call cache (FxHash's mixing, eight bytes at a
@@ -187,24 +272,23 @@ thread_local! {
     // `Some` while a packed call runs: emits and state writes collect here
     // instead of crossing the boundary one by one.
     static PENDING: RefCell<Option<Pending>> = const { RefCell::new(None) };
+    // The last call's write buffer and cache, emptied, for the next call:
+    // they grow to a batch's size once per instance, not once per batch
+    // (linear memory never shrinks, so keeping them costs no memory).
+    static SPARE: RefCell<Option<(Vec<u8>, Known)>> = const { RefCell::new(None) };
 }
 
-/// Starts collecting a packed call's effects.
 /// Starts a call whose batch buffer is `batch_len` bytes long. The outputs
 /// buffer starts that large: a handler that emits about what it reads (a
 /// transform) then fills it without growing it again and again — each
 /// growth a copy, and new pages for a fresh instance's first batch — and
 /// one that emits little leaves the pages it does not write untouched.
+/// (It cannot be kept between calls as the others are: it is returned.)
 pub(crate) fn begin(batch_len: usize) {
     let mut out = Vec::with_capacity(batch_len.max(4096));
     out.extend_from_slice(b"LCE1");
-    PENDING.with(|p| {
-        *p.borrow_mut() = Some(Pending {
-            out,
-            writes: Vec::new(),
-            known: HashMap::default(),
-        })
-    });
+    let (writes, known) = SPARE.with(|s| s.borrow_mut().take()).unwrap_or_default();
+    PENDING.with(|p| *p.borrow_mut() = Some(Pending { out, writes, known }));
 }
 
 /// Ends the call: its effects buffer, state writes after the outputs.
@@ -213,12 +297,22 @@ pub(crate) fn finish() -> Option<Vec<u8>> {
     let pending = PENDING.with(|p| p.borrow_mut().take())?;
     let mut out = pending.out;
     out.extend_from_slice(&pending.writes);
+    keep(pending.writes, pending.known);
     Some(out)
 }
 
 /// Drops a failed call's effects: the host discards them anyway.
 pub(crate) fn abandon() {
-    PENDING.with(|p| *p.borrow_mut() = None);
+    if let Some(pending) = PENDING.with(|p| p.borrow_mut().take()) {
+        keep(pending.writes, pending.known);
+    }
+}
+
+fn keep(mut writes: Vec<u8>, mut known: Known) {
+    writes.clear();
+    known.table.clear();
+    known.bytes.clear();
+    SPARE.with(|s| *s.borrow_mut() = Some((writes, known)));
 }
 
 fn put32(out: &mut Vec<u8>, bytes: &[u8]) {
@@ -267,11 +361,11 @@ pub(crate) fn emit(
 /// Reads `key` through the call's cache, asking the host once per key;
 /// `None` when no packed call is running.
 pub(crate) fn get(key: &[u8]) -> Option<Option<Vec<u8>>> {
-    if let Some(value) = with(|p| p.known.get(key).cloned())? {
+    if let Some(value) = with(|p| p.known.get(key).map(|v| v.map(<[u8]>::to_vec)))? {
         return Some(value);
     }
     let value = wit_state::get(key);
-    with(|p| p.known.insert(key.to_vec(), value.clone()));
+    with(|p| p.known.set(key, value.as_deref()));
     Some(value)
 }
 
@@ -281,11 +375,12 @@ pub(crate) fn prefetch<'k>(keys: impl IntoIterator<Item = &'k [u8]>) -> bool {
     let Some(missing) = with(|p| {
         let keys = keys.into_iter();
         // Sized up front: growing a table rehashes every key in it, and
-        // growing two of them from empty to a batch's keys was a fifth
-        // of a counting handler's own time.
-        let mut seen: HashSet<&[u8], BuildHasherDefault<Fx>> =
-            HashSet::with_capacity_and_hasher(keys.size_hint().0, Default::default());
-        keys.filter(|k| !p.known.contains_key(*k) && seen.insert(k))
+        // growing from empty to a batch's keys was (with two tables then) a
+        // fifth of a counting handler's own time.
+        p.known.table.reserve(keys.size_hint().0, |e| e.hash);
+        // A key is cached as absent until the host says otherwise, which
+        // also asks for each key once.
+        keys.filter(|k| p.known.add_unseen(k))
             .collect::<Vec<&[u8]>>()
     }) else {
         return false;
@@ -295,9 +390,10 @@ pub(crate) fn prefetch<'k>(keys: impl IntoIterator<Item = &'k [u8]>) -> bool {
     }
     let values = wit_state::get_many(&missing);
     with(|p| {
-        p.known.reserve(missing.len());
         for (key, value) in missing.into_iter().zip(values) {
-            p.known.insert(key.to_vec(), value);
+            if let Some(value) = value {
+                p.known.set(key, Some(&value));
+            }
         }
     });
     true
@@ -325,13 +421,7 @@ pub(crate) fn write(key: &[u8], value: Option<&[u8]>, ttl_ms: Option<u64>) -> bo
                 put32(w, key);
             }
         }
-        let value = value.map(<[u8]>::to_vec);
-        match p.known.get_mut(key) {
-            Some(known) => *known = value,
-            None => {
-                p.known.insert(key.to_vec(), value);
-            }
-        }
+        p.known.set(key, value);
     })
     .is_some()
 }

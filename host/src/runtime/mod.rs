@@ -339,6 +339,14 @@ impl Runtime {
         // linker serves 0.1.0 and 0.2.0 components side by side.
         v1::Handler::add_to_linker::<_, HasSelf<HostState>>(&mut linker, |s| s)?;
         v2::Handler::add_to_linker::<_, HasSelf<HostState>>(&mut linker, |s| s)?;
+        // The same `get-many`, reading its keys in place (`get_many_in_place`).
+        linker.allow_shadowing(true);
+        linker
+            .instance("linecook:handler/state@0.2.0")?
+            .func_wrap("get-many", |store, (keys,)| {
+                HostState::get_many_in_place(store, keys).map(|values| (values,))
+            })?;
+        linker.allow_shadowing(false);
         Ok(Runtime { engine, linker })
     }
 
