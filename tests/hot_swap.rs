@@ -212,6 +212,52 @@ fn dropping_v2_switches_every_partition_at_a_batch_boundary() {
     }
 }
 
+/// A swap instantiates the next version and calls its `init` off the
+/// partition's path, while the running version goes on committing; an
+/// `init` that reads the partition's state must still see it as of the
+/// boundary it is swapped in at, not as of some batches before.
+#[test]
+fn an_init_that_reads_state_sees_it_as_of_the_swap_boundary() {
+    const SWAPS: usize = 6;
+    let setup = Setup::new(&tag_route_with("", r#", count = "true""#), &["tag"]);
+    let mut host = setup.start();
+    host.wait_ready();
+    let producer = Producer::start(&setup, "");
+    std::thread::sleep(Duration::from_millis(500));
+    for build in [tag_v2(), tag_v1()].iter().cycle().take(SWAPS) {
+        deploy(&setup, build, Deploy::Rename);
+        wait_all_on(&setup, &digest(&std::fs::read(build).unwrap()));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let produced = producer.finish();
+    wait_drained(&setup, "out", produced.len() as u64);
+    host.stop();
+
+    check_exactly_once(&setup, &produced, &["v1", "v2"]);
+    // Each instance's first output says what its `init` read and what the
+    // count was when its first batch began; both must be the number of
+    // records the partition handled before it.
+    let header = |r: &linecook::record::LogRecord, name: &str| -> Option<u64> {
+        let (_, value) = r.headers.iter().find(|(k, _)| k == name)?;
+        String::from_utf8(value.clone()).ok()?.parse().ok()
+    };
+    let out = read_all(&setup.store(), "out");
+    for p in 0..PARTITIONS {
+        let mut starts = 0;
+        for (before, r) in out.iter().filter(|r| r.partition == p).enumerate() {
+            if let Some(init_n) = header(r, "init-n") {
+                starts += 1;
+                assert_eq!(
+                    (init_n, header(r, "batch-n")),
+                    (before as u64, Some(before as u64)),
+                    "partition {p}, output {before}: what `init` read, and the count when its first batch began"
+                );
+            }
+        }
+        assert_eq!(starts, 1 + SWAPS, "partition {p}: instances started");
+    }
+}
+
 #[test]
 fn twenty_swaps_under_load_lose_and_duplicate_nothing() {
     let setup = Setup::new(&tag_route(""), &["tag"]);

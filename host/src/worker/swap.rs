@@ -2,30 +2,44 @@
 //! instance of it, `init` first — and replaces the running one only when
 //! that succeeded.
 //!
-//! A swap costs the partition only `init`: while the running version goes
-//! on with its batches, the next one is instantiated on a blocking thread
-//! (memory, tables, data segments), and the boundary after it is ready
-//! calls `init` and swaps. With no version running there is nothing to
-//! keep serving, and the instance is made on the spot.
+//! A swap costs the partition almost nothing: while the running version
+//! goes on with its batches, the next one is instantiated on a blocking
+//! thread (memory, tables, data segments) and its `init` called there, and
+//! the boundary after it is ready swaps. An `init` that reads the
+//! partition's state may have read what the running version's batches
+//! change before the boundary: such an instance is not kept, and a fresh
+//! one gets its `init` at the boundary, as the contract promises. With no
+//! version running there is nothing to keep serving, and the instance is
+//! made on the spot.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::sync::{Notify, oneshot};
 use tracing::{debug, error};
 
 use super::Worker;
 use super::report::Event;
+use crate::checkpoint::{Entries, StateReader};
 use crate::plugins::{PluginVersion, short};
+use crate::record::TimeDomain;
 use crate::runtime::bindings::Context;
-use crate::runtime::{Instance, InstanceError, Labels};
+use crate::runtime::{Instance, Labels};
 use crate::status::PartitionState;
+use crate::store::StoreError;
 
 /// The next version, being instantiated off the partition's path.
 pub(super) struct Next {
     digest: String,
-    instance: oneshot::Receiver<Result<Instance, InstanceError>>,
+    instance: oneshot::Receiver<Result<Made, String>>,
     /// Notified when `instance` is ready, so an idle worker wakes for it.
     pub(super) ready: Arc<Notify>,
+}
+
+/// A new instance, and whether its `init` has run.
+pub(super) struct Made {
+    instance: Instance,
+    initialized: bool,
 }
 
 impl Worker {
@@ -53,9 +67,9 @@ impl Worker {
         if self.refused.as_deref() == Some(newest.digest.as_str()) {
             return false;
         }
-        let instantiated = if running.is_some() {
-            match self.instantiated_off_path(&newest) {
-                Some(instance) => instance,
+        let made = if running.is_some() {
+            match self.made_off_path(&newest) {
+                Some(made) => made,
                 None => return false,
             }
         } else {
@@ -67,11 +81,16 @@ impl Worker {
                 self.spec.limits,
                 self.spec.egress.clone(),
             )
-        };
-        match instantiated
+            .map(|instance| Made {
+                instance,
+                initialized: false,
+            })
             .map_err(|e| e.to_string())
-            .and_then(|instance| self.init_instance(instance, &newest))
-        {
+        };
+        match made.and_then(|made| match made.initialized {
+            true => Ok(made.instance),
+            false => self.init_instance(made.instance, &newest),
+        }) {
             Ok(instance) => {
                 let previous = self.last_started.replace(newest.digest.clone());
                 let swapped_from = previous.filter(|p| *p != newest.digest);
@@ -129,10 +148,7 @@ impl Worker {
     /// The instance of `version` made on a blocking thread, once it is
     /// ready; until then `None`, and the running version goes on. Starts
     /// making it on first call (and again for a newer target).
-    fn instantiated_off_path(
-        &mut self,
-        version: &Arc<PluginVersion>,
-    ) -> Option<Result<Instance, InstanceError>> {
+    fn made_off_path(&mut self, version: &Arc<PluginVersion>) -> Option<Result<Made, String>> {
         if let Some(next) = &mut self.next
             && next.digest == version.digest
         {
@@ -144,28 +160,55 @@ impl Worker {
                 Err(oneshot::error::TryRecvError::Empty) => None,
                 Err(oneshot::error::TryRecvError::Closed) => {
                     self.next = None;
-                    Some(Err(InstanceError::Init(
-                        "the thread instantiating it stopped".into(),
-                    )))
+                    Some(Err("the thread instantiating it stopped".into()))
                 }
             };
         }
         let (tell, instance) = oneshot::channel();
         let ready = Arc::new(Notify::new());
+        let spec = &self.spec;
         let (labels, limits, egress, version_, ready_) = (
             self.labels(version),
-            self.spec.limits,
-            self.spec.egress.clone(),
+            spec.limits,
+            spec.egress.clone(),
             version.clone(),
             ready.clone(),
         );
-        self.spec.rt.spawn_blocking(move || {
-            let _ = tell.send(Instance::instantiate(
-                &version_.prepared,
-                labels,
-                limits,
-                egress,
-            ));
+        let (store, topic, partition, context) = (
+            spec.store.clone(),
+            spec.topic.clone(),
+            spec.partition,
+            self.context(version),
+        );
+        spec.rt.spawn_blocking(move || {
+            let make = || {
+                Instance::instantiate(&version_.prepared, labels.clone(), limits, egress.clone())
+                    .map_err(|e| e.to_string())
+            };
+            let made = make().and_then(|mut instance| {
+                let read = Arc::new(AtomicBool::new(false));
+                let state = store
+                    .partition_state(&topic, partition)
+                    .map_err(|e| e.to_string())?;
+                let reader = Watched {
+                    state,
+                    read: read.clone(),
+                };
+                let result = instance.init(&context, Box::new(reader));
+                if read.load(Ordering::Relaxed) {
+                    // What it read may change before the boundary.
+                    return make().map(|instance| Made {
+                        instance,
+                        initialized: false,
+                    });
+                }
+                result.map_err(|e| e.to_string())?;
+                Ok(Made {
+                    instance,
+                    initialized: true,
+                })
+            });
+            let _ = tell.send(made);
             ready_.notify_one();
         });
         self.next = Some(Next {
@@ -196,16 +239,50 @@ impl Worker {
             .store
             .partition_state(&spec.topic, spec.partition)
             .map_err(|e| e.to_string())?;
-        let context = Context {
+        instance
+            .init(&self.context(version), Box::new(reader))
+            .map_err(|e| e.to_string())?;
+        Ok(instance)
+    }
+
+    fn context(&self, version: &PluginVersion) -> Context {
+        let spec = &self.spec;
+        Context {
             plugin: spec.plugin.clone(),
             version: version.digest.clone(),
             topic: spec.topic.name.clone(),
             partition: spec.partition,
             config: spec.config.clone(),
-        };
-        instance
-            .init(&context, Box::new(reader))
-            .map_err(|e| e.to_string())?;
-        Ok(instance)
+        }
+    }
+}
+
+/// The partition's state as an `init` off the partition's path sees it,
+/// noting whether it read anything. Every method forwards and notes: one
+/// left to its default would let an `init` read without it being noted.
+struct Watched<S> {
+    state: S,
+    read: Arc<AtomicBool>,
+}
+
+impl<S: StateReader> StateReader for Watched<S> {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.read.store(true, Ordering::Relaxed);
+        self.state.get(key)
+    }
+
+    fn scan(
+        &self,
+        prefix: &[u8],
+        start_after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Entries, StoreError> {
+        self.read.store(true, Ordering::Relaxed);
+        self.state.scan(prefix, start_after, limit)
+    }
+
+    fn timer(&self, domain: TimeDomain, key: &[u8]) -> Result<Option<i64>, StoreError> {
+        self.read.store(true, Ordering::Relaxed);
+        self.state.timer(domain, key)
     }
 }

@@ -4,8 +4,14 @@
 //! versions of one plugin. Route config `output_<tag>`, if present, is the
 //! topic of that build only: one route can send one version somewhere else
 //! (a test's way to deploy a version that writes to a missing topic).
+//!
+//! Route config `count = "true"`: it also counts the partition's records in
+//! state (key `n`), reads that count in `init`, and sends the first output
+//! of each instance with headers `init-n` (the count `init` read) and
+//! `batch-n` (the count when its first batch began) — equal when `init`
+//! saw the state as of the batch boundary it was swapped in at.
 
-use linecook_guest::{Batch, Context, Error, Handler, emit, export_handler};
+use linecook_guest::{Batch, Context, Error, Handler, emit, export_handler, state};
 
 const TAG: &str = match option_env!("LINECOOK_TAG") {
     Some(tag) => tag,
@@ -14,6 +20,15 @@ const TAG: &str = match option_env!("LINECOOK_TAG") {
 
 struct Tag {
     output: String,
+    /// `Some` with route config `count`: the count `init` read, until the
+    /// first output carries it.
+    count: Option<Option<u64>>,
+}
+
+fn count() -> u64 {
+    state::get(b"n")
+        .and_then(|v| String::from_utf8(v).ok()?.parse().ok())
+        .unwrap_or(0)
 }
 
 impl Handler for Tag {
@@ -24,17 +39,38 @@ impl Handler for Tag {
             .ok_or("tag needs route config `output`: the topic to write to")?;
         Ok(Tag {
             output: output.to_owned(),
+            count: (ctx.config("count") == Some("true")).then(|| Some(count())),
         })
     }
 
     fn handle(&mut self, batch: Batch<'_>) -> Result<(), Error> {
         let mut line = Vec::new();
+        let mut n = self.count.is_some().then(count);
         for record in batch {
             line.clear();
             line.extend_from_slice(TAG.as_bytes());
             line.push(b':');
             line.extend_from_slice(record.value);
-            emit::send(&self.output, record.key, &line);
+            // `Some` for this instance's first output only.
+            let init_n = self.count.as_mut().and_then(Option::take);
+            match (init_n, n) {
+                (Some(init_n), Some(batch_n)) => emit::send_with_headers(
+                    &self.output,
+                    record.key,
+                    &line,
+                    &[
+                        ("init-n", init_n.to_string().as_bytes()),
+                        ("batch-n", batch_n.to_string().as_bytes()),
+                    ],
+                ),
+                _ => emit::send(&self.output, record.key, &line),
+            }
+            if let Some(n) = &mut n {
+                *n += 1;
+            }
+        }
+        if let Some(n) = n {
+            state::set(b"n", n.to_string().as_bytes());
         }
         Ok(())
     }
