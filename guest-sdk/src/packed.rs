@@ -201,32 +201,30 @@ impl Known {
 
     /// Records `key`'s latest value.
     fn set(&mut self, key: &[u8], value: Option<&[u8]>) {
-        let Known { table, bytes } = self;
-        let value = value.map(|v| push(bytes, v));
-        let hash = hash(key);
-        match table.entry(hash, |e| slice(bytes, e.key) == key, |e| e.hash) {
-            hashbrown::hash_table::Entry::Occupied(mut e) => e.get_mut().value = value,
-            hashbrown::hash_table::Entry::Vacant(e) => {
-                let key = push(bytes, key);
-                e.insert(Entry { hash, key, value });
-            }
-        }
+        let value = value.map(|v| push(&mut self.bytes, v));
+        self.entry(key).0.value = value;
     }
 
     /// Adds `key` as absent unless the call has seen it; `true` if added.
     fn add_unseen(&mut self, key: &[u8]) -> bool {
+        self.entry(key).1
+    }
+
+    /// `key`'s entry, added as absent if the call has not seen it (`true`).
+    fn entry(&mut self, key: &[u8]) -> (&mut Entry, bool) {
+        use hashbrown::hash_table::Entry::{Occupied, Vacant};
         let Known { table, bytes } = self;
         let hash = hash(key);
         match table.entry(hash, |e| slice(bytes, e.key) == key, |e| e.hash) {
-            hashbrown::hash_table::Entry::Occupied(_) => false,
-            hashbrown::hash_table::Entry::Vacant(e) => {
+            Occupied(e) => (e.into_mut(), false),
+            Vacant(e) => {
                 let key = push(bytes, key);
-                e.insert(Entry {
+                let entry = Entry {
                     hash,
                     key,
                     value: None,
-                });
-                true
+                };
+                (e.insert(entry).into_mut(), true)
             }
         }
     }

@@ -21,12 +21,15 @@ use tracing::{debug, error};
 use super::Worker;
 use super::report::Event;
 use crate::checkpoint::{Entries, StateReader};
+use crate::config::Limits;
+use crate::egress::Egress;
+use crate::log::TopicInfo;
 use crate::plugins::{PluginVersion, short};
 use crate::record::TimeDomain;
 use crate::runtime::bindings::Context;
 use crate::runtime::{Instance, Labels};
 use crate::status::PartitionState;
-use crate::store::StoreError;
+use crate::store::{Store, StoreError};
 
 /// The next version, being instantiated off the partition's path.
 pub(super) struct Next {
@@ -87,9 +90,12 @@ impl Worker {
             })
             .map_err(|e| e.to_string())
         };
-        match made.and_then(|made| match made.initialized {
-            true => Ok(made.instance),
-            false => self.init_instance(made.instance, &newest),
+        match made.and_then(|made| {
+            if made.initialized {
+                Ok(made.instance)
+            } else {
+                self.init_instance(made.instance, &newest)
+            }
         }) {
             Ok(instance) => {
                 let previous = self.last_started.replace(newest.digest.clone());
@@ -167,48 +173,19 @@ impl Worker {
         let (tell, instance) = oneshot::channel();
         let ready = Arc::new(Notify::new());
         let spec = &self.spec;
-        let (labels, limits, egress, version_, ready_) = (
-            self.labels(version),
-            spec.limits,
-            spec.egress.clone(),
-            version.clone(),
-            ready.clone(),
-        );
-        let (store, topic, partition, context) = (
-            spec.store.clone(),
-            spec.topic.clone(),
-            spec.partition,
-            self.context(version),
-        );
+        let ahead = Ahead {
+            version: version.clone(),
+            labels: self.labels(version),
+            limits: spec.limits,
+            egress: spec.egress.clone(),
+            store: spec.store.clone(),
+            topic: spec.topic.clone(),
+            partition: spec.partition,
+            context: self.context(version),
+        };
+        let ready_ = ready.clone();
         spec.rt.spawn_blocking(move || {
-            let make = || {
-                Instance::instantiate(&version_.prepared, labels.clone(), limits, egress.clone())
-                    .map_err(|e| e.to_string())
-            };
-            let made = make().and_then(|mut instance| {
-                let read = Arc::new(AtomicBool::new(false));
-                let state = store
-                    .partition_state(&topic, partition)
-                    .map_err(|e| e.to_string())?;
-                let reader = Watched {
-                    state,
-                    read: read.clone(),
-                };
-                let result = instance.init(&context, Box::new(reader));
-                if read.load(Ordering::Relaxed) {
-                    // What it read may change before the boundary.
-                    return make().map(|instance| Made {
-                        instance,
-                        initialized: false,
-                    });
-                }
-                result.map_err(|e| e.to_string())?;
-                Ok(Made {
-                    instance,
-                    initialized: true,
-                })
-            });
-            let _ = tell.send(made);
+            let _ = tell.send(ahead.make());
             ready_.notify_one();
         });
         self.next = Some(Next {
@@ -254,6 +231,59 @@ impl Worker {
             partition: spec.partition,
             config: spec.config.clone(),
         }
+    }
+}
+
+/// What a blocking thread needs to make the next version's instance ahead
+/// of the boundary.
+struct Ahead {
+    version: Arc<PluginVersion>,
+    labels: Labels,
+    limits: Limits,
+    egress: Option<Arc<Egress>>,
+    store: Arc<Store>,
+    topic: TopicInfo,
+    partition: u32,
+    context: Context,
+}
+
+impl Ahead {
+    /// A fresh instance with `init` called, unless `init` read the
+    /// partition's state: what it read may change before the boundary, so
+    /// then a second fresh instance, for `init` at the boundary.
+    fn make(self) -> Result<Made, String> {
+        let mut instance = self.instantiate()?;
+        let read = Arc::new(AtomicBool::new(false));
+        let state = self
+            .store
+            .partition_state(&self.topic, self.partition)
+            .map_err(|e| e.to_string())?;
+        let reader = Watched {
+            state,
+            read: read.clone(),
+        };
+        let result = instance.init(&self.context, Box::new(reader));
+        if read.load(Ordering::Relaxed) {
+            return Ok(Made {
+                instance: self.instantiate()?,
+                initialized: false,
+            });
+        }
+        result.map_err(|e| e.to_string())?;
+        Ok(Made {
+            instance,
+            initialized: true,
+        })
+    }
+
+    fn instantiate(&self) -> Result<Instance, String> {
+        Instance::instantiate(
+            &self.version.prepared,
+            self.labels.clone(),
+            self.limits,
+            self.egress.clone(),
+        )
+        .map_err(|e| e.to_string())
     }
 }
 
