@@ -219,7 +219,12 @@ fn dropping_v2_switches_every_partition_at_a_batch_boundary() {
 #[test]
 fn an_init_that_reads_state_sees_it_as_of_the_swap_boundary() {
     const SWAPS: usize = 6;
-    let setup = Setup::new(&tag_route_with("", r#", count = "true""#), &["tag"]);
+    // `init` waits 50 ms after its read: an `init` run early, while the
+    // running version goes on committing, would surely miss some commits.
+    let setup = Setup::new(
+        &tag_route_with("", r#", count = "true", init_ms = "50""#),
+        &["tag"],
+    );
     let mut host = setup.start();
     host.wait_ready();
     let producer = Producer::start(&setup, "");

@@ -9,7 +9,9 @@
 //! state (key `n`), reads that count in `init`, and sends the first output
 //! of each instance with headers `init-n` (the count `init` read) and
 //! `batch-n` (the count when its first batch began) — equal when `init`
-//! saw the state as of the batch boundary it was swapped in at.
+//! saw the state as of the batch boundary it was swapped in at. Route
+//! config `init_ms`: `init` then waits that long after reading the count,
+//! so that an `init` run early would miss what is committed meanwhile.
 
 use linecook_guest::{Batch, Context, Error, Handler, emit, export_handler, state};
 
@@ -37,9 +39,13 @@ impl Handler for Tag {
             .config(&format!("output_{TAG}"))
             .or_else(|| ctx.config("output"))
             .ok_or("tag needs route config `output`: the topic to write to")?;
+        let count = (ctx.config("count") == Some("true")).then(|| Some(count()));
+        if let Some(ms) = ctx.config("init_ms").and_then(|ms| ms.parse().ok()) {
+            std::thread::sleep(std::time::Duration::from_millis(ms));
+        }
         Ok(Tag {
             output: output.to_owned(),
-            count: (ctx.config("count") == Some("true")).then(|| Some(count())),
+            count,
         })
     }
 
