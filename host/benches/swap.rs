@@ -86,6 +86,12 @@ fn measure(v1: &Path, v2: &Path, swaps: usize, partitions: u32) -> Figures {
     std::fs::copy(v1, setup.dir.path().join("plugins/tag.wasm")).unwrap();
     let mut host = setup.start();
     host.wait_ready();
+    // Status over one client, as the producer does: a `linecook status`
+    // process every 5 ms would compete for this 2-core machine with the
+    // very pauses it measures.
+    let config = Config::load(&setup.config).unwrap();
+    let watcher = Access::connect(&config).unwrap();
+    let status = || watcher.status(&config).unwrap();
 
     // A steady stream on every partition while swapping.
     let stop = Arc::new(AtomicBool::new(false));
@@ -121,8 +127,7 @@ fn measure(v1: &Path, v2: &Path, swaps: usize, partitions: u32) -> Figures {
         std::fs::copy(path, &tmp).unwrap();
         let dropped = Instant::now();
         std::fs::rename(&tmp, setup.dir.path().join("plugins/tag.wasm")).unwrap();
-        while !setup
-            .status()
+        while !status()
             .partitions
             .iter()
             .all(|p| p.version.as_deref() == Some(want.as_str()) && p.swaps == n as u64 + 1)
@@ -133,14 +138,13 @@ fn measure(v1: &Path, v2: &Path, swaps: usize, partitions: u32) -> Figures {
         // Let each partition run its first batch with the new version so
         // the pause is recorded, then read them all.
         std::thread::sleep(Duration::from_millis(100));
-        for p in &setup.status().partitions {
+        for p in &status().partitions {
             if let Some(us) = p.last_swap_pause_us {
                 pauses_ms.push(us as f64 / 1e3);
             }
         }
     }
-    let status = setup.status();
-    let compile_ms = status
+    let compile_ms = status()
         .plugins
         .iter()
         .flat_map(|p| &p.versions)
