@@ -126,6 +126,7 @@ fn ctx(spec: &WorkerSpec) -> PartitionCtx<'_> {
     }
 }
 
+mod background;
 mod dead_letter;
 pub mod pool;
 mod report;

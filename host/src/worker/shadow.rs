@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use tracing::{info, warn};
 
-use super::Worker;
+use super::{Worker, background};
 use crate::plugins::PluginVersion;
 use crate::record::{BatchEffects, LogRecord};
 use crate::rollout::WorkerEvent;
@@ -51,7 +51,7 @@ impl Worker {
                 old.version.name,
                 old.version.short_digest()
             );
-            self.spec.rt.spawn_blocking(move || drop(old));
+            background::run(move || drop(old));
         }
         let Some(version) = target else { return };
         let started = Instance::instantiate(
@@ -159,7 +159,7 @@ impl Worker {
             Err(failure) => {
                 let version = shadow.version.clone();
                 if let Some(old) = self.shadow.take() {
-                    self.spec.rt.spawn_blocking(move || drop(old));
+                    background::run(move || drop(old));
                 }
                 self.shadow_failed(
                     &version,

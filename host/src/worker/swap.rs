@@ -3,12 +3,13 @@
 //! that succeeded.
 //!
 //! A swap costs the partition almost nothing: while the running version
-//! goes on with its batches, the next one is instantiated on a blocking
-//! thread (memory, tables, data segments) and its `init` called there, and
-//! the boundary after it is ready swaps. An `init` that reads the
-//! partition's state may have read what the running version's batches
-//! change before the boundary: such an instance is not kept, and a fresh
-//! one gets its `init` at the boundary, as the contract promises. With no
+//! goes on with its batches, the next one is instantiated on the host's
+//! background thread (memory, tables, data segments; see `background`) and
+//! its `init` called there, and the boundary after it is ready swaps. An
+//! `init` that reads the partition's state may have read what the running
+//! version's batches change before the boundary: such an instance is not
+//! kept, and a fresh one gets its `init` at the boundary, as the contract
+//! promises. With no
 //! version running there is nothing to keep serving, and the instance is
 //! made on the spot.
 
@@ -18,8 +19,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::{Notify, oneshot};
 use tracing::{debug, error};
 
-use super::Worker;
 use super::report::Event;
+use super::{Worker, background};
 use crate::checkpoint::{Entries, StateReader};
 use crate::config::Limits;
 use crate::egress::Egress;
@@ -122,7 +123,7 @@ impl Worker {
                 if let Some(old) = old {
                     // Unmapping a retired instance's memory costs more than
                     // the rest of the swap: not on the partition's path.
-                    self.spec.rt.spawn_blocking(move || drop(old));
+                    background::run(move || drop(old));
                 }
                 self.commit_failures = 0;
                 self.timer_failures = 0;
@@ -184,7 +185,7 @@ impl Worker {
             context: self.context(version),
         };
         let ready_ = ready.clone();
-        spec.rt.spawn_blocking(move || {
+        background::run(move || {
             let _ = tell.send(ahead.make());
             ready_.notify_one();
         });
