@@ -23,6 +23,8 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use linecook::client::Access;
+use linecook::config::Config;
 use support::Setup;
 
 const BIN: &str = env!("CARGO_BIN_EXE_linecook");
@@ -183,11 +185,16 @@ fn proc_status(pid: u32, field: &str) -> u64 {
 fn run_until_drained(setup: &Setup, n: u64, stages: usize, idle: bool) -> Run {
     let mut host = setup.start();
     host.wait_ready();
+    // Status over one client: a `linecook status` process every 20 ms
+    // (starting, parsing a 1,024-partition report, printing it) would
+    // compete with the host for this 2-core machine's CPU.
+    let config = Config::load(&setup.config).unwrap();
+    let watcher = Access::connect(&config).unwrap();
     let started = Instant::now();
     let mut threads = 0;
     let mut last;
     loop {
-        let status = setup.status();
+        let status = watcher.status(&config).unwrap();
         last = status.clone();
         threads = threads.max(proc_status(host.pid(), "Threads:"));
         // Committed offsets count the records each route has handled.
