@@ -46,3 +46,25 @@ pub(super) fn run(job: impl FnOnce() + Send + 'static) {
     });
     let _ = jobs.send(Box::new(job));
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc::channel;
+    use std::time::Duration;
+
+    use super::run;
+
+    #[test]
+    fn a_panicking_job_does_not_stop_the_jobs_after_it() {
+        let (done, finished) = channel();
+        run(|| panic!("a job that fails"));
+        for i in 0..3 {
+            let done = done.clone();
+            run(move || done.send(i).unwrap());
+        }
+        let order: Vec<i32> = (0..3)
+            .map(|_| finished.recv_timeout(Duration::from_secs(10)).unwrap())
+            .collect();
+        assert_eq!(order, [0, 1, 2], "jobs run in the order they were sent");
+    }
+}
