@@ -9,9 +9,8 @@
 //! `init` that reads the partition's state may have read what the running
 //! version's batches change before the boundary: such an instance is not
 //! kept, and a fresh one gets its `init` at the boundary, as the contract
-//! promises. With no
-//! version running there is nothing to keep serving, and the instance is
-//! made on the spot.
+//! promises. With no version running there is nothing to keep serving, and
+//! the instance is made on the spot.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
