@@ -263,6 +263,23 @@ fn partition_status(setup: &Setup) -> linecook::status::PartitionReport {
     setup.status().partitions.remove(0)
 }
 
+/// `linecook_timers_pending` of the one partition, as `/metrics` shows it.
+fn timers_pending_metric(setup: &Setup) -> Option<f64> {
+    let addr = std::fs::read_to_string(setup.data_dir().join("admin.addr")).ok()?;
+    let text = ureq::get(format!("http://{}/metrics", addr.trim()))
+        .call()
+        .ok()?
+        .body_mut()
+        .read_to_string()
+        .ok()?;
+    text.lines()
+        .find(|l| l.starts_with("linecook_timers_pending{"))?
+        .rsplit(' ')
+        .next()?
+        .parse()
+        .ok()
+}
+
 #[test]
 fn pending_timers_fire_once_in_the_new_version_after_a_swap_and_a_restart() {
     let setup = Setup::new(&window_count_config("dead-letter"), &["window_count"]);
@@ -288,6 +305,11 @@ fn pending_timers_fire_once_in_the_new_version_after_a_swap_and_a_restart() {
     });
     assert_ne!(old, new);
     assert_eq!(partition_status(&setup).timers_pending, 2);
+    assert_eq!(
+        timers_pending_metric(&setup),
+        Some(2.0),
+        "the gauge keeps its count through the swap"
+    );
     produce_json(&setup, "in", &[("c", 5000)]);
     wait_until(Duration::from_secs(60), "the two windows", || {
         tail_values(&setup, "out").len() >= 2 && partition_status(&setup).timers_pending == 1
@@ -298,6 +320,12 @@ fn pending_timers_fire_once_in_the_new_version_after_a_swap_and_a_restart() {
     let mut host = setup.start();
     host.wait_ready();
     assert_eq!(partition_status(&setup).timers_pending, 1);
+    // Counted when the partition starts, before any record arrives.
+    wait_until(
+        Duration::from_secs(30),
+        "the gauge to count c's window",
+        || timers_pending_metric(&setup) == Some(1.0),
+    );
     produce_json(&setup, "in", &[("d", 9000)]);
     wait_until(Duration::from_secs(60), "c's window", || {
         tail_values(&setup, "out").len() >= 3 && partition_status(&setup).timers_pending == 1
