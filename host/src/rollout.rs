@@ -143,6 +143,12 @@ pub struct Events {
     /// worker that adopts the candidate always sees it set. The controller
     /// sets it holding `waiting`'s lock.
     in_flight: Arc<AtomicBool>,
+    /// Set by the controller while canaries' committed batches count toward
+    /// a promotion. Otherwise a `Committed` is dropped unsent: during a
+    /// rollout to every partition each batch of each partition woke the
+    /// controller, whose I/O thread then took the core from the very
+    /// partitions swapping.
+    counting: Arc<AtomicBool>,
     /// Ownership changes between rollouts, for the controller to apply
     /// before whatever wakes it next. A send wakes the controller: a
     /// thousand partitions starting woke it a thousand times, two thirds of
@@ -155,6 +161,10 @@ impl Events {
     /// Sends `event` unless no rollout is in flight and the plan would
     /// ignore it; between rollouts an ownership change waits, unsent.
     pub fn send(&self, event: WorkerEvent) {
+        if matches!(event, WorkerEvent::Committed { .. }) && !self.counting.load(Ordering::Acquire)
+        {
+            return;
+        }
         if event.may_wait() {
             let mut waiting = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
             // Under the lock the controller holds while it sets
@@ -223,6 +233,7 @@ pub fn start(
     }
     let (events_tx, events_rx) = mpsc::unbounded_channel();
     let in_flight = Arc::new(AtomicBool::new(false));
+    let counting = Arc::new(AtomicBool::new(false));
     let waiting = Arc::new(Mutex::new(Vec::new()));
     let controller = Controller {
         plan: Plan::new(topic, policy, partitions, stable),
@@ -230,6 +241,7 @@ pub fn start(
         targets: senders,
         shadows: shadow_senders,
         in_flight: in_flight.clone(),
+        counting: counting.clone(),
         waiting: waiting.clone(),
     };
     tokio::spawn(controller.run(versions, events_rx, cancel));
@@ -239,6 +251,7 @@ pub fn start(
         events: Events {
             tx: events_tx,
             in_flight,
+            counting,
             waiting,
         },
     }
@@ -253,6 +266,8 @@ struct Controller {
     shadows: BTreeMap<u32, watch::Sender<Option<Arc<PluginVersion>>>>,
     /// What the workers' `Events` read.
     in_flight: Arc<AtomicBool>,
+    /// What the workers' `Events` read.
+    counting: Arc<AtomicBool>,
     /// Ownership changes the workers left for the next wake-up.
     waiting: Arc<Mutex<Vec<WorkerEvent>>>,
 }
@@ -271,6 +286,8 @@ impl Controller {
                 let mut waiting = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
                 self.in_flight
                     .store(self.plan.in_flight(), Ordering::Release);
+                self.counting
+                    .store(self.plan.counts_commits(), Ordering::Release);
                 std::mem::take(&mut *waiting)
             };
             if waited.is_empty() {
@@ -418,6 +435,13 @@ impl<V: Version> Plan<V> {
     /// events that are not [`WorkerEvent::matters_between_rollouts`].
     pub fn in_flight(&self) -> bool {
         self.rollout.is_some()
+    }
+
+    /// Whether committed batches count now: only a canary phase's do.
+    pub fn counts_commits(&self) -> bool {
+        self.rollout
+            .as_ref()
+            .is_some_and(|f| f.canaries.is_some() && f.shadow.is_none())
     }
 
     /// The registry published `version` as the newest.
@@ -761,6 +785,7 @@ mod tests {
         let events = Events {
             tx,
             in_flight: in_flight.clone(),
+            counting: Arc::new(AtomicBool::new(false)),
             waiting: waiting.clone(),
         };
         events.send(WorkerEvent::Owned { partition: 0 });
@@ -1194,6 +1219,51 @@ mod tests {
         assert!(refused.matters_between_rollouts());
         assert!(WorkerEvent::Owned { partition: 0 }.matters_between_rollouts());
         assert!(WorkerEvent::Released { partition: 0 }.matters_between_rollouts());
+    }
+
+    #[test]
+    fn committed_batches_are_sent_only_while_they_count() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let counting = Arc::new(AtomicBool::new(false));
+        let events = Events {
+            tx,
+            in_flight: Arc::new(AtomicBool::new(true)),
+            counting: counting.clone(),
+            waiting: Arc::new(Mutex::new(Vec::new())),
+        };
+        events.send(committed(0, "v2"));
+        events.send(adopted(0, "v2"));
+        assert_eq!(rx.try_recv(), Ok(adopted(0, "v2")), "a commit woke it");
+        counting.store(true, Ordering::Release);
+        events.send(committed(0, "v2"));
+        assert_eq!(rx.try_recv(), Ok(committed(0, "v2")));
+    }
+
+    #[test]
+    fn only_a_canary_phase_counts_committed_batches() {
+        // A rollout to every partition: commits change nothing.
+        let mut all = plan(Rollout::All);
+        all.on_published(V("v2"));
+        assert!(all.in_flight() && !all.counts_commits());
+        assert_eq!(all.on_event(committed(0, "v2")), []);
+        assert!(all.in_flight());
+
+        // Canaries count until they are promoted.
+        let mut canaries = plan(canary(1, 2));
+        canaries.on_published(V("v2"));
+        assert!(canaries.counts_commits());
+        assert_eq!(canaries.on_event(committed(0, "v2")), []);
+        assert!(!canaries.on_event(committed(0, "v2")).is_empty());
+        assert!(canaries.in_flight() && !canaries.counts_commits());
+        assert_eq!(canaries.on_event(committed(0, "v2")), []);
+
+        // In shadow nothing counts; the canary phase after it does.
+        let mut shadowed_first = plan(shadow(1, 0, 1));
+        shadowed_first.on_published(V("v2"));
+        assert!(shadowed_first.in_flight() && !shadowed_first.counts_commits());
+        assert_eq!(shadowed_first.on_event(committed(0, "v2")), []);
+        shadowed_first.on_event(shadowed(0, 0));
+        assert!(shadowed_first.counts_commits());
     }
 
     #[test]
