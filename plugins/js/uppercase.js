@@ -28,7 +28,7 @@ export const guest = {
 
   handle(batch) {
     for (const record of batch) {
-      const value = Uint8Array.from(record.value);
+      const value = new Uint8Array(record.value);
       for (let i = 0; i < value.length; i++) {
         if (value[i] >= 0x61 && value[i] <= 0x7a) value[i] -= 0x20;
       }
