@@ -8,7 +8,8 @@
 //! (`plugins/c/uppercase-packed`, through `plugins/c/packed.h`) and the Zig,
 //! AssemblyScript and Go `uppercase` and `counter` (packed through their
 //! hand-written glue) are measured the same way, against the same native
-//! handlers.
+//! handlers; so are the Python and JavaScript ones, whose generators make
+//! only the typed interface (no packed column for them).
 //!
 //! Run: `cargo bench -p linecook --bench handler`
 
@@ -86,20 +87,64 @@ fn main() {
         ),
         ("counter (Go)", support::go_plugins(), "counter", "counter"),
     ]);
+    // Python and JavaScript: componentize-py and componentize-js generate
+    // only the typed interface, which is how the host calls them.
+    let python = |file: &'static std::path::Path| file.parent().expect("in a directory");
+    handlers.extend([
+        (
+            "uppercase (Python)",
+            python(support::python_uppercase()),
+            "uppercase",
+            "uppercase",
+        ),
+        (
+            "counter (Python)",
+            python(support::python_counter()),
+            "counter",
+            "counter",
+        ),
+        (
+            "uppercase (JavaScript)",
+            support::js_plugins(),
+            "uppercase",
+            "uppercase",
+        ),
+        (
+            "counter (JavaScript)",
+            support::js_plugins(),
+            "counter",
+            "counter",
+        ),
+    ]);
 
     for &(name, dir, file, native_name) in &handlers {
         let prepared = common::prepare(&runtime, dir, file);
         let mut group = c.benchmark_group(name);
+        let typed_only = typed_only(name);
+        assert_eq!(
+            prepared.packed(),
+            !typed_only,
+            "{name}: which interfaces it exports"
+        );
         for batch in BATCHES {
-            assert!(prepared.packed(), "{name} exports the packed path");
-            let mut typed = WasmAs(common::instance(&prepared, native_name), Shape::V2);
-            let mut packed = WasmAs(common::instance(&prepared, native_name), Shape::Packed);
+            let instance = common::instance(&prepared, native_name);
+            // A component with the packed path also has the typed one
+            // (0.2.0's `guest.handle`); one without is called as it is.
+            let shape = if typed_only {
+                instance.shape()
+            } else {
+                Shape::V2
+            };
+            let mut typed = WasmAs(instance, shape);
+            let mut packed = (!typed_only)
+                .then(|| WasmAs(common::instance(&prepared, native_name), Shape::Packed));
             let mut native = Native::new(native_name);
-            for (kind, handler) in [
-                ("typed", &mut typed as &mut dyn BatchHandler),
-                ("packed", &mut packed as &mut dyn BatchHandler),
-                ("native", &mut native as &mut dyn BatchHandler),
-            ] {
+            let mut kinds: Vec<(&str, &mut dyn BatchHandler)> = vec![("typed", &mut typed)];
+            if let Some(packed) = packed.as_mut() {
+                kinds.push(("packed", packed));
+            }
+            kinds.push(("native", &mut native));
+            for (kind, handler) in kinds {
                 // Each in its own record type, built once, outside the timing.
                 let records = handler.batch(common::records(batch));
                 let samples = samples.clone();
@@ -139,16 +184,23 @@ fn main() {
         for batch in BATCHES {
             // A filter on the command line (`-- counter/packed`) leaves rows out.
             let get = |kind| samples.get(&(name, batch, kind)).map(median);
-            let (Some(native), Some(typed), Some(packed)) =
-                (get("native"), get("typed"), get("packed"))
-            else {
+            let (Some(native), Some(typed)) = (get("native"), get("typed")) else {
                 continue;
             };
+            let packed = match get("packed") {
+                Some(packed) => format!("{packed:.0} | {:.2}×", packed / native),
+                None if typed_only(name) => "— | —".to_owned(),
+                None => continue,
+            };
             println!(
-                "| {name} | {batch} | {native:.0} | {typed:.0} | {:.1}× | {packed:.0} | {:.2}× |",
+                "| {name} | {batch} | {native:.0} | {typed:.0} | {:.1}× | {packed} |",
                 typed / native,
-                packed / native
             );
         }
     }
+}
+
+/// Whether the row's component has only the typed interface.
+fn typed_only(name: &str) -> bool {
+    name.ends_with("(Python)") || name.ends_with("(JavaScript)")
 }
