@@ -2,45 +2,52 @@
 //! the typed interface (`guest.handle`, a canonical-ABI list per record and
 //! a host call per output) and through the packed path (`handle-packed`, one
 //! buffer each way) — and compiled natively into the host, behind the same
-//! trait, for batches of 1 to 1000 records of 100 bytes. Criterion
-//! measures; a markdown table of ns/record and the WASM/native ratios is
-//! printed at the end. The C `uppercase` with the packed path
-//! (`plugins/c/uppercase-packed`, through `plugins/c/packed.h`) and the Zig,
-//! AssemblyScript and Go `uppercase` and `counter` (packed through their
-//! hand-written glue) are measured the same way, against the same native
-//! handlers; so are the Python and JavaScript ones, whose generators make
-//! only the typed interface (no packed column for them).
+//! trait, for batches of 1 to 1000 records of 100 bytes. A markdown table
+//! of ns/record and the WASM/native ratios is printed at the end. The C
+//! `uppercase` with the packed path (`plugins/c/uppercase-packed`, through
+//! `plugins/c/packed.h`) and the Zig, AssemblyScript and Go `uppercase` and
+//! `counter` (packed through their hand-written glue) are measured the same
+//! way, against the same native handlers; so are the Python and JavaScript
+//! ones, whose generators make only the typed interface (no packed column
+//! for them).
 //!
-//! Run: `cargo bench -p linecook --bench handler`
+//! This VM's speed moves within seconds, so the ways of calling a handler
+//! are measured in turn, `ROUNDS` times (default 15), each for ~40 ms: a
+//! ratio is the median of the rounds' ratios, each between measurements
+//! taken next to each other, and ns/record the median of the rounds.
+//!
+//! Run: `cargo bench -p linecook --bench handler`, or with a filter,
+//! `-- 'counter/1000'` or `-- 'Zig|Go'`: rows whose `name/batch` contains
+//! one of the `|`-separated parts.
 
 mod common;
 #[path = "../../tests/support/mod.rs"]
 mod support;
 
-use std::cell::RefCell;
-use std::collections::BTreeMap;
-use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use common::{BatchHandler, HANDLERS, MemState, Native, WasmAs};
-use criterion::{BenchmarkId, Criterion};
 use linecook::runtime::{Runtime, Shape};
 
 const BATCHES: [usize; 4] = [1, 10, 100, 1000];
 
-/// (handler, batch, "typed" | "packed" | "native") → ns/record of each
-/// criterion sample.
-type Samples = BTreeMap<(&'static str, usize, &'static str), Vec<f64>>;
+/// How long one measurement of one way of calling runs.
+const TURN: Duration = Duration::from_millis(40);
 
 fn main() {
-    let mut c = Criterion::default()
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(2))
-        .sample_size(30)
-        .configure_from_args();
+    let rounds: usize = std::env::var("ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(15)
+        .max(1);
+    let filter: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .flat_map(|a| a.split('|').map(str::to_owned).collect::<Vec<_>>())
+        .collect();
+    let wanted = |row: &str| filter.is_empty() || filter.iter().any(|f| row.contains(f.as_str()));
     let runtime = Runtime::new().unwrap();
     let plugins = support::plugins();
-    let samples: Rc<RefCell<Samples>> = Rc::default();
     // (row label, directory, file, the native handler it does the work of)
     let mut handlers: Vec<(&'static str, &std::path::Path, &str, &str)> = HANDLERS
         .iter()
@@ -117,9 +124,15 @@ fn main() {
         ),
     ]);
 
+    println!(
+        "\n| handler | batch | native ns/record | typed ns/record | typed / native | packed ns/record | packed / native |"
+    );
+    println!("|---|---|---|---|---|---|---|");
     for &(name, dir, file, native_name) in &handlers {
+        if !BATCHES.iter().any(|b| wanted(&format!("{name}/{b}"))) {
+            continue;
+        }
         let prepared = common::prepare(&runtime, dir, file);
-        let mut group = c.benchmark_group(name);
         let typed_only = typed_only(name);
         assert_eq!(
             prepared.packed(),
@@ -127,6 +140,9 @@ fn main() {
             "{name}: which interfaces it exports"
         );
         for batch in BATCHES {
+            if !wanted(&format!("{name}/{batch}")) {
+                continue;
+            }
             let instance = common::instance(&prepared, native_name);
             // A component with the packed path also has the typed one
             // (0.2.0's `guest.handle`); one without is called as it is.
@@ -139,65 +155,75 @@ fn main() {
             let mut packed = (!typed_only)
                 .then(|| WasmAs(common::instance(&prepared, native_name), Shape::Packed));
             let mut native = Native::new(native_name);
-            let mut kinds: Vec<(&str, &mut dyn BatchHandler)> = vec![("typed", &mut typed)];
+            let mut ways: Vec<&mut dyn BatchHandler> = vec![&mut native, &mut typed];
             if let Some(packed) = packed.as_mut() {
-                kinds.push(("packed", packed));
+                ways.push(packed);
             }
-            kinds.push(("native", &mut native));
-            for (kind, handler) in kinds {
-                // Each in its own record type, built once, outside the timing.
-                let records = handler.batch(common::records(batch));
-                let samples = samples.clone();
-                group.bench_with_input(BenchmarkId::new(kind, batch), &batch, |b, _| {
-                    b.iter_custom(|iters| {
-                        let started = Instant::now();
-                        for _ in 0..iters {
-                            let effects = handler.handle(&records, Box::new(MemState::default()));
-                            std::hint::black_box(effects);
-                        }
-                        let elapsed = started.elapsed();
-                        samples
-                            .borrow_mut()
-                            .entry((name, batch, kind))
-                            .or_default()
-                            .push(elapsed.as_nanos() as f64 / (iters as f64 * batch as f64));
-                        elapsed
-                    })
-                });
+            // Each in its own record type, built once, outside the timing.
+            let batches: Vec<_> = ways
+                .iter()
+                .map(|way| way.batch(common::records(batch)))
+                .collect();
+            // Calls per measurement, from a warm-up of each way.
+            let calls: Vec<u64> = ways
+                .iter_mut()
+                .zip(&batches)
+                .map(|(way, records)| {
+                    let started = Instant::now();
+                    let mut calls = 0u64;
+                    while started.elapsed() < TURN * 5 {
+                        std::hint::black_box(way.handle(records, Box::new(MemState::default())));
+                        calls += 1;
+                    }
+                    (calls / 5).max(1)
+                })
+                .collect();
+            // ns/record of each way, round by round.
+            let mut per_round: Vec<Vec<f64>> = vec![Vec::new(); ways.len()];
+            for _ in 0..rounds {
+                for (i, way) in ways.iter_mut().enumerate() {
+                    let started = Instant::now();
+                    for _ in 0..calls[i] {
+                        std::hint::black_box(
+                            way.handle(&batches[i], Box::new(MemState::default())),
+                        );
+                    }
+                    per_round[i].push(
+                        started.elapsed().as_nanos() as f64 / (calls[i] * batch as u64) as f64,
+                    );
+                }
             }
-        }
-        group.finish();
-    }
-    c.final_summary();
-
-    let median = |v: &Vec<f64>| {
-        let mut v = v.clone();
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
-    let samples = samples.borrow();
-    println!(
-        "\n| handler | batch | native ns/record | typed ns/record | typed / native | packed ns/record | packed / native |"
-    );
-    println!("|---|---|---|---|---|---|---|");
-    for &(name, ..) in &handlers {
-        for batch in BATCHES {
-            // A filter on the command line (`-- counter/packed`) leaves rows out.
-            let get = |kind| samples.get(&(name, batch, kind)).map(median);
-            let (Some(native), Some(typed)) = (get("native"), get("typed")) else {
-                continue;
+            let ratio = |i: usize| {
+                median(
+                    per_round[i]
+                        .iter()
+                        .zip(&per_round[0])
+                        .map(|(way, native)| way / native)
+                        .collect(),
+                )
             };
-            let packed = match get("packed") {
-                Some(packed) => format!("{packed:.0} | {:.2}×", packed / native),
-                None if typed_only(name) => "— | —".to_owned(),
-                None => continue,
+            let (native_ns, typed_ns) =
+                (median(per_round[0].clone()), median(per_round[1].clone()));
+            let packed = if per_round.len() > 2 {
+                format!("{:.0} | {:.2}×", median(per_round[2].clone()), ratio(2))
+            } else {
+                "— | —".to_owned()
             };
             println!(
-                "| {name} | {batch} | {native:.0} | {typed:.0} | {:.1}× | {packed} |",
-                typed / native,
+                "| {name} | {batch} | {native_ns:.0} | {typed_ns:.0} | {:.1}× | {packed} |",
+                ratio(1)
             );
         }
     }
+    println!(
+        "\n(ratios: the median of {rounds} rounds' ratios, the ways measured in turn, ~{} ms each)",
+        TURN.as_millis()
+    );
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
 }
 
 /// Whether the row's component has only the typed interface.
