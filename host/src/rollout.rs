@@ -145,9 +145,9 @@ pub struct Events {
     in_flight: Arc<AtomicBool>,
     /// Set by the controller while canaries' committed batches count toward
     /// a promotion. Otherwise a `Committed` is dropped unsent: during a
-    /// rollout to every partition each batch of each partition woke the
-    /// controller, whose I/O thread then took the core from the very
-    /// partitions swapping.
+    /// rollout to every partition each batch of each partition could wake
+    /// the controller for nothing, on the cores the swapping partitions
+    /// need.
     counting: Arc<AtomicBool>,
     /// Ownership changes between rollouts, for the controller to apply
     /// before whatever wakes it next. A send wakes the controller: a
