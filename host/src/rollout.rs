@@ -26,7 +26,7 @@
 //! invisible to the group.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::{mpsc, watch};
@@ -133,22 +133,50 @@ impl WorkerEvent {
             WorkerEvent::Owned { .. } | WorkerEvent::Released { .. }
         )
     }
+
+    /// Whether the plan acts on this event in `phase`, so that a worker
+    /// sends it: each send can wake the controller. Commits count only
+    /// toward a canary phase; during a rollout to every partition they
+    /// would wake it for every batch of every partition, for nothing.
+    pub fn wanted_in(&self, phase: Phase) -> bool {
+        match phase {
+            Phase::Between => self.matters_between_rollouts(),
+            Phase::InFlight => !matches!(self, WorkerEvent::Committed { .. }),
+            Phase::CountingCommits => true,
+        }
+    }
+}
+
+/// What the plan listens to, as the controller tells the workers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// No rollout in flight.
+    Between,
+    /// A rollout in flight, its committed batches not counted.
+    InFlight,
+    /// A canary phase: committed batches count toward promotion.
+    CountingCommits,
+}
+
+impl Phase {
+    fn from_u8(v: u8) -> Phase {
+        match v {
+            0 => Phase::Between,
+            1 => Phase::InFlight,
+            _ => Phase::CountingCommits,
+        }
+    }
 }
 
 /// Where a partition's worker reports to its route's rollout.
 #[derive(Debug, Clone)]
 pub struct Events {
     tx: mpsc::UnboundedSender<WorkerEvent>,
-    /// Set by the controller before it moves any target for a rollout, so a
-    /// worker that adopts the candidate always sees it set. The controller
-    /// sets it holding `waiting`'s lock.
-    in_flight: Arc<AtomicBool>,
-    /// Set by the controller while canaries' committed batches count toward
-    /// a promotion. Otherwise a `Committed` is dropped unsent: during a
-    /// rollout to every partition each batch of each partition could wake
-    /// the controller for nothing, on the cores the swapping partitions
-    /// need.
-    counting: Arc<AtomicBool>,
+    /// The plan's `Phase` (as `u8`). Set by the controller before it moves
+    /// any target for a rollout, so a worker that adopts the candidate
+    /// always sees it in flight; the controller sets it holding
+    /// `waiting`'s lock.
+    phase: Arc<AtomicU8>,
     /// Ownership changes between rollouts, for the controller to apply
     /// before whatever wakes it next. A send wakes the controller: a
     /// thousand partitions starting woke it a thousand times, two thirds of
@@ -158,28 +186,28 @@ pub struct Events {
 }
 
 impl Events {
-    /// Sends `event` unless no rollout is in flight and the plan would
-    /// ignore it; between rollouts an ownership change waits, unsent.
+    /// Sends `event` if the plan acts on it in its current phase; between
+    /// rollouts an ownership change waits, unsent.
     pub fn send(&self, event: WorkerEvent) {
-        if matches!(event, WorkerEvent::Committed { .. }) && !self.counting.load(Ordering::Acquire)
-        {
-            return;
-        }
         if event.may_wait() {
             let mut waiting = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
-            // Under the lock the controller holds while it sets
-            // `in_flight` and takes what waits: an event is either taken
-            // then or sent below, never left waiting through a rollout.
-            if !self.in_flight.load(Ordering::Acquire) {
+            // Under the lock the controller holds while it sets the phase
+            // and takes what waits: an event is either taken then or sent
+            // below, never left waiting through a rollout.
+            if self.phase() == Phase::Between {
                 waiting.push(event);
                 return;
             }
         }
-        if event.matters_between_rollouts() || self.in_flight.load(Ordering::Acquire) {
+        if event.wanted_in(self.phase()) {
             // The controller outlives every worker; a send can only fail at
             // shutdown, when nobody needs the event.
             let _ = self.tx.send(event);
         }
+    }
+
+    fn phase(&self) -> Phase {
+        Phase::from_u8(self.phase.load(Ordering::Acquire))
     }
 }
 
@@ -232,16 +260,14 @@ pub fn start(
         shadows.insert(p, rx);
     }
     let (events_tx, events_rx) = mpsc::unbounded_channel();
-    let in_flight = Arc::new(AtomicBool::new(false));
-    let counting = Arc::new(AtomicBool::new(false));
+    let phase = Arc::new(AtomicU8::new(Phase::Between as u8));
     let waiting = Arc::new(Mutex::new(Vec::new()));
     let controller = Controller {
         plan: Plan::new(topic, policy, partitions, stable),
         registry,
         targets: senders,
         shadows: shadow_senders,
-        in_flight: in_flight.clone(),
-        counting: counting.clone(),
+        phase: phase.clone(),
         waiting: waiting.clone(),
     };
     tokio::spawn(controller.run(versions, events_rx, cancel));
@@ -250,8 +276,7 @@ pub fn start(
         shadows,
         events: Events {
             tx: events_tx,
-            in_flight,
-            counting,
+            phase,
             waiting,
         },
     }
@@ -265,9 +290,7 @@ struct Controller {
     targets: BTreeMap<u32, watch::Sender<Arc<PluginVersion>>>,
     shadows: BTreeMap<u32, watch::Sender<Option<Arc<PluginVersion>>>>,
     /// What the workers' `Events` read.
-    in_flight: Arc<AtomicBool>,
-    /// What the workers' `Events` read.
-    counting: Arc<AtomicBool>,
+    phase: Arc<AtomicU8>,
     /// Ownership changes the workers left for the next wake-up.
     waiting: Arc<Mutex<Vec<WorkerEvent>>>,
 }
@@ -284,10 +307,7 @@ impl Controller {
         loop {
             let waited = {
                 let mut waiting = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
-                self.in_flight
-                    .store(self.plan.in_flight(), Ordering::Release);
-                self.counting
-                    .store(self.plan.counts_commits(), Ordering::Release);
+                self.phase.store(self.plan.phase() as u8, Ordering::Release);
                 std::mem::take(&mut *waiting)
             };
             if waited.is_empty() {
@@ -323,8 +343,8 @@ impl Controller {
                 Wake::Published(newest) => self.plan.on_published(newest),
                 Wake::Event(event) => self.plan.on_event(event),
             });
-            // Before the actions: a worker retargeted below must see
-            // `in_flight`.
+            // Before the actions: a worker retargeted below must see the
+            // rollout in flight.
             self.settle(&mut actions);
             for action in actions {
                 match action {
@@ -442,6 +462,17 @@ impl<V: Version> Plan<V> {
         self.rollout
             .as_ref()
             .is_some_and(|f| f.canaries.is_some() && f.shadow.is_none())
+    }
+
+    /// What the plan listens to now.
+    pub fn phase(&self) -> Phase {
+        if self.counts_commits() {
+            Phase::CountingCommits
+        } else if self.in_flight() {
+            Phase::InFlight
+        } else {
+            Phase::Between
+        }
     }
 
     /// The registry published `version` as the newest.
@@ -780,12 +811,11 @@ mod tests {
     #[test]
     fn ownership_waits_unsent_between_rollouts_and_is_sent_during_one() {
         let (tx, mut rx) = mpsc::unbounded_channel();
-        let in_flight = Arc::new(AtomicBool::new(false));
+        let phase = Arc::new(AtomicU8::new(Phase::Between as u8));
         let waiting = Arc::new(Mutex::new(Vec::new()));
         let events = Events {
             tx,
-            in_flight: in_flight.clone(),
-            counting: Arc::new(AtomicBool::new(false)),
+            phase: phase.clone(),
             waiting: waiting.clone(),
         };
         events.send(WorkerEvent::Owned { partition: 0 });
@@ -807,7 +837,7 @@ mod tests {
                 WorkerEvent::Released { partition: 2 }
             ]
         ));
-        in_flight.store(true, Ordering::Release);
+        phase.store(Phase::InFlight as u8, Ordering::Release);
         events.send(WorkerEvent::Owned { partition: 3 });
         assert!(matches!(
             rx.try_recv(),
@@ -1222,19 +1252,25 @@ mod tests {
     }
 
     #[test]
+    fn a_phase_reads_back_as_stored() {
+        for phase in [Phase::Between, Phase::InFlight, Phase::CountingCommits] {
+            assert_eq!(Phase::from_u8(phase as u8), phase);
+        }
+    }
+
+    #[test]
     fn committed_batches_are_sent_only_while_they_count() {
         let (tx, mut rx) = mpsc::unbounded_channel();
-        let counting = Arc::new(AtomicBool::new(false));
+        let phase = Arc::new(AtomicU8::new(Phase::InFlight as u8));
         let events = Events {
             tx,
-            in_flight: Arc::new(AtomicBool::new(true)),
-            counting: counting.clone(),
+            phase: phase.clone(),
             waiting: Arc::new(Mutex::new(Vec::new())),
         };
         events.send(committed(0, "v2"));
         events.send(adopted(0, "v2"));
         assert_eq!(rx.try_recv(), Ok(adopted(0, "v2")), "a commit woke it");
-        counting.store(true, Ordering::Release);
+        phase.store(Phase::CountingCommits as u8, Ordering::Release);
         events.send(committed(0, "v2"));
         assert_eq!(rx.try_recv(), Ok(committed(0, "v2")));
     }
