@@ -22,7 +22,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use common::{BatchHandler, HANDLERS, Native, Wasm};
+use common::{BatchHandler, HANDLERS, Native, Wasm, median};
 use linecook::checkpoint::{BatchCommit, OwnedCommit};
 use linecook::plugins::ArtifactCache;
 use linecook::record::NewRecord;
@@ -39,11 +39,6 @@ fn env(name: &str, default: usize) -> usize {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 /// The run with the median records/s.

@@ -26,7 +26,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use common::{BatchHandler, HANDLERS, MemState, Native, WasmAs};
+use common::{BatchHandler, HANDLERS, MemState, Native, WasmAs, median};
 use linecook::runtime::{Runtime, Shape};
 
 const BATCHES: [usize; 4] = [1, 10, 100, 1000];
@@ -219,11 +219,6 @@ fn main() {
         "\n(ratios: the median of {rounds} rounds' ratios, the ways measured in turn, ~{} ms each)",
         TURN.as_millis()
     );
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 /// Whether the row's component has only the typed interface.

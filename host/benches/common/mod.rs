@@ -172,6 +172,12 @@ pub fn records(n: usize) -> Vec<LogRecord> {
         .collect()
 }
 
+/// The middle value (the upper one of an even count).
+pub fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
 /// A 100-byte value.
 pub fn value(i: usize) -> Vec<u8> {
     let mut v = format!("record {i:08} ").into_bytes();
